@@ -1,0 +1,179 @@
+//! Job payloads: what a producer asks revokd's workers to apply.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One unit of work in revokd's queue, tagged by `kind` in JSON.
+///
+/// Applying a job is idempotent: applying it twice, or out of order with
+/// others, leaves the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Revoke one token.
+    Revoke(RevokeToken),
+    /// Revoke every token of a subject issued before a moment.
+    RevokeAll(RevokeSubject),
+    /// Delete expired records and re-check Redis against Postgres.
+    Cleanup(Cleanup),
+    /// A kind this version does not know (written by a newer producer).
+    /// Workers set it aside instead of failing on it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Job {
+    /// The job's own id, used in responses and to wait for completion.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Job::Revoke(j) => Some(&j.job_id),
+            Job::RevokeAll(j) => Some(&j.job_id),
+            Job::Cleanup(j) => Some(&j.job_id),
+            Job::Unknown => None,
+        }
+    }
+}
+
+/// Revoke one token: put its `token_id` on the deny-list until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeToken {
+    /// Unique id of this request (UUID v7 text).
+    pub job_id: String,
+    /// The token's `jti`, or `sha256:<hex>` of the compact token (see [`token_id`]).
+    pub token_id: String,
+    /// The token's `sub` claim, if any.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The token's `exp` claim (unix seconds).
+    pub expires_at: i64,
+    /// Why it was revoked (free text, e.g. `logout`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who asked (an API key's name, an application name).
+    #[serde(default)]
+    pub requested_by: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+impl RevokeToken {
+    /// A revocation of `token_id` requested now, with a fresh job id.
+    pub fn new(token_id: impl Into<String>, subject: Option<String>, expires_at: i64) -> Self {
+        Self {
+            job_id: new_job_id(),
+            token_id: token_id.into(),
+            subject,
+            expires_at,
+            reason: None,
+            requested_by: String::new(),
+            requested_at: now_unix(),
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Revoke every token of `subject` whose `iat` is earlier than `not_before`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeSubject {
+    /// Unique id of this request (UUID v7 text).
+    pub job_id: String,
+    /// The subject (`sub` claim) whose tokens are revoked.
+    pub subject: String,
+    /// Tokens issued strictly before this moment (unix seconds) are revoked.
+    pub not_before: i64,
+    /// Why (free text, e.g. `password_change`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who asked.
+    #[serde(default)]
+    pub requested_by: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+impl RevokeSubject {
+    /// A revoke-all of `subject` as of `not_before`, with a fresh job id.
+    pub fn new(subject: impl Into<String>, not_before: i64) -> Self {
+        Self {
+            job_id: new_job_id(),
+            subject: subject.into(),
+            not_before,
+            reason: None,
+            requested_by: String::new(),
+            requested_at: now_unix(),
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Maintenance: purge expired rows, re-check Redis against Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleanup {
+    /// Unique id of this request.
+    pub job_id: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+/// A new job id: a UUID v7, so ids sort by creation time.
+pub fn new_job_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The current time in unix seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The `token_id` revokd tracks a token by: its `jti` when it has one, else
+/// `sha256:` and the lowercase hex SHA-256 of the compact token. Use it to
+/// revoke a token without sending the token itself anywhere.
+pub fn token_id(compact_token: &str, jti: Option<&str>) -> String {
+    match jti {
+        Some(jti) => jti.to_owned(),
+        None => format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(compact_token.as_bytes()))
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kind_decodes_to_unknown() {
+        let job: Job = serde_json::from_str(r#"{"kind":"from_the_future","x":1}"#).unwrap();
+        assert_eq!(job, Job::Unknown);
+    }
+
+    #[test]
+    fn revoke_round_trips_with_kind_tag() {
+        let job = Job::Revoke(RevokeToken::new("j1", Some("alice".into()), 10).reason("logout"));
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(text.contains(r#""kind":"revoke""#), "{text}");
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn token_id_prefers_jti_and_hashes_otherwise() {
+        assert_eq!(token_id("a.b.c", Some("j")), "j");
+        let id = token_id("a.b.c", None);
+        assert!(id.starts_with("sha256:") && id.len() == 7 + 64, "{id}");
+        assert!(!id.contains("a.b.c"));
+    }
+}

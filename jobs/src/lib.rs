@@ -1,0 +1,38 @@
+//! # revokd-jobs
+//!
+//! The wire contract between applications and [revokd](https://example.invalid/revokd):
+//! the job payloads revokd's workers apply, the queue names they live under, and
+//! a small [`Producer`] that pushes them into the apalis-redis queue.
+//!
+//! An application links this crate to enqueue a revocation without pulling in
+//! the service (no axum, no sqlx, no JWT library):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), revokd_jobs::ProduceError> {
+//! use revokd_jobs::{Producer, RevokeToken, RevokeSubject, now_unix};
+//!
+//! let producer = Producer::connect("redis://127.0.0.1:6379", "revokd:", "my-app").await?;
+//! // Logout: revoke one token (its `jti` and `exp` come from the app's own claims).
+//! producer.revoke(RevokeToken::new("3f2a-jti", Some("alice".into()), now_unix() + 900)).await?;
+//! // Password change: revoke every token of alice issued before now.
+//! producer.revoke_all(RevokeSubject::new("alice", now_unix())).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod job;
+mod producer;
+
+pub use job::{Cleanup, Job, RevokeSubject, RevokeToken, new_job_id, now_unix, token_id};
+pub use producer::{ProduceError, Producer, queue_config, wake_channel};
+
+/// Suffix of the queue name under the key prefix: the queue is `{prefix}queue:jobs`.
+pub const QUEUE_SUFFIX: &str = "queue:jobs";
+
+/// Default key prefix of every Redis key revokd creates.
+pub const DEFAULT_PREFIX: &str = "revokd:";
+
+/// The apalis-redis queue name for a key prefix (`{prefix}queue:jobs`).
+pub fn queue_name(prefix: &str) -> String {
+    format!("{prefix}{QUEUE_SUFFIX}")
+}

@@ -1,0 +1,165 @@
+//! The producer client: pushes jobs into revokd's apalis-redis queue.
+
+use std::time::Duration;
+
+use apalis_core::task::builder::TaskBuilder;
+use apalis_redis::{Config, queries::push_tasks};
+use redis::{
+    AsyncCommands, Client,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::{Job, RevokeSubject, RevokeToken, queue_name};
+
+/// Why a job could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// Redis could not be reached or refused the command.
+    #[error("queue unreachable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The queue script failed.
+    #[error("queue error: {0}")]
+    Queue(#[from] apalis_redis::Error),
+    /// The job could not be serialised.
+    #[error("cannot encode job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The apalis-redis configuration of revokd's queue under `prefix`.
+///
+/// Workers and producers must agree on it; producers only use the queue name.
+/// Heartbeats every 3 s with 3 missed allowed let a live worker reclaim a
+/// killed worker's jobs within about 12 s (apalis-redis's default is 300 s).
+pub fn queue_config(prefix: &str) -> Config {
+    Config::default()
+        .queue(queue_name(prefix))
+        .batch_size(32)
+        .heartbeat_interval(Duration::from_secs(3))
+        .missed_heartbeats(3)
+        // Jobs take milliseconds, far below one heartbeat: leases buy nothing.
+        .lock_tasks(false)
+        // Completion must be recorded, or jobs stay in flight forever.
+        .persist_results(true)
+        // revokd publishes its own wake-up signal (see `wake_channel`).
+        .emit_events(false)
+        .idempotency_ttl(Some(Duration::from_secs(24 * 3600)))
+}
+
+/// The pub/sub channel a producer publishes on after a push so that idle
+/// workers fetch at once instead of at their next poll tick.
+pub fn wake_channel(prefix: &str) -> String {
+    format!("{}:wake", queue_name(prefix))
+}
+
+/// Pushes revoke and revoke-all jobs into revokd's queue.
+///
+/// Cheap to clone; clones share one multiplexed Redis connection.
+#[derive(Clone)]
+pub struct Producer {
+    conn: ConnectionManager,
+    config: Config,
+    wake: String,
+    requested_by: String,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("queue", &self.config.queue)
+            .field("requested_by", &self.requested_by)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// Connects to Redis at `redis_url` and targets the queue under `prefix`
+    /// (revokd's `REVOKD_KEY_PREFIX`, default `revokd:`). `requested_by` is
+    /// recorded in revokd's audit log for jobs that do not set their own.
+    pub async fn connect(
+        redis_url: &str,
+        prefix: &str,
+        requested_by: &str,
+    ) -> Result<Self, ProduceError> {
+        let client = Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self::new(conn, prefix, requested_by))
+    }
+
+    /// Uses an existing connection.
+    pub fn new(conn: ConnectionManager, prefix: &str, requested_by: &str) -> Self {
+        Self {
+            conn,
+            config: queue_config(prefix),
+            wake: wake_channel(prefix),
+            requested_by: requested_by.to_owned(),
+        }
+    }
+
+    /// Enqueues a revocation of one token; returns its job id.
+    pub async fn revoke(&self, mut job: RevokeToken) -> Result<String, ProduceError> {
+        if job.requested_by.is_empty() {
+            job.requested_by.clone_from(&self.requested_by);
+        }
+        self.push(&Job::Revoke(job)).await
+    }
+
+    /// Enqueues a revoke-all of a subject; returns its job id.
+    pub async fn revoke_all(&self, mut job: RevokeSubject) -> Result<String, ProduceError> {
+        if job.requested_by.is_empty() {
+            job.requested_by.clone_from(&self.requested_by);
+        }
+        self.push(&Job::RevokeAll(job)).await
+    }
+
+    /// Enqueues any job as is; returns its job id.
+    pub async fn push(&self, job: &Job) -> Result<String, ProduceError> {
+        self.push_with_key(job, None).await
+    }
+
+    /// Enqueues a job unless another job with the same idempotency key was
+    /// pushed within the last 24 hours. Returns whether it was enqueued.
+    pub async fn push_once(&self, job: &Job, key: &str) -> Result<bool, ProduceError> {
+        let (queued, scheduled) = self.push_raw(job, Some(key)).await?;
+        Ok(queued + scheduled > 0)
+    }
+
+    async fn push_with_key(&self, job: &Job, key: Option<&str>) -> Result<String, ProduceError> {
+        self.push_raw(job, key).await?;
+        Ok(job.job_id().unwrap_or_default().to_owned())
+    }
+
+    async fn push_raw(&self, job: &Job, key: Option<&str>) -> Result<(u32, u32), ProduceError> {
+        let mut task = TaskBuilder::new(serde_json::to_vec(job)?);
+        if let Some(key) = key {
+            task = task.idempotency_key(key);
+        }
+        let mut conn = self.conn.clone();
+        let counts = push_tasks(&mut conn, &self.config, &[task.build()]).await?;
+        // A lost wake-up only costs one poll tick; the job is already queued.
+        let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
+        Ok(counts)
+    }
+
+    /// Pushes raw bytes as a job payload, bypassing serialisation. Meant for
+    /// tests and tools that need to exercise a worker with a bad payload.
+    #[doc(hidden)]
+    pub async fn push_bytes(&self, payload: Vec<u8>) -> Result<(), ProduceError> {
+        let mut conn = self.conn.clone();
+        push_tasks(
+            &mut conn,
+            &self.config,
+            &[TaskBuilder::new(payload).build()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The queue name this producer pushes to.
+    pub fn queue(&self) -> &str {
+        self.config.queue.as_ref()
+    }
+}

@@ -1,0 +1,232 @@
+//! Wiring: builds the stores, the checker and the roles from configuration,
+//! and runs the roles until shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use revokd_jobs::Producer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    check::Checker,
+    config::Config,
+    http::{self, AppState, auth::KeyRing},
+    scheduler,
+    store::{self, pg::Db, redis::DenyList},
+    token::Verifier,
+    worker::{self, Applier, WorkerDeps},
+};
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API.
+    pub api: bool,
+    /// Queue workers.
+    pub worker: bool,
+    /// The cron scheduler.
+    pub scheduler: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles {
+        api: true,
+        worker: true,
+        scheduler: true,
+    };
+
+    /// Parses `api,worker,scheduler` (any subset).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut roles = Roles {
+            api: false,
+            worker: false,
+            scheduler: false,
+        };
+        for role in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match role {
+                "api" => roles.api = true,
+                "worker" => roles.worker = true,
+                "scheduler" => roles.scheduler = true,
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?} (expected api, worker, scheduler)"
+                    ));
+                }
+            }
+        }
+        if roles
+            == (Roles {
+                api: false,
+                worker: false,
+                scheduler: false,
+            })
+        {
+            return Err("no role given".into());
+        }
+        Ok(roles)
+    }
+}
+
+/// The long-lived parts every role draws from.
+#[derive(Clone)]
+pub struct Services {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Token verification.
+    pub verifier: Arc<Verifier>,
+    /// Postgres.
+    pub db: Db,
+    /// Deny-list on a fast-failing connection (read path).
+    pub deny_fast: DenyList,
+    /// Deny-list on a patient connection (worker).
+    pub deny_patient: DenyList,
+    /// Producer on a patient connection.
+    pub producer: Producer,
+}
+
+impl Services {
+    /// Builds every part from configuration; needs neither store to be up.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
+        let db = Db::connect_lazy(&config.database_url).context("invalid DATABASE_URL")?;
+        let fast = store::fast_redis(&config.redis_url).context("invalid REDIS_URL")?;
+        let patient = store::patient_redis(&config.redis_url).context("invalid REDIS_URL")?;
+        let prefix = config.key_prefix.clone();
+        Ok(Self {
+            verifier: Arc::new(verifier),
+            db,
+            deny_fast: DenyList::new(fast, &prefix),
+            deny_patient: DenyList::new(patient.clone(), &prefix),
+            producer: Producer::new(patient, &prefix, "revokd"),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The job applier.
+    pub fn applier(&self) -> Applier {
+        Applier::new(
+            self.deny_patient.clone(),
+            self.db.clone(),
+            &self.config.key_prefix,
+            self.config.leeway(),
+            self.config.max_lifetime_secs(),
+        )
+    }
+
+    /// The read-path checker.
+    pub fn checker(&self) -> Checker {
+        Checker::new(
+            Arc::clone(&self.verifier),
+            self.deny_fast.clone(),
+            self.db.clone(),
+            self.config.fail_mode,
+        )
+    }
+
+    /// The HTTP state.
+    pub fn http_state(&self) -> anyhow::Result<AppState> {
+        Ok(AppState {
+            checker: Arc::new(self.checker()),
+            deny: self.deny_fast.clone(),
+            db: self.db.clone(),
+            check_keys: Arc::new(
+                KeyRing::parse(self.config.check_keys.expose())
+                    .map_err(anyhow::Error::msg)
+                    .context("REVOKD_CHECK_KEYS")?,
+            ),
+            api_keys: Arc::new(
+                KeyRing::parse(self.config.api_keys.expose())
+                    .map_err(anyhow::Error::msg)
+                    .context("REVOKD_API_KEYS")?,
+            ),
+        })
+    }
+}
+
+/// A bound API listener, so tests can run the real server on port 0.
+pub struct Api {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Api {
+    /// Binds `config.listen`.
+    pub async fn bind(services: &Services) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&services.config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", services.config.listen))?;
+        Ok(Self {
+            listener,
+            state: services.http_state()?,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` fires.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("HTTP server failed")
+    }
+}
+
+/// Runs the chosen roles until `stop` fires. Migrations are applied first,
+/// retried in the background while Postgres is unreachable.
+pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> anyhow::Result<()> {
+    let services = Services::build(config)?;
+    let url = services.config.database_url.clone();
+    let migrated = tokio::spawn(prepare_until_done(url, stop.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.api {
+        let api = Api::bind(&services).await?;
+        tracing::info!(addr = %api.local_addr()?, "API listening");
+        tasks.spawn(api.run(stop.clone()));
+    }
+    if roles.worker {
+        let deps = WorkerDeps {
+            applier: services.applier(),
+            redis_url: services.config.redis_url.clone(),
+            prefix: services.config.key_prefix.clone(),
+            concurrency: services.config.worker_concurrency,
+        };
+        tasks.spawn(worker::run(deps, stop.clone()));
+    }
+    if roles.scheduler {
+        tasks.spawn(scheduler::run(services.clone(), stop.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.context("role panicked").and_then(|r| r);
+        if let Err(error) = outcome {
+            tracing::error!(error = format!("{error:#}"), "role failed; shutting down");
+            stop.cancel();
+            result = Err(error);
+        }
+    }
+    migrated.abort();
+    result
+}
+
+async fn prepare_until_done(url: String, stop: CancellationToken) {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match store::pg::prepare(&url).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "database not ready; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,169 @@
+//! The read path: verify a token, then ask the stores whether it is revoked —
+//! Redis first, Postgres when Redis is down, "unavailable" when neither answers.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    config::FailMode,
+    health::Health,
+    store::{pg::Db, redis::DenyList},
+    token::{Reason, VerifiedToken, Verifier},
+};
+
+/// Longest a Postgres fallback lookup may take before the check gives up.
+const PG_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The answer to "is this token still good?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and not revoked.
+    Active(VerifiedToken),
+    /// Not valid, or revoked; the reason says which.
+    Inactive(Reason),
+    /// No store could answer and the fail mode is closed.
+    Unavailable,
+}
+
+/// Which store answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The Redis deny-list.
+    Redis,
+    /// The Postgres record (Redis down).
+    Postgres,
+}
+
+/// Why a lookup failed: no store answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no store can answer")]
+pub struct Unavailable;
+
+/// Verifies tokens and looks them up; one per process, shared by requests.
+pub struct Checker {
+    verifier: Arc<Verifier>,
+    redis: DenyList,
+    db: Db,
+    redis_health: Arc<Health>,
+    pg_health: Arc<Health>,
+    fail_mode: FailMode,
+}
+
+impl Checker {
+    /// A checker over the given stores.
+    pub fn new(verifier: Arc<Verifier>, redis: DenyList, db: Db, fail_mode: FailMode) -> Self {
+        Self {
+            verifier,
+            redis,
+            db,
+            redis_health: Health::new("redis"),
+            pg_health: Health::new("postgres"),
+            fail_mode,
+        }
+    }
+
+    /// The token verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Redis's breaker.
+    pub fn redis_health(&self) -> &Arc<Health> {
+        &self.redis_health
+    }
+
+    /// Postgres's breaker.
+    pub fn pg_health(&self) -> &Arc<Health> {
+        &self.pg_health
+    }
+
+    /// Full check of `token` as of `now`.
+    pub async fn check(&self, token: &str, now: i64) -> Verdict {
+        let claims = match self.verifier.verify(token, now) {
+            Ok(claims) => claims,
+            Err(reason) => return Verdict::Inactive(reason),
+        };
+        match self.revocation(&claims).await {
+            Ok((Some(reason), _)) => Verdict::Inactive(reason),
+            Ok((None, _)) => Verdict::Active(claims),
+            Err(Unavailable) if self.fail_mode == FailMode::Open => Verdict::Active(claims),
+            Err(Unavailable) => Verdict::Unavailable,
+        }
+    }
+
+    /// Whether a verified token is revoked, and which store said so.
+    pub async fn revocation(
+        &self,
+        claims: &VerifiedToken,
+    ) -> Result<(Option<Reason>, Source), Unavailable> {
+        let (denied, not_before, source) =
+            self.lookup(&claims.token_id, claims.sub.as_deref()).await?;
+        Ok((decide(denied, not_before, claims.iat), source))
+    }
+
+    async fn lookup(
+        &self,
+        token_id: &str,
+        sub: Option<&str>,
+    ) -> Result<(bool, Option<i64>, Source), Unavailable> {
+        if self.redis_health.is_up() {
+            match self.redis.lookup(token_id, sub).await {
+                Ok(found) => return Ok((found.denied, found.not_before, Source::Redis)),
+                Err(error) => {
+                    tracing::debug!(%error, "redis lookup failed");
+                    let redis = self.redis.clone();
+                    self.redis_health.mark_down(move || {
+                        let redis = redis.clone();
+                        async move { redis.ping().await.is_ok() }
+                    });
+                }
+            }
+        }
+        if !self.pg_health.is_up() {
+            return Err(Unavailable);
+        }
+        match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.db.lookup(token_id, sub)).await {
+            Ok(Ok((denied, not_before))) => Ok((denied, not_before, Source::Postgres)),
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    tracing::debug!(%error, "postgres lookup failed");
+                }
+                let db = self.db.clone();
+                self.pg_health.mark_down(move || {
+                    let db = db.clone();
+                    async move { db.ping().await.is_ok() }
+                });
+                Err(Unavailable)
+            }
+        }
+    }
+}
+
+/// The revocation rule: on the deny-list, or issued strictly before the
+/// subject's watermark (a token without `iat` counts as earlier).
+pub fn decide(denied: bool, not_before: Option<i64>, iat: Option<i64>) -> Option<Reason> {
+    if denied {
+        return Some(Reason::Revoked);
+    }
+    match (not_before, iat) {
+        (Some(nb), Some(iat)) if iat < nb => Some(Reason::SubjectRevoked),
+        (Some(_), None) => Some(Reason::SubjectRevoked),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_is_strict_and_missing_iat_counts_as_earlier() {
+        assert_eq!(
+            decide(false, Some(100), Some(99)),
+            Some(Reason::SubjectRevoked)
+        );
+        assert_eq!(decide(false, Some(100), Some(100)), None);
+        assert_eq!(decide(false, Some(100), None), Some(Reason::SubjectRevoked));
+        assert_eq!(decide(false, None, None), None);
+        assert_eq!(decide(true, None, Some(1)), Some(Reason::Revoked));
+    }
+}

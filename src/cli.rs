@@ -1,0 +1,258 @@
+//! The `revokd` command line: `serve` and the one-shot commands.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{Roles, Services, serve},
+    check::Verdict,
+    completion::Completion,
+    config::{Config, parse_duration},
+    limits,
+    token::Minter,
+};
+
+/// revokd: JWT revocation service — deny-list in Redis, durable record in
+/// Postgres, a check API that costs next to nothing.
+#[derive(Debug, Parser)]
+#[command(name = "revokd", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: API + worker + scheduler by default.
+    Serve {
+        /// Roles to run, any of api,worker,scheduler.
+        #[arg(long, env = "REVOKD_ROLES", default_value = "api,worker,scheduler")]
+        roles: String,
+    },
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate,
+    /// Revoke one token (pushes a job, as an application would).
+    Revoke {
+        /// The token itself (its signature is verified, its expiry is not).
+        #[arg(long, env = "REVOKD_TOKEN", conflicts_with_all = ["jti", "sub", "exp"], required_unless_present = "jti")]
+        token: Option<String>,
+        /// The token's jti, when revoking without the token.
+        #[arg(long, requires = "exp")]
+        jti: Option<String>,
+        /// The token's subject.
+        #[arg(long)]
+        sub: Option<String>,
+        /// The token's exp (unix seconds).
+        #[arg(long)]
+        exp: Option<i64>,
+        /// Why (free text).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait until the worker has applied it (up to REVOKD_WAIT_TIMEOUT).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Revoke every token of a subject issued before now.
+    RevokeAll {
+        /// The subject.
+        #[arg(long)]
+        sub: String,
+        /// Why (free text).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait until the worker has applied it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Check a token; prints the /v1/check JSON, exits 0 active, 1 inactive.
+    Check {
+        /// The token.
+        #[arg(long, env = "REVOKD_TOKEN")]
+        token: String,
+    },
+    /// Print a signed token for testing (uses JWT_SECRET or JWT_PRIVATE_KEY_FILE).
+    Mint {
+        /// Subject.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 15m, 1h.
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Leave out the jti claim (the token is then tracked by its SHA-256).
+        #[arg(long)]
+        no_jti: bool,
+    },
+}
+
+/// A command failure: message for stderr and exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for stderr.
+    pub message: String,
+    /// Process exit code.
+    pub code: u8,
+}
+
+impl Failure {
+    fn input(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::input(format!("{e:#}"))
+    }
+}
+
+/// Runs a parsed command; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    let Cli { config, command } = cli;
+    match command {
+        Command::Serve { roles } => {
+            let roles = Roles::parse(&roles).map_err(Failure::input)?;
+            serve(config, roles, crate::shutdown::on_signal()).await?;
+            Ok(0)
+        }
+        Command::Migrate => {
+            crate::store::pg::prepare(&config.database_url).await?;
+            println!("migrations applied");
+            Ok(0)
+        }
+        Command::Mint { sub, ttl, no_jti } => {
+            let minter =
+                Minter::new(&config.key_settings()).map_err(|e| Failure::input(e.to_string()))?;
+            let ttl = i64::try_from(ttl.as_secs()).map_err(|_| Failure::input("ttl too large"))?;
+            let token = minter
+                .mint(&sub, ttl, !no_jti, now_unix())
+                .map_err(|e| Failure::input(e.to_string()))?;
+            println!("{token}");
+            Ok(0)
+        }
+        Command::Check { token } => check(config, &token).await,
+        Command::Revoke {
+            token,
+            jti,
+            sub,
+            exp,
+            reason,
+            wait,
+        } => {
+            let services = Services::build(config)?;
+            let job = match token {
+                Some(token) => {
+                    let claims = services
+                        .verifier
+                        .verify_signature(&token)
+                        .map_err(|r| Failure::input(format!("invalid token: {}", r.as_str())))?;
+                    RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+                }
+                None => {
+                    let jti =
+                        jti.ok_or_else(|| Failure::input("give --token, or --jti with --exp"))?;
+                    let exp = exp.ok_or_else(|| Failure::input("--exp is required with --jti"))?;
+                    RevokeToken::new(jti, sub, exp)
+                }
+            };
+            let job = RevokeToken {
+                reason,
+                requested_by: "cli".into(),
+                ..job
+            };
+            limits::token_id(&job.token_id).map_err(Failure::input)?;
+            if let Some(sub) = &job.subject {
+                limits::subject(sub).map_err(Failure::input)?;
+            }
+            limits::reason(job.reason.as_deref()).map_err(Failure::input)?;
+            let token_id = job.token_id.clone();
+            let job_id = job.job_id.clone();
+            submit(&services, &job_id, wait, services.producer.revoke(job)).await?;
+            println!("{}", json!({ "job_id": job_id, "token_id": token_id }));
+            Ok(0)
+        }
+        Command::RevokeAll { sub, reason, wait } => {
+            limits::subject(&sub).map_err(Failure::input)?;
+            limits::reason(reason.as_deref()).map_err(Failure::input)?;
+            let services = Services::build(config)?;
+            let job = RevokeSubject {
+                reason,
+                requested_by: "cli".into(),
+                ..RevokeSubject::new(sub, now_unix())
+            };
+            let (job_id, not_before) = (job.job_id.clone(), job.not_before);
+            submit(&services, &job_id, wait, services.producer.revoke_all(job)).await?;
+            println!("{}", json!({ "job_id": job_id, "not_before": not_before }));
+            Ok(0)
+        }
+    }
+}
+
+async fn submit(
+    services: &Services,
+    job_id: &str,
+    wait: bool,
+    push: impl Future<Output = Result<String, revokd_jobs::ProduceError>>,
+) -> Result<(), Failure> {
+    let config = &services.config;
+    let waiter = if wait {
+        Some(
+            Completion::subscribe(&config.redis_url, &config.key_prefix, job_id)
+                .await
+                .map_err(|e| Failure::input(format!("queue unreachable: {e}")))?,
+        )
+    } else {
+        None
+    };
+    push.await.map_err(|e| Failure::input(e.to_string()))?;
+    if let Some(waiter) = waiter
+        && !waiter.wait(config.wait_timeout).await
+    {
+        return Err(Failure::input(format!(
+            "job {job_id} not applied within {:?}",
+            config.wait_timeout
+        )));
+    }
+    Ok(())
+}
+
+async fn check(config: Config, token: &str) -> Result<u8, Failure> {
+    let services = Services::build(config)?;
+    let checker = services.checker();
+    let verdict = checker.check(token, now_unix()).await;
+    let (body, code) = match verdict {
+        Verdict::Active(t) => (
+            json!({ "active": true, "sub": t.sub, "jti": t.jti, "token_id": t.token_id, "iat": t.iat, "exp": t.exp }),
+            0,
+        ),
+        Verdict::Inactive(reason) => (json!({ "active": false, "reason": reason.as_str() }), 1),
+        Verdict::Unavailable => {
+            println!("{}", json!({ "active": false, "reason": "unavailable" }));
+            return Err(Failure::input(
+                "no store can answer (Redis and Postgres unreachable)",
+            ));
+        }
+    };
+    println!("{body}");
+    Ok(code)
+}
+
+/// Used by tests: parse and run without a shutdown signal.
+pub async fn serve_until(
+    config: Config,
+    roles: Roles,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    serve(config, roles, stop).await
+}

@@ -1,0 +1,219 @@
+//! Configuration: every setting is a command-line option and an environment variable.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::token::KeySettings;
+
+/// Settings shared by every command. `--help` lists each with its variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Redis server for the queue and the deny-list.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+
+    /// Postgres database, the durable record; created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/revokd",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        env = "REVOKD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: String,
+
+    /// Prefix of every Redis key revokd creates, the queue's included.
+    #[arg(long, env = "REVOKD_KEY_PREFIX", default_value = revokd_jobs::DEFAULT_PREFIX, global = true)]
+    pub key_prefix: String,
+
+    /// Write-API keys as `name:key,...`; the name is recorded as `requested_by`.
+    #[arg(
+        long,
+        env = "REVOKD_API_KEYS",
+        default_value = "",
+        hide_default_value = true,
+        global = true
+    )]
+    pub api_keys: Secret,
+
+    /// Optional keys (`name:key,...`) that /v1/check and /introspect then require.
+    #[arg(
+        long,
+        env = "REVOKD_CHECK_KEYS",
+        default_value = "",
+        hide_default_value = true,
+        global = true
+    )]
+    pub check_keys: Secret,
+
+    /// HMAC secret (UTF-8) for HS256/384/512 tokens.
+    #[arg(long, env = "JWT_SECRET", global = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Algorithm of the configured key: HS256 (default for a secret), HS384,
+    /// HS512, RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    #[arg(long, env = "JWT_ALGORITHM", global = true)]
+    pub jwt_algorithm: Option<String>,
+
+    /// PEM public key for RS*/PS*/ES*/EdDSA tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWK Set file; the key is chosen by the token's `kid`.
+    #[arg(long, env = "JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// PEM private key, read only by `revokd mint` for asymmetric algorithms.
+    #[arg(long, env = "JWT_PRIVATE_KEY_FILE", global = true)]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Clock leeway for `exp`/`nbf`, in seconds; also added to deny-list TTLs.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
+    pub jwt_leeway_secs: u64,
+
+    /// Longest token lifetime revokd trusts; caps deny-list TTLs and `exp`.
+    #[arg(long, env = "REVOKD_MAX_TOKEN_LIFETIME", default_value = "30d", value_parser = parse_duration, global = true)]
+    pub max_token_lifetime: Duration,
+
+    /// Cleanup schedule: 6-field cron with seconds.
+    #[arg(
+        long,
+        env = "REVOKD_CLEANUP_CRON",
+        default_value = "0 */10 * * * *",
+        global = true
+    )]
+    pub cleanup_cron: String,
+
+    /// What a check answers when no store can: `closed` (503) or `open` (active).
+    #[arg(long, env = "REVOKD_FAIL_MODE", value_enum, default_value_t = FailMode::Closed, global = true)]
+    pub fail_mode: FailMode,
+
+    /// How long `?wait=true` and `--wait` wait for a job to be applied.
+    #[arg(long, env = "REVOKD_WAIT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub wait_timeout: Duration,
+
+    /// Jobs a worker applies at once.
+    #[arg(
+        long,
+        env = "REVOKD_WORKER_CONCURRENCY",
+        default_value_t = 32,
+        global = true
+    )]
+    pub worker_concurrency: usize,
+}
+
+/// Fail-closed or fail-open when neither Redis nor Postgres answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailMode {
+    /// Answer 503 `unavailable`: a possibly revoked token is not let through.
+    Closed,
+    /// Answer active: availability over safety.
+    Open,
+}
+
+impl Config {
+    /// The verification key settings.
+    pub fn key_settings(&self) -> KeySettings {
+        KeySettings {
+            secret: self.jwt_secret.as_ref().map(|s| s.expose().to_owned()),
+            public_key_file: self.jwt_public_key_file.clone(),
+            jwks_file: self.jwt_jwks_file.clone(),
+            private_key_file: self.jwt_private_key_file.clone(),
+            algorithm: self.jwt_algorithm.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        }
+    }
+
+    /// Maximum token lifetime in seconds.
+    pub fn max_lifetime_secs(&self) -> i64 {
+        i64::try_from(self.max_token_lifetime.as_secs()).unwrap_or(i64::MAX / 4)
+    }
+
+    /// Leeway in seconds as a signed number.
+    pub fn leeway(&self) -> i64 {
+        i64::try_from(self.jwt_leeway_secs).unwrap_or(0)
+    }
+}
+
+/// A string that never prints: secrets and key lists.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Parses `30d`, `15m`, `5s`, `500ms` (humantime), or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(
+            format!("{:?}", Secret::from("hunter2".to_owned())),
+            "Secret(***)"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Read path endpoints: `POST /v1/check`, `GET /v1/auth`, `POST /introspect`.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use revokd_jobs::now_unix;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{FormBody, JsonBody},
+};
+use crate::{check::Verdict, token::VerifiedToken};
+
+/// The read-path routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/check", post(check))
+        .route("/v1/auth", get(forward_auth))
+        .route("/introspect", post(introspect))
+}
+
+/// `POST /v1/check` body.
+#[derive(Deserialize)]
+pub struct CheckRequest {
+    token: String,
+}
+
+#[derive(Serialize)]
+struct ActiveBody<'a> {
+    active: bool,
+    sub: Option<&'a str>,
+    jti: Option<&'a str>,
+    token_id: &'a str,
+    iat: Option<i64>,
+    exp: i64,
+}
+
+#[derive(Serialize)]
+struct InactiveBody {
+    active: bool,
+    reason: &'static str,
+}
+
+fn require_check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.check_keys.is_empty() {
+        return Ok(());
+    }
+    state.check_keys.authenticate(headers).map(|_| ())
+}
+
+async fn check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CheckRequest>,
+) -> Response {
+    if let Err(e) = require_check_key(&state, &headers) {
+        return e.into_response();
+    }
+    match state.checker.check(&req.token, now_unix()).await {
+        Verdict::Active(t) => Json(ActiveBody {
+            active: true,
+            sub: t.sub.as_deref(),
+            jti: t.jti.as_deref(),
+            token_id: &t.token_id,
+            iat: t.iat,
+            exp: t.exp,
+        })
+        .into_response(),
+        Verdict::Inactive(reason) => Json(InactiveBody {
+            active: false,
+            reason: reason.as_str(),
+        })
+        .into_response(),
+        Verdict::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(InactiveBody {
+                active: false,
+                reason: "unavailable",
+            }),
+        )
+            .into_response(),
+    }
+}
+
+static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+static X_AUTH_TOKEN_ID: HeaderName = HeaderName::from_static("x-auth-token-id");
+
+async fn forward_auth(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let token = match bearer(&headers) {
+        Some(token) => token,
+        None => {
+            return ApiError::unauthorized("missing or malformed Bearer token")
+                .with_challenge(
+                    r#"Bearer error="invalid_request", error_description="missing bearer token""#,
+                )
+                .into_response();
+        }
+    };
+    match state.checker.check(token, now_unix()).await {
+        Verdict::Active(t) => {
+            let mut response = StatusCode::OK.into_response();
+            let out = response.headers_mut();
+            if let Some(sub) = &t.sub {
+                out.insert(X_AUTH_SUBJECT.clone(), header_safe(sub));
+            }
+            out.insert(X_AUTH_TOKEN_ID.clone(), header_safe(&t.token_id));
+            response
+        }
+        Verdict::Inactive(reason) => {
+            ApiError::unauthorized(format!("token is not active: {}", reason.as_str()))
+                .with_challenge(format!(
+                    r#"Bearer error="invalid_token", error_description="{}""#,
+                    reason.as_str()
+                ))
+                .into_response()
+        }
+        Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A header value for any string: UTF-8 passes as is, control characters
+/// are percent-encoded.
+fn header_safe(value: &str) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| {
+        let encoded: String = value
+            .chars()
+            .map(|c| {
+                if c.is_control() || c == '%' {
+                    format!("%{:02X}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        HeaderValue::from_bytes(encoded.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    })
+}
+
+/// RFC 7662 request.
+#[derive(Deserialize)]
+pub struct IntrospectRequest {
+    token: String,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+#[derive(Serialize)]
+struct IntrospectActive<'a> {
+    active: bool,
+    sub: Option<&'a str>,
+    exp: i64,
+    iat: Option<i64>,
+    jti: Option<&'a str>,
+    iss: Option<&'a str>,
+    aud: Option<&'a serde_json::Value>,
+    token_type: &'static str,
+}
+
+impl<'a> From<&'a VerifiedToken> for IntrospectActive<'a> {
+    fn from(t: &'a VerifiedToken) -> Self {
+        Self {
+            active: true,
+            sub: t.sub.as_deref(),
+            exp: t.exp,
+            iat: t.iat,
+            jti: t.jti.as_deref(),
+            iss: t.iss.as_deref(),
+            aud: t.aud.as_ref(),
+            token_type: "access_token",
+        }
+    }
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    FormBody(req): FormBody<IntrospectRequest>,
+) -> Response {
+    if let Err(e) = require_check_key(&state, &headers) {
+        return e.into_response();
+    }
+    match state.checker.check(&req.token, now_unix()).await {
+        Verdict::Active(t) => Json(IntrospectActive::from(&t)).into_response(),
+        Verdict::Inactive(_) => Json(serde_json::json!({ "active": false })).into_response(),
+        Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
+    }
+}

@@ -1,0 +1,46 @@
+//! The HTTP API (axum): one `router()` per module, merged here.
+
+pub mod auth;
+pub mod check;
+pub mod error;
+pub mod extract;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit};
+use tower_http::trace::TraceLayer;
+
+use crate::{
+    check::Checker,
+    store::{pg::Db, redis::DenyList},
+};
+use auth::KeyRing;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The read path.
+    pub checker: Arc<Checker>,
+    /// Redis deny-list (fast connection).
+    pub deny: DenyList,
+    /// Postgres record.
+    pub db: Db,
+    /// Keys that protect the check endpoints, when set.
+    pub check_keys: Arc<KeyRing>,
+    /// Keys of the write API.
+    pub api_keys: Arc<KeyRing>,
+}
+
+/// Every route, with the body limit and request tracing.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(check::router())
+        .merge(ops::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        // Logs method, path and status only: never headers or bodies, which carry tokens.
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

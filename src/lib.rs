@@ -1,0 +1,37 @@
+//! # revokd
+//!
+//! An event-driven JWT revocation service. Producers push revoke jobs to an
+//! apalis-redis queue; workers apply them to a Redis deny-list (with TTLs) and
+//! to Postgres (the durable record); the check API verifies a token and looks
+//! it up, Redis first, Postgres when Redis is down.
+//!
+//! ## Layout
+//! - [`config`]: every setting, as a CLI option and an environment variable.
+//! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting.
+//! - [`store`]: the Redis deny-list and the Postgres record; every query.
+//! - [`check`]: the read path — verify, then Redis, then Postgres.
+//! - [`health`]: circuit breakers so an outage costs one failed attempt.
+//! - [`worker`]: supervised apalis workers applying jobs to both stores.
+//! - [`completion`]: waiting for a job to be applied (`?wait=true`, `--wait`).
+//! - [`scheduler`]: the cron role pushing cleanup jobs once per tick.
+//! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys).
+//! - [`app`]: wiring of services and roles; [`cli`]: the command line.
+//! - [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
+
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod completion;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod limits;
+pub mod scheduler;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod worker;
+
+/// The Postgres migrations in `migrations/`, applied at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -1,0 +1,38 @@
+//! Input limits, enforced on every write path (HTTP, CLI, worker).
+
+/// Longest `token_id` (a `jti`, or `sha256:` + 64 hex digits), in bytes.
+pub const MAX_TOKEN_ID: usize = 256;
+/// Longest subject, in bytes.
+pub const MAX_SUBJECT: usize = 256;
+/// Longest reason, in bytes.
+pub const MAX_REASON: usize = 256;
+
+/// Checks a token_id: 1 to [`MAX_TOKEN_ID`] bytes.
+pub fn token_id(value: &str) -> Result<(), String> {
+    bounded("jti", value, MAX_TOKEN_ID)
+}
+
+/// Checks a subject: 1 to [`MAX_SUBJECT`] bytes, any Unicode.
+pub fn subject(value: &str) -> Result<(), String> {
+    bounded("sub", value, MAX_SUBJECT)
+}
+
+/// Checks an optional reason: at most [`MAX_REASON`] bytes.
+pub fn reason(value: Option<&str>) -> Result<(), String> {
+    match value {
+        Some(r) if r.len() > MAX_REASON => Err(format!("reason is longer than {MAX_REASON} bytes")),
+        _ => Ok(()),
+    }
+}
+
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{field} must not be empty"))
+    } else if value.len() > max {
+        Err(format!("{field} is longer than {max} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Err(format!("{field} must not contain control characters"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The Postgres record: revoked tokens, subject watermarks and the audit log.
+//! Every statement is idempotent so that a job applied twice changes nothing.
+
+use std::{str::FromStr, time::Duration};
+
+use revokd_jobs::{RevokeSubject, RevokeToken};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Handle on the Postgres record.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+}
+
+/// A revocation as stored in Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedRow {
+    /// jti or sha256:<hex>.
+    pub token_id: String,
+    /// Subject, if any.
+    pub subject: Option<String>,
+    /// Expiry (unix seconds).
+    pub expires_at: i64,
+    /// When revoked (unix seconds).
+    pub revoked_at: i64,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asked.
+    pub requested_by: String,
+}
+
+impl Db {
+    /// A pool that connects on first use, so the service can start while
+    /// Postgres is down.
+    pub fn connect_lazy(url: &str) -> Result<Self, sqlx::Error> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records a revocation and its audit row in one statement.
+    /// `expires_at` is the token's expiry after capping.
+    pub async fn apply_revoke(
+        &self,
+        job: &RevokeToken,
+        expires_at: i64,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "with audit as (
+                 insert into revocation_audit
+                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
+                 values ($1, 'revoke', $2, $3, $4, $5, $6, $7, $8)
+                 on conflict (job_id) do nothing
+             )
+             insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
+             values ($2, $3, $4, $7, $5, $6)
+             on conflict (token_id) do update
+                 set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+                     revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                     in_redis = revoked_tokens.in_redis or excluded.in_redis",
+        )
+        .bind(&job.job_id)
+        .bind(&job.token_id)
+        .bind(&job.subject)
+        .bind(expires_at)
+        .bind(&job.reason)
+        .bind(&job.requested_by)
+        .bind(job.requested_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Raises a subject's watermark (never lowers it) and logs the request.
+    pub async fn apply_revoke_all(&self, job: &RevokeSubject, now: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "with audit as (
+                 insert into revocation_audit
+                     (job_id, kind, subject, not_before, reason, requested_by, requested_at, applied_at)
+                 values ($1, 'revoke_all', $2, $3, $4, $5, $6, $7)
+                 on conflict (job_id) do nothing
+             )
+             insert into subject_watermarks (subject, not_before, reason, updated_at)
+             values ($2, $3, $4, $7)
+             on conflict (subject) do update
+                 set not_before = excluded.not_before,
+                     reason = excluded.reason,
+                     updated_at = excluded.updated_at,
+                     in_redis = excluded.in_redis
+                 where subject_watermarks.not_before < excluded.not_before",
+        )
+        .bind(&job.job_id)
+        .bind(&job.subject)
+        .bind(job.not_before)
+        .bind(&job.reason)
+        .bind(&job.requested_by)
+        .bind(job.requested_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One round trip: is `token_id` revoked, and what is `subject`'s watermark?
+    pub async fn lookup(
+        &self,
+        token_id: &str,
+        subject: Option<&str>,
+    ) -> sqlx::Result<(bool, Option<i64>)> {
+        sqlx::query_as(
+            "select exists(select 1 from revoked_tokens where token_id = $1),
+                    (select not_before from subject_watermarks where subject = $2)",
+        )
+        .bind(token_id)
+        .bind(subject)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The stored revocation of `token_id`, if any.
+    pub async fn revoked_token(&self, token_id: &str) -> sqlx::Result<Option<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// A subject's watermark, if any.
+    pub async fn watermark(&self, subject: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("select not_before from subject_watermarks where subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Round trip to check Postgres answers.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Creates the database named in `url` if it does not exist, then applies
+/// the migrations. Safe to run from many processes at once.
+pub async fn prepare(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let options = PgConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    if PgConnection::connect_with(&options).await.is_err() {
+        let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+            .await
+            .context("cannot reach Postgres")?;
+        let exists: bool =
+            sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await?;
+        if !exists {
+            let create = format!("create database \"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => tracing::info!(database = %name, "created database"),
+                // Another process created it between our check and our create.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e).context("cannot create database"),
+            }
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("cannot connect to the database")?;
+    crate::MIGRATOR
+        .run(&pool)
+        .await
+        .context("migrations failed")?;
+    pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Applying jobs to both stores. Redis first, so a revocation is effective
+//! for checks even while Postgres is down; then Postgres, the durable record.
+//! Every step is idempotent: delivery is at-least-once.
+
+use std::time::Duration;
+
+use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    limits,
+    store::{
+        pg::Db,
+        redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
+    },
+};
+
+/// How long one delivery keeps retrying a store outage before handing the job
+/// back to the queue, which reschedules it (up to 25 times).
+const RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// Why a job was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The payload can never apply; retrying is pointless.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// Redis failed; worth retrying.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Postgres failed; worth retrying.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
+/// What applying a job did, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A token is on the deny-list (or, already expired, only in Postgres).
+    Revoked {
+        /// Whether a Redis key was written.
+        in_redis: bool,
+    },
+    /// A subject watermark was raised (or was already higher).
+    SubjectRevoked,
+    /// Maintenance ran.
+    Cleaned,
+}
+
+/// Applies jobs to Redis and Postgres.
+#[derive(Clone)]
+pub struct Applier {
+    deny: DenyList,
+    db: Db,
+    leeway: i64,
+    max_lifetime: i64,
+    done_prefix: String,
+}
+
+impl Applier {
+    /// An applier over the given stores.
+    pub fn new(deny: DenyList, db: Db, prefix: &str, leeway: i64, max_lifetime: i64) -> Self {
+        Self {
+            deny,
+            db,
+            leeway,
+            max_lifetime,
+            done_prefix: done_channel_prefix(prefix),
+        }
+    }
+
+    /// Applies `job` once, as of `now`.
+    pub async fn apply(&self, job: &Job, now: i64) -> Result<Applied, ApplyError> {
+        let applied = match job {
+            Job::Revoke(job) => self.revoke(job, now).await?,
+            Job::RevokeAll(job) => self.revoke_all(job, now).await?,
+            Job::Cleanup(_) => Applied::Cleaned,
+            Job::Unknown => return Err(ApplyError::Invalid("unknown job kind".into())),
+        };
+        if let Some(job_id) = job.job_id() {
+            self.deny
+                .publish(&format!("{}{job_id}", self.done_prefix))
+                .await;
+        }
+        Ok(applied)
+    }
+
+    /// Applies `job`, retrying store failures with capped exponential backoff
+    /// for up to [`RETRY_WINDOW`] or until `stop` fires.
+    pub async fn apply_with_retry(
+        &self,
+        job: &Job,
+        stop: &CancellationToken,
+    ) -> Result<Applied, ApplyError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.apply(job, now_unix()).await {
+                Err(ApplyError::Invalid(why)) => return Err(ApplyError::Invalid(why)),
+                Err(error) if started.elapsed() < RETRY_WINDOW && !stop.is_cancelled() => {
+                    tracing::warn!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn revoke(&self, job: &RevokeToken, now: i64) -> Result<Applied, ApplyError> {
+        limits::token_id(&job.token_id).map_err(ApplyError::Invalid)?;
+        if let Some(sub) = &job.subject {
+            limits::subject(sub).map_err(ApplyError::Invalid)?;
+        }
+        limits::reason(job.reason.as_deref()).map_err(ApplyError::Invalid)?;
+        // An exp beyond the maximum lifetime is not trusted: cap it, relative
+        // to the request so that re-applying gives the same row.
+        let expires_at = job
+            .expires_at
+            .min(job.requested_at.saturating_add(self.max_lifetime));
+        let ttl = deny_ttl(expires_at, now, self.leeway, self.max_lifetime);
+        if let Some(ttl) = ttl {
+            let entry = DenyEntry {
+                sub: job.subject.clone(),
+                exp: expires_at,
+                revoked_at: job.requested_at,
+                reason: job.reason.clone(),
+            };
+            self.deny.deny(&job.token_id, &entry, ttl).await?;
+        }
+        self.db.apply_revoke(job, expires_at, now).await?;
+        Ok(Applied::Revoked {
+            in_redis: ttl.is_some(),
+        })
+    }
+
+    async fn revoke_all(&self, job: &RevokeSubject, now: i64) -> Result<Applied, ApplyError> {
+        limits::subject(&job.subject).map_err(ApplyError::Invalid)?;
+        limits::reason(job.reason.as_deref()).map_err(ApplyError::Invalid)?;
+        let ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        self.deny
+            .raise_watermark(&job.subject, job.not_before, ttl)
+            .await?;
+        self.db.apply_revoke_all(job, now).await?;
+        Ok(Applied::SubjectRevoked)
+    }
+}
+
+/// Prefix of the per-job pub/sub channel announcing a job was applied:
+/// `{prefix}done:{job_id}`. Waiters subscribe before pushing; nobody
+/// subscribed means the publish costs Redis next to nothing.
+pub fn done_channel_prefix(prefix: &str) -> String {
+    format!("{prefix}done:")
+}

@@ -1,0 +1,132 @@
+//! The worker role: consumes the apalis-redis queue and applies jobs.
+//!
+//! apalis-redis 1.0 as shipped wakes an idle worker only on its heartbeat,
+//! reclaims a killed worker's jobs after 300 s, and ends a worker for good on
+//! any Redis error or undecodable payload. Here a supervisor restarts workers
+//! under fresh names and hands their in-flight jobs back at once, a wake-up
+//! signal plus a short poll tick makes pickup fast, heartbeats of 3 s × 3
+//! reclaim a dead process's jobs within ~12 s, and a tolerant codec turns an
+//! undecodable payload into a job that is set aside instead of a crash.
+
+pub mod apply;
+mod backend;
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use revokd_jobs::{Job, queue_config, wake_channel};
+use tokio_util::sync::CancellationToken;
+
+pub use apply::{Applied, Applier, ApplyError};
+pub use backend::{Envelope, TolerantCodec, Wake};
+
+/// What the worker role needs.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    /// Applies jobs to the stores.
+    pub applier: Applier,
+    /// Redis URL of the queue.
+    pub redis_url: String,
+    /// Key prefix (queue namespace).
+    pub prefix: String,
+    /// Jobs applied at once.
+    pub concurrency: usize,
+}
+
+/// Per-task context handed to the job handler.
+#[derive(Clone)]
+struct HandlerCtx {
+    applier: Applier,
+    stop: CancellationToken,
+}
+
+/// Runs workers until `stop` fires, restarting any that dies.
+pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()> {
+    let conn = crate::store::patient_redis(&deps.redis_url)?;
+    let config = queue_config(&deps.prefix);
+    let wake = Arc::new(Wake::default());
+    tokio::spawn(backend::listen_for_wakeups(
+        deps.redis_url.clone(),
+        wake_channel(&deps.prefix),
+        Arc::clone(&wake),
+        stop.clone(),
+    ));
+    let ctx = HandlerCtx {
+        applier: deps.applier.clone(),
+        stop: stop.clone(),
+    };
+    let mut delay = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let name = format!(
+            "revokd-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let storage = RedisStorage::<Envelope>::new(conn.clone()).with_config(config.clone());
+        let backend = backend::wrap(storage, Arc::clone(&wake));
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(backend)
+            .data(ctx.clone())
+            .concurrency(deps.concurrency.max(1))
+            .build(handle);
+        let started = tokio::time::Instant::now();
+        let signal = stop.clone();
+        tracing::debug!(worker = %name, "worker starting");
+        let outcome = worker
+            .run_until(async move {
+                signal.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
+        if stop.is_cancelled() {
+            break;
+        }
+        match &outcome {
+            Ok(()) => tracing::warn!(worker = %name, "worker stopped; restarting"),
+            Err(error) => tracing::warn!(worker = %name, %error, "worker failed; restarting"),
+        }
+        match backend::rescue(&conn, &config, &name).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(worker = %name, jobs = n, "re-queued the failed worker's jobs"),
+            Err(error) => {
+                tracing::debug!(%error, "cannot re-queue yet; heartbeats of live workers will")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            delay = Duration::from_millis(100);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+async fn handle(job: Envelope, ctx: Data<HandlerCtx>) -> Result<(), BoxDynError> {
+    let job: Job = match job {
+        Envelope::Job(Job::Unknown) => {
+            tracing::error!("job of an unknown kind set aside in the queue's dead set");
+            return Err(AbortError::new(ApplyError::Invalid("unknown job kind".into())).into());
+        }
+        Envelope::Job(job) => job,
+        Envelope::Undecodable(why) => {
+            tracing::error!(error = %why, "undecodable job payload set aside in the queue's dead set");
+            return Err(AbortError::new(ApplyError::Invalid(why)).into());
+        }
+    };
+    match ctx.applier.apply_with_retry(&job, &ctx.stop).await {
+        Ok(applied) => {
+            tracing::debug!(job_id = job.job_id(), ?applied, "job applied");
+            Ok(())
+        }
+        Err(ApplyError::Invalid(why)) => {
+            tracing::error!(job_id = job.job_id(), error = %why, "job can never apply; set aside in the dead set");
+            Err(AbortError::new(ApplyError::Invalid(why)).into())
+        }
+        // Handed back to the queue, which reschedules it.
+        Err(error) => Err(error.into()),
+    }
+}
