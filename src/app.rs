@@ -89,8 +89,13 @@ pub struct Services {
 impl Services {
     /// Builds every part from configuration; needs neither store to be up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
         let db = Db::connect_lazy(&config.database_url).context("invalid DATABASE_URL")?;
+        Self::with_db(config, db)
+    }
+
+    /// Builds every part around an existing Postgres handle.
+    pub fn with_db(config: Config, db: Db) -> anyhow::Result<Self> {
+        let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
         let fast = store::fast_redis(&config.redis_url).context("invalid REDIS_URL")?;
         let patient = store::patient_redis(&config.redis_url).context("invalid REDIS_URL")?;
         let prefix = config.key_prefix.clone();
@@ -161,6 +166,11 @@ impl Api {
             listener,
             state: services.http_state()?,
         })
+    }
+
+    /// The checker behind the API (its breakers and counters).
+    pub fn checker(&self) -> Arc<Checker> {
+        Arc::clone(&self.state.checker)
     }
 
     /// The bound address.

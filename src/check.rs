@@ -1,7 +1,13 @@
 //! The read path: verify a token, then ask the stores whether it is revoked —
 //! Redis first, Postgres when Redis is down, "unavailable" when neither answers.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     config::FailMode,
@@ -38,8 +44,33 @@ pub enum Source {
 #[error("no store can answer")]
 pub struct Unavailable;
 
+/// Counters of where lookups went.
+#[derive(Debug, Default)]
+pub struct LookupStats {
+    /// Lookups answered by Redis.
+    pub redis: AtomicU64,
+    /// Lookups answered by Postgres.
+    pub postgres: AtomicU64,
+    /// Redis attempts that failed.
+    pub redis_failures: AtomicU64,
+    /// Lookups no store answered.
+    pub unavailable: AtomicU64,
+}
+
+impl LookupStats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Verifies tokens and looks them up; one per process, shared by requests.
 pub struct Checker {
+    stats: LookupStats,
     verifier: Arc<Verifier>,
     redis: DenyList,
     db: Db,
@@ -55,6 +86,7 @@ impl Checker {
             verifier,
             redis,
             db,
+            stats: LookupStats::default(),
             redis_health: Health::new("redis"),
             pg_health: Health::new("postgres"),
             fail_mode,
@@ -64,6 +96,11 @@ impl Checker {
     /// The token verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// Where lookups went.
+    pub fn stats(&self) -> &LookupStats {
+        &self.stats
     }
 
     /// Redis's breaker.
@@ -107,8 +144,12 @@ impl Checker {
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
         if self.redis_health.is_up() {
             match self.redis.lookup(token_id, sub).await {
-                Ok(found) => return Ok((found.denied, found.not_before, Source::Redis)),
+                Ok(found) => {
+                    LookupStats::bump(&self.stats.redis);
+                    return Ok((found.denied, found.not_before, Source::Redis));
+                }
                 Err(error) => {
+                    LookupStats::bump(&self.stats.redis_failures);
                     tracing::debug!(%error, "redis lookup failed");
                     let redis = self.redis.clone();
                     self.redis_health.mark_down(move || {
@@ -119,11 +160,16 @@ impl Checker {
             }
         }
         if !self.pg_health.is_up() {
+            LookupStats::bump(&self.stats.unavailable);
             return Err(Unavailable);
         }
         match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.db.lookup(token_id, sub)).await {
-            Ok(Ok((denied, not_before))) => Ok((denied, not_before, Source::Postgres)),
+            Ok(Ok((denied, not_before))) => {
+                LookupStats::bump(&self.stats.postgres);
+                Ok((denied, not_before, Source::Postgres))
+            }
             failed => {
+                LookupStats::bump(&self.stats.unavailable);
                 if let Ok(Err(error)) = failed {
                     tracing::debug!(%error, "postgres lookup failed");
                 }

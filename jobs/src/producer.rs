@@ -137,8 +137,18 @@ impl Producer {
         if let Some(key) = key {
             task = task.idempotency_key(key);
         }
+        let task = [task.build()];
         let mut conn = self.conn.clone();
-        let counts = push_tasks(&mut conn, &self.config, &[task.build()]).await?;
+        let counts = match push_tasks(&mut conn, &self.config, &task).await {
+            // The connection was cut under us; the manager reconnects, so
+            // try once more. A duplicate is harmless: applying is idempotent.
+            Err(apalis_redis::Error::Database(e))
+                if e.is_io_error() || e.is_connection_dropped() =>
+            {
+                push_tasks(&mut conn, &self.config, &task).await?
+            }
+            other => other?,
+        };
         // A lost wake-up only costs one poll tick; the job is already queued.
         let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
         Ok(counts)

@@ -1,0 +1,373 @@
+//! Test harness: a fresh Postgres database and a unique Redis key prefix per
+//! test, the real API and worker in-process, and cleanup of exactly what the
+//! test created.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use revokd::{
+    app::{Api, Services},
+    cli::{Cli, Command},
+    config::Config,
+    store::pg::Db,
+    token::Minter,
+    worker::{self, WorkerDeps},
+};
+use revokd_jobs::{Producer, now_unix};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// HMAC secret of every test app.
+pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
+/// Redis every test uses unless it starts its own.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The Postgres server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of this test's own, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub db: Db,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("revokd_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = pg_admin_url();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin);
+        let url = format!("{base}/{name}");
+        revokd::store::pg::prepare(&url)
+            .await
+            .expect("create and migrate test database");
+        let db = Db::connect_lazy(&url).expect("pool");
+        Self { name, url, db }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = pg_admin_url();
+        // Drop may run inside the test's runtime: use a thread with its own.
+        // `with (force)` ends the test pool's connections.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin).await {
+                    let sql = format!("drop database if exists \"{name}\" with (force)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Deletes every Redis key under a prefix when dropped.
+pub struct PrefixGuard {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", glob_escape(&self.prefix)))
+            .query(&mut conn)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+        // apalis registers each queue in one global key; remove only ours.
+        let ours = format!("{}queue:jobs:workers", self.prefix);
+        let _: redis::RedisResult<()> = redis::cmd("ZREM")
+            .arg("core:apalis:queues:list")
+            .arg(ours)
+            .query(&mut conn);
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "*?[]\\".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// A unique key prefix.
+pub fn unique_prefix() -> String {
+    format!("revokd-test-{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// Configuration of a test app.
+pub fn test_config(prefix: &str, redis: &str, db_url: &str, extra: &[&str]) -> Config {
+    let mut args = vec!["revokd"];
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--jwt-public-key-file") || a.starts_with("--jwt-jwks-file"))
+    {
+        args.extend(["--jwt-secret", SECRET]);
+    }
+    args.extend([
+        "--key-prefix",
+        prefix,
+        "--redis-url",
+        redis,
+        "--database-url",
+        db_url,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    args.extend_from_slice(extra);
+    args.push("migrate");
+    let cli = Cli::try_parse_from(args).expect("valid test config");
+    assert!(matches!(cli.command, Command::Migrate));
+    cli.config
+}
+
+/// The real API (and optionally a worker) on a fresh database and prefix.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub prefix: String,
+    pub services: Services,
+    pub http: reqwest::Client,
+    pub stop: CancellationToken,
+    pub checker_stats: std::sync::Arc<revokd::check::Checker>,
+    // Field order: stop roles before the database goes.
+    pub _guard: PrefixGuard,
+    pub db: TestDb,
+}
+
+pub struct Options<'a> {
+    pub worker: bool,
+    pub redis_url: Option<String>,
+    pub extra: &'a [&'a str],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            redis_url: None,
+            extra: &[],
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options<'_>) -> Self {
+        let db = TestDb::create().await;
+        let prefix = unique_prefix();
+        let redis = options.redis_url.clone().unwrap_or_else(redis_url);
+        let config = test_config(&prefix, &redis, &db.url, options.extra);
+        let services = Services::with_db(config, db.db.clone()).expect("services");
+        let stop = CancellationToken::new();
+        let api = Api::bind(&services).await.expect("bind");
+        let addr = api.local_addr().expect("addr");
+        let checker_stats = api.checker();
+        tokio::spawn(api.run(stop.clone()));
+        if options.worker {
+            tokio::spawn(worker::run(worker_deps(&services), stop.clone()));
+        }
+        Self {
+            addr,
+            _guard: PrefixGuard {
+                url: redis,
+                prefix: prefix.clone(),
+            },
+            prefix,
+            services,
+            http: reqwest::Client::new(),
+            stop,
+            checker_stats,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn mint(&self, sub: &str) -> String {
+        self.mint_with(sub, 900, true)
+    }
+
+    pub fn mint_with(&self, sub: &str, ttl: i64, jti: bool) -> String {
+        Minter::new(&self.services.config.key_settings())
+            .expect("minter")
+            .mint(sub, ttl, jti, now_unix())
+            .expect("mint")
+    }
+
+    pub async fn producer(&self) -> Producer {
+        Producer::connect(&self.services.config.redis_url, &self.prefix, "test")
+            .await
+            .expect("producer")
+    }
+
+    pub async fn check(&self, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/v1/check"))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json body"))
+    }
+
+    /// Polls /v1/check until it reports `reason` or the deadline passes.
+    pub async fn wait_for_reason(&self, token: &str, reason: &str, deadline: Duration) {
+        let started = Instant::now();
+        loop {
+            let (_, body) = self.check(token).await;
+            if body["reason"] == reason {
+                return;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "no {reason:?} within {deadline:?}; last answer {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.services.config.redis_url.as_str())
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .expect("redis connection")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub fn worker_deps(services: &Services) -> WorkerDeps {
+    WorkerDeps {
+        applier: services.applier(),
+        redis_url: services.config.redis_url.clone(),
+        prefix: services.config.key_prefix.clone(),
+        concurrency: 8,
+    }
+}
+
+/// Waits until `probe` returns true or the deadline passes.
+pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !probe().await {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A redis-server of the test's own on a free port, killed on drop.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::start_on(self.port);
+    }
+
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "private redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}

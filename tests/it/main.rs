@@ -1,0 +1,11 @@
+//! Integration tests against the real Redis and Postgres of this machine.
+//! One binary (each file in tests/ would be a separate link step).
+
+// Helpers outside #[test] fns are test code too.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+mod pipeline;
+mod privacy;
+mod resilience;
+mod verification;

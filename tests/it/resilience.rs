@@ -1,0 +1,301 @@
+//! Failures: Redis down for the read path, a worker killed mid-batch, a
+//! killed Redis connection, an undecodable payload.
+
+use std::{process::Stdio, time::Duration};
+
+use redis::Commands;
+use revokd::{check::LookupStats, store::pg::Db};
+use revokd_jobs::{Job, Producer, RevokeToken, now_unix};
+
+use crate::helpers::{
+    Options, PrivateRedis, TestApp, TestDb, eventually, free_port, unique_prefix, worker_deps,
+};
+
+/// A TCP server that accepts connections and never answers: a hung Redis.
+async fn blackhole() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn with_redis_hung_checks_come_from_postgres_without_a_timeout_each() {
+    let port = blackhole().await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        redis_url: Some(format!("redis://127.0.0.1:{port}")),
+        ..Default::default()
+    })
+    .await;
+    let revoked = app.mint("mia");
+    let active = app.mint("mia-2");
+    let claims = app.services.verifier.verify(&revoked, now_unix()).unwrap();
+    let job = RevokeToken::new(claims.token_id, claims.sub, claims.exp);
+    app.db
+        .db
+        .apply_revoke(&job, job.expires_at, now_unix())
+        .await
+        .unwrap();
+
+    assert_eq!(app.check(&revoked).await.1["reason"], "revoked");
+    for _ in 0..20 {
+        assert_eq!(app.check(&revoked).await.1["reason"], "revoked");
+        assert_eq!(app.check(&active).await.1["active"], true);
+    }
+    let stats = app.checker_stats.stats();
+    assert_eq!(
+        LookupStats::get(&stats.redis_failures),
+        1,
+        "only the first request tried redis"
+    );
+    assert_eq!(LookupStats::get(&stats.postgres), 41);
+    assert!(!app.checker_stats.redis_health().is_up());
+    let ready: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["ready"].as_bool(), ready["redis"].as_str()),
+        (Some(true), Some("down"))
+    );
+}
+
+#[tokio::test]
+async fn redis_unreachable_then_back_switches_reads_back_to_redis() {
+    let mut redis = PrivateRedis::start();
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await;
+    let token = app.mint("noa");
+    assert_eq!(app.check(&token).await.1["active"], true);
+    redis.kill();
+    assert_eq!(
+        app.check(&token).await.1["active"],
+        true,
+        "answered from postgres"
+    );
+    assert!(!app.checker_stats.redis_health().is_up());
+    redis.restart();
+    let checker = app.checker_stats.clone();
+    eventually(Duration::from_secs(5), "breaker closes", || {
+        let up = checker.redis_health().is_up();
+        async move { up }
+    })
+    .await;
+    let before = LookupStats::get(&app.checker_stats.stats().redis);
+    assert_eq!(app.check(&token).await.1["active"], true);
+    assert_eq!(
+        LookupStats::get(&app.checker_stats.stats().redis),
+        before + 1
+    );
+}
+
+#[tokio::test]
+async fn with_neither_store_checks_fail_closed_with_503() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        redis_url: Some(format!("redis://127.0.0.1:{}", free_port())),
+        ..Default::default()
+    })
+    .await;
+    let token = app.mint("olga");
+    // Point Postgres away too: a fresh checker over a dead database URL.
+    let dead_db =
+        Db::connect_lazy(&format!("postgres://postgres@127.0.0.1:{}/x", free_port())).unwrap();
+    let services = revokd::app::Services::with_db((*app.services.config).clone(), dead_db).unwrap();
+    let checker = services.checker();
+    assert_eq!(
+        checker.check(&token, now_unix()).await,
+        revokd::check::Verdict::Unavailable
+    );
+    assert_eq!(
+        checker.check(&token, now_unix()).await,
+        revokd::check::Verdict::Unavailable
+    );
+}
+
+async fn count_rows(db: &Db) -> i64 {
+    sqlx::query_scalar("select count(*) from revoked_tokens").fetch_one(db.pool()).await.unwrap_or(-1)
+}
+}
+
+#[tokio::test]
+async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let _guard = crate::helpers::PrefixGuard {
+        url: crate::helpers::redis_url(),
+        prefix: prefix.clone(),
+    };
+    // The doomed worker talks to a Postgres that never answers, so its jobs
+    // stay in flight until it is killed.
+    let hung_pg = format!("postgres://postgres@127.0.0.1:{}/hung", blackhole().await);
+    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args([
+            "--jwt-secret",
+            crate::helpers::SECRET,
+            "--key-prefix",
+            &prefix,
+            "--redis-url",
+            &crate::helpers::redis_url(),
+        ])
+        .args(["--database-url", &hung_pg, "serve", "--roles", "worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let producer = Producer::connect(&crate::helpers::redis_url(), &prefix, "test")
+        .await
+        .unwrap();
+    let total = 40;
+    for i in 0..total {
+        producer
+            .revoke(RevokeToken::new(format!("k{i}"), None, now_unix() + 600))
+            .await
+            .unwrap();
+    }
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let inflight_pattern = format!("{prefix}queue:jobs:inflight:*");
+    eventually(
+        Duration::from_secs(10),
+        "the doomed worker holds jobs",
+        || {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&inflight_pattern)
+                .query(&mut redis)
+                .unwrap();
+            let held: usize = keys
+                .iter()
+                .map(|k| redis.scard::<_, usize>(k).unwrap())
+                .sum();
+            async move { held > 0 }
+        },
+    )
+    .await;
+    doomed.kill().unwrap(); // SIGKILL
+    doomed.wait().unwrap();
+
+    let config = crate::helpers::test_config(&prefix, &crate::helpers::redis_url(), &db.url, &[]);
+    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(revokd::worker::run(worker_deps(&services), stop.clone()));
+    eventually(
+        Duration::from_secs(30),
+        "every queued revocation applied",
+        || async { count_rows(&db.db).await == total },
+    )
+    .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_killed_redis_connection_does_not_stop_the_worker() {
+    let redis_server = PrivateRedis::start();
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis_server.url()),
+        ..Default::default()
+    })
+    .await;
+    let producer = app.producer().await;
+    producer
+        .revoke(RevokeToken::new("before", None, now_unix() + 600))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "first job applied", || async {
+        app.db.db.revoked_token("before").await.unwrap().is_some()
+    })
+    .await;
+    let mut admin = redis::Client::open(redis_server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for _ in 0..3 {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut admin);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    producer
+        .revoke(RevokeToken::new("after", None, now_unix() + 600))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "job after the kill applied",
+        || async { app.db.db.revoked_token("after").await.unwrap().is_some() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
+    let app = TestApp::spawn().await;
+    let producer = app.producer().await;
+    producer
+        .push_bytes(b"{not json at all".to_vec())
+        .await
+        .unwrap();
+    producer
+        .push_bytes(br#"{"kind":"from_the_future"}"#.to_vec())
+        .await
+        .unwrap();
+    producer
+        .push(&Job::Revoke(RevokeToken::new(
+            "behind",
+            None,
+            now_unix() + 600,
+        )))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "job behind the bad ones applied",
+        || async { app.db.db.revoked_token("behind").await.unwrap().is_some() },
+    )
+    .await;
+    let mut redis = app.redis();
+    let dead_key = format!("{}queue:jobs:dead", app.prefix);
+    let mut dead = 0;
+    for _ in 0..100 {
+        dead = redis.scard(&dead_key).unwrap();
+        if dead == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead, 2, "both bad payloads kept visible in the dead set");
+    // The worker is still alive: one more job applies.
+    producer
+        .push(&Job::Revoke(RevokeToken::new(
+            "later",
+            None,
+            now_unix() + 600,
+        )))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "later job applied", || async {
+        app.db.db.revoked_token("later").await.unwrap().is_some()
+    })
+    .await;
+}

@@ -1,0 +1,301 @@
+//! Every malformed, forged or out-of-date token gets its documented reason
+//! from the HTTP API, never a 500.
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use revokd_jobs::now_unix;
+use serde_json::json;
+
+use crate::helpers::{Options, SECRET, TestApp};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hs256(secret: &str, claims: serde_json::Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_get_their_documented_reason() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &[
+            "--jwt-issuer",
+            "https://issuer.test",
+            "--jwt-audience",
+            "api",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    let good = json!({ "sub": "ivy", "iat": now, "exp": now + 600, "iss": "https://issuer.test", "aud": "api", "jti": "v1" });
+    let with = |patch: serde_json::Value| {
+        let mut claims = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let none_token = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(good.to_string().as_bytes())
+    );
+    // HS256 signed with what an RS256 verifier would hold as its public key.
+    let rsa_pem = include_str!("../fixtures/keys/rsa_public.pem");
+    let confusion = hs256(rsa_pem, good.clone());
+    let cases = [
+        (hs256(SECRET, good.clone()), None),
+        (none_token, Some("unsupported_algorithm")),
+        (confusion, Some("invalid_signature")),
+        (
+            hs256("another-secret-entirely-different", good.clone()),
+            Some("invalid_signature"),
+        ),
+        (
+            hs256(SECRET, with(json!({ "exp": now - 3600 }))),
+            Some("expired"),
+        ),
+        (
+            hs256(SECRET, with(json!({ "nbf": now + 3600 }))),
+            Some("not_yet_valid"),
+        ),
+        (
+            hs256(SECRET, with(json!({ "iss": "https://evil.test" }))),
+            Some("invalid_issuer"),
+        ),
+        (
+            hs256(SECRET, with(json!({ "aud": "other" }))),
+            Some("invalid_audience"),
+        ),
+        ("garbage".to_owned(), Some("malformed")),
+        ("a.b.c".to_owned(), Some("malformed")),
+        (String::new(), Some("malformed")),
+        ("x".repeat(15_000), Some("malformed")),
+    ];
+    for (token, expected) in cases {
+        let (status, body) = app.check(&token).await;
+        assert_eq!(status, 200, "{body}");
+        match expected {
+            None => assert_eq!(body["active"], true, "{body}"),
+            Some(reason) => {
+                assert_eq!(body["active"], false, "{body}");
+                assert_eq!(
+                    body["reason"],
+                    reason,
+                    "for token starting {:?}",
+                    token.get(..12)
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn hmac_token_presented_to_an_rsa_configured_service_is_rejected() {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keys/rsa_public.pem"
+    );
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--jwt-public-key-file", key, "--jwt-algorithm", "RS256"],
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    let claims = json!({ "sub": "x", "iat": now, "exp": now + 60 });
+    let forged = hs256(include_str!("../fixtures/keys/rsa_public.pem"), claims);
+    let (status, body) = app.check(&forged).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (200, Some("invalid_signature")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn http_edges_answer_with_the_json_error_shape() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let big = format!(r#"{{"token":"{}"}}"#, "x".repeat(17 * 1024));
+    let response = app
+        .http
+        .post(app.url("/v1/check"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+
+    for bad in ["", "{", "[]", r#"{"token": 5}"#, r#"{"nope": "x"}"#] {
+        let response = app
+            .http
+            .post(app.url("/v1/check"))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "body {bad:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+
+    let response = app.http.get(app.url("/v1/auth")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+
+    let token = app.mint("jo");
+    let response = app
+        .http
+        .get(app.url("/v1/auth"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-auth-subject"], "jo");
+
+    let response = app
+        .http
+        .get(app.url("/v1/auth"))
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains(r#"error="invalid_token""#) && challenge.contains("malformed"),
+        "{challenge}"
+    );
+
+    let response = app
+        .http
+        .post(app.url("/introspect"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["active"].as_bool(), body["sub"].as_str()),
+        (Some(true), Some("jo"))
+    );
+    assert_eq!(body["token_type"], "access_token");
+    let response = app
+        .http
+        .post(app.url("/introspect"))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({ "active": false })
+    );
+
+    let response = app.http.get(app.url("/no/such/path")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "not_found"
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready["redis"].as_str(), ready["postgres"].as_str()),
+        (Some("up"), Some("up"))
+    );
+}
+
+#[tokio::test]
+async fn check_keys_protect_check_and_introspect_when_set() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--check-keys", "gw:k3y"],
+        ..Default::default()
+    })
+    .await;
+    let token = app.mint("kim");
+    let body = json!({ "token": token });
+    let no_key = app
+        .http
+        .post(app.url("/v1/check"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), 401);
+    assert_eq!(
+        no_key.json::<serde_json::Value>().await.unwrap()["error"],
+        "unauthorized"
+    );
+    let wrong = app
+        .http
+        .post(app.url("/v1/check"))
+        .bearer_auth("nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = app
+        .http
+        .post(app.url("/v1/check"))
+        .bearer_auth("k3y")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let basic = app
+        .http
+        .post(app.url("/introspect"))
+        .basic_auth("gw", Some("k3y"))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    let basic_wrong = app
+        .http
+        .post(app.url("/introspect"))
+        .basic_auth("gw", Some("bad"))
+        .form(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic_wrong.status(), 401);
+}
