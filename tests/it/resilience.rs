@@ -129,8 +129,10 @@ async fn with_neither_store_checks_fail_closed_with_503() {
 }
 
 async fn count_rows(db: &Db) -> i64 {
-    sqlx::query_scalar("select count(*) from revoked_tokens").fetch_one(db.pool()).await.unwrap_or(-1)
-}
+    sqlx::query_scalar("select count(*) from revoked_tokens")
+        .fetch_one(db.pool())
+        .await
+        .unwrap_or(-1)
 }
 
 #[tokio::test]
