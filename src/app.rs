@@ -12,8 +12,10 @@ use crate::{
     check::Checker,
     config::Config,
     http::{self, AppState, auth::KeyRing},
+    resync::Resync,
     scheduler,
     store::{self, pg::Db, redis::DenyList},
+    submit::Submitter,
     token::Verifier,
     worker::{self, Applier, WorkerDeps},
 };
@@ -124,16 +126,41 @@ impl Services {
     pub fn checker(&self) -> Checker {
         Checker::new(
             Arc::clone(&self.verifier),
-            self.deny_fast.clone(),
-            self.db.clone(),
+            self.resync(self.deny_fast.clone()),
             self.config.fail_mode,
         )
     }
 
+    /// Copies revocations written during a Redis outage into `deny`.
+    pub fn resync(&self, deny: DenyList) -> Resync {
+        Resync {
+            deny,
+            db: self.db.clone(),
+            leeway: self.config.leeway(),
+            max_lifetime: self.config.max_lifetime_secs(),
+        }
+    }
+
+    /// The write path shared by HTTP and CLI, around `checker`'s breaker.
+    pub fn submitter(&self, checker: Arc<Checker>) -> Submitter {
+        Submitter {
+            producer: self.producer.clone(),
+            checker,
+            db: self.db.clone(),
+            redis_url: self.config.redis_url.clone(),
+            prefix: self.config.key_prefix.clone(),
+            wait_timeout: self.config.wait_timeout,
+            max_lifetime: self.config.max_lifetime_secs(),
+        }
+    }
+
     /// The HTTP state.
     pub fn http_state(&self) -> anyhow::Result<AppState> {
+        let checker = Arc::new(self.checker());
         Ok(AppState {
-            checker: Arc::new(self.checker()),
+            submitter: Arc::new(self.submitter(Arc::clone(&checker))),
+            queue: revokd_jobs::queue_config(&self.config.key_prefix),
+            checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
             check_keys: Arc::new(
@@ -200,6 +227,11 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
         tasks.spawn(api.run(stop.clone()));
     }
     if roles.worker {
+        tokio::spawn(
+            services
+                .resync(services.deny_patient.clone())
+                .run(stop.clone()),
+        );
         let deps = WorkerDeps {
             applier: services.applier(),
             redis_url: services.config.redis_url.clone(),

@@ -12,6 +12,7 @@ use std::{
 use crate::{
     config::FailMode,
     health::Health,
+    resync::Resync,
     store::{pg::Db, redis::DenyList},
     token::{Reason, VerifiedToken, Verifier},
 };
@@ -71,6 +72,7 @@ impl LookupStats {
 /// Verifies tokens and looks them up; one per process, shared by requests.
 pub struct Checker {
     stats: LookupStats,
+    resync: Resync,
     verifier: Arc<Verifier>,
     redis: DenyList,
     db: Db,
@@ -80,9 +82,12 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker over the given stores.
-    pub fn new(verifier: Arc<Verifier>, redis: DenyList, db: Db, fail_mode: FailMode) -> Self {
+    /// A checker over the given stores. `resync` runs before Redis is trusted
+    /// again after an outage, so writes made meanwhile are in it first.
+    pub fn new(verifier: Arc<Verifier>, resync: Resync, fail_mode: FailMode) -> Self {
+        let (redis, db) = (resync.deny.clone(), resync.db.clone());
         Self {
+            resync,
             verifier,
             redis,
             db,
@@ -137,6 +142,28 @@ impl Checker {
         Ok((decide(denied, not_before, claims.iat), source))
     }
 
+    /// Opens Redis's breaker. The probe closes it once Redis answers and the
+    /// revocations written to Postgres meanwhile have been copied into it
+    /// (or Postgres cannot be read, in which case Redis is all there is).
+    pub fn redis_failed(&self) {
+        let resync = self.resync.clone();
+        self.redis_health.mark_down(move || {
+            let resync = resync.clone();
+            async move {
+                if resync.deny.ping().await.is_err() {
+                    return false;
+                }
+                match resync.run_once().await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::debug!(%error, "resync before trusting redis failed");
+                        resync.db.ping().await.is_err()
+                    }
+                }
+            }
+        });
+    }
+
     async fn lookup(
         &self,
         token_id: &str,
@@ -151,11 +178,7 @@ impl Checker {
                 Err(error) => {
                     LookupStats::bump(&self.stats.redis_failures);
                     tracing::debug!(%error, "redis lookup failed");
-                    let redis = self.redis.clone();
-                    self.redis_health.mark_down(move || {
-                        let redis = redis.clone();
-                        async move { redis.ping().await.is_ok() }
-                    });
+                    self.redis_failed();
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The `revokd` command line: `serve` and the one-shot commands.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::{Roles, Services, serve},
     check::Verdict,
-    completion::Completion,
     config::{Config, parse_duration},
     limits,
+    submit::{Submitted, Unavailable},
     token::Minter,
 };
 
@@ -178,7 +178,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             limits::reason(job.reason.as_deref()).map_err(Failure::input)?;
             let token_id = job.token_id.clone();
             let job_id = job.job_id.clone();
-            submit(&services, &job_id, wait, services.producer.revoke(job)).await?;
+            let submitter = services.submitter(Arc::new(services.checker()));
+            report(
+                submitter.revoke(job, wait).await,
+                &job_id,
+                services.config.wait_timeout,
+            )?;
             println!("{}", json!({ "job_id": job_id, "token_id": token_id }));
             Ok(0)
         }
@@ -192,39 +197,37 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 ..RevokeSubject::new(sub, now_unix())
             };
             let (job_id, not_before) = (job.job_id.clone(), job.not_before);
-            submit(&services, &job_id, wait, services.producer.revoke_all(job)).await?;
+            let submitter = services.submitter(Arc::new(services.checker()));
+            report(
+                submitter.revoke_all(job, wait).await,
+                &job_id,
+                services.config.wait_timeout,
+            )?;
             println!("{}", json!({ "job_id": job_id, "not_before": not_before }));
             Ok(0)
         }
     }
 }
 
-async fn submit(
-    services: &Services,
+/// Reports a submission: exit 0 once queued or applied (or written to
+/// Postgres directly while the queue is down, said on stderr).
+fn report(
+    submitted: Result<Submitted, Unavailable>,
     job_id: &str,
-    wait: bool,
-    push: impl Future<Output = Result<String, revokd_jobs::ProduceError>>,
+    timeout: Duration,
 ) -> Result<(), Failure> {
-    let config = &services.config;
-    let waiter = if wait {
-        Some(
-            Completion::subscribe(&config.redis_url, &config.key_prefix, job_id)
-                .await
-                .map_err(|e| Failure::input(format!("queue unreachable: {e}")))?,
-        )
-    } else {
-        None
-    };
-    push.await.map_err(|e| Failure::input(e.to_string()))?;
-    if let Some(waiter) = waiter
-        && !waiter.wait(config.wait_timeout).await
-    {
-        return Err(Failure::input(format!(
-            "job {job_id} not applied within {:?}",
-            config.wait_timeout
-        )));
+    match submitted.map_err(|e| Failure::input(e.to_string()))? {
+        Submitted::Queued | Submitted::Applied => Ok(()),
+        Submitted::Degraded => {
+            eprintln!(
+                "revokd: queue unreachable; revocation written to Postgres directly (degraded), Redis gets it once it is back"
+            );
+            Ok(())
+        }
+        Submitted::TimedOut => Err(Failure::input(format!(
+            "job {job_id} queued but not applied within {timeout:?}"
+        ))),
     }
-    Ok(())
 }
 
 async fn check(config: Config, token: &str) -> Result<u8, Failure> {

@@ -12,6 +12,8 @@
 //! - [`check`]: the read path — verify, then Redis, then Postgres.
 //! - [`health`]: circuit breakers so an outage costs one failed attempt.
 //! - [`worker`]: supervised apalis workers applying jobs to both stores.
+//! - [`submit`]: the write path shared by HTTP and CLI — queue, or Postgres
+//!   directly while the queue is down; [`resync`] copies those into Redis later.
 //! - [`completion`]: waiting for a job to be applied (`?wait=true`, `--wait`).
 //! - [`scheduler`]: the cron role pushing cleanup jobs once per tick.
 //! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys).
@@ -26,9 +28,11 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod limits;
+pub mod resync;
 pub mod scheduler;
 pub mod shutdown;
 pub mod store;
+pub mod submit;
 pub mod telemetry;
 pub mod token;
 pub mod worker;

@@ -1,11 +1,37 @@
 //! API keys: `name:key,...` lists, compared in constant time.
 
-use axum::http::{HeaderMap, header};
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, header, request::Parts},
+};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::{AppState, error::ApiError};
+
+/// The name of the write-API key a request authenticated with
+/// (`Authorization: Bearer <key>` or Basic `name:key`).
+pub struct WriteKey(pub String);
+
+impl FromRequestParts<AppState> for WriteKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.api_keys.is_empty() {
+            return Err(ApiError::unauthorized(
+                "the write API is disabled: set REVOKD_API_KEYS",
+            ));
+        }
+        state
+            .api_keys
+            .authenticate(&parts.headers)
+            .map(|name| WriteKey(name.to_owned()))
+    }
+}
 
 /// A set of named keys.
 #[derive(Default)]

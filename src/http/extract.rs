@@ -28,22 +28,40 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
     })
 }
 
+/// A JSON body that may be absent (an empty body).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's messages can quote the input; say where, not what.
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "a field is missing or has the wrong type",
+            _ => "the body is not valid JSON",
+        };
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{what} (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        parse_json(&read(req, state).await?).map(JsonBody)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read(req, state).await?;
-        // serde's messages can quote the input; say where, not what.
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Data => "a field is missing or has the wrong type",
-                _ => "the body is not valid JSON",
-            };
-            ApiError::bad_request(
-                "invalid_request",
-                format!("{what} (line {}, column {})", e.line(), e.column()),
-            )
-        })
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
     }
 }
 

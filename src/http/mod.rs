@@ -5,6 +5,8 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod revoke;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::{
     check::Checker,
     store::{pg::Db, redis::DenyList},
+    submit::Submitter,
 };
 use auth::KeyRing;
 
@@ -30,6 +33,10 @@ pub struct AppState {
     pub check_keys: Arc<KeyRing>,
     /// Keys of the write API.
     pub api_keys: Arc<KeyRing>,
+    /// The write path.
+    pub submitter: Arc<Submitter>,
+    /// The queue's configuration (for stats).
+    pub queue: apalis_redis::Config,
 }
 
 /// Every route, with the body limit and request tracing.
@@ -37,6 +44,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(check::router())
         .merge(ops::router())
+        .merge(revoke::router())
+        .merge(stats::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

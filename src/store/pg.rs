@@ -62,6 +62,18 @@ impl Db {
         expires_at: i64,
         now: i64,
     ) -> sqlx::Result<()> {
+        self.record_revoke(job, expires_at, now, true).await
+    }
+
+    /// Records a revocation; `in_redis` false marks it for the resync to
+    /// Redis (written here directly while the queue was unreachable).
+    pub async fn record_revoke(
+        &self,
+        job: &RevokeToken,
+        expires_at: i64,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "with audit as (
                  insert into revocation_audit
@@ -69,8 +81,8 @@ impl Db {
                  values ($1, 'revoke', $2, $3, $4, $5, $6, $7, $8)
                  on conflict (job_id) do nothing
              )
-             insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
-             values ($2, $3, $4, $7, $5, $6)
+             insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
+             values ($2, $3, $4, $7, $5, $6, $9)
              on conflict (token_id) do update
                  set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
                      revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
@@ -84,6 +96,7 @@ impl Db {
         .bind(&job.requested_by)
         .bind(job.requested_at)
         .bind(now)
+        .bind(in_redis)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -91,6 +104,16 @@ impl Db {
 
     /// Raises a subject's watermark (never lowers it) and logs the request.
     pub async fn apply_revoke_all(&self, job: &RevokeSubject, now: i64) -> sqlx::Result<()> {
+        self.record_revoke_all(job, now, true).await
+    }
+
+    /// Raises a watermark; `in_redis` false marks it for the resync.
+    pub async fn record_revoke_all(
+        &self,
+        job: &RevokeSubject,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<()> {
         sqlx::query(
             "with audit as (
                  insert into revocation_audit
@@ -98,8 +121,8 @@ impl Db {
                  values ($1, 'revoke_all', $2, $3, $4, $5, $6, $7)
                  on conflict (job_id) do nothing
              )
-             insert into subject_watermarks (subject, not_before, reason, updated_at)
-             values ($2, $3, $4, $7)
+             insert into subject_watermarks (subject, not_before, reason, updated_at, in_redis)
+             values ($2, $3, $4, $7, $8)
              on conflict (subject) do update
                  set not_before = excluded.not_before,
                      reason = excluded.reason,
@@ -114,6 +137,7 @@ impl Db {
         .bind(&job.requested_by)
         .bind(job.requested_at)
         .bind(now)
+        .bind(in_redis)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -152,6 +176,58 @@ impl Db {
             .bind(subject)
             .fetch_optional(&self.pool)
             .await
+    }
+
+    /// Revocations written while the queue was down and not yet in Redis.
+    pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where not in_redis limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Watermarks written while the queue was down and not yet in Redis.
+    pub async fn pending_watermarks(&self, limit: i64) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "select subject, not_before from subject_watermarks where not in_redis limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Marks tokens and watermarks as present in Redis.
+    pub async fn mark_in_redis(
+        &self,
+        token_ids: &[String],
+        subjects: &[String],
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "with t as (update revoked_tokens set in_redis = true where token_id = any($1))
+             update subject_watermarks set in_redis = true where subject = any($2)",
+        )
+        .bind(token_ids)
+        .bind(subjects)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Live counts for `/v1/stats`: revoked tokens not yet expired, watermarks,
+    /// and how many of each still wait for Redis.
+    pub async fn counts(&self, now: i64) -> sqlx::Result<(i64, i64, i64)> {
+        sqlx::query_as(
+            "select (select count(*) from revoked_tokens where expires_at > $1),
+                    (select count(*) from subject_watermarks),
+                    (select count(*) from revoked_tokens where not in_redis)
+                      + (select count(*) from subject_watermarks where not in_redis)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Round trip to check Postgres answers.

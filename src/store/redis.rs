@@ -157,6 +157,61 @@ impl DenyList {
         }
     }
 
+    /// Counts keys under `{prefix}{kind}` (`jti:` or `sub:`) with SCAN.
+    pub async fn count(&self, kind: &str) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}{kind}*", glob_escape(&self.prefix));
+        let mut cursor = 0u64;
+        let mut total = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            total += keys.len() as u64;
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Depth of the apalis-redis queue, read from its keys directly.
+    pub async fn queue_depth(
+        &self,
+        queue: &apalis_redis::Config,
+    ) -> redis::RedisResult<QueueDepth> {
+        let mut conn = self.conn.clone();
+        let (active, scheduled, failed, done, workers): (u64, u64, u64, u64, Vec<String>) =
+            redis::pipe()
+                .llen(queue.active_jobs_list())
+                .zcard(queue.scheduled_jobs_set())
+                .scard(queue.dead_jobs_set())
+                .scard(queue.done_jobs_set())
+                .zrange(queue.workers_set(), 0, -1)
+                .query_async(&mut conn)
+                .await?;
+        let mut running = 0;
+        if !workers.is_empty() {
+            let mut pipe = redis::pipe();
+            for worker in &workers {
+                pipe.scard(format!("{}:{worker}", queue.inflight_jobs_set()));
+            }
+            let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+            running = counts.iter().sum();
+        }
+        Ok(QueueDepth {
+            pending: active + scheduled,
+            running,
+            failed,
+            done,
+        })
+    }
+
     /// Round trip to check Redis answers.
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
@@ -165,6 +220,30 @@ impl DenyList {
             .await
             .map(|_| ())
     }
+}
+
+/// Jobs in the queue by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Waiting to run (queued or scheduled for a retry).
+    pub pending: u64,
+    /// Claimed by a worker.
+    pub running: u64,
+    /// Set aside for good (dead set).
+    pub failed: u64,
+    /// Finished, not yet vacuumed.
+    pub done: u64,
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Seconds a deny-list entry lives: until the token's expiry plus leeway,

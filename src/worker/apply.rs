@@ -116,11 +116,7 @@ impl Applier {
             limits::subject(sub).map_err(ApplyError::Invalid)?;
         }
         limits::reason(job.reason.as_deref()).map_err(ApplyError::Invalid)?;
-        // An exp beyond the maximum lifetime is not trusted: cap it, relative
-        // to the request so that re-applying gives the same row.
-        let expires_at = job
-            .expires_at
-            .min(job.requested_at.saturating_add(self.max_lifetime));
+        let expires_at = capped_expiry(job, self.max_lifetime);
         let ttl = deny_ttl(expires_at, now, self.leeway, self.max_lifetime);
         if let Some(ttl) = ttl {
             let entry = DenyEntry {
@@ -147,6 +143,14 @@ impl Applier {
         self.db.apply_revoke_all(job, now).await?;
         Ok(Applied::SubjectRevoked)
     }
+}
+
+/// A revocation's expiry as stored: an `exp` beyond the maximum lifetime is
+/// not trusted but capped, relative to the request so that re-applying gives
+/// the same row.
+pub fn capped_expiry(job: &RevokeToken, max_lifetime: i64) -> i64 {
+    job.expires_at
+        .min(job.requested_at.saturating_add(max_lifetime))
 }
 
 /// Prefix of the per-job pub/sub channel announcing a job was applied:

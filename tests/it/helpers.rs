@@ -170,6 +170,8 @@ pub struct TestApp {
 pub struct Options<'a> {
     pub worker: bool,
     pub redis_url: Option<String>,
+    /// Reach the test database through this URL instead (e.g. a proxy).
+    pub db_url: Option<String>,
     pub extra: &'a [&'a str],
 }
 
@@ -178,6 +180,7 @@ impl Default for Options<'_> {
         Self {
             worker: true,
             redis_url: None,
+            db_url: None,
             extra: &[],
         }
     }
@@ -192,8 +195,13 @@ impl TestApp {
         let db = TestDb::create().await;
         let prefix = unique_prefix();
         let redis = options.redis_url.clone().unwrap_or_else(redis_url);
-        let config = test_config(&prefix, &redis, &db.url, options.extra);
-        let services = Services::with_db(config, db.db.clone()).expect("services");
+        let db_url = options.db_url.clone().unwrap_or_else(|| db.url.clone());
+        let config = test_config(&prefix, &redis, &db_url, options.extra);
+        let handle = match &options.db_url {
+            Some(url) => Db::connect_lazy(url).expect("pool"),
+            None => db.db.clone(),
+        };
+        let services = Services::with_db(config, handle).expect("services");
         let stop = CancellationToken::new();
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
@@ -370,4 +378,51 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A TCP proxy to a target that the test can switch off (connections are
+/// cut and refused) and on again: a store that goes down and comes back.
+pub struct Proxy {
+    pub port: u16,
+    enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let enabled = std::sync::Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts, target) = (enabled.clone(), cut.clone(), target.to_owned());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut cut = cuts.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, enabled, cut }
+    }
+
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
 }

@@ -9,3 +9,4 @@ mod pipeline;
 mod privacy;
 mod resilience;
 mod verification;
+mod write_api;

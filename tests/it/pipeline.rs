@@ -34,6 +34,16 @@ async fn revoke_job_pushed_through_the_queue_makes_check_answer_revoked() {
 
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
+    // Redis is written first, Postgres right after.
+    crate::helpers::eventually(Duration::from_secs(5), "row in postgres", || async {
+        app.db
+            .db
+            .revoked_token(&jti_of(&app, &token))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
     let row = app
         .db
         .db

@@ -1,0 +1,228 @@
+//! Write path endpoints: `POST /v1/revocations`,
+//! `POST /v1/subjects/{sub}/revoke-all`, RFC 7009 `POST /revoke`.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::PathRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppState,
+    auth::WriteKey,
+    error::ApiError,
+    extract::{FormBody, JsonBody, OptionalJsonBody},
+};
+use crate::{limits, submit::Submitted};
+
+/// The write routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/revocations", post(revoke))
+        .route("/v1/subjects/{sub}/revoke-all", post(revoke_all))
+        .route("/revoke", post(rfc7009_revoke))
+}
+
+/// `?wait=true`.
+#[derive(Deserialize, Default)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    fn wait(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_request",
+                "wait must be true or false",
+            )),
+        }
+    }
+}
+
+fn wait_flag(
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<bool, ApiError> {
+    query
+        .map_err(|_| ApiError::bad_request("invalid_request", "malformed query string"))?
+        .wait()
+}
+
+/// `POST /v1/revocations` body: a token, or its `jti` + `exp` (+ `sub`).
+#[derive(Deserialize)]
+pub struct RevocationRequest {
+    token: Option<String>,
+    jti: Option<String>,
+    sub: Option<Value>,
+    exp: Option<Value>,
+    reason: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+impl RevocationRequest {
+    /// The job this request asks for, validated.
+    fn into_job(self, state: &AppState, requested_by: String) -> Result<RevokeToken, ApiError> {
+        limits::reason(self.reason.as_deref()).map_err(bad)?;
+        let job = match (self.token, self.jti) {
+            (Some(_), Some(_)) => return Err(bad("give either token or jti, not both")),
+            (Some(token), None) => {
+                // The signature must hold; expiry does not matter for revoking.
+                let claims =
+                    state
+                        .checker
+                        .verifier()
+                        .verify_signature(&token)
+                        .map_err(|reason| {
+                            ApiError::bad_request(
+                                "invalid_token",
+                                format!("token rejected: {}", reason.as_str()),
+                            )
+                        })?;
+                RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+            }
+            (None, Some(jti)) => {
+                limits::token_id(&jti).map_err(bad)?;
+                let exp = match self.exp {
+                    Some(Value::Number(n)) => n
+                        .as_i64()
+                        .ok_or_else(|| bad("exp must be an integer (unix seconds)"))?,
+                    Some(_) => return Err(bad("exp must be an integer (unix seconds)")),
+                    None => return Err(bad("exp is required with jti")),
+                };
+                let sub = match self.sub {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s),
+                    Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+                    Some(_) => return Err(bad("sub must be a string")),
+                };
+                RevokeToken::new(jti, sub, exp)
+            }
+            (None, None) => return Err(bad("give token, or jti with exp")),
+        };
+        if let Some(sub) = &job.subject {
+            limits::subject(sub).map_err(bad)?;
+        }
+        Ok(RevokeToken {
+            reason: self.reason,
+            requested_by,
+            ..job
+        })
+    }
+}
+
+fn answer(submitted: Submitted, job_id: &str, mut body: Value) -> Response {
+    let status = match submitted {
+        Submitted::Queued => StatusCode::ACCEPTED,
+        Submitted::Applied => StatusCode::OK,
+        Submitted::Degraded => {
+            body["degraded"] = Value::Bool(true);
+            StatusCode::ACCEPTED
+        }
+        Submitted::TimedOut => {
+            let body = json!({
+                "error": "timeout",
+                "message": "the job is queued but was not applied within REVOKD_WAIT_TIMEOUT",
+                "job_id": job_id,
+            });
+            return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    WriteKey(key): WriteKey,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    JsonBody(req): JsonBody<RevocationRequest>,
+) -> Result<Response, ApiError> {
+    let wait = wait_flag(query)?;
+    let job = req.into_job(&state, key)?;
+    let (job_id, token_id) = (job.job_id.clone(), job.token_id.clone());
+    let submitted = state
+        .submitter
+        .revoke(job, wait)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(answer(
+        submitted,
+        &job_id,
+        json!({ "job_id": job_id, "token_id": token_id }),
+    ))
+}
+
+/// `POST /v1/subjects/{sub}/revoke-all` body.
+#[derive(Deserialize, Default)]
+pub struct RevokeAllRequest {
+    reason: Option<String>,
+}
+
+async fn revoke_all(
+    State(state): State<AppState>,
+    WriteKey(key): WriteKey,
+    sub: Result<Path<String>, PathRejection>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    OptionalJsonBody(req): OptionalJsonBody<RevokeAllRequest>,
+) -> Result<Response, ApiError> {
+    let Path(sub) = sub.map_err(|_| bad("the subject in the path is not valid UTF-8"))?;
+    limits::subject(&sub).map_err(bad)?;
+    let wait = wait_flag(query)?;
+    let req = req.unwrap_or_default();
+    limits::reason(req.reason.as_deref()).map_err(bad)?;
+    let job = RevokeSubject {
+        reason: req.reason,
+        requested_by: key,
+        ..RevokeSubject::new(sub, now_unix())
+    };
+    let (job_id, not_before) = (job.job_id.clone(), job.not_before);
+    let submitted = state
+        .submitter
+        .revoke_all(job, wait)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(answer(
+        submitted,
+        &job_id,
+        json!({ "job_id": job_id, "not_before": not_before }),
+    ))
+}
+
+/// RFC 7009 form.
+#[derive(Deserialize)]
+pub struct Rfc7009Request {
+    token: String,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7009: 200 with an empty body whenever the client is authenticated,
+/// also for tokens it cannot parse (nothing to revoke then).
+async fn rfc7009_revoke(
+    State(state): State<AppState>,
+    WriteKey(key): WriteKey,
+    FormBody(req): FormBody<Rfc7009Request>,
+) -> Result<StatusCode, ApiError> {
+    let Ok(claims) = state.checker.verifier().verify_signature(&req.token) else {
+        return Ok(StatusCode::OK);
+    };
+    let job = RevokeToken {
+        requested_by: key,
+        ..RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+    };
+    state
+        .submitter
+        .revoke(job, false)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(StatusCode::OK)
+}

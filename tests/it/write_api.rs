@@ -1,0 +1,492 @@
+//! The write API: endpoints, API keys, `?wait=true`, the degraded path while
+//! Redis is down, Postgres outages, and bad input.
+
+use std::time::Duration;
+
+use redis::Commands;
+use revokd_jobs::now_unix;
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, PrivateRedis, Proxy, SECRET, TestApp, eventually};
+
+const KEYS: &[&str] = &[
+    "--api-keys",
+    "billing:bk-123,ops:ok-456",
+    "--wait-timeout",
+    "1s",
+];
+
+fn opts() -> Options<'static> {
+    Options {
+        extra: KEYS,
+        ..Default::default()
+    }
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(path))
+        .bearer_auth("bk-123")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn token_id(app: &TestApp, token: &str) -> String {
+    app.services
+        .verifier
+        .verify_signature(token)
+        .unwrap()
+        .token_id
+}
+
+#[tokio::test]
+async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
+    let app = TestApp::spawn_with(opts()).await;
+    let mut redis = app.redis();
+
+    let token = app.mint("pia");
+    let (status, body) = post(
+        &app,
+        "/v1/revocations",
+        json!({ "token": token, "reason": "logout" }),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["token_id"], token_id(&app, &token));
+    assert!(body["job_id"].is_string());
+    app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
+        .await;
+    // Redis is written first, Postgres right after.
+    eventually(Duration::from_secs(5), "row in postgres", || async {
+        app.db
+            .db
+            .revoked_token(&token_id(&app, &token))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let row = app
+        .db
+        .db
+        .revoked_token(&token_id(&app, &token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.requested_by.as_str(), row.reason.as_deref()),
+        ("billing", Some("logout"))
+    );
+    let exists: bool = redis
+        .exists(format!("{}jti:{}", app.prefix, row.token_id))
+        .unwrap();
+    assert!(exists);
+
+    let exp = now_unix() + 300;
+    let (status, _) = post(
+        &app,
+        "/v1/revocations",
+        json!({ "jti": "by-jti", "sub": "pia", "exp": exp }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually(Duration::from_secs(5), "jti revocation applied", || async {
+        app.db.db.revoked_token("by-jti").await.unwrap().is_some()
+    })
+    .await;
+    let ttl: i64 = redis.ttl(format!("{}jti:by-jti", app.prefix)).unwrap();
+    assert!((320..=330).contains(&ttl), "{ttl}");
+
+    let weird = "ünï/cødé \"quoted\" '; drop table revoked_tokens; --";
+    let path = format!("/v1/subjects/{}/revoke-all", urlencode(weird));
+    let (status, body) = post(&app, &path, json!({ "reason": "password_change" })).await;
+    assert_eq!(status, 202, "{body}");
+    let not_before = body["not_before"].as_i64().unwrap();
+    eventually(Duration::from_secs(5), "watermark applied", || async {
+        app.db.db.watermark(weird).await.unwrap() == Some(not_before)
+    })
+    .await;
+    let in_redis: i64 = redis.get(format!("{}sub:{weird}", app.prefix)).unwrap();
+    assert_eq!(in_redis, not_before);
+    let by: String =
+        sqlx::query_scalar("select requested_by from revocation_audit where subject = $1")
+            .bind(weird)
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(by, "billing");
+
+    let other = app.mint("quinn");
+    let response = app
+        .http
+        .post(app.url("/revoke"))
+        .bearer_auth("ok-456")
+        .form(&[("token", other.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().is_empty());
+    app.wait_for_reason(&other, "revoked", Duration::from_secs(5))
+        .await;
+    eventually(
+        Duration::from_secs(5),
+        "rfc 7009 revocation in postgres",
+        || async {
+            app.db
+                .db
+                .revoked_token(&token_id(&app, &other))
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    let response = app
+        .http
+        .post(app.url("/revoke"))
+        .bearer_auth("ok-456")
+        .form(&[("token", "junk")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "RFC 7009: unparseable tokens are 200 too"
+    );
+
+    let stats: Value = app
+        .http
+        .get(app.url("/v1/stats"))
+        .bearer_auth("ok-456")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["postgres"]["revoked_tokens"], 3, "{stats}");
+    assert_eq!(stats["redis"]["revoked_tokens"], 3, "{stats}");
+    assert_eq!(stats["redis"]["revoked_subjects"], 1, "{stats}");
+    assert_eq!(stats["queue"]["pending"], 0, "{stats}");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn protected_endpoints_answer_401_with_the_json_shape() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..opts()
+    })
+    .await;
+    let requests = [
+        ("POST", "/v1/revocations"),
+        ("POST", "/v1/subjects/x/revoke-all"),
+        ("POST", "/revoke"),
+        ("GET", "/v1/stats"),
+    ];
+    let basic_bad = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "billing:nope")
+    );
+    for (method, path) in requests {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer"),
+            Some("bk-123"),
+            Some(basic_bad.as_str()),
+            Some("Basic !!!"),
+        ] {
+            let mut request = app
+                .http
+                .request(method.parse().unwrap(), app.url(path))
+                .body("{}");
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{method} {path} with {auth:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "unauthorized");
+        }
+    }
+}
+
+#[tokio::test]
+async fn wait_true_answers_after_the_check_sees_the_revocation() {
+    let app = TestApp::spawn_with(opts()).await;
+    let token = app.mint("rae");
+    let (status, body) = post(&app, "/v1/revocations?wait=true", json!({ "token": token })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.check(&token).await.1["reason"],
+        "revoked",
+        "visible as soon as wait returns"
+    );
+    let (status, _) = post(&app, "/v1/subjects/rae/revoke-all?wait=true", json!({})).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn wait_true_without_a_worker_times_out_with_504_and_the_job_id() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..opts()
+    })
+    .await;
+    let token = app.mint("sam");
+    let started = std::time::Instant::now();
+    let (status, body) = post(&app, "/v1/revocations?wait=true", json!({ "token": token })).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited the configured timeout"
+    );
+    assert_eq!(body["error"], "timeout");
+    assert!(body["job_id"].is_string());
+}
+
+// The CLI runs as a blocking child process: the server needs its own thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_revocations_go_to_postgres_and_reach_redis_when_it_returns() {
+    let mut redis_server = PrivateRedis::start();
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis_server.url()),
+        ..opts()
+    })
+    .await;
+    let over_http = app.mint("tia");
+    let over_cli = app.mint("tia");
+    redis_server.kill();
+
+    let (status, body) = post(&app, "/v1/revocations", json!({ "token": over_http })).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["degraded"], true);
+    assert_eq!(
+        app.check(&over_http).await.1["reason"],
+        "revoked",
+        "effective at once via postgres"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args([
+            "--jwt-secret",
+            SECRET,
+            "--key-prefix",
+            &app.prefix,
+            "--redis-url",
+            &redis_server.url(),
+        ])
+        .args([
+            "--database-url",
+            &app.db.url,
+            "revoke",
+            "--token",
+            &over_cli,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("degraded"));
+    assert_eq!(app.check(&over_cli).await.1["reason"], "revoked");
+
+    redis_server.restart();
+    let back = std::time::Instant::now();
+    let keys = [token_id(&app, &over_http), token_id(&app, &over_cli)];
+    let url = redis_server.url();
+    let prefix = app.prefix.clone();
+    eventually(Duration::from_secs(5), "both revocations in redis", || {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let present = keys
+            .iter()
+            .all(|k| conn.exists::<_, bool>(format!("{prefix}jti:{k}")).unwrap());
+        async move { present }
+    })
+    .await;
+    assert!(back.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.check(&over_http).await.1["reason"], "revoked");
+}
+
+#[tokio::test]
+async fn with_postgres_down_revocations_are_accepted_and_applied_when_it_returns() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let db = crate::helpers::TestDb::create().await;
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
+    let app = TestApp::spawn_with(Options {
+        db_url: Some(via_proxy),
+        ..opts()
+    })
+    .await;
+    proxy.set_enabled(false);
+
+    let token = app.mint("uma");
+    let (status, body) = post(&app, "/v1/revocations", json!({ "token": token })).await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = token_id(&app, &token);
+    assert!(
+        db.db.revoked_token(&id).await.unwrap().is_none(),
+        "postgres was down"
+    );
+
+    proxy.set_enabled(true);
+    eventually(
+        Duration::from_secs(15),
+        "applied to postgres after it returns",
+        || async { db.db.revoked_token(&id).await.unwrap().is_some() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_with_the_json_error_shape_and_never_a_500() {
+    let app = TestApp::spawn_with(opts()).await;
+    let long = "x".repeat(300);
+    let far = now_unix() + 400 * 86_400;
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        ("/v1/revocations", json!({}), 400, "invalid_request"),
+        (
+            "/v1/revocations",
+            json!({ "token": "garbage" }),
+            400,
+            "invalid_token",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "token": app.mint("v"), "jti": "x", "exp": 1 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "x" }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "x", "exp": "soon" }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": long, "exp": 1 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "", "exp": 1 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "x", "exp": 1, "sub": ["a"] }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "x", "exp": 1, "reason": long }),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/revocations",
+            json!({ "jti": "far", "exp": far, "extra": "ignored" }),
+            202,
+            "",
+        ),
+        (
+            "/v1/revocations?wait=maybe",
+            json!({ "jti": "x", "exp": 1 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            &format!("/v1/subjects/{long}/revoke-all") as &str,
+            json!({}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/subjects/ok/revoke-all",
+            json!({ "reason": 5 }),
+            400,
+            "invalid_request",
+        ),
+    ]
+    .into_iter()
+    .map(|(p, b, s, c)| (Box::leak(p.to_owned().into_boxed_str()) as &str, b, s, c))
+    .collect();
+    for (path, body, status, code) in cases {
+        let (got, answer) = post(&app, path, body.clone()).await;
+        assert_eq!(got, status, "{path} {body} -> {answer}");
+        if status >= 400 {
+            assert_eq!(answer["error"], code, "{path} {body}");
+            assert!(answer["message"].is_string());
+        }
+    }
+    let big = json!({ "token": "x".repeat(17 * 1024) });
+    assert_eq!(post(&app, "/v1/revocations", big).await.0, 413);
+    let response = app
+        .http
+        .post(app.url("/v1/revocations"))
+        .bearer_auth("bk-123")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    eventually(Duration::from_secs(5), "far exp capped", || async {
+        app.db
+            .db
+            .revoked_token("far")
+            .await
+            .unwrap()
+            .is_some_and(|r| r.expires_at <= now_unix() + 30 * 86_400)
+    })
+    .await;
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
