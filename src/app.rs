@@ -12,6 +12,7 @@ use crate::{
     check::Checker,
     config::Config,
     http::{self, AppState, auth::KeyRing},
+    maintenance::Maintenance,
     resync::Resync,
     scheduler,
     store::{self, pg::Db, redis::DenyList},
@@ -120,6 +121,20 @@ impl Services {
             self.config.leeway(),
             self.config.max_lifetime_secs(),
         )
+        .with_maintenance(self.maintenance(self.deny_patient.clone()))
+    }
+
+    /// Cleanup and rebuild over `deny`.
+    pub fn maintenance(&self, deny: DenyList) -> Maintenance {
+        Maintenance {
+            deny,
+            db: self.db.clone(),
+            queue: revokd_jobs::queue_config(&self.config.key_prefix),
+            leeway: self.config.leeway(),
+            max_lifetime: self.config.max_lifetime_secs(),
+            audit_retention: Config::secs(self.config.audit_retention),
+            job_retention: Config::secs(self.config.job_retention),
+        }
     }
 
     /// The read-path checker.
@@ -221,6 +236,14 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
     let url = services.config.database_url.clone();
     let migrated = tokio::spawn(prepare_until_done(url, stop.clone()));
     let mut tasks = tokio::task::JoinSet::new();
+    if roles.api || roles.worker {
+        // Every reader and writer watches the marker; a lease makes one rebuild.
+        tokio::spawn(
+            services
+                .maintenance(services.deny_patient.clone())
+                .guard(stop.clone()),
+        );
+    }
     if roles.api {
         let api = Api::bind(&services).await?;
         tracing::info!(addr = %api.local_addr()?, "API listening");

@@ -54,6 +54,8 @@ pub struct LookupStats {
     pub postgres: AtomicU64,
     /// Redis attempts that failed.
     pub redis_failures: AtomicU64,
+    /// Redis answers passed over because its marker was missing.
+    pub incomplete: AtomicU64,
     /// Lookups no store answered.
     pub unavailable: AtomicU64,
 }
@@ -171,10 +173,13 @@ impl Checker {
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
         if self.redis_health.is_up() {
             match self.redis.lookup(token_id, sub).await {
-                Ok(found) => {
+                Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
                     return Ok((found.denied, found.not_before, Source::Redis));
                 }
+                // Redis lost its data and the rebuild has not finished: it
+                // answers, but only Postgres knows the whole deny-list.
+                Ok(_) => LookupStats::bump(&self.stats.incomplete),
                 Err(error) => {
                     LookupStats::bump(&self.stats.redis_failures);
                     tracing::debug!(%error, "redis lookup failed");

@@ -79,6 +79,12 @@ pub enum Command {
         #[arg(long, env = "REVOKD_TOKEN")]
         token: String,
     },
+    /// Delete expired rows, vacuum the queue and restore Redis from Postgres, now.
+    Cleanup,
+    /// Rebuild the Redis deny-list from Postgres, now.
+    Rehydrate,
+    /// Print the /v1/stats JSON.
+    Stats,
     /// Print a signed token for testing (uses JWT_SECRET or JWT_PRIVATE_KEY_FILE).
     Mint {
         /// Subject.
@@ -142,6 +148,39 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Check { token } => check(config, &token).await,
+        Command::Cleanup => {
+            let services = Services::build(config)?;
+            let maintenance = services.maintenance(services.deny_patient.clone());
+            let bar = Bar::new();
+            let report = maintenance
+                .cleanup(now_unix(), &bar)
+                .await
+                .map_err(|e| Failure::input(e.to_string()))?;
+            bar.finish();
+            println!("{}", json!(report));
+            Ok(0)
+        }
+        Command::Rehydrate => {
+            let services = Services::build(config)?;
+            let maintenance = services.maintenance(services.deny_patient.clone());
+            let bar = Bar::new();
+            let report = maintenance
+                .rebuild(now_unix(), &bar)
+                .await
+                .map_err(|e| Failure::input(e.to_string()))?;
+            bar.finish();
+            println!("{}", json!(report));
+            Ok(0)
+        }
+        Command::Stats => {
+            let services = Services::build(config)?;
+            let queue = revokd_jobs::queue_config(&services.config.key_prefix);
+            println!(
+                "{}",
+                crate::http::stats::collect(&services.deny_fast, &queue, &services.db).await
+            );
+            Ok(0)
+        }
         Command::Revoke {
             token,
             jti,
@@ -258,4 +297,58 @@ pub async fn serve_until(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     serve(config, roles, stop).await
+}
+
+/// A progress bar on stderr when it is a terminal; silent otherwise (the
+/// summary on stdout is the plain report).
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self(
+            std::io::stderr()
+                .is_terminal()
+                .then(indicatif::ProgressBar::no_length),
+        )
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl crate::maintenance::Progress for Bar {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        if let Some(bar) = &self.0 {
+            bar.reset();
+            match total {
+                Some(total) => {
+                    bar.set_length(total);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg:28} {wide_bar} {pos}/{len} ({eta})",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                }
+                None => {
+                    bar.unset_length();
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{msg:28} {spinner} {pos}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                }
+            }
+            bar.set_message(name.to_owned());
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(n);
+        }
+    }
 }

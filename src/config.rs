@@ -114,6 +114,15 @@ pub struct Config {
     #[arg(long, env = "REVOKD_WAIT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     pub wait_timeout: Duration,
 
+    /// How long the audit log keeps a request.
+    #[arg(long, env = "REVOKD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration, global = true)]
+    pub audit_retention: Duration,
+
+    /// How long finished and set-aside queue jobs are kept before cleanup
+    /// vacuums them.
+    #[arg(long, env = "REVOKD_JOB_RETENTION", default_value = "1d", value_parser = parse_duration, global = true)]
+    pub job_retention: Duration,
+
     /// Jobs a worker applies at once.
     #[arg(
         long,
@@ -151,6 +160,11 @@ impl Config {
     /// Maximum token lifetime in seconds.
     pub fn max_lifetime_secs(&self) -> i64 {
         i64::try_from(self.max_token_lifetime.as_secs()).unwrap_or(i64::MAX / 4)
+    }
+
+    /// A duration in whole seconds as a signed number.
+    pub fn secs(d: Duration) -> i64 {
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
     }
 
     /// Leeway in seconds as a signed number.

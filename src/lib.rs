@@ -15,7 +15,8 @@
 //! - [`submit`]: the write path shared by HTTP and CLI — queue, or Postgres
 //!   directly while the queue is down; [`resync`] copies those into Redis later.
 //! - [`completion`]: waiting for a job to be applied (`?wait=true`, `--wait`).
-//! - [`scheduler`]: the cron role pushing cleanup jobs once per tick.
+//! - [`scheduler`]: the cron role pushing cleanup jobs once per tick;
+//!   [`maintenance`]: the cleanup job and the rebuild of Redis from Postgres.
 //! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys).
 //! - [`app`]: wiring of services and roles; [`cli`]: the command line.
 //! - [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod limits;
+pub mod maintenance;
 pub mod resync;
 pub mod scheduler;
 pub mod shutdown;

@@ -230,6 +230,93 @@ impl Db {
         .await
     }
 
+    /// Deletes up to `batch` revocations that expired before `cutoff`; the
+    /// expires_at index keeps each batch short.
+    pub async fn delete_expired_tokens(&self, cutoff: i64, batch: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "delete from revoked_tokens where token_id in
+                 (select token_id from revoked_tokens where expires_at < $1 limit $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `batch` watermarks older than `cutoff` (every token
+    /// issued before them has expired).
+    pub async fn delete_outdated_watermarks(&self, cutoff: i64, batch: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "delete from subject_watermarks where subject in
+                 (select subject from subject_watermarks where not_before < $1 limit $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `batch` audit rows requested before `cutoff`.
+    pub async fn delete_old_audit(&self, cutoff: i64, batch: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "delete from revocation_audit where id in
+                 (select id from revocation_audit where requested_at < $1 limit $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Live revocations (expiring at or after `cutoff`) after `after` in
+    /// token_id order: keyset pagination for streaming the whole table.
+    pub async fn live_tokens_page(
+        &self,
+        after: &str,
+        cutoff: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where token_id > $1 and expires_at >= $2
+             order by token_id limit $3",
+        )
+        .bind(after)
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Watermarks after `after` in subject order.
+    pub async fn watermarks_page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "select subject, not_before from subject_watermarks where subject > $1 order by subject limit $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// How many live revocations and watermarks a rebuild will stream.
+    pub async fn rebuild_size(&self, cutoff: i64) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(
+            "select (select count(*) from revoked_tokens where expires_at >= $1),
+                    (select count(*) from subject_watermarks)",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Round trip to check Postgres answers.
     pub async fn ping(&self) -> sqlx::Result<()> {
         sqlx::query("select 1")

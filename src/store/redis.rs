@@ -8,7 +8,8 @@ use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 
 /// Sets an entry unless one with a longer remaining TTL is already there.
-/// KEYS[1] entry key; ARGV[1] value; ARGV[2] TTL in seconds.
+/// KEYS[1] entry key; ARGV[1] value; ARGV[2] TTL in seconds. Returns 2 when
+/// the key was missing, 1 when its TTL was extended, 0 when unchanged.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -16,6 +17,7 @@ local ttl = redis.call('TTL', KEYS[1])
 local want = tonumber(ARGV[2])
 if ttl == -2 or (ttl >= 0 and ttl < want) then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', want)
+  if ttl == -2 then return 2 end
   return 1
 end
 return 0",
@@ -23,15 +25,42 @@ return 0",
 });
 
 /// Raises a watermark, never lowers it. KEYS[1] watermark key; ARGV[1]
-/// not_before; ARGV[2] TTL in seconds. Returns the watermark now in force.
+/// not_before; ARGV[2] TTL in seconds. Returns 2 when the key was missing,
+/// 1 when raised, 0 when already as high.
 static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = tonumber(redis.call('GET', KEYS[1]))
 local nb = tonumber(ARGV[1])
-if cur and cur >= nb then return cur end
+if cur and cur >= nb then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return nb",
+if cur then return 1 end
+return 2",
+    )
+});
+
+/// What a pipelined write did: keys created (were missing) and touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    /// Keys that did not exist.
+    pub created: u64,
+    /// Keys created, extended or raised.
+    pub changed: u64,
+}
+
+impl Written {
+    fn add(&mut self, code: i64) {
+        self.created += u64::from(code == 2);
+        self.changed += u64::from(code > 0);
+    }
+}
+
+/// Deletes a lease only if its holder matches. KEYS[1] lease; ARGV[1] holder.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
     )
 });
 
@@ -51,6 +80,9 @@ pub struct DenyEntry {
 /// What Redis knows about one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lookup {
+    /// The marker is present: Redis holds the whole deny-list. When it is
+    /// missing (data lost, rebuild pending) the answer must come from Postgres.
+    pub complete: bool,
     /// The token_id is on the deny-list.
     pub denied: bool,
     /// The subject's revocation watermark, if any.
@@ -83,7 +115,8 @@ impl DenyList {
         format!("{}sub:{subject}", self.prefix)
     }
 
-    /// One round trip: is `token_id` denied, and what is `subject`'s watermark?
+    /// One round trip: is the deny-list complete, is `token_id` denied, and
+    /// what is `subject`'s watermark?
     pub async fn lookup(
         &self,
         token_id: &str,
@@ -91,15 +124,16 @@ impl DenyList {
     ) -> redis::RedisResult<Lookup> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("MGET");
-        cmd.arg(self.jti_key(token_id));
+        cmd.arg(self.marker_key()).arg(self.jti_key(token_id));
         if let Some(sub) = subject {
             cmd.arg(self.sub_key(sub));
         }
         let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
         Ok(Lookup {
-            denied: values.first().is_some_and(Option::is_some),
+            complete: values.first().is_some_and(Option::is_some),
+            denied: values.get(1).is_some_and(Option::is_some),
             not_before: values
-                .get(1)
+                .get(2)
                 .and_then(|v| v.as_deref())
                 .and_then(|v| v.parse().ok()),
         })
@@ -126,21 +160,183 @@ impl DenyList {
         Ok(())
     }
 
-    /// Raises `subject`'s watermark to `not_before` (never lowers it);
-    /// returns the watermark in force.
+    /// Raises `subject`'s watermark to `not_before` (never lowers it).
     pub async fn raise_watermark(
         &self,
         subject: &str,
         not_before: i64,
         ttl_secs: i64,
-    ) -> redis::RedisResult<i64> {
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        RAISE
+        let _: i64 = RAISE
             .key(self.sub_key(subject))
             .arg(not_before)
             .arg(ttl_secs)
             .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes many entries in one pipelined round trip (same rules as
+    /// [`DenyList::deny`]).
+    pub async fn deny_many(
+        &self,
+        entries: &[(String, DenyEntry, i64)],
+    ) -> redis::RedisResult<Written> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&REVOKE).ignore();
+        for (token_id, entry, ttl) in entries {
+            let value = serde_json::to_string(entry).unwrap_or_default();
+            pipe.invoke_script(REVOKE.key(self.jti_key(token_id)).arg(value).arg(*ttl));
+        }
+        self.run_counted(pipe).await
+    }
+
+    /// Raises many watermarks in one pipelined round trip.
+    pub async fn raise_many(
+        &self,
+        marks: &[(String, i64)],
+        ttl_secs: i64,
+    ) -> redis::RedisResult<Written> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&RAISE).ignore();
+        for (subject, not_before) in marks {
+            pipe.invoke_script(
+                RAISE
+                    .key(self.sub_key(subject))
+                    .arg(*not_before)
+                    .arg(ttl_secs),
+            );
+        }
+        self.run_counted(pipe).await
+    }
+
+    async fn run_counted(&self, pipe: redis::Pipeline) -> redis::RedisResult<Written> {
+        let mut conn = self.conn.clone();
+        let codes: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let mut written = Written::default();
+        codes.into_iter().for_each(|c| written.add(c));
+        Ok(written)
+    }
+
+    /// `{prefix}marker`: present while Redis holds the whole deny-list.
+    pub fn marker_key(&self) -> String {
+        format!("{}marker", self.prefix)
+    }
+
+    /// Whether the marker is present.
+    pub async fn marker_present(&self) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(self.marker_key())
+            .query_async(&mut conn)
             .await
+    }
+
+    /// Sets the marker (after a full rebuild).
+    pub async fn set_marker(&self, now: i64) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.marker_key())
+            .arg(now)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Takes a short lease named `name` (SET NX PX); true when taken.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Releases a lease if `holder` still holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = RELEASE
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes finished (`done`) and set-aside (`dead`) job records of the
+    /// queue older than the cutoffs, in batches; returns how many.
+    pub async fn vacuum_jobs(
+        &self,
+        queue: &apalis_redis::Config,
+        done_before: i64,
+        dead_before: i64,
+    ) -> redis::RedisResult<u64> {
+        let mut removed = 0;
+        for (set, cutoff) in [
+            (queue.done_jobs_set(), done_before),
+            (queue.dead_jobs_set(), dead_before),
+        ] {
+            removed += self.vacuum_set(queue, &set, cutoff).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn vacuum_set(
+        &self,
+        queue: &apalis_redis::Config,
+        set: &str,
+        cutoff: i64,
+    ) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(set)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            if !ids.is_empty() {
+                let meta = |id: &str| format!("{}:{id}", queue.job_meta_hash());
+                let mut pipe = redis::pipe();
+                for id in &ids {
+                    pipe.hget(meta(id), "done_at");
+                }
+                let done_at: Vec<Option<i64>> = pipe.query_async(&mut conn).await?;
+                let old: Vec<&String> = ids
+                    .iter()
+                    .zip(done_at)
+                    .filter(|(_, at)| at.is_none_or(|at| at < cutoff))
+                    .map(|(id, _)| id)
+                    .collect();
+                if !old.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for id in &old {
+                        pipe.srem(set, *id).ignore();
+                        pipe.hdel(queue.job_data_hash(), *id).ignore();
+                        pipe.del(meta(id)).ignore();
+                    }
+                    pipe.query_async::<()>(&mut conn).await?;
+                    removed += old.len() as u64;
+                }
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
     }
 
     /// Publishes an empty message on `channel`; failures are only logged

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     limits,
+    maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
     store::{
         pg::Db,
         redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
@@ -33,6 +34,15 @@ pub enum ApplyError {
     Postgres(#[from] sqlx::Error),
 }
 
+impl From<MaintenanceError> for ApplyError {
+    fn from(e: MaintenanceError) -> Self {
+        match e {
+            MaintenanceError::Redis(e) => ApplyError::Redis(e),
+            MaintenanceError::Postgres(e) => ApplyError::Postgres(e),
+        }
+    }
+}
+
 /// What applying a job did, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -44,7 +54,7 @@ pub enum Applied {
     /// A subject watermark was raised (or was already higher).
     SubjectRevoked,
     /// Maintenance ran.
-    Cleaned,
+    Cleaned(CleanupReport),
 }
 
 /// Applies jobs to Redis and Postgres.
@@ -55,6 +65,7 @@ pub struct Applier {
     leeway: i64,
     max_lifetime: i64,
     done_prefix: String,
+    maintenance: Option<Maintenance>,
 }
 
 impl Applier {
@@ -66,7 +77,14 @@ impl Applier {
             leeway,
             max_lifetime,
             done_prefix: done_channel_prefix(prefix),
+            maintenance: None,
         }
+    }
+
+    /// Lets this applier run cleanup jobs.
+    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = Some(maintenance);
+        self
     }
 
     /// Applies `job` once, as of `now`.
@@ -74,7 +92,25 @@ impl Applier {
         let applied = match job {
             Job::Revoke(job) => self.revoke(job, now).await?,
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
-            Job::Cleanup(_) => Applied::Cleaned,
+            Job::Cleanup(_) => match &self.maintenance {
+                Some(m) => {
+                    let report = m.cleanup(now, &Quiet).await?;
+                    tracing::info!(
+                        tokens_deleted = report.tokens_deleted,
+                        subjects_deleted = report.subjects_deleted,
+                        audit_deleted = report.audit_deleted,
+                        jobs_vacuumed = report.jobs_vacuumed,
+                        redis_restored = report.redis_restored,
+                        "cleanup done"
+                    );
+                    Applied::Cleaned(report)
+                }
+                None => {
+                    return Err(ApplyError::Invalid(
+                        "this worker cannot run maintenance".into(),
+                    ));
+                }
+            },
             Job::Unknown => return Err(ApplyError::Invalid("unknown job kind".into())),
         };
         if let Some(job_id) = job.job_id() {

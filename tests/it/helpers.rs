@@ -207,8 +207,27 @@ impl TestApp {
         let addr = api.local_addr().expect("addr");
         let checker_stats = api.checker();
         tokio::spawn(api.run(stop.clone()));
+        // As `serve` does for the api and worker roles: watch the marker,
+        // rebuild Redis from Postgres when it is gone.
+        tokio::spawn(
+            services
+                .maintenance(services.deny_patient.clone())
+                .guard(stop.clone()),
+        );
         if options.worker {
             tokio::spawn(worker::run(worker_deps(&services), stop.clone()));
+        }
+        if options.redis_url.is_none() {
+            let deny = services.deny_fast.clone();
+            eventually(
+                Duration::from_secs(5),
+                "marker set by the first rebuild",
+                || {
+                    let deny = deny.clone();
+                    async move { deny.marker_present().await.unwrap_or(false) }
+                },
+            )
+            .await;
         }
         Self {
             addr,

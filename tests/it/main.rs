@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod maintenance;
 mod pipeline;
 mod privacy;
 mod resilience;

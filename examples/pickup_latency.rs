@@ -1,0 +1,544 @@
+//! Push-to-applied latency of revokd's queue pipeline.
+//!
+//! Measures the time from just before `Producer::revoke` is called to the
+//! moment the worker announces the revocation applied (Redis deny-list and
+//! Postgres both written) on the job's channel `{prefix}done:{job_id}` (see
+//! `revokd::completion`). The probe is sequential: subscribe to the job's
+//! completion, start the clock, push, wait, repeat.
+//!
+//! 1. **idle**: `BENCH_N` (default 300) probes on an otherwise empty queue;
+//! 2. **under load**: the same probe while 4 background producers push other
+//!    revocations at `BENCH_LOAD_RATE` jobs/s in total (default 2000; `0`
+//!    means as fast as they go, one push in flight each), starting 3 s before
+//!    the probe and stopping after it. The background throughput is counted
+//!    in Postgres `revoked_tokens` over that whole run.
+//!
+//! The worker runs in this process (`revokd::worker::run`, concurrency from
+//! `REVOKD_WORKER_CONCURRENCY`, default 32) against a unique Redis key prefix
+//! `revokd-bench-<uuid>:` and a fresh Postgres database `revokd_bench_<uuid>`.
+//! At the end, also after a failure or Ctrl-C, it deletes exactly the keys
+//! under that prefix, removes its queue from `core:apalis:queues:list` and
+//! drops that database; nothing else on the (shared) servers is touched.
+//!
+//! ```text
+//! cargo run --release --example pickup_latency
+//! ```
+//!
+//! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),
+//! `BENCH_DATABASE_URL` (the server to create the bench database on, e.g.
+//! `postgres://postgres@127.0.0.1:5432` or any database URL on it; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), `BENCH_N`,
+//! `BENCH_LOAD_RATE`, `RUST_LOG` (default `warn`, on stderr). The table goes
+//! to stdout, progress to stderr.
+
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser as _;
+use revokd::{
+    app::Services,
+    cli::Cli,
+    completion::Completion,
+    store::pg::Db,
+    worker::{self, WorkerDeps},
+};
+use revokd_jobs::{Producer, RevokeToken, now_unix};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// HMAC secret of the bench configuration (no token is ever verified).
+const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
+/// Background producers in the loaded scenario.
+const LOAD_PRODUCERS: usize = 4;
+/// Subjects of the two kinds of revocation, to count them apart in Postgres.
+const PROBE_SUBJECT: &str = "bench-probe";
+const LOAD_SUBJECT: &str = "bench-load";
+/// Probes pushed (and not counted) before each measurement.
+const WARMUP_PROBES: usize = 20;
+/// How long the background load runs before the loaded probe starts.
+const LOAD_WARMUP: Duration = Duration::from_secs(3);
+/// A probe not applied within this long counts as timed out.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the backlog may take to drain after the load stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What to run against, from the environment.
+struct Settings {
+    redis_url: String,
+    pg_server: String,
+    n: usize,
+    load_rate: f64,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            pg_server: env_or(
+                "BENCH_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
+            n: env_or("BENCH_N", "300")
+                .parse()
+                .context("BENCH_N must be a count")?,
+            load_rate: env_or("BENCH_LOAD_RATE", "2000")
+                .parse()
+                .context("BENCH_LOAD_RATE must be a number of jobs per second")?,
+        })
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    revokd::telemetry::init("warn");
+    let settings = Settings::from_env()?;
+    let prefix = format!("revokd-bench-{}:", Uuid::new_v4().simple());
+    let db_name = format!("revokd_bench_{}", Uuid::new_v4().simple());
+    let db_url = database_url(&settings.pg_server, &db_name);
+
+    // The worker lives in `background` so that it is stopped before cleanup,
+    // whichever way the measurement ends.
+    let stop = CancellationToken::new();
+    let mut background = JoinSet::new();
+    let outcome = tokio::select! {
+        outcome = measure(&settings, &prefix, &db_url, &stop, &mut background) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    stop.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while background.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        eprintln!("worker did not stop within 10 s; aborting it");
+        background.abort_all();
+        while background.join_next().await.is_some() {}
+    }
+
+    eprintln!("cleaning up: Redis keys {prefix}*, database {db_name}");
+    let mut cleanup_failed = false;
+    match delete_prefix(&settings.redis_url, &prefix).await {
+        Ok(deleted) => eprintln!("deleted {deleted} Redis keys"),
+        Err(error) => {
+            cleanup_failed = true;
+            eprintln!("Redis cleanup failed: {error:#}");
+        }
+    }
+    if let Err(error) = drop_database(&db_url, &db_name).await {
+        cleanup_failed = true;
+        eprintln!("dropping database {db_name} failed: {error:#}");
+    }
+    outcome?;
+    if cleanup_failed {
+        bail!("cleanup incomplete (see above)");
+    }
+    Ok(())
+}
+
+/// Sets up the database and the worker, runs both scenarios, prints the table.
+async fn measure(
+    settings: &Settings,
+    prefix: &str,
+    db_url: &str,
+    stop: &CancellationToken,
+    background: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    revokd::store::pg::prepare(db_url)
+        .await
+        .context("create and migrate the bench database")?;
+    let cli = Cli::try_parse_from([
+        "revokd",
+        "--jwt-secret",
+        SECRET,
+        "--key-prefix",
+        prefix,
+        "--redis-url",
+        settings.redis_url.as_str(),
+        "--database-url",
+        db_url,
+        "--listen",
+        "127.0.0.1:0",
+        "migrate",
+    ])
+    .context("bench configuration")?;
+    let db = Db::connect_lazy(db_url).context("Postgres pool")?;
+    let services = Services::with_db(cli.config, db).context("services")?;
+    let concurrency = services.config.worker_concurrency;
+    background.spawn(worker::run(
+        WorkerDeps {
+            applier: services.applier(),
+            redis_url: settings.redis_url.clone(),
+            prefix: prefix.to_owned(),
+            concurrency,
+        },
+        stop.clone(),
+    ));
+    eprintln!("worker started (concurrency {concurrency}), prefix {prefix}");
+
+    // Its own connection, so that probe pushes never queue behind the load's.
+    let producer = Producer::connect(&settings.redis_url, prefix, "bench-probe")
+        .await
+        .context("probe producer")?;
+    let probe = Probe {
+        producer: &producer,
+        redis_url: &settings.redis_url,
+        prefix,
+    };
+
+    eprintln!("warm-up: {WARMUP_PROBES} probes");
+    // One first, so that a worker that cannot start fails fast.
+    for n in [1, WARMUP_PROBES - 1] {
+        if probe.run(n).await?.timeouts > 0 {
+            bail!("the worker did not apply a warm-up job within {WAIT_TIMEOUT:?}");
+        }
+    }
+
+    eprintln!("idle: {} sequential probes", settings.n);
+    let idle = probe.run(settings.n).await?;
+
+    let rate = settings.load_rate;
+    eprintln!(
+        "under load: {LOAD_PRODUCERS} producers at {}, then {} probes",
+        if rate > 0.0 {
+            format!("{rate} jobs/s in total")
+        } else {
+            "full speed".to_owned()
+        },
+        settings.n
+    );
+    let load_stop = stop.child_token();
+    let pushed = Arc::new(AtomicU64::new(0));
+    let mut loaders = JoinSet::new();
+    let load_started = Instant::now();
+    for _ in 0..LOAD_PRODUCERS {
+        let producer = Producer::connect(&settings.redis_url, prefix, "bench-load")
+            .await
+            .context("load producer")?;
+        let per_task = (rate > 0.0).then(|| rate / LOAD_PRODUCERS as f64);
+        loaders.spawn(push_load(
+            producer,
+            per_task,
+            Arc::clone(&pushed),
+            load_stop.clone(),
+        ));
+    }
+    tokio::time::sleep(LOAD_WARMUP).await;
+    let loaded = probe.run(settings.n).await?;
+    load_stop.cancel();
+    while let Some(joined) = loaders.join_next().await {
+        joined.context("load producer panicked")??;
+    }
+    let ran = load_started.elapsed();
+    let pushed_total = pushed.load(Ordering::Relaxed);
+    let applied_at_stop = count_load_rows(&services).await?;
+    let drain = Instant::now();
+    let mut applied_total = applied_at_stop;
+    while applied_total < pushed_total && drain.elapsed() < DRAIN_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        applied_total = count_load_rows(&services).await?;
+    }
+    let drain = drain.elapsed();
+
+    let secs = ran.as_secs_f64();
+    let load = LoadReport {
+        pushed_per_sec: pushed_total as f64 / secs,
+        applied_per_sec: applied_at_stop as f64 / secs,
+        ran,
+        backlog: pushed_total.saturating_sub(applied_at_stop),
+        pushed_total,
+        applied_total,
+        drain,
+    };
+    print_report(settings, concurrency, &idle, &loaded, &load);
+    Ok(())
+}
+
+/// Sequential probes: one revocation in flight at a time.
+struct Probe<'a> {
+    producer: &'a Producer,
+    redis_url: &'a str,
+    prefix: &'a str,
+}
+
+/// What a probe run measured.
+struct Samples {
+    /// From just before `revoke` to the completion message, sorted.
+    applied: Vec<Duration>,
+    /// How long the `revoke` call itself took, sorted.
+    push: Vec<Duration>,
+    /// Probes not applied within [`WAIT_TIMEOUT`] (not in the samples).
+    timeouts: usize,
+}
+
+impl Probe<'_> {
+    async fn run(&self, n: usize) -> anyhow::Result<Samples> {
+        let mut samples = Samples {
+            applied: Vec::with_capacity(n),
+            push: Vec::with_capacity(n),
+            timeouts: 0,
+        };
+        for _ in 0..n {
+            let job = RevokeToken::new(
+                format!("probe-{}", Uuid::now_v7().simple()),
+                Some(PROBE_SUBJECT.to_owned()),
+                now_unix() + 900,
+            )
+            .reason("bench");
+            let completion = Completion::subscribe(self.redis_url, self.prefix, &job.job_id)
+                .await
+                .context("subscribe to a probe's completion")?;
+            let started = Instant::now();
+            self.producer
+                .revoke(job)
+                .await
+                .context("push a probe job")?;
+            let pushed = started.elapsed();
+            if completion.wait(WAIT_TIMEOUT).await {
+                samples.applied.push(started.elapsed());
+                samples.push.push(pushed);
+            } else {
+                samples.timeouts += 1;
+            }
+        }
+        samples.applied.sort_unstable();
+        samples.push.sort_unstable();
+        Ok(samples)
+    }
+}
+
+/// One background producer: pushes revocations at `rate` jobs/s (catching up
+/// when behind), or back to back when `rate` is `None`, until `stop`.
+async fn push_load(
+    producer: Producer,
+    rate: Option<f64>,
+    pushed: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let mut sent: u64 = 0;
+    while !stop.is_cancelled() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            // Sleeping until an instant already past still waits for a timer
+            // tick (about 1 ms); a producer that is behind pushes at once.
+            if due > tokio::time::Instant::now() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+        let job = RevokeToken::new(
+            format!("load-{}", Uuid::now_v7().simple()),
+            Some(LOAD_SUBJECT.to_owned()),
+            now_unix() + 900,
+        );
+        producer
+            .revoke(job)
+            .await
+            .context("push a background job")?;
+        sent += 1;
+        pushed.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Background revocations recorded in Postgres so far.
+async fn count_load_rows(services: &Services) -> anyhow::Result<u64> {
+    let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens where subject = $1")
+        .bind(LOAD_SUBJECT)
+        .fetch_one(services.db.pool())
+        .await
+        .context("count background revocations")?;
+    Ok(u64::try_from(rows).unwrap_or_default())
+}
+
+/// The background load, from its start to its stop.
+struct LoadReport {
+    pushed_per_sec: f64,
+    /// Applied by the time the load stopped, per second of load.
+    applied_per_sec: f64,
+    ran: Duration,
+    /// Pushed but not yet applied when the load stopped.
+    backlog: u64,
+    pushed_total: u64,
+    applied_total: u64,
+    /// From stopping the load to the last background job applied.
+    drain: Duration,
+}
+
+fn print_report(
+    settings: &Settings,
+    concurrency: usize,
+    idle: &Samples,
+    loaded: &Samples,
+    load: &LoadReport,
+) {
+    println!(
+        "push-to-applied latency (ms), sequential probe; worker concurrency {concurrency}, \
+         {LOAD_PRODUCERS} background producers{}",
+        if settings.load_rate > 0.0 {
+            format!(" at {} jobs/s target", settings.load_rate)
+        } else {
+            " at full speed".to_owned()
+        }
+    );
+    println!(
+        "{:<12} {:>5} {:>8} {:>8} {:>8} {:>8} {:>13}",
+        "scenario", "n", "p50", "p90", "p99", "max", "push-call p50"
+    );
+    for (name, samples) in [("idle", idle), ("under load", loaded)] {
+        let p = |q: f64| millis(percentile(&samples.applied, q));
+        println!(
+            "{:<12} {:>5} {:>8} {:>8} {:>8} {:>8} {:>13}",
+            name,
+            samples.applied.len(),
+            p(50.0),
+            p(90.0),
+            p(99.0),
+            p(100.0),
+            millis(percentile(&samples.push, 50.0)),
+        );
+        if samples.timeouts > 0 {
+            println!(
+                "{:<12} {} probes not applied within {WAIT_TIMEOUT:?} (not counted)",
+                "", samples.timeouts
+            );
+        }
+    }
+    println!(
+        "background load ({:.1} s, around the loaded probe): pushed {:.0} jobs/s, applied {:.0} \
+         jobs/s (revoked_tokens rows); backlog at stop {}; {}/{} applied, drained in {:.1} s",
+        load.ran.as_secs_f64(),
+        load.pushed_per_sec,
+        load.applied_per_sec,
+        load.backlog,
+        load.applied_total,
+        load.pushed_total,
+        load.drain.as_secs_f64(),
+    );
+}
+
+/// Nearest-rank percentile of sorted samples; `None` when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+fn millis(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.2}", d.as_secs_f64() * 1e3),
+    )
+}
+
+/// `server` with its database (if any) replaced by `name`, query kept.
+fn database_url(server: &str, name: &str) -> String {
+    let (head, query) = match server.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (server, None),
+    };
+    let authority = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[authority..].find('/') {
+        Some(slash) => &head[..authority + slash],
+        None => head,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Deletes every key under `prefix` (SCAN, not KEYS: the server is shared)
+/// and this queue's entry in apalis's global queue list. Returns keys deleted.
+async fn delete_prefix(redis_url: &str, prefix: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("connect to Redis: timed out")?
+    .context("connect to Redis")?;
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .context("SCAN")?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let mut deleted = 0;
+    for chunk in keys.chunks(500) {
+        let n: u64 = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .context("DEL")?;
+        deleted += n;
+    }
+    let _: u64 = redis::cmd("ZREM")
+        .arg("core:apalis:queues:list")
+        .arg(format!("{prefix}queue:jobs:workers"))
+        .query_async(&mut conn)
+        .await
+        .context("ZREM")?;
+    Ok(deleted)
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut escaped = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "*?[]\\".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Drops the bench database (ending any connection still on it).
+async fn drop_database(db_url: &str, name: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(db_url)
+        .context("database URL")?
+        .database("postgres");
+    let mut admin = PgConnection::connect_with(&options)
+        .await
+        .context("connect to Postgres")?;
+    let sql = format!(
+        "drop database if exists \"{}\" with (force)",
+        name.replace('"', "\"\"")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await
+        .context("drop database")?;
+    admin.close().await.context("close admin connection")?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Maintenance: the cleanup job (purge expired rows in bounded batches,
+//! vacuum the queue, re-check Redis against Postgres) and the rebuild of the
+//! deny-list from Postgres after Redis lost its data (marker gone).
+
+use std::time::Duration;
+
+use revokd_jobs::now_unix;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{
+    pg::Db,
+    redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
+};
+
+/// Rows per delete statement or per pipelined Redis batch.
+const BATCH: i64 = 5_000;
+/// How often workers look for the marker.
+const MARKER_EVERY: Duration = Duration::from_millis(500);
+
+/// Progress reporting (a terminal progress bar in the CLI, nothing elsewhere).
+pub trait Progress: Send + Sync {
+    /// A new phase with an expected total, if known.
+    fn phase(&self, _name: &str, _total: Option<u64>) {}
+    /// `n` more items done.
+    fn advance(&self, _n: u64) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// What a cleanup did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CleanupReport {
+    /// Expired revocations deleted from Postgres.
+    pub tokens_deleted: u64,
+    /// Outdated watermarks deleted from Postgres.
+    pub subjects_deleted: u64,
+    /// Audit rows past retention deleted.
+    pub audit_deleted: u64,
+    /// Finished and dead queue jobs vacuumed from Redis.
+    pub jobs_vacuumed: u64,
+    /// Live revocations and watermarks that were missing in Redis and were
+    /// written back.
+    pub redis_restored: u64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RebuildReport {
+    /// Revocations streamed from Postgres.
+    pub tokens: u64,
+    /// Watermarks streamed from Postgres.
+    pub subjects: u64,
+    /// Keys that were missing in Redis and were written.
+    pub restored: u64,
+}
+
+/// Why maintenance stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Postgres failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
+/// Maintenance over both stores.
+#[derive(Clone)]
+pub struct Maintenance {
+    /// Redis deny-list.
+    pub deny: DenyList,
+    /// Postgres record.
+    pub db: Db,
+    /// The queue (for vacuuming).
+    pub queue: apalis_redis::Config,
+    /// Leeway in seconds.
+    pub leeway: i64,
+    /// Maximum token lifetime in seconds.
+    pub max_lifetime: i64,
+    /// Audit retention in seconds.
+    pub audit_retention: i64,
+    /// Finished-job retention in seconds.
+    pub job_retention: i64,
+}
+
+impl Maintenance {
+    /// The full cleanup as of `now`.
+    pub async fn cleanup(
+        &self,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<CleanupReport, MaintenanceError> {
+        let mut report = CleanupReport::default();
+        // A revocation matters until its token fails checks as expired.
+        let expired = now - self.leeway;
+        progress.phase("expired revocations", None);
+        report.tokens_deleted =
+            drain(|| self.db.delete_expired_tokens(expired, BATCH), progress).await?;
+        progress.phase("outdated watermarks", None);
+        let outdated = now - self.max_lifetime - self.leeway;
+        report.subjects_deleted = drain(
+            || self.db.delete_outdated_watermarks(outdated, BATCH),
+            progress,
+        )
+        .await?;
+        progress.phase("audit log", None);
+        let old = now - self.audit_retention;
+        report.audit_deleted = drain(|| self.db.delete_old_audit(old, BATCH), progress).await?;
+        progress.phase("queue records", None);
+        let finished = now - self.job_retention;
+        report.jobs_vacuumed = self
+            .deny
+            .vacuum_jobs(&self.queue, finished, finished)
+            .await?;
+        report.redis_restored = self.rebuild(now, progress).await?.restored;
+        Ok(report)
+    }
+
+    /// Streams every live revocation and watermark from Postgres into Redis
+    /// in pipelined batches (never one round trip per row), then sets the
+    /// marker. Existing keys keep the longer TTL and the higher watermark.
+    pub async fn rebuild(
+        &self,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<RebuildReport, MaintenanceError> {
+        let mut report = RebuildReport::default();
+        let cutoff = now - self.leeway;
+        let (tokens, subjects) = self.db.rebuild_size(cutoff).await?;
+        progress.phase("revocations into redis", u64::try_from(tokens).ok());
+        let mut after = String::new();
+        loop {
+            let page = self.db.live_tokens_page(&after, cutoff, BATCH).await?;
+            let Some(last) = page.last() else { break };
+            after.clone_from(&last.token_id);
+            let entries: Vec<(String, DenyEntry, i64)> = page
+                .into_iter()
+                .filter_map(|row| {
+                    let ttl = deny_ttl(row.expires_at, now, self.leeway, self.max_lifetime)?;
+                    let entry = DenyEntry {
+                        sub: row.subject,
+                        exp: row.expires_at,
+                        revoked_at: row.revoked_at,
+                        reason: row.reason,
+                    };
+                    Some((row.token_id, entry, ttl))
+                })
+                .collect();
+            report.tokens += entries.len() as u64;
+            report.restored += self.deny.deny_many(&entries).await?.created;
+            progress.advance(entries.len() as u64);
+        }
+        progress.phase("watermarks into redis", u64::try_from(subjects).ok());
+        let ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        let mut after = String::new();
+        loop {
+            let page = self.db.watermarks_page(&after, BATCH).await?;
+            let Some((last, _)) = page.last() else { break };
+            after.clone_from(last);
+            report.subjects += page.len() as u64;
+            report.restored += self.deny.raise_many(&page, ttl).await?.created;
+            progress.advance(page.len() as u64);
+        }
+        self.deny.set_marker(now).await?;
+        Ok(report)
+    }
+
+    /// Watches the marker until `stop` fires; when it is gone (Redis
+    /// restarted without persistence, FLUSHALL, keys deleted) rebuilds the
+    /// deny-list. A lease keeps concurrent watchers from rebuilding twice.
+    pub async fn guard(self, stop: CancellationToken) {
+        let holder = uuid::Uuid::new_v4().to_string();
+        loop {
+            if let Ok(false) = self.deny.marker_present().await
+                && let Ok(true) = self
+                    .deny
+                    .try_lease("rebuild", &holder, Duration::from_secs(60))
+                    .await
+            {
+                let started = std::time::Instant::now();
+                match self.rebuild(now_unix(), &Quiet).await {
+                    Ok(report) => tracing::warn!(
+                        tokens = report.tokens,
+                        subjects = report.subjects,
+                        restored = report.restored,
+                        took = ?started.elapsed(),
+                        "redis had lost the deny-list; rebuilt it from postgres"
+                    ),
+                    Err(error) => tracing::warn!(%error, "rebuild failed; will retry"),
+                }
+                let _ = self.deny.release_lease("rebuild", &holder).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(MARKER_EVERY) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Repeats a bounded delete until a batch comes back short.
+async fn drain<F, Fut>(mut batch: F, progress: &dyn Progress) -> Result<u64, MaintenanceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let n = batch().await?;
+        total += n;
+        progress.advance(n);
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Maintenance: batched cleanup, queue vacuum, automatic rebuild after Redis
+//! lost its data, rehydrate, and one cleanup per cron tick across schedulers.
+
+use std::time::Duration;
+
+use redis::Commands;
+use revokd::maintenance::Quiet;
+use revokd_jobs::{Job, RevokeToken, now_unix};
+
+use crate::helpers::{Options, SECRET, TestApp, eventually};
+
+async fn exec(app: &TestApp, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(app.db.db.pool())
+        .await
+        .unwrap();
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(app.db.db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cleanup_purges_200k_expired_rows_in_batches_and_keeps_live_ones() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    exec(&app, &format!(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'old-' || g, 's', {} - (g % 1000), {} - 7200, 't' from generate_series(1, 200000) g",
+        now - 3600, now
+    ))
+    .await;
+    exec(
+        &app,
+        &format!(
+            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'live-' || g, 's', {} + 600, {}, 't' from generate_series(1, 1000) g",
+            now, now
+        ),
+    )
+    .await;
+    exec(
+        &app,
+        &format!(
+            "insert into subject_watermarks (subject, not_before, updated_at)
+         values ('gone', {old}, {old}), ('kept', {now}, {now})",
+            old = now - 40 * 86_400
+        ),
+    )
+    .await;
+    exec(&app, &format!(
+        "insert into revocation_audit (job_id, kind, requested_by, requested_at, applied_at)
+         select 'a-' || g, 'revoke', 't', case when g <= 100 then {} else {} end, 0 from generate_series(1, 110) g",
+        now - 91 * 86_400, now
+    ))
+    .await;
+
+    let maintenance = app.services.maintenance(app.services.deny_patient.clone());
+    let report = maintenance.cleanup(now, &Quiet).await.unwrap();
+    assert_eq!(report.tokens_deleted, 200_000);
+    assert_eq!(report.subjects_deleted, 1);
+    assert_eq!(report.audit_deleted, 100);
+    assert_eq!(
+        report.redis_restored, 1_001,
+        "live rows missing in redis are written back"
+    );
+    assert_eq!(
+        count(&app, "select count(*) from revoked_tokens").await,
+        1_000
+    );
+    assert_eq!(
+        count(&app, "select count(*) from subject_watermarks").await,
+        1
+    );
+    assert_eq!(
+        count(&app, "select count(*) from revocation_audit").await,
+        10
+    );
+    let mut redis = app.redis();
+    let exists: bool = redis.exists(format!("{}jti:live-7", app.prefix)).unwrap();
+    assert!(exists);
+    let again = maintenance.cleanup(now, &Quiet).await.unwrap();
+    assert_eq!(
+        again,
+        Default::default(),
+        "a second run finds nothing to do"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_vacuums_finished_and_dead_jobs_past_retention() {
+    let app = TestApp::spawn().await;
+    let producer = app.producer().await;
+    for i in 0..4 {
+        producer
+            .push(&Job::Revoke(RevokeToken::new(
+                format!("v{i}"),
+                None,
+                now_unix() + 60,
+            )))
+            .await
+            .unwrap();
+    }
+    producer.push_bytes(b"garbage".to_vec()).await.unwrap();
+    let mut redis = app.redis();
+    let done_key = format!("{}queue:jobs:done", app.prefix);
+    let dead_key = format!("{}queue:jobs:dead", app.prefix);
+    eventually(Duration::from_secs(10), "jobs finished", || {
+        let (done, dead): (usize, usize) = (
+            redis.scard(&done_key).unwrap(),
+            redis.scard(&dead_key).unwrap(),
+        );
+        async move { done == 4 && dead == 1 }
+    })
+    .await;
+    // Age three finished jobs and the dead one past the one-day retention.
+    let done: Vec<String> = redis.smembers(&done_key).unwrap();
+    let dead: Vec<String> = redis.smembers(&dead_key).unwrap();
+    let old = now_unix() - 2 * 86_400;
+    for id in done.iter().take(3).chain(dead.iter()) {
+        let _: () = redis
+            .hset(
+                format!("{}queue:jobs:meta:{id}", app.prefix),
+                "done_at",
+                old,
+            )
+            .unwrap();
+    }
+    let maintenance = app.services.maintenance(app.services.deny_patient.clone());
+    let report = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
+    assert_eq!(report.jobs_vacuumed, 4);
+    let (done_left, dead_left): (usize, usize) = (
+        redis.scard(&done_key).unwrap(),
+        redis.scard(&dead_key).unwrap(),
+    );
+    assert_eq!((done_left, dead_left), (1, 0));
+    let data: usize = redis
+        .hlen(format!("{}queue:jobs:data", app.prefix))
+        .unwrap();
+    assert_eq!(data, 1, "payloads of vacuumed jobs are gone");
+    let meta_exists: bool = redis
+        .exists(format!("{}queue:jobs:meta:{}", app.prefix, dead[0]))
+        .unwrap();
+    assert!(!meta_exists);
+}
+
+#[tokio::test]
+async fn losing_every_key_rebuilds_the_deny_list_within_5_seconds_without_a_command() {
+    let app = TestApp::spawn().await;
+    let token = app.mint("wes");
+    let claims = app.services.verifier.verify(&token, now_unix()).unwrap();
+    let applier = app.services.applier();
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new(
+                claims.token_id.clone(),
+                claims.sub,
+                claims.exp,
+            )),
+            now_unix(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+
+    let mut redis = app.redis();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis.del(&keys).unwrap();
+    let lost = std::time::Instant::now();
+    // Even before the rebuild, the missing marker sends checks to Postgres.
+    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    let key = format!("{}jti:{}", app.prefix, claims.token_id);
+    eventually(Duration::from_secs(5), "deny-list rebuilt in redis", || {
+        let present: bool = redis.exists(&key).unwrap();
+        async move { present }
+    })
+    .await;
+    assert!(lost.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehydrate_streams_100k_entries_and_reports_the_count() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    exec(
+        &app,
+        &format!(
+            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'r-' || g, 'u' || (g % 100), {} + 3600, {}, 't' from generate_series(1, 100000) g",
+            now, now
+        ),
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args(["--jwt-secret", SECRET, "--key-prefix", &app.prefix])
+        .args([
+            "--redis-url",
+            &app.services.config.redis_url,
+            "--database-url",
+            &app.db.url,
+            "rehydrate",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tokens"], 100_000, "{report}");
+    assert_eq!(report["restored"], 100_000);
+    assert_eq!(app.services.deny_fast.count("jti:").await.unwrap(), 100_000);
+}
+
+#[tokio::test]
+async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--cleanup-cron", "* * * * * *"],
+        ..Default::default()
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let a = tokio::spawn(revokd::scheduler::run(app.services.clone(), stop.clone()));
+    let b = tokio::spawn(revokd::scheduler::run(app.services.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    stop.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+
+    let mut redis = app.redis();
+    let ticks: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}queue:jobs:idempotency:cleanup:*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    let payloads: Vec<String> = redis
+        .hvals(format!("{}queue:jobs:data", app.prefix))
+        .unwrap();
+    let cleanups = payloads
+        .iter()
+        .filter(|p| p.contains(r#""kind":"cleanup""#))
+        .count();
+    assert!(
+        ticks.len() >= 3,
+        "three ticks in 3.5 s, saw {}",
+        ticks.len()
+    );
+    assert_eq!(
+        cleanups,
+        ticks.len(),
+        "one cleanup job per tick, not one per scheduler"
+    );
+}
