@@ -98,6 +98,7 @@ impl Services {
 
     /// Builds every part around an existing Postgres handle.
     pub fn with_db(config: Config, db: Db) -> anyhow::Result<Self> {
+        crate::instruments::handle();
         let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
         let fast = store::fast_redis(&config.redis_url).context("invalid REDIS_URL")?;
         let patient = store::patient_redis(&config.redis_url).context("invalid REDIS_URL")?;

@@ -12,6 +12,7 @@ use std::{
 use crate::{
     config::FailMode,
     health::Health,
+    instruments,
     resync::Resync,
     store::{pg::Db, redis::DenyList},
     token::{Reason, VerifiedToken, Verifier},
@@ -38,6 +39,16 @@ pub enum Source {
     Redis,
     /// The Postgres record (Redis down).
     Postgres,
+}
+
+impl Source {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Redis => "redis",
+            Source::Postgres => "postgres",
+        }
+    }
 }
 
 /// Why a lookup failed: no store answered.
@@ -122,15 +133,29 @@ impl Checker {
 
     /// Full check of `token` as of `now`.
     pub async fn check(&self, token: &str, now: i64) -> Verdict {
+        let started = std::time::Instant::now();
+        let (verdict, source) = self.decide(token, now).await;
+        let result = match &verdict {
+            Verdict::Active(_) => "active",
+            Verdict::Inactive(reason) => reason.as_str(),
+            Verdict::Unavailable => "unavailable",
+        };
+        instruments::check(result, source, started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    async fn decide(&self, token: &str, now: i64) -> (Verdict, &'static str) {
         let claims = match self.verifier.verify(token, now) {
             Ok(claims) => claims,
-            Err(reason) => return Verdict::Inactive(reason),
+            Err(reason) => return (Verdict::Inactive(reason), "none"),
         };
         match self.revocation(&claims).await {
-            Ok((Some(reason), _)) => Verdict::Inactive(reason),
-            Ok((None, _)) => Verdict::Active(claims),
-            Err(Unavailable) if self.fail_mode == FailMode::Open => Verdict::Active(claims),
-            Err(Unavailable) => Verdict::Unavailable,
+            Ok((Some(reason), source)) => (Verdict::Inactive(reason), source.as_str()),
+            Ok((None, source)) => (Verdict::Active(claims), source.as_str()),
+            Err(Unavailable) if self.fail_mode == FailMode::Open => {
+                (Verdict::Active(claims), "none")
+            }
+            Err(Unavailable) => (Verdict::Unavailable, "none"),
         }
     }
 

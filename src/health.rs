@@ -60,6 +60,7 @@ impl Health {
     {
         if self.up.swap(false, Ordering::Relaxed) {
             self.trips.fetch_add(1, Ordering::Relaxed);
+            crate::instruments::fallback_activated(self.name);
             tracing::warn!(
                 store = self.name,
                 "store unreachable; falling back until it answers"

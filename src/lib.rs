@@ -19,7 +19,7 @@
 //!   [`maintenance`]: the cleanup job and the rebuild of Redis from Postgres.
 //! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys).
 //! - [`app`]: wiring of services and roles; [`cli`]: the command line.
-//! - [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
+//! - [`instruments`]: Prometheus metrics; [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
 
 pub mod app;
 pub mod check;
@@ -28,6 +28,7 @@ pub mod completion;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod instruments;
 pub mod limits;
 pub mod maintenance;
 pub mod resync;

@@ -31,7 +31,7 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 /// What a cleanup did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct CleanupReport {
     /// Expired revocations deleted from Postgres.
     pub tokens_deleted: u64,

@@ -2,16 +2,25 @@
 
 use std::time::Duration;
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use revokd_jobs::now_unix;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::instruments;
 
 /// The operations routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> Json<Value> {
@@ -36,5 +45,30 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     (
         status,
         Json(json!({ "ready": ready, "redis": word(redis_up), "postgres": word(pg_up) })),
+    )
+}
+
+/// Prometheus text. Gauges that describe shared state (queue depth,
+/// deny-list size, last cleanup) are sampled now; a store that does not
+/// answer leaves its gauges at their last value.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let probe = Duration::from_millis(500);
+    let (depth, counts, cleanup) = tokio::join!(
+        tokio::time::timeout(probe, state.deny.queue_depth(&state.queue)),
+        tokio::time::timeout(probe, state.db.counts(now_unix())),
+        tokio::time::timeout(probe, state.deny.cleanup_report()),
+    );
+    if let Ok(Ok(depth)) = depth {
+        instruments::queue_depth(depth);
+    }
+    if let Ok(Ok((tokens, subjects, _))) = counts {
+        instruments::denylist_size(tokens, subjects);
+    }
+    if let Ok(Ok(Some(report))) = cleanup {
+        instruments::last_cleanup(&report);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        instruments::handle().render(),
     )
 }

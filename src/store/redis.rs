@@ -219,6 +219,33 @@ impl DenyList {
         Ok(written)
     }
 
+    /// Keeps the last cleanup's counts (`{prefix}cleanup:last`) for `/metrics`
+    /// of every process; best effort.
+    pub async fn store_cleanup_report(&self, report: &crate::maintenance::CleanupReport) {
+        let mut conn = self.conn.clone();
+        let value = serde_json::to_string(report).unwrap_or_default();
+        let stored: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("{}cleanup:last", self.prefix))
+            .arg(value)
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = stored {
+            tracing::debug!(%error, "cannot store the cleanup report");
+        }
+    }
+
+    /// The last cleanup's counts, if any.
+    pub async fn cleanup_report(
+        &self,
+    ) -> redis::RedisResult<Option<crate::maintenance::CleanupReport>> {
+        let mut conn = self.conn.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("{}cleanup:last", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
     /// `{prefix}marker`: present while Redis holds the whole deny-list.
     pub fn marker_key(&self) -> String {
         format!("{}marker", self.prefix)

@@ -8,7 +8,7 @@ use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    limits,
+    instruments, limits,
     maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
     store::{
         pg::Db,
@@ -103,6 +103,7 @@ impl Applier {
                         redis_restored = report.redis_restored,
                         "cleanup done"
                     );
+                    self.deny.store_cleanup_report(&report).await;
                     Applied::Cleaned(report)
                 }
                 None => {
@@ -113,6 +114,11 @@ impl Applier {
             },
             Job::Unknown => return Err(ApplyError::Invalid("unknown job kind".into())),
         };
+        instruments::job_applied(match job {
+            Job::Revoke(_) => "revoke",
+            Job::RevokeAll(_) => "revoke_all",
+            Job::Cleanup(_) | Job::Unknown => "cleanup",
+        });
         if let Some(job_id) = job.job_id() {
             self.deny
                 .publish(&format!("{}{job_id}", self.done_prefix))
@@ -134,6 +140,7 @@ impl Applier {
             match self.apply(job, now_unix()).await {
                 Err(ApplyError::Invalid(why)) => return Err(ApplyError::Invalid(why)),
                 Err(error) if started.elapsed() < RETRY_WINDOW && !stop.is_cancelled() => {
+                    instruments::job_retried();
                     tracing::warn!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

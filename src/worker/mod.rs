@@ -106,6 +106,16 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
 }
 
 async fn handle(job: Envelope, ctx: Data<HandlerCtx>) -> Result<(), BoxDynError> {
+    let outcome = apply(job, &ctx).await;
+    if let Err(e) = &outcome
+        && e.is::<AbortError>()
+    {
+        crate::instruments::job_dead();
+    }
+    outcome
+}
+
+async fn apply(job: Envelope, ctx: &HandlerCtx) -> Result<(), BoxDynError> {
     let job: Job = match job {
         Envelope::Job(Job::Unknown) => {
             tracing::error!("job of an unknown kind set aside in the queue's dead set");

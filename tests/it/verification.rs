@@ -299,3 +299,47 @@ async fn check_keys_protect_check_and_introspect_when_set() {
         .unwrap();
     assert_eq!(basic_wrong.status(), 401);
 }
+
+#[tokio::test]
+async fn metrics_expose_the_named_series_after_traffic() {
+    let app = TestApp::spawn().await;
+    let token = app.mint("met");
+    assert_eq!(app.check(&token).await.1["active"], true);
+    assert_eq!(app.check("garbage").await.1["reason"], "malformed");
+    let claims = app.services.verifier.verify(&token, now_unix()).unwrap();
+    let producer = app.producer().await;
+    producer
+        .revoke(revokd_jobs::RevokeToken::new(
+            claims.token_id,
+            claims.sub,
+            claims.exp,
+        ))
+        .await
+        .unwrap();
+    app.wait_for_reason(&token, "revoked", std::time::Duration::from_secs(5))
+        .await;
+
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+    };
+    assert!(value(r#"revokd_checks_total{result="active",source="redis"}"#) >= 1.0);
+    assert!(value(r#"revokd_checks_total{result="revoked",source="redis"}"#) >= 1.0);
+    assert!(value(r#"revokd_checks_total{result="malformed",source="none"}"#) >= 1.0);
+    assert!(value("revokd_check_duration_seconds_count") >= 3.0);
+    assert!(value(r#"revokd_jobs_applied_total{kind="revoke"}"#) >= 1.0);
+    assert!(value(r#"revokd_queue_jobs{state="pending"}"#) >= 0.0);
+    assert!(value(r#"revokd_denylist_entries{kind="token"}"#) >= 0.0);
+}
