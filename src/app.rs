@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     check::Checker,
-    config::Config,
+    config::{Config, ReadMode},
     http::{self, AppState, auth::KeyRing},
     maintenance::Maintenance,
+    replica::{Follower, Replica},
     resync::Resync,
     scheduler,
     store::{self, pg::Db, redis::DenyList},
@@ -87,6 +88,8 @@ pub struct Services {
     pub deny_patient: DenyList,
     /// Producer on a patient connection.
     pub producer: Producer,
+    /// The local replica checks read first (read mode `replica`).
+    pub replica: Option<Arc<Replica>>,
 }
 
 impl Services {
@@ -109,6 +112,8 @@ impl Services {
             deny_fast: DenyList::new(fast, &prefix),
             deny_patient: DenyList::new(patient.clone(), &prefix),
             producer: Producer::new(patient, &prefix, "revokd"),
+            replica: (config.read_mode == ReadMode::Replica)
+                .then(|| Replica::new(config.replica_max_lag)),
             config: Arc::new(config),
         })
     }
@@ -140,11 +145,28 @@ impl Services {
 
     /// The read-path checker.
     pub fn checker(&self) -> Checker {
-        Checker::new(
+        let checker = Checker::new(
             Arc::clone(&self.verifier),
             self.resync(self.deny_fast.clone()),
             self.config.fail_mode,
-        )
+        );
+        match &self.replica {
+            Some(replica) => checker.with_replica(Arc::clone(replica)),
+            None => checker,
+        }
+    }
+
+    /// Keeps the replica current (none in read mode `redis`).
+    pub fn follower(&self) -> Option<Follower> {
+        Some(Follower {
+            replica: Arc::clone(self.replica.as_ref()?),
+            redis_url: self.config.redis_url.clone(),
+            deny: self.deny_fast.clone(),
+            db: self.db.clone(),
+            resync: self.resync(self.deny_fast.clone()),
+            leeway: self.config.leeway(),
+            max_lifetime: self.config.max_lifetime_secs(),
+        })
     }
 
     /// Copies revocations written during a Redis outage into `deny`.
@@ -244,6 +266,11 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
                 .maintenance(services.deny_patient.clone())
                 .guard(stop.clone()),
         );
+    }
+    if roles.api
+        && let Some(follower) = services.follower()
+    {
+        tokio::spawn(follower.run(stop.clone()));
     }
     if roles.api {
         let api = Api::bind(&services).await?;

@@ -13,6 +13,7 @@ use crate::{
     config::FailMode,
     health::Health,
     instruments,
+    replica::Replica,
     resync::Resync,
     store::{pg::Db, redis::DenyList},
     token::{Reason, VerifiedToken, Verifier},
@@ -39,6 +40,8 @@ pub enum Source {
     Redis,
     /// The Postgres record (Redis down).
     Postgres,
+    /// The in-process replica.
+    Replica,
 }
 
 impl Source {
@@ -47,6 +50,7 @@ impl Source {
         match self {
             Source::Redis => "redis",
             Source::Postgres => "postgres",
+            Source::Replica => "replica",
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct Unavailable;
 /// Counters of where lookups went.
 #[derive(Debug, Default)]
 pub struct LookupStats {
+    /// Lookups answered by the local replica.
+    pub replica: AtomicU64,
     /// Lookups answered by Redis.
     pub redis: AtomicU64,
     /// Lookups answered by Postgres.
@@ -85,6 +91,7 @@ impl LookupStats {
 /// Verifies tokens and looks them up; one per process, shared by requests.
 pub struct Checker {
     stats: LookupStats,
+    replica: Option<Arc<Replica>>,
     resync: Resync,
     verifier: Arc<Verifier>,
     redis: DenyList,
@@ -104,11 +111,23 @@ impl Checker {
             verifier,
             redis,
             db,
+            replica: None,
             stats: LookupStats::default(),
             redis_health: Health::new("redis"),
             pg_health: Health::new("postgres"),
             fail_mode,
         }
+    }
+
+    /// Answers from `replica` whenever it can prove it is current.
+    pub fn with_replica(mut self, replica: Arc<Replica>) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The replica, if checks use one.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        self.replica.as_ref()
     }
 
     /// The token verifier.
@@ -196,6 +215,13 @@ impl Checker {
         token_id: &str,
         sub: Option<&str>,
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
+        if let Some(replica) = &self.replica
+            && let Some((denied, not_before)) =
+                replica.lookup(token_id, sub, revokd_jobs::now_unix())
+        {
+            LookupStats::bump(&self.stats.replica);
+            return Ok((denied, not_before, Source::Replica));
+        }
         if self.redis_health.is_up() {
             match self.redis.lookup(token_id, sub).await {
                 Ok(found) if found.complete => {

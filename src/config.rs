@@ -114,6 +114,16 @@ pub struct Config {
     #[arg(long, env = "REVOKD_WAIT_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
     pub wait_timeout: Duration,
 
+    /// Where checks look first: `replica` (in-process copy of the deny-list,
+    /// kept current from a Redis stream) or `redis`.
+    #[arg(long, env = "REVOKD_READ_MODE", value_enum, default_value_t = ReadMode::Replica, global = true)]
+    pub read_mode: ReadMode,
+
+    /// Oldest proof of being current the replica may answer with; older, and
+    /// checks go to Redis/Postgres until it catches up.
+    #[arg(long, env = "REVOKD_REPLICA_MAX_LAG", default_value = "1s", value_parser = parse_duration, global = true)]
+    pub replica_max_lag: Duration,
+
     /// How long the audit log keeps a request.
     #[arg(long, env = "REVOKD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration, global = true)]
     pub audit_retention: Duration,
@@ -131,6 +141,15 @@ pub struct Config {
         global = true
     )]
     pub worker_concurrency: usize,
+}
+
+/// Where checks look first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadMode {
+    /// The in-process replica, then Redis, then Postgres.
+    Replica,
+    /// Redis, then Postgres.
+    Redis,
 }
 
 /// Fail-closed or fail-open when neither Redis nor Postgres answers.

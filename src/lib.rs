@@ -9,7 +9,7 @@
 //! - [`config`]: every setting, as a CLI option and an environment variable.
 //! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting.
 //! - [`store`]: the Redis deny-list and the Postgres record; every query.
-//! - [`check`]: the read path — verify, then Redis, then Postgres.
+//! - [`check`]: the read path — verify, then the local [`replica`], Redis, Postgres.
 //! - [`health`]: circuit breakers so an outage costs one failed attempt.
 //! - [`worker`]: supervised apalis workers applying jobs to both stores.
 //! - [`submit`]: the write path shared by HTTP and CLI — queue, or Postgres
@@ -31,6 +31,7 @@ pub mod http;
 pub mod instruments;
 pub mod limits;
 pub mod maintenance;
+pub mod replica;
 pub mod resync;
 pub mod scheduler;
 pub mod shutdown;

@@ -35,17 +35,21 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     );
     let redis_up = matches!(redis, Ok(Ok(())));
     let pg_up = matches!(pg, Ok(Ok(())));
-    let ready = redis_up || pg_up;
+    let replica = match state.checker.replica() {
+        None => "off",
+        Some(r) if r.is_fresh() => "current",
+        Some(_) => "stale",
+    };
+    // A replica within its staleness bound answers checks on its own.
+    let ready = redis_up || pg_up || replica == "current";
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |up: bool| if up { "up" } else { "down" };
-    (
-        status,
-        Json(json!({ "ready": ready, "redis": word(redis_up), "postgres": word(pg_up) })),
-    )
+    let body = json!({ "ready": ready, "redis": word(redis_up), "postgres": word(pg_up), "replica": replica });
+    (status, Json(body))
 }
 
 /// Prometheus text. Gauges that describe shared state (queue depth,

@@ -7,9 +7,16 @@ use std::sync::LazyLock;
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 
-/// Sets an entry unless one with a longer remaining TTL is already there.
-/// KEYS[1] entry key; ARGV[1] value; ARGV[2] TTL in seconds. Returns 2 when
-/// the key was missing, 1 when its TTL was extended, 0 when unchanged.
+/// Most recent revocation events kept in `{prefix}events` (approximate trim).
+pub const EVENTS_MAXLEN: u64 = 100_000;
+
+/// Sets an entry unless one with a longer remaining TTL is already there and,
+/// when it changed anything, appends the event that local replicas follow —
+/// in the same script, so the stream never lags the deny-list.
+/// KEYS[1] entry key, KEYS[2] event stream; ARGV[1] value, ARGV[2] TTL in
+/// seconds, ARGV[3] token_id, ARGV[4] unix time the entry ends, ARGV[5]
+/// stream MAXLEN. Returns 2 when the key was missing, 1 when its TTL was
+/// extended, 0 when unchanged.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -17,6 +24,7 @@ local ttl = redis.call('TTL', KEYS[1])
 local want = tonumber(ARGV[2])
 if ttl == -2 or (ttl >= 0 and ttl < want) then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', want)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 't', 'id', ARGV[3], 'until', ARGV[4])
   if ttl == -2 then return 2 end
   return 1
 end
@@ -24,9 +32,11 @@ return 0",
     )
 });
 
-/// Raises a watermark, never lowers it. KEYS[1] watermark key; ARGV[1]
-/// not_before; ARGV[2] TTL in seconds. Returns 2 when the key was missing,
-/// 1 when raised, 0 when already as high.
+/// Raises a watermark, never lowers it, and appends the event when it did.
+/// KEYS[1] watermark key, KEYS[2] event stream; ARGV[1] not_before, ARGV[2]
+/// TTL in seconds, ARGV[3] subject, ARGV[4] unix time the watermark ends,
+/// ARGV[5] stream MAXLEN. Returns 2 when the key was missing, 1 when raised,
+/// 0 when already as high.
 static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -34,6 +44,7 @@ local cur = tonumber(redis.call('GET', KEYS[1]))
 local nb = tonumber(ARGV[1])
 if cur and cur >= nb then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 's', 'id', ARGV[3], 'nb', ARGV[1], 'until', ARGV[4])
 if cur then return 1 end
 return 2",
     )
@@ -139,6 +150,48 @@ impl DenyList {
         })
     }
 
+    /// `{prefix}events`: the stream of applied revocations replicas follow.
+    pub fn events_key(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    fn revoke_invocation(
+        &self,
+        token_id: &str,
+        entry: &DenyEntry,
+        ttl_secs: i64,
+    ) -> redis::ScriptInvocation<'static> {
+        let value = serde_json::to_string(entry).unwrap_or_default();
+        let mut invocation = REVOKE.prepare_invoke();
+        invocation
+            .key(self.jti_key(token_id))
+            .key(self.events_key())
+            .arg(value)
+            .arg(ttl_secs)
+            .arg(token_id)
+            .arg(revokd_jobs::now_unix().saturating_add(ttl_secs))
+            .arg(EVENTS_MAXLEN);
+        invocation
+    }
+
+    fn raise_invocation(
+        &self,
+        subject: &str,
+        not_before: i64,
+        ttl_secs: i64,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = RAISE.prepare_invoke();
+        invocation
+            .key(self.sub_key(subject))
+            .key(self.events_key())
+            .arg(not_before)
+            .arg(ttl_secs)
+            .arg(subject)
+            .arg(revokd_jobs::now_unix().saturating_add(ttl_secs))
+            .arg(EVENTS_MAXLEN);
+        invocation
+    }
+
     /// Puts `token_id` on the deny-list for `ttl_secs` (must be > 0), keeping
     /// a longer TTL already there.
     pub async fn deny(
@@ -147,14 +200,9 @@ impl DenyList {
         entry: &DenyEntry,
         ttl_secs: i64,
     ) -> redis::RedisResult<()> {
-        let value = serde_json::to_string(entry).map_err(|e| {
-            redis::RedisError::from((redis::ErrorKind::Client, "encode entry", e.to_string()))
-        })?;
         let mut conn = self.conn.clone();
-        let _: i64 = REVOKE
-            .key(self.jti_key(token_id))
-            .arg(value)
-            .arg(ttl_secs)
+        let _: i64 = self
+            .revoke_invocation(token_id, entry, ttl_secs)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -168,10 +216,8 @@ impl DenyList {
         ttl_secs: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = RAISE
-            .key(self.sub_key(subject))
-            .arg(not_before)
-            .arg(ttl_secs)
+        let _: i64 = self
+            .raise_invocation(subject, not_before, ttl_secs)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -186,8 +232,7 @@ impl DenyList {
         let mut pipe = redis::pipe();
         pipe.load_script(&REVOKE).ignore();
         for (token_id, entry, ttl) in entries {
-            let value = serde_json::to_string(entry).unwrap_or_default();
-            pipe.invoke_script(REVOKE.key(self.jti_key(token_id)).arg(value).arg(*ttl));
+            pipe.invoke_script(&self.revoke_invocation(token_id, entry, *ttl));
         }
         self.run_counted(pipe).await
     }
@@ -201,12 +246,7 @@ impl DenyList {
         let mut pipe = redis::pipe();
         pipe.load_script(&RAISE).ignore();
         for (subject, not_before) in marks {
-            pipe.invoke_script(
-                RAISE
-                    .key(self.sub_key(subject))
-                    .arg(*not_before)
-                    .arg(ttl_secs),
-            );
+            pipe.invoke_script(&self.raise_invocation(subject, *not_before, ttl_secs));
         }
         self.run_counted(pipe).await
     }
@@ -398,6 +438,69 @@ impl DenyList {
             total += keys.len() as u64;
             if next == 0 {
                 return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Every deny-list entry with the unix time it ends: `(token_id, until)`
+    /// and `(subject, not_before, until)`; SCAN plus pipelined reads.
+    #[allow(clippy::type_complexity)]
+    pub async fn snapshot(
+        &self,
+    ) -> redis::RedisResult<(Vec<(String, i64)>, Vec<(String, i64, i64)>)> {
+        let now = revokd_jobs::now_unix();
+        let mut conn = self.conn.clone();
+        let mut tokens = Vec::new();
+        let jti = format!("{}jti:", self.prefix);
+        for keys in self.scan_batches(&jti).await? {
+            let mut pipe = redis::pipe();
+            keys.iter().for_each(|k| {
+                pipe.ttl(k);
+            });
+            let ttls: Vec<i64> = pipe.query_async(&mut conn).await?;
+            tokens.extend(
+                keys.into_iter()
+                    .zip(ttls)
+                    .filter(|(_, ttl)| *ttl > 0)
+                    .map(|(k, ttl)| (k[jti.len()..].to_owned(), now + ttl)),
+            );
+        }
+        let mut subjects = Vec::new();
+        let sub = format!("{}sub:", self.prefix);
+        for keys in self.scan_batches(&sub).await? {
+            let mut pipe = redis::pipe();
+            keys.iter().for_each(|k| {
+                pipe.get(k).ttl(k);
+            });
+            let values: Vec<(Option<i64>, i64)> = pipe.query_async(&mut conn).await?;
+            subjects.extend(keys.into_iter().zip(values).filter_map(|(k, (nb, ttl))| {
+                Some((k[sub.len()..].to_owned(), nb?, now + ttl.max(0)))
+            }));
+        }
+        Ok((tokens, subjects))
+    }
+
+    /// All keys starting with `start`, in SCAN batches.
+    async fn scan_batches(&self, start: &str) -> redis::RedisResult<Vec<Vec<String>>> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", glob_escape(start));
+        let mut cursor = 0u64;
+        let mut batches = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(2000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                batches.push(keys);
+            }
+            if next == 0 {
+                return Ok(batches);
             }
             cursor = next;
         }

@@ -172,6 +172,8 @@ pub struct Options<'a> {
     pub redis_url: Option<String>,
     /// Reach the test database through this URL instead (e.g. a proxy).
     pub db_url: Option<String>,
+    /// Run the replica follower, as `serve` does for the api role.
+    pub replica: bool,
     pub extra: &'a [&'a str],
 }
 
@@ -181,6 +183,7 @@ impl Default for Options<'_> {
             worker: true,
             redis_url: None,
             db_url: None,
+            replica: false,
             extra: &[],
         }
     }
@@ -216,6 +219,11 @@ impl TestApp {
         );
         if options.worker {
             tokio::spawn(worker::run(worker_deps(&services), stop.clone()));
+        }
+        if options.replica
+            && let Some(follower) = services.follower()
+        {
+            tokio::spawn(follower.run(stop.clone()));
         }
         if options.redis_url.is_none() {
             let deny = services.deny_fast.clone();

@@ -9,6 +9,7 @@ mod helpers;
 mod maintenance;
 mod pipeline;
 mod privacy;
+mod replica;
 mod resilience;
 mod verification;
 mod write_api;

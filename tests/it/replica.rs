@@ -1,0 +1,308 @@
+//! The local replica: follows every change, survives a cut stream without a
+//! gap, declines when it cannot prove it is current, and agrees with Redis
+//! and Postgres whatever the order of jobs.
+
+use std::{sync::Arc, time::Duration};
+
+use proptest::prelude::*;
+use redis::Commands;
+use revokd::{check::LookupStats, replica::Replica};
+use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
+
+use crate::helpers::{Options, Proxy, TestApp, eventually};
+
+fn replica_of(app: &TestApp) -> Arc<Replica> {
+    Arc::clone(app.services.replica.as_ref().expect("read mode replica"))
+}
+
+async fn fresh(replica: &Arc<Replica>) {
+    let r = Arc::clone(replica);
+    eventually(Duration::from_secs(10), "replica current", move || {
+        let fresh = r.is_fresh();
+        async move { fresh }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_and_revoke_alls_reach_the_replica_and_checks_use_it() {
+    let app = TestApp::spawn_with(Options {
+        replica: true,
+        ..Default::default()
+    })
+    .await;
+    let replica = replica_of(&app);
+    fresh(&replica).await;
+    let now = now_unix();
+    let token = app.mint("xena");
+    let older = app
+        .services
+        .verifier
+        .verify(&app.mint("yuri"), now)
+        .unwrap();
+    let older_token = revokd::token::Minter::new(&app.services.config.key_settings())
+        .unwrap()
+        .mint("yuri", 600, true, now - 5)
+        .unwrap();
+    let claims = app.services.verifier.verify(&token, now).unwrap();
+    let applier = app.services.applier();
+    // Out of order: the revoke-all with the later watermark first.
+    applier
+        .apply(&Job::RevokeAll(RevokeSubject::new("yuri", now)), now)
+        .await
+        .unwrap();
+    applier
+        .apply(&Job::RevokeAll(RevokeSubject::new("yuri", now - 100)), now)
+        .await
+        .unwrap();
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new(
+                claims.token_id.clone(),
+                claims.sub.clone(),
+                claims.exp,
+            )),
+            now,
+        )
+        .await
+        .unwrap();
+    // An entry that has already ended never shows.
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new("gone", None, now - 3_600)),
+            now,
+        )
+        .await
+        .unwrap();
+
+    let r = Arc::clone(&replica);
+    let id = claims.token_id.clone();
+    eventually(Duration::from_secs(5), "events in the replica", move || {
+        let seen = r.lookup(&id, Some("yuri"), now_unix()) == Some((true, Some(now)));
+        async move { seen }
+    })
+    .await;
+    assert_eq!(
+        replica.lookup("gone", None, now_unix()),
+        Some((false, None))
+    );
+    let before = LookupStats::get(&app.checker_stats.stats().replica);
+    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    assert_eq!(app.check(&older_token).await.1["reason"], "subject_revoked");
+    assert_eq!(
+        app.check(&app.mint("yuri")).await.1["active"],
+        true,
+        "same second as the watermark"
+    );
+    let _ = older;
+    assert_eq!(
+        LookupStats::get(&app.checker_stats.stats().replica),
+        before + 3,
+        "answered by the replica"
+    );
+    // Expiry: the entry drops out once its time has passed.
+    assert_eq!(
+        replica.lookup(&claims.token_id, None, claims.exp + 3_600),
+        Some((false, None))
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_connection_resumes_without_losing_an_event() {
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let app = TestApp::spawn_with(Options {
+        replica: true,
+        worker: false,
+        redis_url: Some(via_proxy),
+        ..Default::default()
+    })
+    .await;
+    let replica = replica_of(&app);
+    fresh(&replica).await;
+    // Writes go to Redis directly, not through the proxy the replica uses.
+    let direct = app.services.config.as_ref().clone();
+    let direct = revokd::app::Services::with_db(
+        revokd::config::Config {
+            redis_url: crate::helpers::redis_url(),
+            ..direct
+        },
+        app.db.db.clone(),
+    )
+    .unwrap();
+    let applier = direct.applier();
+    let now = now_unix();
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new("first", None, now + 600)),
+            now,
+        )
+        .await
+        .unwrap();
+    let r = Arc::clone(&replica);
+    eventually(Duration::from_secs(5), "first event", move || {
+        let seen = r.lookup("first", None, now_unix()) == Some((true, None));
+        async move { seen }
+    })
+    .await;
+
+    proxy.set_enabled(false);
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new("while-cut", None, now + 600)),
+            now,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        !replica.is_fresh(),
+        "a replica that cannot read the stream stops answering"
+    );
+    proxy.set_enabled(true);
+    let r = Arc::clone(&replica);
+    eventually(Duration::from_secs(10), "event made while cut", move || {
+        let seen = r.lookup("while-cut", None, now_unix()) == Some((true, None));
+        async move { seen }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let app = TestApp::spawn_with(Options {
+        replica: true,
+        redis_url: Some(format!("redis://127.0.0.1:{}", proxy.port)),
+        ..Default::default()
+    })
+    .await;
+    let replica = replica_of(&app);
+    fresh(&replica).await;
+    let token = app.mint("zed");
+    assert_eq!(app.check(&token).await.1["active"], true);
+    let stats = app.checker_stats.stats();
+    assert!(LookupStats::get(&stats.replica) >= 1);
+
+    // Stream (and Redis) gone: after the lag bound, checks go elsewhere and
+    // still answer correctly from Postgres.
+    proxy.set_enabled(false);
+    let claims = app.services.verifier.verify(&token, now_unix()).unwrap();
+    let job = RevokeToken::new(claims.token_id, claims.sub, claims.exp);
+    app.db
+        .db
+        .apply_revoke(&job, job.expires_at, now_unix())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = LookupStats::get(&stats.replica);
+    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    assert_eq!(
+        LookupStats::get(&stats.replica),
+        before,
+        "the stale replica did not answer"
+    );
+    proxy.set_enabled(true);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Revoke { token: u8, exp_offset: i64 },
+    RevokeAll { subject: u8, nb_offset: i64 },
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        (0u8..4, -100i64..600).prop_map(|(token, exp_offset)| Op::Revoke { token, exp_offset }),
+        (0u8..3, -50i64..5).prop_map(|(subject, nb_offset)| Op::RevokeAll { subject, nb_offset }),
+    ];
+    prop::collection::vec(op, 1..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Any interleaving, with duplicates and out-of-order watermarks, leaves
+    /// the replica, Redis and Postgres agreeing.
+    #[test]
+    fn any_order_of_jobs_leaves_replica_redis_and_postgres_agreeing(ops in ops(), dup in 0usize..12) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(agree(ops, dup));
+    }
+}
+
+async fn agree(mut ops: Vec<Op>, dup: usize) {
+    let app = TestApp::spawn_with(Options {
+        replica: true,
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let replica = replica_of(&app);
+    fresh(&replica).await;
+    if let Some(op) = ops.get(dup % ops.len()).cloned() {
+        ops.push(op);
+    }
+    let now = now_unix();
+    let applier = app.services.applier();
+    let mut jobs = Vec::new();
+    for op in &ops {
+        jobs.push(match *op {
+            Op::Revoke { token, exp_offset } => Job::Revoke(RevokeToken::new(
+                format!("t{token}"),
+                None,
+                now + exp_offset,
+            )),
+            Op::RevokeAll { subject, nb_offset } => {
+                Job::RevokeAll(RevokeSubject::new(format!("s{subject}"), now + nb_offset))
+            }
+        });
+    }
+    // Duplicates are the same job (same job_id) delivered twice.
+    jobs.push(jobs[dup % jobs.len()].clone());
+    for job in &jobs {
+        applier.apply(job, now).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    fresh(&replica).await;
+    let mut redis = app.redis();
+    let leeway = app.services.config.leeway();
+    for t in 0..4 {
+        let id = format!("t{t}");
+        let in_redis: bool = redis.exists(format!("{}jti:{id}", app.prefix)).unwrap();
+        let row = app.db.db.revoked_token(&id).await.unwrap();
+        let live_in_pg = row.as_ref().is_some_and(|r| r.expires_at + leeway > now);
+        let in_replica = replica.lookup(&id, None, now).unwrap().0;
+        assert_eq!(
+            (in_redis, in_replica),
+            (live_in_pg, live_in_pg),
+            "token {id}: redis, replica vs postgres"
+        );
+        let expected = ops
+            .iter()
+            .any(|op| matches!(op, Op::Revoke { token, .. } if *token == t));
+        assert_eq!(
+            row.is_some(),
+            expected,
+            "every revocation recorded in postgres"
+        );
+    }
+    for s in 0..3 {
+        let id = format!("s{s}");
+        let in_redis: Option<i64> = redis.get(format!("{}sub:{id}", app.prefix)).unwrap();
+        let in_pg = app.db.db.watermark(&id).await.unwrap();
+        let in_replica = replica.lookup("none", Some(&id), now).unwrap().1;
+        let highest = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::RevokeAll { subject, nb_offset } if *subject == s => Some(now + nb_offset),
+                _ => None,
+            })
+            .max();
+        assert_eq!(
+            (in_redis, in_pg, in_replica),
+            (highest, highest, highest),
+            "subject {id}"
+        );
+    }
+}
