@@ -198,6 +198,7 @@ impl Services {
         Ok(AppState {
             submitter: Arc::new(self.submitter(Arc::clone(&checker))),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
+            config: Arc::clone(&self.config),
             checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),

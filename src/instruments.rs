@@ -53,6 +53,11 @@ pub fn job_dead() {
     counter!("revokd_jobs_dead_total").increment(1);
 }
 
+/// A rotated refresh token was presented again (family revoked).
+pub fn refresh_reuse() {
+    counter!("revokd_refresh_reuse_total").increment(1);
+}
+
 /// A store's breaker opened: reads fall back.
 pub fn fallback_activated(store: &'static str) {
     counter!("revokd_fallback_activations_total", "store" => store).increment(1);

@@ -10,6 +10,7 @@
 //! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting.
 //! - [`store`]: the Redis deny-list and the Postgres record; every query.
 //! - [`check`]: the read path — verify, then the local [`replica`], Redis, Postgres.
+//! - [`refresh`]: refresh tokens on the read path — registry, rotation, reuse.
 //! - [`health`]: circuit breakers so an outage costs one failed attempt.
 //! - [`worker`]: supervised apalis workers applying jobs to both stores.
 //! - [`submit`]: the write path shared by HTTP and CLI — queue, or Postgres
@@ -31,6 +32,7 @@ pub mod http;
 pub mod instruments;
 pub mod limits;
 pub mod maintenance;
+pub mod refresh;
 pub mod replica;
 pub mod resync;
 pub mod scheduler;

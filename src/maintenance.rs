@@ -44,6 +44,9 @@ pub struct CleanupReport {
     /// Live revocations and watermarks that were missing in Redis and were
     /// written back.
     pub redis_restored: u64,
+    /// Expired refresh tokens and families deleted from the registry.
+    #[serde(default)]
+    pub refresh_deleted: u64,
 }
 
 /// What a rebuild did.
@@ -55,6 +58,8 @@ pub struct RebuildReport {
     pub subjects: u64,
     /// Keys that were missing in Redis and were written.
     pub restored: u64,
+    /// Refresh-token registry entries and revoked-family markers written.
+    pub refresh: u64,
 }
 
 /// Why maintenance stopped.
@@ -110,6 +115,9 @@ impl Maintenance {
         progress.phase("audit log", None);
         let old = now - self.audit_retention;
         report.audit_deleted = drain(|| self.db.delete_old_audit(old, BATCH), progress).await?;
+        progress.phase("refresh tokens", None);
+        report.refresh_deleted =
+            drain(|| self.db.delete_expired_refresh(expired, BATCH), progress).await?;
         progress.phase("queue records", None);
         let finished = now - self.job_retention;
         report.jobs_vacuumed = self
@@ -165,8 +173,55 @@ impl Maintenance {
             report.restored += self.deny.raise_many(&page, ttl).await?.created;
             progress.advance(page.len() as u64);
         }
+        report.refresh = self.rebuild_refresh(now, progress).await?;
         self.deny.set_marker(now).await?;
         Ok(report)
+    }
+
+    /// Writes the refresh-token registry and revoked-family markers.
+    async fn rebuild_refresh(
+        &self,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<u64, MaintenanceError> {
+        progress.phase("refresh registry into redis", None);
+        let mut written = 0;
+        let family_ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        let mut after = String::new();
+        loop {
+            let page = self.db.revoked_families_page(&after, BATCH).await?;
+            let Some((last, _)) = page.last() else { break };
+            after.clone_from(last);
+            for (family, reason) in &page {
+                self.deny
+                    .mark_family_revoked(family, reason, family_ttl)
+                    .await?;
+            }
+            written += page.len() as u64;
+        }
+        let mut after = String::new();
+        loop {
+            let page = self
+                .db
+                .refresh_page(&after, now - self.leeway, BATCH)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after.clone_from(&last.token_id);
+            let entries: Vec<_> = page
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.token_id.clone(),
+                        r.entry(),
+                        deny_ttl(r.expires_at, now, self.leeway, self.max_lifetime)?,
+                    ))
+                })
+                .collect();
+            self.deny.set_refresh_entries(&entries).await?;
+            written += entries.len() as u64;
+            progress.advance(entries.len() as u64);
+        }
+        Ok(written)
     }
 
     /// Watches the marker until `stop` fires; when it is gone (Redis

@@ -45,6 +45,7 @@ impl Resync {
     pub async fn run_once(&self) -> Result<u64, ResyncError> {
         let mut moved = 0;
         loop {
+            moved += self.resync_families().await?;
             let tokens = self.db.pending_tokens(BATCH).await?;
             let subjects = self.db.pending_watermarks(BATCH).await?;
             if tokens.is_empty() && subjects.is_empty() {
@@ -71,6 +72,19 @@ impl Resync {
             self.db.mark_in_redis(&token_ids, &subject_ids).await?;
             moved += (token_ids.len() + subject_ids.len()) as u64;
         }
+    }
+
+    /// Family revocations decided while Redis was down (reuse detected from
+    /// Postgres) get their Redis marker.
+    async fn resync_families(&self) -> Result<u64, ResyncError> {
+        let families = self.db.pending_families(BATCH).await?;
+        let ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        for (family, reason) in &families {
+            self.deny.mark_family_revoked(family, reason, ttl).await?;
+        }
+        let ids: Vec<String> = families.into_iter().map(|(f, _)| f).collect();
+        self.db.mark_families_in_redis(&ids).await?;
+        Ok(ids.len() as u64)
     }
 
     /// Runs a pass every second until `stop` fires.

@@ -52,6 +52,11 @@ impl Submitter {
         self.submit(Job::Revoke(job), wait).await
     }
 
+    /// Submits any job (refresh-token registrations and family revocations).
+    pub async fn job(&self, job: Job, wait: bool) -> Result<Submitted, Unavailable> {
+        self.submit(job, wait).await
+    }
+
     /// Submits a revoke-all of a subject.
     pub async fn revoke_all(
         &self,
@@ -100,6 +105,16 @@ impl Submitter {
                     .await
             }
             Job::RevokeAll(j) => self.db.record_revoke_all(j, now, false).await,
+            Job::RegisterRefresh(j) => self.db.register_refresh(j, now).await.map(|_| ()),
+            Job::RevokeFamily(j) => {
+                let reason = j.reason.as_deref().unwrap_or("revoked");
+                let expires_at = now.saturating_add(self.max_lifetime);
+                let (id, by, at) = (&j.job_id, &j.requested_by, j.requested_at);
+                self.db
+                    .revoke_family(&j.family_id, reason, id, by, at, expires_at, now, false)
+                    .await
+                    .map(|_| ())
+            }
             Job::Cleanup(_) | Job::Unknown => return Err(Unavailable),
         };
         match written {

@@ -16,6 +16,10 @@ pub enum Job {
     RevokeAll(RevokeSubject),
     /// Delete expired records and re-check Redis against Postgres.
     Cleanup(Cleanup),
+    /// Register a newly issued refresh token, or a rotation.
+    RegisterRefresh(RegisterRefresh),
+    /// Revoke every refresh token of a family (logout, reuse detected).
+    RevokeFamily(RevokeFamily),
     /// A kind this version does not know (written by a newer producer).
     /// Workers set it aside instead of failing on it.
     #[serde(other)]
@@ -29,6 +33,8 @@ impl Job {
             Job::Revoke(j) => Some(&j.job_id),
             Job::RevokeAll(j) => Some(&j.job_id),
             Job::Cleanup(j) => Some(&j.job_id),
+            Job::RegisterRefresh(j) => Some(&j.job_id),
+            Job::RevokeFamily(j) => Some(&j.job_id),
             Job::Unknown => None,
         }
     }
@@ -113,6 +119,94 @@ impl RevokeSubject {
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
+    }
+}
+
+/// Registers a refresh token in the allow-list. With `rotated_from`, the
+/// token replaces that one: the old becomes `rotated`, the new joins its family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRefresh {
+    /// Unique id of this request.
+    pub job_id: String,
+    /// The new refresh token's `token_id`.
+    pub token_id: String,
+    /// Its subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Its expiry (unix seconds).
+    pub expires_at: i64,
+    /// The family: the `token_id` of the chain's first token.
+    pub family_id: String,
+    /// The token this one replaces, if this is a rotation.
+    #[serde(default)]
+    pub rotated_from: Option<RotatedFrom>,
+    /// Who asked.
+    #[serde(default)]
+    pub requested_by: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+/// The token a rotation replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedFrom {
+    /// Its `token_id`.
+    pub token_id: String,
+    /// Its expiry (unix seconds).
+    pub expires_at: i64,
+}
+
+impl RegisterRefresh {
+    /// Registers a new chain: the token is its own family.
+    pub fn new(token_id: impl Into<String>, subject: Option<String>, expires_at: i64) -> Self {
+        let token_id = token_id.into();
+        Self {
+            job_id: new_job_id(),
+            family_id: token_id.clone(),
+            token_id,
+            subject,
+            expires_at,
+            rotated_from: None,
+            requested_by: String::new(),
+            requested_at: now_unix(),
+        }
+    }
+
+    /// Makes this a rotation of `old` within `family_id`.
+    pub fn rotating(mut self, old: RotatedFrom, family_id: impl Into<String>) -> Self {
+        self.rotated_from = Some(old);
+        self.family_id = family_id.into();
+        self
+    }
+}
+
+/// Revokes a whole refresh-token family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeFamily {
+    /// Unique id of this request.
+    pub job_id: String,
+    /// The family.
+    pub family_id: String,
+    /// Why (`reused`, `revoked`, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Who asked.
+    #[serde(default)]
+    pub requested_by: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+impl RevokeFamily {
+    /// A revocation of `family_id`.
+    pub fn new(family_id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            job_id: new_job_id(),
+            family_id: family_id.into(),
+            reason: Some(reason.into()),
+            requested_by: String::new(),
+            requested_at: now_unix(),
+        }
     }
 }
 

@@ -23,7 +23,10 @@
 mod job;
 mod producer;
 
-pub use job::{Cleanup, Job, RevokeSubject, RevokeToken, new_job_id, now_unix, token_id};
+pub use job::{
+    Cleanup, Job, RegisterRefresh, RevokeFamily, RevokeSubject, RevokeToken, RotatedFrom,
+    new_job_id, now_unix, token_id,
+};
 pub use producer::{ProduceError, Producer, queue_config, wake_channel};
 
 /// Suffix of the queue name under the key prefix: the queue is `{prefix}queue:jobs`.

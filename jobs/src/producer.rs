@@ -9,7 +9,7 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::{Job, RevokeSubject, RevokeToken, queue_name};
+use crate::{Job, RegisterRefresh, RevokeSubject, RevokeToken, queue_name};
 
 /// Why a job could not be enqueued.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,15 @@ impl Producer {
             job.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::RevokeAll(job)).await
+    }
+
+    /// Enqueues the registration of a refresh token (or a rotation, see
+    /// [`RegisterRefresh::rotating`]); returns its job id.
+    pub async fn register_refresh(&self, mut job: RegisterRefresh) -> Result<String, ProduceError> {
+        if job.requested_by.is_empty() {
+            job.requested_by.clone_from(&self.requested_by);
+        }
+        self.push(&Job::RegisterRefresh(job)).await
     }
 
     /// Enqueues any job as is; returns its job id.

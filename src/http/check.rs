@@ -29,6 +29,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 pub struct CheckRequest {
     token: String,
+    token_type_hint: Option<String>,
+}
+
+/// Checks `token` as a refresh token when the hint says so, else as an
+/// access token.
+async fn verdict(state: &AppState, token: &str, hint: Option<&str>) -> Verdict {
+    let now = now_unix();
+    if hint == Some("refresh_token") {
+        state.refresh_checker().check(token, now).await
+    } else {
+        state.checker.check(token, now).await
+    }
 }
 
 #[derive(Serialize)]
@@ -62,7 +74,7 @@ async fn check(
     if let Err(e) = require_check_key(&state, &headers) {
         return e.into_response();
     }
-    match state.checker.check(&req.token, now_unix()).await {
+    match verdict(&state, &req.token, req.token_type_hint.as_deref()).await {
         Verdict::Active(t) => Json(ActiveBody {
             active: true,
             sub: t.sub.as_deref(),
@@ -153,7 +165,6 @@ fn header_safe(value: &str) -> HeaderValue {
 #[derive(Deserialize)]
 pub struct IntrospectRequest {
     token: String,
-    #[allow(dead_code)]
     token_type_hint: Option<String>,
 }
 
@@ -192,8 +203,15 @@ async fn introspect(
     if let Err(e) = require_check_key(&state, &headers) {
         return e.into_response();
     }
-    match state.checker.check(&req.token, now_unix()).await {
-        Verdict::Active(t) => Json(IntrospectActive::from(&t)).into_response(),
+    let hint = req.token_type_hint.as_deref();
+    match verdict(&state, &req.token, hint).await {
+        Verdict::Active(t) => {
+            let mut body = IntrospectActive::from(&t);
+            if hint == Some("refresh_token") {
+                body.token_type = "refresh_token";
+            }
+            Json(body).into_response()
+        }
         Verdict::Inactive(_) => Json(serde_json::json!({ "active": false })).into_response(),
         Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
     }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod refresh;
 pub mod revoke;
 pub mod stats;
 
@@ -15,6 +16,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     check::Checker,
+    config::Config,
+    refresh::RefreshChecker,
+    store::redis::watermark_ttl,
     store::{pg::Db, redis::DenyList},
     submit::Submitter,
 };
@@ -37,6 +41,22 @@ pub struct AppState {
     pub submitter: Arc<Submitter>,
     /// The queue's configuration (for stats).
     pub queue: apalis_redis::Config,
+    /// Configuration.
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// The refresh-token read path over this state.
+    pub fn refresh_checker(&self) -> RefreshChecker<'_> {
+        RefreshChecker {
+            checker: &self.checker,
+            deny: &self.deny,
+            db: &self.db,
+            submitter: &self.submitter,
+            fail_mode: self.config.fail_mode,
+            family_ttl: watermark_ttl(self.config.leeway(), self.config.max_lifetime_secs()),
+        }
+    }
 }
 
 /// Every route, with the body limit and request tracing.
@@ -46,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(revoke::router())
         .merge(stats::router())
+        .merge(refresh::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

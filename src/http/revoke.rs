@@ -47,7 +47,7 @@ impl WaitQuery {
     }
 }
 
-fn wait_flag(
+pub(super) fn wait_flag(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<bool, ApiError> {
     query
@@ -120,7 +120,7 @@ impl RevocationRequest {
     }
 }
 
-fn answer(submitted: Submitted, job_id: &str, mut body: Value) -> Response {
+pub(super) fn answer(submitted: Submitted, job_id: &str, mut body: Value) -> Response {
     let status = match submitted {
         Submitted::Queued => StatusCode::ACCEPTED,
         Submitted::Applied => StatusCode::OK,

@@ -1,8 +1,10 @@
-//! Storage: the Redis deny-list and the Postgres record. Every query lives
+//! Storage: the Redis deny-list and the Postgres record (and the refresh-token
+//! registry in [`refresh`]). Every query lives
 //! here, shared by the API, the worker and the scheduler.
 
 pub mod pg;
 pub mod redis;
+pub mod refresh;
 
 use std::time::Duration;
 

@@ -103,8 +103,8 @@ pub struct Lookup {
 /// Key layout and operations of the deny-list under one prefix.
 #[derive(Clone)]
 pub struct DenyList {
-    conn: ConnectionManager,
-    prefix: String,
+    pub(super) conn: ConnectionManager,
+    pub(super) prefix: String,
 }
 
 impl DenyList {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{Job, RegisterRefresh, RevokeSubject, RevokeToken, now_unix};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -13,6 +13,7 @@ use crate::{
     store::{
         pg::Db,
         redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
+        refresh::{RefreshEntry, State},
     },
 };
 
@@ -53,6 +54,10 @@ pub enum Applied {
     },
     /// A subject watermark was raised (or was already higher).
     SubjectRevoked,
+    /// A refresh token was registered (or rotated); its stored state.
+    Registered(State),
+    /// A refresh-token family was revoked.
+    FamilyRevoked,
     /// Maintenance ran.
     Cleaned(CleanupReport),
 }
@@ -92,6 +97,17 @@ impl Applier {
         let applied = match job {
             Job::Revoke(job) => self.revoke(job, now).await?,
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
+            Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
+            Job::RevokeFamily(job) => {
+                let reason = job.reason.as_deref().unwrap_or("revoked");
+                let ids = FamilyRequest {
+                    job_id: &job.job_id,
+                    by: &job.requested_by,
+                    at: job.requested_at,
+                };
+                self.revoke_family(&job.family_id, reason, ids, now).await?;
+                Applied::FamilyRevoked
+            }
             Job::Cleanup(_) => match &self.maintenance {
                 Some(m) => {
                     let report = m.cleanup(now, &Quiet).await?;
@@ -117,6 +133,8 @@ impl Applier {
         instruments::job_applied(match job {
             Job::Revoke(_) => "revoke",
             Job::RevokeAll(_) => "revoke_all",
+            Job::RegisterRefresh(_) => "register_refresh",
+            Job::RevokeFamily(_) => "revoke_family",
             Job::Cleanup(_) | Job::Unknown => "cleanup",
         });
         if let Some(job_id) = job.job_id() {
@@ -171,6 +189,17 @@ impl Applier {
             self.deny.deny(&job.token_id, &entry, ttl).await?;
         }
         self.db.apply_revoke(job, expires_at, now).await?;
+        // Revoking a refresh token revokes its whole family.
+        if let Some(row) = self.db.refresh_row(&job.token_id).await? {
+            let job_id = format!("{}:family", job.job_id);
+            let ids = FamilyRequest {
+                job_id: &job_id,
+                by: &job.requested_by,
+                at: job.requested_at,
+            };
+            self.revoke_family(&row.family_id, "revoked", ids, now)
+                .await?;
+        }
         Ok(Applied::Revoked {
             in_redis: ttl.is_some(),
         })
@@ -184,7 +213,122 @@ impl Applier {
             .raise_watermark(&job.subject, job.not_before, ttl)
             .await?;
         self.db.apply_revoke_all(job, now).await?;
+        // Sign out everywhere covers refresh-token families too.
+        for family in self.db.live_families_of(&job.subject).await? {
+            let job_id = format!("{}:{family}", job.job_id);
+            let ids = FamilyRequest {
+                job_id: &job_id,
+                by: &job.requested_by,
+                at: job.requested_at,
+            };
+            self.revoke_family(&family, "subject_revoked", ids, now)
+                .await?;
+        }
         Ok(Applied::SubjectRevoked)
+    }
+}
+
+/// Who asked for a family revocation, for the audit log.
+#[derive(Clone, Copy)]
+pub struct FamilyRequest<'a> {
+    /// Audit key (a repeat adds nothing).
+    pub job_id: &'a str,
+    /// Requested by.
+    pub by: &'a str,
+    /// Requested at.
+    pub at: i64,
+}
+
+impl Applier {
+    async fn register_refresh(
+        &self,
+        job: &RegisterRefresh,
+        now: i64,
+    ) -> Result<Applied, ApplyError> {
+        limits::token_id(&job.token_id).map_err(ApplyError::Invalid)?;
+        limits::token_id(&job.family_id).map_err(ApplyError::Invalid)?;
+        if let Some(old) = &job.rotated_from {
+            limits::token_id(&old.token_id).map_err(ApplyError::Invalid)?;
+        }
+        if let Some(sub) = &job.subject {
+            limits::subject(sub).map_err(ApplyError::Invalid)?;
+        }
+        let cap = job.requested_at.saturating_add(self.max_lifetime);
+        let expires_at = job.expires_at.min(cap);
+        let entry = |exp: i64, state| RefreshEntry {
+            sub: job.subject.clone(),
+            family: job.family_id.clone(),
+            exp,
+            state,
+        };
+        let mut entries = Vec::new();
+        if let Some(ttl) = deny_ttl(expires_at, now, self.leeway, self.max_lifetime) {
+            entries.push((job.token_id.clone(), entry(expires_at, State::Active), ttl));
+        }
+        if let Some(old) = &job.rotated_from {
+            let old_exp = old.expires_at.min(cap);
+            if let Some(ttl) = deny_ttl(old_exp, now, self.leeway, self.max_lifetime) {
+                entries.push((old.token_id.clone(), entry(old_exp, State::Rotated), ttl));
+            }
+        }
+        self.deny.set_refresh_entries(&entries).await?;
+        let job = RegisterRefresh {
+            expires_at,
+            ..job.clone()
+        };
+        let state = self.db.register_refresh(&job, now).await?;
+        if state == State::Revoked {
+            // The family was revoked while Redis did not know: tell it now.
+            self.deny
+                .mark_family_revoked(&job.family_id, "revoked", self.family_ttl())
+                .await?;
+        }
+        Ok(Applied::Registered(state))
+    }
+
+    fn family_ttl(&self) -> i64 {
+        watermark_ttl(self.leeway, self.max_lifetime)
+    }
+
+    /// Revokes a family: the Redis marker first (every member reads as
+    /// revoked at once), then Postgres, then each member's entry.
+    pub async fn revoke_family(
+        &self,
+        family: &str,
+        reason: &str,
+        request: FamilyRequest<'_>,
+        now: i64,
+    ) -> Result<(), ApplyError> {
+        limits::token_id(family).map_err(ApplyError::Invalid)?;
+        self.deny
+            .mark_family_revoked(family, reason, self.family_ttl())
+            .await?;
+        let expires_at = now.saturating_add(self.max_lifetime);
+        let members = self
+            .db
+            .revoke_family(
+                family,
+                reason,
+                request.job_id,
+                request.by,
+                request.at,
+                expires_at,
+                now,
+                true,
+            )
+            .await?;
+        let entries: Vec<_> = members
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.token_id.clone(),
+                    m.entry(),
+                    deny_ttl(m.expires_at, now, self.leeway, self.max_lifetime)?,
+                ))
+            })
+            .collect();
+        self.deny.set_refresh_entries(&entries).await?;
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ mod helpers;
 mod maintenance;
 mod pipeline;
 mod privacy;
+mod refresh;
 mod replica;
 mod resilience;
 mod verification;

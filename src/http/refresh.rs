@@ -1,0 +1,94 @@
+//! `POST /v1/refresh-tokens`: register a refresh token, or a rotation.
+
+use axum::{
+    Router,
+    extract::{Query, State, rejection::QueryRejection},
+    response::Response,
+    routing::post,
+};
+use revokd_jobs::{Job, RegisterRefresh, RotatedFrom, now_unix};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    AppState,
+    auth::WriteKey,
+    error::ApiError,
+    extract::JsonBody,
+    revoke::{WaitQuery, answer, wait_flag},
+};
+
+/// The refresh-token route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/refresh-tokens", post(register))
+}
+
+/// Body: the new refresh token, and the one it replaces for a rotation.
+#[derive(Deserialize)]
+pub struct RegisterRequest {
+    token: String,
+    rotated_from: Option<String>,
+}
+
+fn invalid(which: &str, reason: crate::token::Reason) -> ApiError {
+    ApiError::bad_request(
+        "invalid_token",
+        format!("{which} rejected: {}", reason.as_str()),
+    )
+}
+
+async fn register(
+    State(state): State<AppState>,
+    WriteKey(key): WriteKey,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let wait = wait_flag(query)?;
+    let verifier = state.checker.verifier();
+    let new = verifier
+        .verify(&req.token, now_unix())
+        .map_err(|r| invalid("token", r))?;
+    let mut job = RegisterRefresh::new(new.token_id.clone(), new.sub.clone(), new.exp);
+    if let Some(old) = &req.rotated_from {
+        // The old token may have expired; its signature must hold.
+        let old = verifier
+            .verify_signature(old)
+            .map_err(|r| invalid("rotated_from", r))?;
+        let family = family_of(&state, &old.token_id)
+            .await?
+            .unwrap_or_else(|| old.token_id.clone());
+        job = job.rotating(
+            RotatedFrom {
+                token_id: old.token_id,
+                expires_at: old.exp,
+            },
+            family,
+        );
+    }
+    let job = RegisterRefresh {
+        requested_by: key,
+        ..job
+    };
+    let (job_id, family_id) = (job.job_id.clone(), job.family_id.clone());
+    let submitted = state
+        .submitter
+        .job(Job::RegisterRefresh(job), wait)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let body = json!({ "job_id": job_id, "token_id": new.token_id, "family_id": family_id });
+    Ok(answer(submitted, &job_id, body))
+}
+
+/// The family of a registered token: Redis, then Postgres; `None` when the
+/// token was never registered (it then starts the family).
+async fn family_of(state: &AppState, token_id: &str) -> Result<Option<String>, ApiError> {
+    if let Ok(Some(entry)) = state.deny.refresh_entry(token_id).await {
+        return Ok(Some(entry.family));
+    }
+    match state.db.refresh_row(token_id).await {
+        Ok(row) => Ok(row.map(|r| r.family_id)),
+        Err(_) => Err(ApiError::unavailable(
+            "cannot read the refresh-token registry",
+        )),
+    }
+}

@@ -1,0 +1,122 @@
+//! Refresh tokens on the read path: a token checked with
+//! `token_type_hint=refresh_token` must verify, pass the access-token rules,
+//! be registered, and be neither revoked nor rotated. Presenting a rotated
+//! token again is reuse: the first presentation revokes the whole family
+//! (a Redis SET NX picks exactly one winner among concurrent presentations),
+//! and every presentation answers `reused`.
+
+use revokd_jobs::{Job, RevokeFamily};
+
+use crate::{
+    check::{Checker, Unavailable, Verdict},
+    config::FailMode,
+    instruments,
+    store::{
+        pg::Db,
+        redis::DenyList,
+        refresh::{RefreshEntry, State},
+    },
+    submit::Submitter,
+    token::{Reason, VerifiedToken},
+};
+
+/// What a refresh check needs.
+pub struct RefreshChecker<'a> {
+    /// Verification and the access-token rules.
+    pub checker: &'a Checker,
+    /// Redis registry (fast connection).
+    pub deny: &'a DenyList,
+    /// Postgres registry.
+    pub db: &'a Db,
+    /// Pushes the family revocation on reuse.
+    pub submitter: &'a Submitter,
+    /// Fail mode when no store answers.
+    pub fail_mode: FailMode,
+    /// TTL of a family marker (maximum lifetime + leeway).
+    pub family_ttl: i64,
+}
+
+impl RefreshChecker<'_> {
+    /// Full check of a refresh token as of `now`.
+    pub async fn check(&self, token: &str, now: i64) -> Verdict {
+        let claims = match self.checker.verifier().verify(token, now) {
+            Ok(claims) => claims,
+            Err(reason) => return Verdict::Inactive(reason),
+        };
+        match self.decide(&claims).await {
+            Ok(None) => Verdict::Active(claims),
+            Ok(Some(reason)) => Verdict::Inactive(reason),
+            Err(Unavailable) if self.fail_mode == FailMode::Open => Verdict::Active(claims),
+            Err(Unavailable) => Verdict::Unavailable,
+        }
+    }
+
+    async fn decide(&self, claims: &VerifiedToken) -> Result<Option<Reason>, Unavailable> {
+        if let (Some(reason), _) = self.checker.revocation(claims).await? {
+            return Ok(Some(reason));
+        }
+        let Some(entry) = self.entry(&claims.token_id).await? else {
+            return Ok(Some(Reason::Unknown));
+        };
+        Ok(match entry.state {
+            State::Active => None,
+            State::Revoked => Some(Reason::Revoked),
+            State::Rotated => {
+                self.reused(&entry, claims).await;
+                Some(Reason::Reused)
+            }
+        })
+    }
+
+    /// Redis first; a miss (never registered there, data lost, written while
+    /// Redis was down) is settled by Postgres.
+    async fn entry(&self, token_id: &str) -> Result<Option<RefreshEntry>, Unavailable> {
+        if self.checker.redis_health().is_up() {
+            match self.deny.refresh_entry(token_id).await {
+                Ok(Some(entry)) => return Ok(Some(entry)),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "redis refresh lookup failed");
+                    self.checker.redis_failed();
+                }
+            }
+        }
+        match self.db.refresh_row(token_id).await {
+            Ok(row) => Ok(row.map(|r| r.entry())),
+            Err(error) => {
+                tracing::debug!(%error, "postgres refresh lookup failed");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Revokes the family of a rotated token presented again. Exactly one
+    /// presentation wins the family marker and records the event.
+    async fn reused(&self, entry: &RefreshEntry, claims: &VerifiedToken) {
+        let family = entry.family.as_str();
+        let job = RevokeFamily {
+            // One audit row per family, whichever path records it.
+            job_id: format!("reuse:{family}"),
+            requested_by: "reuse-detection".into(),
+            ..RevokeFamily::new(family, "reused")
+        };
+        // With Redis down, Postgres decides (the audit row is keyed by family).
+        let first = self
+            .deny
+            .mark_family_revoked(family, "reused", self.family_ttl)
+            .await
+            .unwrap_or(true);
+        if !first {
+            return;
+        }
+        tracing::warn!(
+            subject = claims.sub.as_deref().unwrap_or(""),
+            family_id = family,
+            "refresh token reuse: a rotated token was presented again; family revoked"
+        );
+        instruments::refresh_reuse();
+        if let Err(error) = self.submitter.job(Job::RevokeFamily(job), false).await {
+            tracing::error!(family_id = family, %error, "cannot record the family revocation");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Refresh tokens: registry, rotation, reuse detection, revocation of
+//! families, rebuild after Redis data loss.
+
+use std::time::Duration;
+
+use redis::Commands;
+use revokd_jobs::now_unix;
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, TestApp, eventually};
+
+const KEYS: &[&str] = &["--api-keys", "auth:ak-1"];
+
+async fn write(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(path))
+        .bearer_auth("ak-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn check_refresh(app: &TestApp, token: &str) -> Value {
+    let body = json!({ "token": token, "token_type_hint": "refresh_token" });
+    app.http
+        .post(app.url("/v1/check"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn id(app: &TestApp, token: &str) -> String {
+    app.services
+        .verifier
+        .verify_signature(token)
+        .unwrap()
+        .token_id
+}
+
+fn state_in_redis(app: &TestApp, token: &str) -> Option<String> {
+    let value: Option<String> = app
+        .redis()
+        .get(format!("{}rt:{}", app.prefix, id(app, token)))
+        .unwrap();
+    value.map(|v| {
+        serde_json::from_str::<Value>(&v).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+}
+
+#[tokio::test]
+async fn rotation_then_reuse_revokes_the_whole_family() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let first = app.mint("rita");
+    let (status, body) = write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": first }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["family_id"],
+        id(&app, &first),
+        "the first token names the family"
+    );
+    assert_eq!(check_refresh(&app, &first).await["active"], true);
+
+    let second = app.mint("rita");
+    let (status, body) = write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": second, "rotated_from": first }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["family_id"], id(&app, &first));
+    assert_eq!(state_in_redis(&app, &first).as_deref(), Some("rotated"));
+    assert_eq!(check_refresh(&app, &second).await["active"], true);
+    let third = app.mint("rita");
+    let (status, _) = write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": third, "rotated_from": second }),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // The first token, rotated long ago, presented again: reuse.
+    assert_eq!(check_refresh(&app, &first).await["reason"], "reused");
+    for member in [&first, &second, &third] {
+        assert_eq!(check_refresh(&app, member).await["active"], false);
+    }
+    assert_eq!(check_refresh(&app, &third).await["reason"], "revoked");
+    let family = id(&app, &first);
+    eventually(
+        Duration::from_secs(5),
+        "family revoked in postgres",
+        || async {
+            let revoked: Option<i64> =
+                sqlx::query_scalar("select revoked_at from refresh_families where family_id = $1")
+                    .bind(&family)
+                    .fetch_one(app.db.db.pool())
+                    .await
+                    .unwrap();
+            revoked.is_some()
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "every member revoked in redis",
+        || async {
+            [&first, &second, &third]
+                .iter()
+                .all(|t| state_in_redis(&app, t).as_deref() == Some("revoked"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let old = app.mint("sven");
+    let new = app.mint("sven");
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": old }),
+    )
+    .await;
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": new, "rotated_from": old }),
+    )
+    .await;
+
+    let mut presentations = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (http, url, body) = (
+            app.http.clone(),
+            app.url("/v1/check"),
+            json!({ "token": old, "token_type_hint": "refresh_token" }),
+        );
+        presentations.spawn(async move {
+            let answer: Value = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["reason"].as_str().unwrap().to_owned()
+        });
+    }
+    while let Some(reason) = presentations.join_next().await {
+        let reason = reason.unwrap();
+        assert!(reason == "reused" || reason == "revoked", "{reason}");
+    }
+    assert_eq!(
+        check_refresh(&app, &new).await["reason"],
+        "revoked",
+        "the family ends fully revoked"
+    );
+    eventually(Duration::from_secs(5), "reuse recorded", || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from revocation_audit where kind = 'refresh_reuse'",
+        )
+        .fetch_one(app.db.db.pool())
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n: i64 =
+        sqlx::query_scalar("select count(*) from revocation_audit where kind = 'refresh_reuse'")
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(n, 1, "exactly one reuse event");
+}
+
+#[tokio::test]
+async fn unregistered_refresh_tokens_and_access_tokens_are_unknown() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let access = app.mint("tom");
+    assert_eq!(
+        app.check(&access).await.1["active"],
+        true,
+        "fine as an access token"
+    );
+    assert_eq!(check_refresh(&app, &access).await["reason"], "unknown");
+    let form = [
+        ("token", access.as_str()),
+        ("token_type_hint", "refresh_token"),
+    ];
+    let introspected: Value = app
+        .http
+        .post(app.url("/introspect"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected, json!({ "active": false }));
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": access }),
+    )
+    .await;
+    let introspected: Value = app
+        .http
+        .post(app.url("/introspect"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["token_type"], "refresh_token");
+    assert_eq!(check_refresh(&app, "garbage").await["reason"], "malformed");
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let a1 = app.mint("uwe");
+    let a2 = app.mint("uwe");
+    write(&app, "/v1/refresh-tokens?wait=true", json!({ "token": a1 })).await;
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": a2, "rotated_from": a1 }),
+    )
+    .await;
+    // Revoking the rotated first token revokes its family, the live one included.
+    let (status, _) = write(&app, "/v1/revocations?wait=true", json!({ "token": a1 })).await;
+    assert_eq!(status, 200);
+    assert_eq!(check_refresh(&app, &a2).await["reason"], "revoked");
+
+    let b = app.mint("vic");
+    write(&app, "/v1/refresh-tokens?wait=true", json!({ "token": b })).await;
+    let (status, _) = write(&app, "/v1/subjects/vic/revoke-all?wait=true", json!({})).await;
+    assert_eq!(status, 200);
+    let families: Option<i64> =
+        sqlx::query_scalar("select revoked_at from refresh_families where family_id = $1")
+            .bind(id(&app, &b))
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert!(
+        families.is_some(),
+        "revoke-all revoked the subject's family"
+    );
+    assert_eq!(check_refresh(&app, &b).await["active"], false);
+
+    let c = app.mint("wim");
+    write(&app, "/v1/refresh-tokens?wait=true", json!({ "token": c })).await;
+    let form = [("token", c.as_str()), ("token_type_hint", "refresh_token")];
+    let response = app
+        .http
+        .post(app.url("/revoke"))
+        .bearer_auth("ak-1")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    eventually(
+        Duration::from_secs(5),
+        "rfc 7009 revoked the family",
+        || async { check_refresh(&app, &c).await["active"] == false },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let old = app.mint("xia");
+    let new = app.mint("xia");
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": old }),
+    )
+    .await;
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": new, "rotated_from": old }),
+    )
+    .await;
+    let mut redis = app.redis();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis.del(&keys).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "registry rebuilt in redis",
+        || async {
+            state_in_redis(&app, &old).as_deref() == Some("rotated")
+                && state_in_redis(&app, &new).as_deref() == Some("active")
+        },
+    )
+    .await;
+    assert_eq!(check_refresh(&app, &new).await["active"], true);
+    let _ = now_unix();
+}
