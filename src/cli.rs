@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Duration};
 use clap::{Parser, Subcommand};
 use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{Roles, Services, serve},
@@ -288,15 +287,6 @@ async fn check(config: Config, token: &str) -> Result<u8, Failure> {
     };
     println!("{body}");
     Ok(code)
-}
-
-/// Used by tests: parse and run without a shutdown signal.
-pub async fn serve_until(
-    config: Config,
-    roles: Roles,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    serve(config, roles, stop).await
 }
 
 /// A progress bar on stderr when it is a terminal; silent otherwise (the

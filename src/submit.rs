@@ -96,14 +96,34 @@ impl Submitter {
         })
     }
 
+    /// A revocation straight into Postgres; a refresh token takes its family
+    /// with it.
+    async fn revoke_direct(&self, job: &RevokeToken, now: i64) -> sqlx::Result<()> {
+        let expires_at = capped_expiry(job, self.max_lifetime);
+        if let Some(family) = self.db.record_revoke(job, expires_at, now, false).await? {
+            let job_id = format!("{}:family", job.job_id);
+            let until = now.saturating_add(self.max_lifetime);
+            let by = &job.requested_by;
+            self.db
+                .revoke_family(
+                    &family,
+                    "revoked",
+                    &job_id,
+                    by,
+                    job.requested_at,
+                    until,
+                    now,
+                    false,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn write_direct(&self, job: &Job) -> Result<Submitted, Unavailable> {
         let now = now_unix();
         let written = match job {
-            Job::Revoke(j) => {
-                self.db
-                    .record_revoke(j, capped_expiry(j, self.max_lifetime), now, false)
-                    .await
-            }
+            Job::Revoke(j) => self.revoke_direct(j, now).await,
             Job::RevokeAll(j) => self.db.record_revoke_all(j, now, false).await,
             Job::RegisterRefresh(j) => self.db.register_refresh(j, now).await.map(|_| ()),
             Job::RevokeFamily(j) => {

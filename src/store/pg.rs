@@ -56,12 +56,14 @@ impl Db {
 
     /// Records a revocation and its audit row in one statement.
     /// `expires_at` is the token's expiry after capping.
+    /// Returns the refresh-token family of the token, if it is a registered
+    /// refresh token (whose family must then be revoked too).
     pub async fn apply_revoke(
         &self,
         job: &RevokeToken,
         expires_at: i64,
         now: i64,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<Option<String>> {
         self.record_revoke(job, expires_at, now, true).await
     }
 
@@ -73,8 +75,8 @@ impl Db {
         expires_at: i64,
         now: i64,
         in_redis: bool,
-    ) -> sqlx::Result<()> {
-        sqlx::query(
+    ) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
             "with audit as (
                  insert into revocation_audit
                      (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
@@ -86,7 +88,8 @@ impl Db {
              on conflict (token_id) do update
                  set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
                      revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
-                     in_redis = revoked_tokens.in_redis or excluded.in_redis",
+                     in_redis = revoked_tokens.in_redis or excluded.in_redis
+             returning (select family_id from refresh_tokens where token_id = $2)",
         )
         .bind(&job.job_id)
         .bind(&job.token_id)
@@ -97,9 +100,8 @@ impl Db {
         .bind(job.requested_at)
         .bind(now)
         .bind(in_redis)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// Raises a subject's watermark (never lowers it) and logs the request.

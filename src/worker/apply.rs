@@ -188,17 +188,15 @@ impl Applier {
             };
             self.deny.deny(&job.token_id, &entry, ttl).await?;
         }
-        self.db.apply_revoke(job, expires_at, now).await?;
         // Revoking a refresh token revokes its whole family.
-        if let Some(row) = self.db.refresh_row(&job.token_id).await? {
+        if let Some(family) = self.db.apply_revoke(job, expires_at, now).await? {
             let job_id = format!("{}:family", job.job_id);
             let ids = FamilyRequest {
                 job_id: &job_id,
                 by: &job.requested_by,
                 at: job.requested_at,
             };
-            self.revoke_family(&row.family_id, "revoked", ids, now)
-                .await?;
+            self.revoke_family(&family, "revoked", ids, now).await?;
         }
         Ok(Applied::Revoked {
             in_redis: ttl.is_some(),

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use redis::Commands;
-use revokd_jobs::now_unix;
 use serde_json::{Value, json};
 
 use crate::helpers::{Options, TestApp, eventually};
@@ -346,5 +345,4 @@ async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
     )
     .await;
     assert_eq!(check_refresh(&app, &new).await["active"], true);
-    let _ = now_unix();
 }
