@@ -11,6 +11,7 @@ use crate::{
     check::{Checker, Unavailable, Verdict},
     config::FailMode,
     instruments,
+    replica::RefreshState,
     store::{
         pg::Db,
         redis::DenyList,
@@ -54,6 +55,14 @@ impl RefreshChecker<'_> {
     async fn decide(&self, claims: &VerifiedToken) -> Result<Option<Reason>, Unavailable> {
         if let (Some(reason), _) = self.checker.revocation(claims).await? {
             return Ok(Some(reason));
+        }
+        // The replica settles the common cases; a rotated token (reuse needs
+        // Redis) or one it does not hold goes on to Redis and Postgres.
+        let replica = self.checker.replica();
+        match replica.and_then(|r| r.lookup_refresh(&claims.token_id, revokd_jobs::now_unix())) {
+            Some(RefreshState::Active) => return Ok(None),
+            Some(RefreshState::Revoked) => return Ok(Some(Reason::Revoked)),
+            _ => {}
         }
         let Some(entry) = self.entry(&claims.token_id).await? else {
             return Ok(Some(Reason::Unknown));

@@ -27,7 +27,10 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     resync::Resync,
-    store::{pg::Db, redis::DenyList},
+    store::{
+        pg::Db,
+        redis::{DenyList, Snapshot},
+    },
 };
 
 /// Stream entries read per request.
@@ -46,6 +49,10 @@ pub struct Replica {
     tokens: DashMap<u128, i64>,
     /// subject hash → (not_before, unix time the watermark ends).
     subjects: DashMap<u128, (i64, i64)>,
+    /// refresh token hash → (family hash, state rank, unix time it ends).
+    refresh: DashMap<u128, (u128, u8, i64)>,
+    /// revoked family hash → unix time the marker ends.
+    families: DashMap<u128, i64>,
     loaded: AtomicBool,
     /// Unix milliseconds at which the replica was last proven current.
     current_at_ms: AtomicI64,
@@ -63,6 +70,29 @@ pub enum Event {
         not_before: i64,
         until: i64,
     },
+    /// A refresh-token registry entry (state rank 0 active, 1 rotated, 2 revoked).
+    Refresh {
+        id: String,
+        family: String,
+        state: u8,
+        until: i64,
+    },
+    /// A revoked refresh-token family.
+    Family { id: String, until: i64 },
+}
+
+/// What the replica knows about a refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshState {
+    /// Not in the replica (never registered, or registered while Redis was
+    /// down): ask Redis, then Postgres.
+    Missing,
+    /// Registered and usable.
+    Active,
+    /// Rotated: a presentation is reuse (handled through Redis).
+    Rotated,
+    /// Revoked, itself or with its family.
+    Revoked,
 }
 
 fn unix_ms() -> i64 {
@@ -78,6 +108,8 @@ impl Replica {
         Arc::new(Self {
             tokens: DashMap::new(),
             subjects: DashMap::new(),
+            refresh: DashMap::new(),
+            families: DashMap::new(),
             loaded: AtomicBool::new(false),
             current_at_ms: AtomicI64::new(0),
             max_lag_ms: i64::try_from(max_lag.as_millis()).unwrap_or(i64::MAX),
@@ -114,6 +146,27 @@ impl Replica {
         Some((denied, not_before))
     }
 
+    /// A refresh token's state, or `None` when the replica cannot prove it
+    /// is current.
+    pub fn lookup_refresh(&self, token_id: &str, now: i64) -> Option<RefreshState> {
+        if !self.is_fresh() {
+            return None;
+        }
+        let Some(entry) = self.refresh.get(&xxh3_128(token_id.as_bytes())).map(|e| *e) else {
+            return Some(RefreshState::Missing);
+        };
+        let (family, state, until) = entry;
+        if until <= now {
+            return Some(RefreshState::Missing);
+        }
+        let family_revoked = self.families.get(&family).is_some_and(|until| *until > now);
+        Some(match (state, family_revoked) {
+            (_, true) | (2.., _) => RefreshState::Revoked,
+            (1, _) => RefreshState::Rotated,
+            _ => RefreshState::Active,
+        })
+    }
+
     /// Applies one change; order does not matter (longest life, highest
     /// watermark win).
     pub fn apply(&self, event: &Event) {
@@ -133,6 +186,26 @@ impl Replica {
                     .or_insert((*not_before, *until));
                 *entry = (entry.0.max(*not_before), entry.1.max(*until));
             }
+            Event::Refresh {
+                id,
+                family,
+                state,
+                until,
+            } => {
+                let family = xxh3_128(family.as_bytes());
+                let mut entry = self
+                    .refresh
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert((family, *state, *until));
+                *entry = (family, entry.1.max(*state), entry.2.max(*until));
+            }
+            Event::Family { id, until } => {
+                let mut entry = self
+                    .families
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert(*until);
+                *entry = (*entry).max(*until);
+            }
         }
     }
 
@@ -140,6 +213,8 @@ impl Replica {
     pub fn sweep(&self, now: i64) {
         self.tokens.retain(|_, until| *until > now);
         self.subjects.retain(|_, (_, until)| *until > now);
+        self.refresh.retain(|_, (_, _, until)| *until > now);
+        self.families.retain(|_, until| *until > now);
     }
 
     /// Entries held: (tokens, subjects).
@@ -308,32 +383,51 @@ impl Follower {
             .saturating_sub(REPLAY_MS);
         let now = now_unix();
         let started = std::time::Instant::now();
-        let (tokens, subjects) = if self.deny.marker_present().await.unwrap_or(false) {
+        let snapshot = if self.deny.marker_present().await.unwrap_or(false) {
             self.deny.snapshot().await?
         } else {
             self.snapshot_from_postgres(now).await?
         };
-        let (n_tokens, n_subjects) = (tokens.len(), subjects.len());
-        for (id, until) in tokens {
+        let (n_tokens, n_subjects, n_refresh) = (
+            snapshot.tokens.len(),
+            snapshot.subjects.len(),
+            snapshot.refresh.len(),
+        );
+        for (id, until) in snapshot.tokens {
             self.replica.apply(&Event::Token { id, until });
         }
-        for (id, not_before, until) in subjects {
+        for (id, not_before, until) in snapshot.subjects {
             self.replica.apply(&Event::Subject {
                 id,
                 not_before,
                 until,
             });
         }
+        for (id, family, state, until) in snapshot.refresh {
+            self.replica.apply(&Event::Refresh {
+                id,
+                family,
+                state,
+                until,
+            });
+        }
+        for (id, until) in snapshot.families {
+            self.replica.apply(&Event::Family { id, until });
+        }
         self.replica.loaded.store(true, Ordering::Release);
-        tracing::info!(tokens = n_tokens, subjects = n_subjects, took = ?started.elapsed(), "replica loaded");
+        tracing::info!(
+            tokens = n_tokens,
+            subjects = n_subjects,
+            refresh = n_refresh,
+            took = ?started.elapsed(),
+            "replica loaded"
+        );
         Ok(format!("{from_ms}-0"))
     }
 
-    async fn snapshot_from_postgres(
-        &self,
-        now: i64,
-    ) -> anyhow::Result<(Vec<(String, i64)>, Vec<(String, i64, i64)>)> {
-        let mut tokens = Vec::new();
+    async fn snapshot_from_postgres(&self, now: i64) -> anyhow::Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        let cap = now.saturating_add(self.max_lifetime);
         let mut after = String::new();
         loop {
             let page = self
@@ -342,24 +436,51 @@ impl Follower {
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
-            tokens.extend(page.into_iter().map(|r| {
-                let until = r
-                    .expires_at
-                    .saturating_add(self.leeway)
-                    .min(now.saturating_add(self.max_lifetime));
-                (r.token_id, until)
+            snapshot.tokens.extend(page.into_iter().map(|r| {
+                (
+                    r.token_id,
+                    r.expires_at.saturating_add(self.leeway).min(cap),
+                )
             }));
         }
-        let until = now.saturating_add(self.max_lifetime + self.leeway);
-        let mut subjects = Vec::new();
+        let until = cap.saturating_add(self.leeway);
         let mut after = String::new();
         loop {
             let page = self.db.watermarks_page(&after, 10_000).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
-            subjects.extend(page.into_iter().map(|(s, nb)| (s, nb, until)));
+            snapshot
+                .subjects
+                .extend(page.into_iter().map(|(s, nb)| (s, nb, until)));
         }
-        Ok((tokens, subjects))
+        let mut after = String::new();
+        loop {
+            let page = self
+                .db
+                .refresh_page(&after, now - self.leeway, 10_000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after.clone_from(&last.token_id);
+            snapshot.refresh.extend(page.into_iter().map(|r| {
+                let until = r.expires_at.saturating_add(self.leeway).min(cap);
+                (
+                    r.token_id,
+                    r.family_id,
+                    u8::try_from(r.state).unwrap_or(2),
+                    until,
+                )
+            }));
+        }
+        let mut after = String::new();
+        loop {
+            let page = self.db.revoked_families_page(&after, 10_000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after.clone_from(last);
+            snapshot
+                .families
+                .extend(page.into_iter().map(|(f, _)| (f, until)));
+        }
+        Ok(snapshot)
     }
 }
 
@@ -384,6 +505,16 @@ fn parse(map: &HashMap<String, redis::Value>) -> Option<Event> {
         "s" => Some(Event::Subject {
             id: text("id")?,
             not_before: num("nb")?,
+            until: num("until")?,
+        }),
+        "r" => Some(Event::Refresh {
+            id: text("id")?,
+            family: text("fam")?,
+            state: u8::try_from(num("st")?).ok()?,
+            until: num("until")?,
+        }),
+        "f" => Some(Event::Family {
+            id: text("id")?,
             until: num("until")?,
         }),
         _ => None,

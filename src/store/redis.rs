@@ -443,42 +443,58 @@ impl DenyList {
         }
     }
 
-    /// Every deny-list entry with the unix time it ends: `(token_id, until)`
-    /// and `(subject, not_before, until)`; SCAN plus pipelined reads.
-    #[allow(clippy::type_complexity)]
-    pub async fn snapshot(
-        &self,
-    ) -> redis::RedisResult<(Vec<(String, i64)>, Vec<(String, i64, i64)>)> {
+    /// Every deny-list entry, watermark, refresh-token entry and revoked
+    /// family, with the unix time each ends; SCAN plus pipelined reads.
+    pub async fn snapshot(&self) -> redis::RedisResult<Snapshot> {
         let now = revokd_jobs::now_unix();
         let mut conn = self.conn.clone();
-        let mut tokens = Vec::new();
-        let jti = format!("{}jti:", self.prefix);
-        for keys in self.scan_batches(&jti).await? {
-            let mut pipe = redis::pipe();
-            keys.iter().for_each(|k| {
-                pipe.ttl(k);
-            });
-            let ttls: Vec<i64> = pipe.query_async(&mut conn).await?;
-            tokens.extend(
-                keys.into_iter()
-                    .zip(ttls)
-                    .filter(|(_, ttl)| *ttl > 0)
-                    .map(|(k, ttl)| (k[jti.len()..].to_owned(), now + ttl)),
-            );
+        let mut snapshot = Snapshot::default();
+        for (kind, with_value) in [
+            ("jti:", false),
+            ("sub:", true),
+            ("rt:", true),
+            ("rtf:", false),
+        ] {
+            let start = format!("{}{kind}", self.prefix);
+            for keys in self.scan_batches(&start).await? {
+                let mut pipe = redis::pipe();
+                keys.iter().for_each(|k| {
+                    if with_value {
+                        pipe.get(k);
+                    } else {
+                        pipe.cmd("TYPE").arg(k);
+                    }
+                    pipe.ttl(k);
+                });
+                let values: Vec<(Option<String>, i64)> = pipe.query_async(&mut conn).await?;
+                for (key, (value, ttl)) in keys.into_iter().zip(values) {
+                    if ttl <= 0 {
+                        continue;
+                    }
+                    let (id, until) = (key[start.len()..].to_owned(), now + ttl);
+                    match kind {
+                        "jti:" => snapshot.tokens.push((id, until)),
+                        "sub:" => {
+                            if let Some(nb) = value.and_then(|v| v.parse().ok()) {
+                                snapshot.subjects.push((id, nb, until));
+                            }
+                        }
+                        "rt:" => {
+                            let entry = value.and_then(|v| {
+                                serde_json::from_str::<super::refresh::RefreshEntry>(&v).ok()
+                            });
+                            if let Some(entry) = entry {
+                                snapshot
+                                    .refresh
+                                    .push((id, entry.family, entry.state as u8, until));
+                            }
+                        }
+                        _ => snapshot.families.push((id, until)),
+                    }
+                }
+            }
         }
-        let mut subjects = Vec::new();
-        let sub = format!("{}sub:", self.prefix);
-        for keys in self.scan_batches(&sub).await? {
-            let mut pipe = redis::pipe();
-            keys.iter().for_each(|k| {
-                pipe.get(k).ttl(k);
-            });
-            let values: Vec<(Option<i64>, i64)> = pipe.query_async(&mut conn).await?;
-            subjects.extend(keys.into_iter().zip(values).filter_map(|(k, (nb, ttl))| {
-                Some((k[sub.len()..].to_owned(), nb?, now + ttl.max(0)))
-            }));
-        }
-        Ok((tokens, subjects))
+        Ok(snapshot)
     }
 
     /// All keys starting with `start`, in SCAN batches.
@@ -546,6 +562,19 @@ impl DenyList {
             .await
             .map(|_| ())
     }
+}
+
+/// Everything a replica holds, with the unix time each entry ends.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// `(token_id, until)`.
+    pub tokens: Vec<(String, i64)>,
+    /// `(subject, not_before, until)`.
+    pub subjects: Vec<(String, i64, i64)>,
+    /// `(token_id, family, state rank, until)` of registered refresh tokens.
+    pub refresh: Vec<(String, String, u8, i64)>,
+    /// `(family, until)` of revoked families.
+    pub families: Vec<(String, i64)>,
 }
 
 /// Jobs in the queue by state.

@@ -9,7 +9,10 @@ use redis::Script;
 use revokd_jobs::RegisterRefresh;
 use serde::{Deserialize, Serialize};
 
-use super::{pg::Db, redis::DenyList};
+use super::{
+    pg::Db,
+    redis::{DenyList, EVENTS_MAXLEN},
+};
 
 /// A refresh token's state, ordered: a state is only ever raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,8 +52,9 @@ pub struct RefreshEntry {
 
 /// Writes an entry, raising its state (never lowering it) and forcing
 /// `revoked` when the family is marked revoked. KEYS[1] entry, KEYS[2]
-/// family marker; ARGV[1] subject ('' for none), ARGV[2] family, ARGV[3] exp,
-/// ARGV[4] state rank, ARGV[5] TTL. Returns the state rank stored.
+/// family marker, KEYS[3] event stream; ARGV[1] subject ('' for none), ARGV[2]
+/// family, ARGV[3] exp, ARGV[4] state rank, ARGV[5] TTL, ARGV[6] token_id,
+/// ARGV[7] stream MAXLEN, ARGV[8] now. Returns the state rank stored.
 static SET_ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -67,7 +71,22 @@ local entry = {family = ARGV[2], exp = tonumber(ARGV[3]), state = names[rank]}
 if ARGV[1] ~= '' then entry.sub = ARGV[1] end
 local ttl = math.max(tonumber(ARGV[5]), redis.call('TTL', KEYS[1]))
 redis.call('SET', KEYS[1], cjson.encode(entry), 'EX', ttl)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'k', 'r', 'id', ARGV[6], 'fam', ARGV[2],
+  'st', rank, 'until', tonumber(ARGV[8]) + ttl)
 return rank",
+    )
+});
+
+/// Marks a family revoked (SET NX) and, for the first caller, appends the
+/// event replicas follow. KEYS[1] family marker, KEYS[2] event stream;
+/// ARGV[1] reason, ARGV[2] TTL, ARGV[3] family, ARGV[4] stream MAXLEN,
+/// ARGV[5] unix time the marker ends. Returns 1 for the first caller.
+static MARK_FAMILY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'k', 'f', 'id', ARGV[3], 'until', ARGV[5])
+return 1",
     )
 });
 
@@ -105,11 +124,15 @@ impl DenyList {
         invocation
             .key(self.rt_key(token_id))
             .key(self.rtf_key(&entry.family))
+            .key(self.events_key())
             .arg(entry.sub.as_deref().unwrap_or(""))
             .arg(&entry.family)
             .arg(entry.exp)
             .arg(entry.state as i64)
-            .arg(ttl.max(1));
+            .arg(ttl.max(1))
+            .arg(token_id)
+            .arg(EVENTS_MAXLEN)
+            .arg(revokd_jobs::now_unix());
         invocation
     }
 
@@ -157,15 +180,17 @@ impl DenyList {
         ttl: i64,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.rtf_key(family))
+        let first: i64 = MARK_FAMILY
+            .key(self.rtf_key(family))
+            .key(self.events_key())
             .arg(reason)
-            .arg("NX")
-            .arg("EX")
             .arg(ttl.max(1))
-            .query_async(&mut conn)
+            .arg(family)
+            .arg(EVENTS_MAXLEN)
+            .arg(revokd_jobs::now_unix().saturating_add(ttl.max(1)))
+            .invoke_async(&mut conn)
             .await?;
-        Ok(set.is_some())
+        Ok(first == 1)
     }
 }
 

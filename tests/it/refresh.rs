@@ -346,3 +346,63 @@ async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
     .await;
     assert_eq!(check_refresh(&app, &new).await["active"], true);
 }
+
+#[tokio::test]
+async fn the_replica_follows_refresh_registrations_and_family_revocations() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        replica: true,
+        ..Default::default()
+    })
+    .await;
+    let replica = std::sync::Arc::clone(app.services.replica.as_ref().unwrap());
+    let r = std::sync::Arc::clone(&replica);
+    eventually(Duration::from_secs(10), "replica current", move || {
+        let fresh = r.is_fresh();
+        async move { fresh }
+    })
+    .await;
+    use revokd::replica::RefreshState;
+    let now = || revokd_jobs::now_unix();
+    let old = app.mint("yves");
+    let new = app.mint("yves");
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": old }),
+    )
+    .await;
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": new, "rotated_from": old }),
+    )
+    .await;
+    let (old_id, new_id) = (id(&app, &old), id(&app, &new));
+    eventually(
+        Duration::from_secs(5),
+        "registrations in the replica",
+        || {
+            let seen = replica.lookup_refresh(&old_id, now()) == Some(RefreshState::Rotated)
+                && replica.lookup_refresh(&new_id, now()) == Some(RefreshState::Active);
+            async move { seen }
+        },
+    )
+    .await;
+    assert_eq!(check_refresh(&app, &new).await["active"], true);
+    assert_eq!(check_refresh(&app, &old).await["reason"], "reused");
+    eventually(
+        Duration::from_secs(5),
+        "family revocation in the replica",
+        || {
+            let seen = replica.lookup_refresh(&new_id, now()) == Some(RefreshState::Revoked);
+            async move { seen }
+        },
+    )
+    .await;
+    assert_eq!(check_refresh(&app, &new).await["reason"], "revoked");
+    assert_eq!(
+        replica.lookup_refresh("never-registered", now()),
+        Some(RefreshState::Missing)
+    );
+}
