@@ -44,6 +44,7 @@ pub struct Config {
     #[arg(
         long,
         env = "REVOKD_API_KEYS",
+        hide_env_values = true,
         default_value = "",
         hide_default_value = true,
         global = true
@@ -54,6 +55,7 @@ pub struct Config {
     #[arg(
         long,
         env = "REVOKD_CHECK_KEYS",
+        hide_env_values = true,
         default_value = "",
         hide_default_value = true,
         global = true
@@ -61,7 +63,7 @@ pub struct Config {
     pub check_keys: Secret,
 
     /// HMAC secret (UTF-8) for HS256/384/512 tokens.
-    #[arg(long, env = "JWT_SECRET", global = true)]
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
     /// Algorithm of the configured key: HS256 (default for a secret), HS384,
