@@ -42,7 +42,7 @@ pub enum Command {
     /// Revoke one token (pushes a job, as an application would).
     Revoke {
         /// The token itself (its signature is verified, its expiry is not).
-        #[arg(long, env = "REVOKD_TOKEN", conflicts_with_all = ["jti", "sub", "exp"], required_unless_present = "jti")]
+        #[arg(long, env = "REVOKD_TOKEN", hide_env_values = true, conflicts_with_all = ["jti", "sub", "exp"], required_unless_present = "jti")]
         token: Option<String>,
         /// The token's jti, when revoking without the token.
         #[arg(long, requires = "exp")]
@@ -75,7 +75,7 @@ pub enum Command {
     /// Check a token; prints the /v1/check JSON, exits 0 active, 1 inactive.
     Check {
         /// The token.
-        #[arg(long, env = "REVOKD_TOKEN")]
+        #[arg(long, env = "REVOKD_TOKEN", hide_env_values = true)]
         token: String,
     },
     /// Delete expired rows, vacuum the queue and restore Redis from Postgres, now.
@@ -148,7 +148,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Check { token } => check(config, &token).await,
         Command::Cleanup => {
-            let services = Services::build(config)?;
+            let services = store_services(config)?;
             let maintenance = services.maintenance(services.deny_patient.clone());
             let bar = Bar::new();
             let report = maintenance
@@ -160,7 +160,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Rehydrate => {
-            let services = Services::build(config)?;
+            let services = store_services(config)?;
             let maintenance = services.maintenance(services.deny_patient.clone());
             let bar = Bar::new();
             let report = maintenance
@@ -172,7 +172,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Stats => {
-            let services = Services::build(config)?;
+            let services = store_services(config)?;
             let queue = revokd_jobs::queue_config(&services.config.key_prefix);
             println!(
                 "{}",
@@ -188,14 +188,22 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             reason,
             wait,
         } => {
-            let services = Services::build(config)?;
+            let services = if token.is_some() {
+                Services::build(config)?
+            } else {
+                store_services(config)?
+            };
             let job = match token {
                 Some(token) => {
                     let claims = services
                         .verifier
                         .verify_signature(&token)
                         .map_err(|r| Failure::input(format!("invalid token: {}", r.as_str())))?;
-                    RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+                    {
+                        let sub = limits::claims(&claims.token_id, claims.sub)
+                            .map_err(|e| Failure::input(format!("token cannot be stored: {e}")))?;
+                        RevokeToken::new(claims.token_id, sub, claims.exp)
+                    }
                 }
                 None => {
                     let jti =
@@ -228,7 +236,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::RevokeAll { sub, reason, wait } => {
             limits::subject(&sub).map_err(Failure::input)?;
             limits::reason(reason.as_deref()).map_err(Failure::input)?;
-            let services = Services::build(config)?;
+            let services = store_services(config)?;
             let job = RevokeSubject {
                 reason,
                 requested_by: "cli".into(),
@@ -266,6 +274,20 @@ fn report(
             "job {job_id} queued but not applied within {timeout:?}"
         ))),
     }
+}
+
+/// Services for commands that verify no token (revoke by jti, revoke-all,
+/// cleanup, rehydrate, stats): they must work without a verification key, so
+/// a random one stands in when none is configured. It verifies nothing.
+fn store_services(mut config: Config) -> anyhow::Result<Services> {
+    let has_key = config.jwt_secret.is_some()
+        || config.jwt_public_key_file.is_some()
+        || config.jwt_jwks_file.is_some();
+    if !has_key {
+        config.jwt_secret = Some(uuid::Uuid::new_v4().simple().to_string().into());
+        config.jwt_algorithm = None;
+    }
+    Services::build(config)
 }
 
 async fn check(config: Config, token: &str) -> Result<u8, Failure> {

@@ -74,11 +74,13 @@ impl Health {
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
                 if probe().await {
-                    this.mark_up();
                     break;
                 }
             }
+            // Clear `probing` first: a failure reported in between then
+            // starts a new probe instead of finding one still "running".
             this.probing.store(false, Ordering::Release);
+            this.mark_up();
         });
     }
 }

@@ -25,6 +25,14 @@ pub fn reason(value: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// Makes a token's own claims storable: a `jti` revokd cannot store is an
+/// error (the token cannot be revoked by id), an unusable `sub` is dropped
+/// (it is informational on a revocation).
+pub fn claims(token_id_value: &str, sub: Option<String>) -> Result<Option<String>, String> {
+    token_id(token_id_value)?;
+    Ok(sub.filter(|s| subject(s).is_ok()))
+}
+
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() {
         Err(format!("{field} must not be empty"))

@@ -120,10 +120,9 @@ impl Maintenance {
             drain(|| self.db.delete_expired_refresh(expired, BATCH), progress).await?;
         progress.phase("queue records", None);
         let finished = now - self.job_retention;
-        report.jobs_vacuumed = self
-            .deny
-            .vacuum_jobs(&self.queue, finished, finished)
-            .await?;
+        // Set-aside jobs are what an operator must see: kept as long as the audit log.
+        let dead = now - self.audit_retention;
+        report.jobs_vacuumed = self.deny.vacuum_jobs(&self.queue, finished, dead).await?;
         report.redis_restored = self.rebuild(now, progress).await?.restored;
         Ok(report)
     }

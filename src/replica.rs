@@ -36,7 +36,7 @@ use crate::{
 /// Stream entries read per request.
 const READ_COUNT: usize = 1_000;
 /// How long one read blocks when there is nothing new.
-const BLOCK_MS: u64 = 200;
+const BLOCK_MS: u64 = 100;
 /// On (re)connect, events are replayed from this far before the snapshot:
 /// replaying is harmless, missing one is not.
 const REPLAY_MS: u64 = 60_000;
@@ -144,6 +144,25 @@ impl Replica {
                 .and_then(|e| (e.1 > now).then_some(e.0))
         });
         Some((denied, not_before))
+    }
+
+    /// Waits (up to `timeout`) until the replica has been proven current as
+    /// of `since_ms` (unix milliseconds), so a change applied before then is
+    /// visible to checks it answers. Returns at once when it is not fresh
+    /// (checks then bypass it anyway).
+    pub async fn wait_current_since(&self, since_ms: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.is_fresh()
+            && self.current_at_ms.load(Ordering::Acquire) < since_ms
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Unix milliseconds now.
+    pub fn now_ms() -> i64 {
+        unix_ms()
     }
 
     /// A refresh token's state, or `None` when the replica cannot prove it

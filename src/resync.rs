@@ -46,31 +46,36 @@ impl Resync {
         let mut moved = 0;
         loop {
             moved += self.resync_families().await?;
+            moved += self.resync_refresh().await?;
             let tokens = self.db.pending_tokens(BATCH).await?;
             let subjects = self.db.pending_watermarks(BATCH).await?;
             if tokens.is_empty() && subjects.is_empty() {
                 return Ok(moved);
             }
             let now = now_unix();
-            for row in &tokens {
-                if let Some(ttl) = deny_ttl(row.expires_at, now, self.leeway, self.max_lifetime) {
+            let entries: Vec<(String, DenyEntry, i64)> = tokens
+                .iter()
+                .filter_map(|row| {
+                    let ttl = deny_ttl(row.expires_at, now, self.leeway, self.max_lifetime)?;
                     let entry = DenyEntry {
                         sub: row.subject.clone(),
                         exp: row.expires_at,
                         revoked_at: row.revoked_at,
                         reason: row.reason.clone(),
                     };
-                    self.deny.deny(&row.token_id, &entry, ttl).await?;
-                }
-            }
-            let ttl = watermark_ttl(self.leeway, self.max_lifetime);
-            for (subject, not_before) in &subjects {
-                self.deny.raise_watermark(subject, *not_before, ttl).await?;
-            }
-            let token_ids: Vec<String> = tokens.into_iter().map(|r| r.token_id).collect();
-            let subject_ids: Vec<String> = subjects.into_iter().map(|(s, _)| s).collect();
-            self.db.mark_in_redis(&token_ids, &subject_ids).await?;
-            moved += (token_ids.len() + subject_ids.len()) as u64;
+                    Some((row.token_id.clone(), entry, ttl))
+                })
+                .collect();
+            self.deny.deny_many(&entries).await?;
+            self.deny
+                .raise_many(&subjects, watermark_ttl(self.leeway, self.max_lifetime))
+                .await?;
+            let copied: Vec<(String, i64)> = tokens
+                .into_iter()
+                .map(|r| (r.token_id, r.expires_at))
+                .collect();
+            self.db.mark_in_redis(&copied, &subjects).await?;
+            moved += (copied.len() + subjects.len()) as u64;
         }
     }
 
@@ -85,6 +90,26 @@ impl Resync {
         let ids: Vec<String> = families.into_iter().map(|(f, _)| f).collect();
         self.db.mark_families_in_redis(&ids).await?;
         Ok(ids.len() as u64)
+    }
+
+    /// Refresh-token registrations written straight to Postgres.
+    async fn resync_refresh(&self) -> Result<u64, ResyncError> {
+        let rows = self.db.pending_refresh(BATCH).await?;
+        let now = now_unix();
+        let entries: Vec<_> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.token_id.clone(),
+                    r.entry(),
+                    deny_ttl(r.expires_at, now, self.leeway, self.max_lifetime)?,
+                ))
+            })
+            .collect();
+        self.deny.set_refresh_entries(&entries).await?;
+        let copied: Vec<(String, i16)> = rows.into_iter().map(|r| (r.token_id, r.state)).collect();
+        self.db.mark_refresh_in_redis(&copied).await?;
+        Ok(copied.len() as u64)
     }
 
     /// Runs a pass every second until `stop` fires.

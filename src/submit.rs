@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 
 use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix};
 
-use crate::{check::Checker, completion::Completion, store::pg::Db, worker::apply::capped_expiry};
+use crate::{
+    check::Checker, completion::Completion, replica::Replica, store::pg::Db,
+    worker::apply::capped_expiry,
+};
 
 /// What became of a submitted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +93,16 @@ impl Submitter {
         let Some(waiter) = waiter else {
             return Ok(Submitted::Queued);
         };
-        Ok(match waiter.wait(self.wait_timeout).await {
-            true => Submitted::Applied,
-            false => Submitted::TimedOut,
-        })
+        if !waiter.wait(self.wait_timeout).await {
+            return Ok(Submitted::TimedOut);
+        }
+        // "Visible to checks" includes this process's replica.
+        if let Some(replica) = self.checker.replica() {
+            replica
+                .wait_current_since(Replica::now_ms(), Duration::from_secs(1))
+                .await;
+        }
+        Ok(Submitted::Applied)
     }
 
     /// A revocation straight into Postgres; a refresh token takes its family
@@ -125,7 +134,7 @@ impl Submitter {
         let written = match job {
             Job::Revoke(j) => self.revoke_direct(j, now).await,
             Job::RevokeAll(j) => self.db.record_revoke_all(j, now, false).await,
-            Job::RegisterRefresh(j) => self.db.register_refresh(j, now).await.map(|_| ()),
+            Job::RegisterRefresh(j) => self.db.register_refresh(j, now, false).await.map(|_| ()),
             Job::RevokeFamily(j) => {
                 let reason = j.reason.as_deref().unwrap_or("revoked");
                 let expires_at = now.saturating_add(self.max_lifetime);

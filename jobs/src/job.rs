@@ -236,7 +236,7 @@ pub fn now_unix() -> i64 {
 /// `sha256:` and the lowercase hex SHA-256 of the compact token. Use it to
 /// revoke a token without sending the token itself anywhere.
 pub fn token_id(compact_token: &str, jti: Option<&str>) -> String {
-    match jti {
+    match jti.filter(|j| !j.is_empty()) {
         Some(jti) => jti.to_owned(),
         None => format!(
             "sha256:{}",

@@ -2,8 +2,8 @@
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    extract::{FromRequestParts, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -59,21 +59,32 @@ struct InactiveBody {
     reason: &'static str,
 }
 
-fn require_check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if state.check_keys.is_empty() {
-        return Ok(());
+/// Passes when `REVOKD_CHECK_KEYS` is unset or the request carries one of
+/// its keys; checked before the body is read.
+pub struct CheckKey;
+
+impl FromRequestParts<AppState> for CheckKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.check_keys.is_empty() {
+            return Ok(CheckKey);
+        }
+        state
+            .check_keys
+            .authenticate(&parts.headers)
+            .map(|_| CheckKey)
     }
-    state.check_keys.authenticate(headers).map(|_| ())
 }
 
 async fn check(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _key: CheckKey,
     JsonBody(req): JsonBody<CheckRequest>,
 ) -> Response {
-    if let Err(e) = require_check_key(&state, &headers) {
-        return e.into_response();
-    }
     match verdict(&state, &req.token, req.token_type_hint.as_deref()).await {
         Verdict::Active(t) => Json(ActiveBody {
             active: true,
@@ -197,12 +208,9 @@ impl<'a> From<&'a VerifiedToken> for IntrospectActive<'a> {
 
 async fn introspect(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _key: CheckKey,
     FormBody(req): FormBody<IntrospectRequest>,
 ) -> Response {
-    if let Err(e) = require_check_key(&state, &headers) {
-        return e.into_response();
-    }
     let hint = req.token_type_hint.as_deref();
     match verdict(&state, &req.token, hint).await {
         Verdict::Active(t) => {

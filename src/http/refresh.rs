@@ -15,7 +15,7 @@ use super::{
     auth::WriteKey,
     error::ApiError,
     extract::JsonBody,
-    revoke::{WaitQuery, answer, wait_flag},
+    revoke::{WaitQuery, answer, unstorable, wait_flag},
 };
 
 /// The refresh-token route.
@@ -48,12 +48,14 @@ async fn register(
     let new = verifier
         .verify(&req.token, now_unix())
         .map_err(|r| invalid("token", r))?;
-    let mut job = RegisterRefresh::new(new.token_id.clone(), new.sub.clone(), new.exp);
+    let sub = crate::limits::claims(&new.token_id, new.sub.clone()).map_err(unstorable)?;
+    let mut job = RegisterRefresh::new(new.token_id.clone(), sub, new.exp);
     if let Some(old) = &req.rotated_from {
         // The old token may have expired; its signature must hold.
         let old = verifier
             .verify_signature(old)
             .map_err(|r| invalid("rotated_from", r))?;
+        crate::limits::token_id(&old.token_id).map_err(unstorable)?;
         let family = family_of(&state, &old.token_id)
             .await?
             .unwrap_or_else(|| old.token_id.clone());

@@ -65,6 +65,11 @@ pub struct RevocationRequest {
     reason: Option<String>,
 }
 
+/// A validly signed token whose `jti` revokd cannot store.
+pub(super) fn unstorable(e: String) -> ApiError {
+    ApiError::bad_request("invalid_token", format!("token cannot be stored: {e}"))
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
@@ -88,7 +93,8 @@ impl RevocationRequest {
                                 format!("token rejected: {}", reason.as_str()),
                             )
                         })?;
-                RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+                let sub = limits::claims(&claims.token_id, claims.sub).map_err(unstorable)?;
+                RevokeToken::new(claims.token_id, sub, claims.exp)
             }
             (None, Some(jti)) => {
                 limits::token_id(&jti).map_err(bad)?;
@@ -215,9 +221,10 @@ async fn rfc7009_revoke(
     let Ok(claims) = state.checker.verifier().verify_signature(&req.token) else {
         return Ok(StatusCode::OK);
     };
+    let sub = limits::claims(&claims.token_id, claims.sub).map_err(unstorable)?;
     let job = RevokeToken {
         requested_by: key,
-        ..RevokeToken::new(claims.token_id, claims.sub, claims.exp)
+        ..RevokeToken::new(claims.token_id, sub, claims.exp)
     };
     state
         .submitter

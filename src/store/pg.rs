@@ -88,7 +88,10 @@ impl Db {
              on conflict (token_id) do update
                  set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
                      revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
-                     in_redis = revoked_tokens.in_redis or excluded.in_redis
+                     -- a longer life written straight to Postgres must reach Redis too
+                     in_redis = case when excluded.expires_at > revoked_tokens.expires_at
+                                     then excluded.in_redis
+                                     else revoked_tokens.in_redis or excluded.in_redis end
              returning (select family_id from refresh_tokens where token_id = $2)",
         )
         .bind(&job.job_id)
@@ -202,17 +205,31 @@ impl Db {
     }
 
     /// Marks tokens and watermarks as present in Redis.
+    /// Only rows still holding the copied values are marked: a row changed
+    /// meanwhile stays pending for the next pass.
     pub async fn mark_in_redis(
         &self,
-        token_ids: &[String],
-        subjects: &[String],
+        tokens: &[(String, i64)],
+        subjects: &[(String, i64)],
     ) -> sqlx::Result<()> {
+        let (token_ids, exps): (Vec<&str>, Vec<i64>) =
+            tokens.iter().map(|(i, e)| (i.as_str(), *e)).unzip();
+        let (subject_ids, nbs): (Vec<&str>, Vec<i64>) =
+            subjects.iter().map(|(i, n)| (i.as_str(), *n)).unzip();
         sqlx::query(
-            "with t as (update revoked_tokens set in_redis = true where token_id = any($1))
-             update subject_watermarks set in_redis = true where subject = any($2)",
+            "with t as (
+                 update revoked_tokens r set in_redis = true
+                 from unnest($1::text[], $2::bigint[]) as u(id, exp)
+                 where r.token_id = u.id and r.expires_at = u.exp
+             )
+             update subject_watermarks w set in_redis = true
+             from unnest($3::text[], $4::bigint[]) as u(id, nb)
+             where w.subject = u.id and w.not_before = u.nb",
         )
         .bind(token_ids)
-        .bind(subjects)
+        .bind(exps)
+        .bind(subject_ids)
+        .bind(nbs)
         .execute(&self.pool)
         .await?;
         Ok(())

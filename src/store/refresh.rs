@@ -68,7 +68,7 @@ if cur then
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then rank = 2 end
 local entry = {family = ARGV[2], exp = tonumber(ARGV[3]), state = names[rank]}
-if ARGV[1] ~= '' then entry.sub = ARGV[1] end
+if ARGV[1] ~= '' then entry.sub = ARGV[1] else entry.sub = cjson.null end
 local ttl = math.max(tonumber(ARGV[5]), redis.call('TTL', KEYS[1]))
 redis.call('SET', KEYS[1], cjson.encode(entry), 'EX', ttl)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'k', 'r', 'id', ARGV[6], 'fam', ARGV[2],
@@ -225,7 +225,14 @@ impl Db {
     /// Registers a refresh token (and, for a rotation, marks the old one
     /// rotated) and logs the request; returns the new token's state (revoked
     /// when its family already is).
-    pub async fn register_refresh(&self, job: &RegisterRefresh, now: i64) -> sqlx::Result<State> {
+    /// `in_redis` false marks the rows for the resync (written straight to
+    /// Postgres while Redis was unreachable).
+    pub async fn register_refresh(
+        &self,
+        job: &RegisterRefresh,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<State> {
         let (old_id, old_exp) = match &job.rotated_from {
             Some(old) => (Some(old.token_id.as_str()), Some(old.expires_at)),
             None => (None, None),
@@ -244,13 +251,19 @@ impl Db {
                          $5, $3, $4, $2, $8, $9, $10)
                  on conflict (job_id) do nothing
              ), old as (
-                 insert into refresh_tokens (token_id, family_id, subject, expires_at, state, registered_at)
-                 select $6::text, $2, $3, $7, 1, $10 where $6::text is not null
-                 on conflict (token_id) do update set state = greatest(refresh_tokens.state, 1)
+                 insert into refresh_tokens (token_id, family_id, subject, expires_at, state, registered_at, in_redis)
+                 select $6::text, $2, $3, $7, 1, $10, $11 where $6::text is not null
+                 on conflict (token_id) do update
+                     set state = greatest(refresh_tokens.state, 1),
+                         in_redis = case when refresh_tokens.state < 1 then excluded.in_redis
+                                         else refresh_tokens.in_redis or excluded.in_redis end
              )
-             insert into refresh_tokens (token_id, family_id, subject, expires_at, state, registered_at)
-             values ($5, $2, $3, $4, case when (select revoked_at from fam) is null then 0 else 2 end, $10)
-             on conflict (token_id) do update set state = greatest(refresh_tokens.state, excluded.state)
+             insert into refresh_tokens (token_id, family_id, subject, expires_at, state, registered_at, in_redis)
+             values ($5, $2, $3, $4, case when (select revoked_at from fam) is null then 0 else 2 end, $10, $11)
+             on conflict (token_id) do update
+                 set state = greatest(refresh_tokens.state, excluded.state),
+                     in_redis = case when excluded.state > refresh_tokens.state then excluded.in_redis
+                                     else refresh_tokens.in_redis or excluded.in_redis end
              returning state",
         )
         .bind(&job.job_id)
@@ -263,6 +276,7 @@ impl Db {
         .bind(&job.requested_by)
         .bind(job.requested_at)
         .bind(now)
+        .bind(in_redis)
         .fetch_one(self.pool())
         .await?;
         Ok(State::from_rank(i64::from(state)))
@@ -403,6 +417,35 @@ impl Db {
         .bind(family)
         .fetch_all(self.pool())
         .await
+    }
+
+    /// Registry rows written while Redis was unreachable, family state folded in.
+    pub async fn pending_refresh(&self, limit: i64) -> sqlx::Result<Vec<RefreshRow>> {
+        sqlx::query_as(
+            "select t.token_id, t.family_id, t.subject, t.expires_at,
+                    case when f.revoked_at is not null then 2::smallint else t.state end as state
+             from refresh_tokens t left join refresh_families f using (family_id)
+             where not t.in_redis limit $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+    }
+
+    /// Marks registry rows as present in Redis, if still in the copied state.
+    pub async fn mark_refresh_in_redis(&self, rows: &[(String, i16)]) -> sqlx::Result<()> {
+        let (ids, states): (Vec<&str>, Vec<i16>) =
+            rows.iter().map(|(i, s)| (i.as_str(), *s)).unzip();
+        sqlx::query(
+            "update refresh_tokens r set in_redis = true
+             from unnest($1::text[], $2::smallint[]) as u(id, state)
+             where r.token_id = u.id and r.state <= u.state",
+        )
+        .bind(ids)
+        .bind(states)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Marks families as present in Redis.

@@ -172,11 +172,18 @@ impl Applier {
     }
 
     async fn revoke(&self, job: &RevokeToken, now: i64) -> Result<Applied, ApplyError> {
+        // Only the token_id must be usable; subject and reason are
+        // informational on a revocation, so unusable ones are dropped rather
+        // than losing the revocation.
         limits::token_id(&job.token_id).map_err(ApplyError::Invalid)?;
-        if let Some(sub) = &job.subject {
-            limits::subject(sub).map_err(ApplyError::Invalid)?;
-        }
-        limits::reason(job.reason.as_deref()).map_err(ApplyError::Invalid)?;
+        let job = &RevokeToken {
+            subject: job.subject.clone().filter(|s| limits::subject(s).is_ok()),
+            reason: job
+                .reason
+                .clone()
+                .filter(|r| limits::reason(Some(r)).is_ok()),
+            ..job.clone()
+        };
         let expires_at = capped_expiry(job, self.max_lifetime);
         let ttl = deny_ttl(expires_at, now, self.leeway, self.max_lifetime);
         if let Some(ttl) = ttl {
@@ -274,7 +281,7 @@ impl Applier {
             expires_at,
             ..job.clone()
         };
-        let state = self.db.register_refresh(&job, now).await?;
+        let state = self.db.register_refresh(&job, now, true).await?;
         if state == State::Revoked {
             // The family was revoked while Redis did not know: tell it now.
             self.deny

@@ -120,7 +120,8 @@ async fn cleanup_vacuums_finished_and_dead_jobs_past_retention() {
         async move { done == 4 && dead == 1 }
     })
     .await;
-    // Age three finished jobs and the dead one past the one-day retention.
+    // Age three finished jobs past the one-day retention, and the dead one
+    // too: dead jobs are kept for the audit retention (90 days).
     let done: Vec<String> = redis.smembers(&done_key).unwrap();
     let dead: Vec<String> = redis.smembers(&dead_key).unwrap();
     let old = now_unix() - 2 * 86_400;
@@ -135,20 +136,33 @@ async fn cleanup_vacuums_finished_and_dead_jobs_past_retention() {
     }
     let maintenance = app.services.maintenance(app.services.deny_patient.clone());
     let report = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
-    assert_eq!(report.jobs_vacuumed, 4);
+    assert_eq!(report.jobs_vacuumed, 3);
     let (done_left, dead_left): (usize, usize) = (
         redis.scard(&done_key).unwrap(),
         redis.scard(&dead_key).unwrap(),
     );
-    assert_eq!((done_left, dead_left), (1, 0));
+    assert_eq!((done_left, dead_left), (1, 1));
     let data: usize = redis
         .hlen(format!("{}queue:jobs:data", app.prefix))
         .unwrap();
-    assert_eq!(data, 1, "payloads of vacuumed jobs are gone");
+    assert_eq!(data, 2, "payloads of vacuumed jobs are gone");
     let meta_exists: bool = redis
-        .exists(format!("{}queue:jobs:meta:{}", app.prefix, dead[0]))
+        .exists(format!("{}queue:jobs:meta:{}", app.prefix, done[0]))
         .unwrap();
     assert!(!meta_exists);
+    let very_old = now_unix() - 91 * 86_400;
+    let _: () = redis
+        .hset(
+            format!("{}queue:jobs:meta:{}", app.prefix, dead[0]),
+            "done_at",
+            very_old,
+        )
+        .unwrap();
+    let report = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
+    assert_eq!(
+        report.jobs_vacuumed, 1,
+        "a dead job past the audit retention goes too"
+    );
 }
 
 #[tokio::test]

@@ -490,3 +490,56 @@ async fn bad_input_gets_a_4xx_with_the_json_error_shape_and_never_a_500() {
         200
     );
 }
+
+#[tokio::test]
+async fn wait_true_answers_after_the_local_replica_sees_the_revocation() {
+    let app = TestApp::spawn_with(Options {
+        replica: true,
+        ..opts()
+    })
+    .await;
+    let replica = std::sync::Arc::clone(app.services.replica.as_ref().unwrap());
+    let r = std::sync::Arc::clone(&replica);
+    eventually(Duration::from_secs(10), "replica current", move || {
+        let fresh = r.is_fresh();
+        async move { fresh }
+    })
+    .await;
+    for _ in 0..5 {
+        let token = app.mint("rex");
+        let (status, _) = post(&app, "/v1/revocations?wait=true", json!({ "token": token })).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            app.check(&token).await.1["reason"],
+            "revoked",
+            "visible through the replica at once"
+        );
+    }
+    assert!(revokd::check::LookupStats::get(&app.checker_stats.stats().replica) >= 5);
+}
+
+#[tokio::test]
+async fn check_keys_are_checked_before_the_body() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--check-keys", "gw:k"],
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .http
+        .post(app.url("/v1/check"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .http
+        .post(app.url("/introspect"))
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
