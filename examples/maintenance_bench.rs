@@ -1,0 +1,775 @@
+//! revokd's maintenance at scale: cleanup of a million expired revocations
+//! and rebuild of the Redis deny-list from a million live ones.
+//!
+//! 1. **cleanup**: `BENCH_ROWS` (default 1,000,000) expired rows plus
+//!    `BENCH_ROWS / 100` live rows are inserted into `revoked_tokens` (one
+//!    `insert ... select ... from generate_series` each, then `vacuum
+//!    analyze`), and `Maintenance::cleanup(now, &Quiet)` is timed. Its time
+//!    includes the batched deletes (5,000 rows a statement), the watermark and
+//!    audit passes, the queue vacuum and the closing rebuild that writes the
+//!    live rows back into Redis (`redis_restored`).
+//! 2. **delete only**: the same number of expired rows inserted again, and
+//!    `Db::delete_expired_tokens(now - leeway, 5000)` looped until a batch
+//!    comes back short — the delete phase of cleanup alone.
+//! 3. **rebuild**: the table emptied, every key under the bench prefix
+//!    deleted, `BENCH_ROWS` live rows inserted (expiring in one hour, 100,000
+//!    subjects), and `Maintenance::rebuild(now, &Quiet)` timed; afterwards
+//!    the `{prefix}jti:*` keys are counted (`DenyList::count`) and must equal
+//!    `BENCH_ROWS`. Redis memory is reported two ways: the change of
+//!    `INFO memory` `used_memory` across the rebuild (approximate: the server
+//!    is shared) and `MEMORY USAGE` averaged over a sample of the new keys
+//!    times their count; the other keys under the prefix (the marker, and
+//!    anything else the rebuild wrote) are listed with their `MEMORY USAGE`.
+//!
+//! Token ids are random UUIDs (as jti values usually are), so the keyset
+//! pagination of the rebuild reads the heap in random order, as in
+//! production. The Redis keys carry the bench prefix `revokd-bench-<uuid>:`
+//! (46 bytes, longer than the default `revokd:`), which inflates the memory
+//! per key a little.
+//!
+//! Everything runs against a unique Redis key prefix `revokd-bench-<uuid>:`
+//! and a fresh Postgres database `revokd_bench_<uuid>`. At the end, also
+//! after a failure or Ctrl-C, it deletes exactly the keys under that prefix
+//! (SCAN + DEL in batches) and drops that database; nothing else on the
+//! (shared) servers is touched. Keys left behind by a killed run expire
+//! within about an hour.
+//!
+//! ```text
+//! cargo run --release --example maintenance_bench
+//! BENCH_ROWS=100000 cargo run --release --example maintenance_bench
+//! ```
+//!
+//! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),
+//! `BENCH_DATABASE_URL` (the server to create the bench database on, e.g.
+//! `postgres://postgres@127.0.0.1:5432` or any database URL on it; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), `BENCH_ROWS`, `RUST_LOG`
+//! (default `warn,sqlx::query=error`, on stderr). The table goes to stdout,
+//! progress to stderr.
+
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser as _;
+use redis::aio::MultiplexedConnection;
+use revokd::{
+    app::Services,
+    cli::Cli,
+    maintenance::{CleanupReport, Quiet, RebuildReport},
+    store::pg::Db,
+};
+use revokd_jobs::now_unix;
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
+use uuid::Uuid;
+
+/// HMAC secret of the bench configuration (no token is ever verified).
+const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
+/// Rows per delete statement, as `Maintenance::cleanup` uses.
+const BATCH: i64 = 5_000;
+/// Keys sampled with `MEMORY USAGE`.
+const MEMORY_SAMPLE: usize = 1_000;
+/// Distinct subjects of the inserted rows.
+const SUBJECTS: i64 = 100_000;
+
+/// What to run against, from the environment.
+struct Settings {
+    redis_url: String,
+    pg_server: String,
+    rows: u64,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Self> {
+        let rows: u64 = env_or("BENCH_ROWS", "1000000")
+            .parse()
+            .context("BENCH_ROWS must be a count")?;
+        if rows == 0 {
+            bail!("BENCH_ROWS must be at least 1");
+        }
+        Ok(Self {
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            pg_server: env_or(
+                "BENCH_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
+            rows,
+        })
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Bulk statements are slow on purpose: no slow-statement warnings.
+    revokd::telemetry::init("warn,sqlx::query=error");
+    let settings = Settings::from_env()?;
+    let prefix = format!("revokd-bench-{}:", Uuid::new_v4().simple());
+    let db_name = format!("revokd_bench_{}", Uuid::new_v4().simple());
+    let db_url = database_url(&settings.pg_server, &db_name);
+
+    let outcome = tokio::select! {
+        outcome = measure(&settings, &prefix, &db_url) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    if let Err(error) = &outcome {
+        eprintln!("bench failed: {error:#}");
+    }
+
+    eprintln!("cleaning up: Redis keys {prefix}*, database {db_name}");
+    let mut cleanup_failed = false;
+    let deleted = async {
+        let mut conn = redis_connection(&settings.redis_url).await?;
+        delete_prefix(&mut conn, &prefix).await
+    };
+    match deleted.await {
+        Ok(deleted) => eprintln!("deleted {deleted} Redis keys"),
+        Err(error) => {
+            cleanup_failed = true;
+            eprintln!("Redis cleanup failed: {error:#}");
+        }
+    }
+    if let Err(error) = drop_database(&db_url, &db_name).await {
+        cleanup_failed = true;
+        eprintln!("dropping database {db_name} failed: {error:#}");
+    }
+    outcome?;
+    if cleanup_failed {
+        bail!("cleanup incomplete (see above)");
+    }
+    Ok(())
+}
+
+/// One timed step.
+struct Timed<T> {
+    value: T,
+    took: Duration,
+}
+
+async fn timed<T, E>(step: impl Future<Output = Result<T, E>>) -> Result<Timed<T>, E> {
+    let started = Instant::now();
+    let value = step.await?;
+    Ok(Timed {
+        value,
+        took: started.elapsed(),
+    })
+}
+
+/// Everything measured, for the table.
+struct Results {
+    rows: u64,
+    live: u64,
+    leeway: i64,
+    pg_version: String,
+    redis_version: String,
+    /// `/proc/loadavg` at the start and the end (other work on the machine
+    /// skews the numbers).
+    load_start: String,
+    load_end: String,
+    insert_expired: Duration,
+    cleanup: Timed<CleanupReport>,
+    rows_after_cleanup: i64,
+    insert_expired_again: Duration,
+    delete: Timed<u64>,
+    delete_batches: u64,
+    insert_live: Duration,
+    rebuild: Timed<RebuildReport>,
+    jti_keys: u64,
+    used_memory_before: u64,
+    used_memory_after: u64,
+    sampled_bytes_per_key: Option<f64>,
+    sampled_keys: usize,
+    /// Keys under the prefix other than `jti:` after the rebuild, with
+    /// their `MEMORY USAGE`.
+    other_keys: Vec<(String, Option<u64>)>,
+}
+
+/// Sets up the database, runs the three steps, prints the table.
+async fn measure(settings: &Settings, prefix: &str, db_url: &str) -> anyhow::Result<()> {
+    revokd::store::pg::prepare(db_url)
+        .await
+        .context("create and migrate the bench database")?;
+    let cli = Cli::try_parse_from([
+        "revokd",
+        "--jwt-secret",
+        SECRET,
+        "--key-prefix",
+        prefix,
+        "--redis-url",
+        settings.redis_url.as_str(),
+        "--database-url",
+        db_url,
+        "--listen",
+        "127.0.0.1:0",
+        "migrate",
+    ])
+    .context("bench configuration")?;
+    let db = Db::connect_lazy(db_url).context("Postgres pool")?;
+    let services = Services::with_db(cli.config, db).context("services")?;
+    let maintenance = services.maintenance(services.deny_patient.clone());
+    let pool = services.db.pool();
+    let mut redis = redis_connection(&settings.redis_url).await?;
+    let load_start = load_average();
+    let rows = settings.rows;
+    let live = (rows / 100).max(1);
+    let leeway = maintenance.leeway;
+    let pg_version: String = sqlx::query_scalar("show server_version")
+        .fetch_one(pool)
+        .await
+        .context("Postgres version")?;
+    let redis_version = info_field(&mut redis, "server", "redis_version")
+        .await?
+        .unwrap_or_else(|| "?".to_owned());
+    eprintln!("prefix {prefix}, {rows} rows; Postgres {pg_version}, Redis {redis_version}");
+
+    // 1. Cleanup of `rows` expired rows next to `live` live ones.
+    let now = now_unix();
+    eprintln!("cleanup: inserting {rows} expired and {live} live rows");
+    let insert_expired = timed(insert_expired_rows(pool, rows, now)).await?.took;
+    insert_live_rows(pool, live, now).await?;
+    vacuum(pool).await?;
+    eprintln!("cleanup: running Maintenance::cleanup");
+    let cleanup = timed(maintenance.cleanup(now, &Quiet))
+        .await
+        .context("Maintenance::cleanup")?;
+    let rows_after_cleanup = count_rows(pool).await?;
+
+    // 2. The delete phase alone, on a second insert of expired rows.
+    eprintln!("delete only: inserting {rows} expired rows");
+    vacuum(pool).await?;
+    let insert_expired_again = timed(insert_expired_rows(pool, rows, now)).await?.took;
+    vacuum(pool).await?;
+    eprintln!("delete only: looping Db::delete_expired_tokens");
+    let cutoff = now - leeway;
+    let mut delete_batches = 0;
+    let delete = timed(async {
+        let mut total = 0u64;
+        loop {
+            let n = services.db.delete_expired_tokens(cutoff, BATCH).await?;
+            total += n;
+            delete_batches += 1;
+            if n < BATCH as u64 {
+                return Ok::<_, sqlx::Error>(total);
+            }
+        }
+    })
+    .await
+    .context("delete_expired_tokens")?;
+
+    // 3. Rebuild of `rows` live rows into an empty prefix.
+    eprintln!("rebuild: emptying the table and the prefix, inserting {rows} live rows");
+    sqlx::query("truncate revoked_tokens")
+        .execute(pool)
+        .await
+        .context("truncate")?;
+    delete_prefix(&mut redis, prefix).await?;
+    let left = services
+        .deny_fast
+        .count("jti:")
+        .await
+        .context("count jti keys")?;
+    if left != 0 {
+        bail!("{left} jti keys still under {prefix} before the rebuild");
+    }
+    let now = now_unix();
+    let insert_live = timed(insert_live_rows(pool, rows, now)).await?.took;
+    vacuum(pool).await?;
+    let used_memory_before = used_memory(&mut redis).await?;
+    eprintln!("rebuild: running Maintenance::rebuild");
+    let rebuild = timed(maintenance.rebuild(now, &Quiet))
+        .await
+        .context("Maintenance::rebuild")?;
+    let used_memory_after = used_memory(&mut redis).await?;
+    let jti_keys = services
+        .deny_fast
+        .count("jti:")
+        .await
+        .context("count jti keys")?;
+    let (sampled_bytes_per_key, sampled_keys) = sample_memory(&mut redis, prefix).await?;
+    let other_keys = other_keys(&mut redis, prefix).await?;
+
+    let results = Results {
+        rows,
+        live,
+        leeway,
+        pg_version,
+        redis_version,
+        load_start,
+        load_end: load_average(),
+        insert_expired,
+        cleanup,
+        rows_after_cleanup,
+        insert_expired_again,
+        delete,
+        delete_batches,
+        insert_live,
+        rebuild,
+        jti_keys,
+        used_memory_before,
+        used_memory_after,
+        sampled_bytes_per_key,
+        sampled_keys,
+        other_keys,
+    };
+    print_report(&results);
+    check(&results)
+}
+
+/// Inserts `n` rows that expired between 1 h and 25 h before `now`.
+async fn insert_expired_rows(pool: &PgPool, n: u64, now: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
+         select gen_random_uuid()::text,
+                'user-' || (i % $3),
+                $2 - 3600 - (i % 86400),
+                $2 - 3600 - (i % 86400) - 900,
+                case when i % 4 = 0 then 'logout' end,
+                'bench'
+         from generate_series(1, $1::bigint) as i",
+    )
+    .bind(to_i64(n)?)
+    .bind(now)
+    .bind(SUBJECTS)
+    .execute(pool)
+    .await
+    .context("insert expired rows")?;
+    Ok(())
+}
+
+/// Inserts `n` rows expiring one hour after `now`, revoked in the last hour.
+async fn insert_live_rows(pool: &PgPool, n: u64, now: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
+         select gen_random_uuid()::text,
+                'user-' || (i % $3),
+                $2 + 3600,
+                $2 - (i % 3600),
+                case when i % 4 = 0 then 'logout' end,
+                'bench'
+         from generate_series(1, $1::bigint) as i",
+    )
+    .bind(to_i64(n)?)
+    .bind(now)
+    .bind(SUBJECTS)
+    .execute(pool)
+    .await
+    .context("insert live rows")?;
+    Ok(())
+}
+
+/// Settles the table after a bulk change (visibility map, statistics), so
+/// that no autovacuum runs during a measurement.
+async fn vacuum(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::raw_sql("vacuum analyze revoked_tokens")
+        .execute(pool)
+        .await
+        .context("vacuum analyze")?;
+    Ok(())
+}
+
+async fn count_rows(pool: &PgPool) -> anyhow::Result<i64> {
+    sqlx::query_scalar("select count(*) from revoked_tokens")
+        .fetch_one(pool)
+        .await
+        .context("count rows")
+}
+
+/// The 1, 5 and 15 minute load averages, or `?` off Linux.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "?".to_owned(),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
+}
+
+fn to_i64(n: u64) -> anyhow::Result<i64> {
+    i64::try_from(n).context("row count too large")
+}
+
+async fn redis_connection(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
+    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("connect to Redis: timed out")?
+    .context("connect to Redis")
+}
+
+/// One field of `INFO section`.
+async fn info_field(
+    conn: &mut MultiplexedConnection,
+    section: &str,
+    field: &str,
+) -> anyhow::Result<Option<String>> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .context("INFO")?;
+    Ok(info.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|value| value.trim().to_owned())
+    }))
+}
+
+/// `used_memory` of the whole server, in bytes.
+async fn used_memory(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    info_field(conn, "memory", "used_memory")
+        .await?
+        .context("INFO memory has no used_memory")?
+        .parse()
+        .context("used_memory")
+}
+
+/// Average `MEMORY USAGE` of up to [`MEMORY_SAMPLE`] `{prefix}jti:*` keys,
+/// and how many keys were sampled.
+async fn sample_memory(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<(Option<f64>, usize)> {
+    let pattern = format!("{}jti:*", glob_escape(prefix));
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(MEMORY_SAMPLE);
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .context("SCAN")?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 || keys.len() >= MEMORY_SAMPLE {
+            break;
+        }
+    }
+    keys.truncate(MEMORY_SAMPLE);
+    if keys.is_empty() {
+        return Ok((None, 0));
+    }
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0);
+    }
+    let sizes: Vec<Option<u64>> = pipe.query_async(conn).await.context("MEMORY USAGE")?;
+    let known: Vec<u64> = sizes.into_iter().flatten().collect();
+    if known.is_empty() {
+        return Ok((None, 0));
+    }
+    let average = known.iter().sum::<u64>() as f64 / known.len() as f64;
+    Ok((Some(average), known.len()))
+}
+
+/// Keys under `prefix` not starting with `j` (so not `jti:`; the marker and
+/// whatever else the rebuild wrote) with their `MEMORY USAGE`, by name.
+async fn other_keys(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<Vec<(String, Option<u64>)>> {
+    let pattern = format!("{}[^j]*", glob_escape(prefix));
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .context("SCAN")?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0);
+    }
+    let sizes: Vec<Option<u64>> = pipe.query_async(conn).await.context("MEMORY USAGE")?;
+    Ok(keys
+        .into_iter()
+        .map(|key| key.strip_prefix(prefix).unwrap_or(&key).to_owned())
+        .zip(sizes)
+        .collect())
+}
+
+fn print_report(r: &Results) {
+    let secs = |d: Duration| d.as_secs_f64();
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    let c = &r.cleanup.value;
+    let b = &r.rebuild.value;
+    println!(
+        "revokd maintenance, {} rows; Postgres {}, Redis {}; delete batch {BATCH}, leeway {} s",
+        r.rows, r.pg_version, r.redis_version, r.leeway
+    );
+    println!(
+        "{} cores; load average {} at the start, {} at the end",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        r.load_start,
+        r.load_end
+    );
+    println!(
+        "{:<44} {:>9} {:>9} {:>11}",
+        "step", "rows", "time s", "rows/s"
+    );
+    let line = |name: &str, n: u64, d: Duration| {
+        println!(
+            "{:<44} {:>9} {:>9.2} {:>11.0}",
+            name,
+            n,
+            secs(d),
+            rate(n, d)
+        );
+    };
+    line("insert expired (generate_series)", r.rows, r.insert_expired);
+    line(
+        "cleanup: Maintenance::cleanup (deleted/s)",
+        c.tokens_deleted,
+        r.cleanup.took,
+    );
+    line(
+        "insert expired again (generate_series)",
+        r.rows,
+        r.insert_expired_again,
+    );
+    line(
+        "delete only: delete_expired_tokens loop",
+        r.delete.value,
+        r.delete.took,
+    );
+    line("insert live (generate_series)", r.rows, r.insert_live);
+    line(
+        "rebuild: Maintenance::rebuild (entries/s)",
+        b.tokens,
+        r.rebuild.took,
+    );
+    println!(
+        "cleanup report: tokens_deleted {}, subjects_deleted {}, audit_deleted {}, \
+         jobs_vacuumed {}, redis_restored {} (of {} live rows); rows left {}",
+        c.tokens_deleted,
+        c.subjects_deleted,
+        c.audit_deleted,
+        c.jobs_vacuumed,
+        c.redis_restored,
+        r.live,
+        r.rows_after_cleanup
+    );
+    println!(
+        "delete only: {} statements of up to {BATCH} rows, {:.1} ms each on average",
+        r.delete_batches,
+        secs(r.delete.took) * 1e3 / r.delete_batches.max(1) as f64
+    );
+    println!(
+        "rebuild report: tokens {}, subjects {}, restored {}; {{prefix}}jti:* keys in Redis \
+         after: {} ({})",
+        b.tokens,
+        b.subjects,
+        b.restored,
+        r.jti_keys,
+        if r.jti_keys == r.rows {
+            "ok"
+        } else {
+            "MISMATCH"
+        }
+    );
+    let delta = r.used_memory_after as f64 - r.used_memory_before as f64;
+    print!(
+        "redis memory (approximate, shared server): used_memory {:.1} -> {:.1} MiB, \
+         delta {:.1} MiB = {:.0} B/key",
+        mib(r.used_memory_before as f64),
+        mib(r.used_memory_after as f64),
+        mib(delta),
+        delta / r.jti_keys.max(1) as f64
+    );
+    match r.sampled_bytes_per_key {
+        Some(per_key) => println!(
+            "; MEMORY USAGE of {} sampled keys: {:.0} B/key x {} keys = {:.1} MiB",
+            r.sampled_keys,
+            per_key,
+            r.jti_keys,
+            mib(per_key * r.jti_keys as f64)
+        ),
+        None => println!(),
+    }
+    if !r.other_keys.is_empty() {
+        let keys: Vec<String> = r
+            .other_keys
+            .iter()
+            .map(|(key, bytes)| match bytes {
+                Some(bytes) => format!("{key} {:.1} MiB", mib(*bytes as f64)),
+                None => format!("{key} ?"),
+            })
+            .collect();
+        println!(
+            "other keys under the prefix after the rebuild (MEMORY USAGE): {}",
+            keys.join(", ")
+        );
+    }
+}
+
+/// Fails the run when a step did not do what it should have.
+fn check(r: &Results) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if r.cleanup.value.tokens_deleted != r.rows {
+        problems.push(format!(
+            "cleanup deleted {} rows, expected {}",
+            r.cleanup.value.tokens_deleted, r.rows
+        ));
+    }
+    if r.rows_after_cleanup != to_i64(r.live)? {
+        problems.push(format!(
+            "{} rows left after cleanup, expected {}",
+            r.rows_after_cleanup, r.live
+        ));
+    }
+    if r.cleanup.value.redis_restored != r.live {
+        problems.push(format!(
+            "cleanup restored {} keys, expected {}",
+            r.cleanup.value.redis_restored, r.live
+        ));
+    }
+    if r.delete.value != r.rows {
+        problems.push(format!(
+            "delete loop deleted {} rows, expected {}",
+            r.delete.value, r.rows
+        ));
+    }
+    if r.rebuild.value.tokens != r.rows || r.rebuild.value.restored != r.rows {
+        problems.push(format!(
+            "rebuild streamed {} and restored {} entries, expected {}",
+            r.rebuild.value.tokens, r.rebuild.value.restored, r.rows
+        ));
+    }
+    if r.jti_keys != r.rows {
+        problems.push(format!(
+            "{} jti keys in Redis after the rebuild, expected {}",
+            r.jti_keys, r.rows
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
+    }
+}
+
+/// `server` with its database (if any) replaced by `name`, query kept.
+fn database_url(server: &str, name: &str) -> String {
+    let (head, query) = match server.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (server, None),
+    };
+    let authority = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[authority..].find('/') {
+        Some(slash) => &head[..authority + slash],
+        None => head,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Deletes every key under `prefix`: SCAN (not KEYS: the server is shared)
+/// with a DEL of each batch found, repeated until a full pass finds nothing.
+/// Returns keys deleted.
+async fn delete_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> anyhow::Result<u64> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut deleted = 0;
+    for _pass in 0..10 {
+        let mut found = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await
+                .context("SCAN")?;
+            found += batch.len();
+            for chunk in batch.chunks(500) {
+                let n: u64 = redis::cmd("DEL")
+                    .arg(chunk)
+                    .query_async(conn)
+                    .await
+                    .context("DEL")?;
+                deleted += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if found == 0 {
+            return Ok(deleted);
+        }
+    }
+    bail!("keys under {prefix} kept appearing after 10 passes")
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut escaped = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "*?[]\\".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Drops the bench database (ending any connection still on it).
+async fn drop_database(db_url: &str, name: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(db_url)
+        .context("database URL")?
+        .database("postgres");
+    let mut admin = PgConnection::connect_with(&options)
+        .await
+        .context("connect to Postgres")?;
+    let sql = format!(
+        "drop database if exists \"{}\" with (force)",
+        name.replace('"', "\"\"")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await
+        .context("drop database")?;
+    admin.close().await.context("close admin connection")?;
+    Ok(())
+}
