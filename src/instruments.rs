@@ -21,6 +21,17 @@ pub fn handle() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
+        // Histograms buffer samples until drained: drain them every few
+        // seconds, or an unscraped process grows without bound.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
         // Fails only when another recorder is installed; ours still renders
         // what it sees (nothing), never panics.
         let _ = metrics::set_global_recorder(recorder);

@@ -146,6 +146,14 @@ impl Replica {
         Some((denied, not_before))
     }
 
+    /// Marks the replica loaded and proven current now, as the follower does
+    /// after a snapshot. For benchmarks and tests that fill it with `apply`.
+    #[doc(hidden)]
+    pub fn mark_current(&self) {
+        self.loaded.store(true, Ordering::Release);
+        self.proven_current_at(unix_ms());
+    }
+
     /// Waits (up to `timeout`) until the replica has been proven current as
     /// of `since_ms` (unix milliseconds), so a change applied before then is
     /// visible to checks it answers. Returns at once when it is not fresh

@@ -1,15 +1,43 @@
 //! The producer client: pushes jobs into revokd's apalis-redis queue.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
-use apalis_core::task::builder::TaskBuilder;
-use apalis_redis::{Config, queries::push_tasks};
+use apalis_redis::Config;
 use redis::{
-    AsyncCommands, Client,
+    AsyncCommands, Client, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
 use crate::{Job, RegisterRefresh, RevokeSubject, RevokeToken, queue_name};
+
+/// Enqueues jobs in apalis-redis's layout, straight onto the active list.
+/// KEYS: data hash, active list, signal list, meta prefix, idempotency prefix;
+/// ARGV[1] idempotency TTL, then per job: id, payload, idempotency key ('' for
+/// none). Returns how many were queued.
+static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local queued = 0
+for i = 2, #ARGV, 3 do
+  local id, data, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fresh = true
+  if #key > 0 then
+    fresh = redis.call('SET', KEYS[5] .. ':' .. key, id, 'NX', 'EX', ARGV[1]) ~= false
+  end
+  if fresh and redis.call('HSETNX', KEYS[1], id, data) == 1 then
+    redis.call('HSET', KEYS[4] .. ':' .. id, 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
+      'idempotency_key', key)
+    redis.call('RPUSH', KEYS[2], id)
+    queued = queued + 1
+  end
+end
+if queued > 0 then
+  redis.call('DEL', KEYS[3])
+  redis.call('LPUSH', KEYS[3], 1)
+end
+return queued",
+    )
+});
 
 /// Why a job could not be enqueued.
 #[derive(Debug, thiserror::Error)]
@@ -142,39 +170,53 @@ impl Producer {
     }
 
     async fn push_raw(&self, job: &Job, key: Option<&str>) -> Result<(u32, u32), ProduceError> {
-        let mut task = TaskBuilder::new(serde_json::to_vec(job)?);
-        if let Some(key) = key {
-            task = task.idempotency_key(key);
-        }
-        let task = [task.build()];
-        let mut conn = self.conn.clone();
-        let counts = match push_tasks(&mut conn, &self.config, &task).await {
-            // The connection was cut under us; the manager reconnects, so
-            // try once more. A duplicate is harmless: applying is idempotent.
-            Err(apalis_redis::Error::Database(e))
-                if e.is_io_error() || e.is_connection_dropped() =>
-            {
-                push_tasks(&mut conn, &self.config, &task).await?
-            }
-            other => other?,
-        };
+        let queued = self
+            .push_payload(serde_json::to_vec(job)?, key.unwrap_or(""))
+            .await?;
         // A lost wake-up only costs one poll tick; the job is already queued.
+        let mut conn = self.conn.clone();
         let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
-        Ok(counts)
+        Ok((queued, 0))
+    }
+
+    /// Pushes one payload straight onto the active list in apalis-redis's
+    /// format. (apalis-redis's own push parks every job in the scheduled set,
+    /// whose promotion fails once 8,000 jobs are due at once.)
+    async fn push_payload(&self, payload: Vec<u8>, key: &str) -> Result<u32, ProduceError> {
+        let id = ulid::Ulid::generate().to_string();
+        let ttl = self
+            .config
+            .idempotency_ttl
+            .map(|d| d.as_secs())
+            .unwrap_or(86_400)
+            .max(1);
+        let mut invocation = PUSH.prepare_invoke();
+        invocation
+            .key(self.config.job_data_hash())
+            .key(self.config.active_jobs_list())
+            .key(self.config.signal_list())
+            .key(self.config.job_meta_hash())
+            .key(self.config.idempotency_key_set())
+            .arg(ttl)
+            .arg(id)
+            .arg(payload)
+            .arg(key);
+        let mut conn = self.conn.clone();
+        match invocation.invoke_async(&mut conn).await {
+            // The connection was cut under us; the manager reconnects, so try
+            // once more. A duplicate is harmless: applying is idempotent.
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                Ok(invocation.invoke_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Pushes raw bytes as a job payload, bypassing serialisation. Meant for
     /// tests and tools that need to exercise a worker with a bad payload.
     #[doc(hidden)]
     pub async fn push_bytes(&self, payload: Vec<u8>) -> Result<(), ProduceError> {
-        let mut conn = self.conn.clone();
-        push_tasks(
-            &mut conn,
-            &self.config,
-            &[TaskBuilder::new(payload).build()],
-        )
-        .await?;
-        Ok(())
+        self.push_payload(payload, "").await.map(|_| ())
     }
 
     /// The queue name this producer pushes to.

@@ -154,6 +154,55 @@ async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::P
     Ok(pubsub)
 }
 
+/// Moves due jobs from the scheduled set (retries, jobs pushed with
+/// apalis-redis's own push) to the active list in chunks. apalis-redis's
+/// fetch promotes them all in one `unpack`, which Lua refuses from 8,000 due
+/// jobs on: the worker would then fail every fetch, forever. KEYS: scheduled
+/// set, active list, signal list; ARGV[1] now (unix seconds).
+static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local total = 0
+while total < 100000 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 1000)
+  if #ids == 0 then break end
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  total = total + #ids
+end
+if total > 0 then
+  redis.call('DEL', KEYS[3])
+  redis.call('LPUSH', KEYS[3], 1)
+end
+return total",
+    )
+});
+
+/// Promotes due scheduled jobs; returns how many.
+pub async fn promote_due(conn: &ConnectionManager, config: &Config) -> redis::RedisResult<u64> {
+    let mut conn = conn.clone();
+    PROMOTE
+        .key(config.scheduled_jobs_set())
+        .key(config.active_jobs_list())
+        .key(config.signal_list())
+        .arg(revokd_jobs::now_unix())
+        .invoke_async(&mut conn)
+        .await
+}
+
+/// Keeps the scheduled set below the size apalis-redis's fetch can promote.
+pub async fn keep_promoting(conn: ConnectionManager, config: Config, stop: CancellationToken) {
+    loop {
+        if let Err(error) = promote_due(&conn, &config).await {
+            tracing::debug!(%error, "cannot promote scheduled jobs yet");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Moves a failed worker's in-flight jobs back to the queue and deregisters
 /// it. KEYS: workers set, the worker's in-flight set, active list, signal
 /// list, worker metadata; ARGV[1]: worker name.

@@ -52,6 +52,11 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
         Arc::clone(&wake),
         stop.clone(),
     ));
+    tokio::spawn(backend::keep_promoting(
+        conn.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
     let ctx = HandlerCtx {
         applier: deps.applier.clone(),
         stop: stop.clone(),
@@ -85,6 +90,10 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
         match &outcome {
             Ok(()) => tracing::warn!(worker = %name, "worker stopped; restarting"),
             Err(error) => tracing::warn!(worker = %name, %error, "worker failed; restarting"),
+        }
+        // A fetch that failed on a huge scheduled backlog must not fail again.
+        if let Err(error) = backend::promote_due(&conn, &config).await {
+            tracing::debug!(%error, "cannot promote scheduled jobs yet");
         }
         match backend::rescue(&conn, &config, &name).await {
             Ok(0) => {}

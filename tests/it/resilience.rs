@@ -307,3 +307,48 @@ async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_10k_scheduled_jobs_does_not_stall_the_worker() {
+    // apalis-redis's own push parks jobs in the scheduled set; its fetch
+    // promotes them with one Lua unpack, which fails from 8,000 on.
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let config = revokd_jobs::queue_config(&app.prefix);
+    let mut conn = redis::Client::open(app.services.config.redis_url.as_str())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let total = 10_000;
+    let tasks: Vec<_> = (0..total)
+        .map(|i| {
+            let job = Job::Revoke(RevokeToken::new(format!("b{i}"), None, now_unix() + 600));
+            apalis::prelude::TaskBuilder::new(serde_json::to_vec(&job).unwrap()).build()
+        })
+        .collect();
+    for chunk in tasks.chunks(2_000) {
+        apalis_redis::queries::push_tasks(&mut conn, &config, chunk)
+            .await
+            .unwrap();
+    }
+    let scheduled: usize = redis::AsyncCommands::zcard(&mut conn, config.scheduled_jobs_set())
+        .await
+        .unwrap();
+    assert_eq!(scheduled, total, "the backlog sits in the scheduled set");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(revokd::worker::run(
+        worker_deps(&app.services),
+        stop.clone(),
+    ));
+    eventually(
+        Duration::from_secs(60),
+        "the whole backlog applied",
+        || async { count_rows(&app.db.db).await == total as i64 },
+    )
+    .await;
+    stop.cancel();
+}
