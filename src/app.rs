@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     check::Checker,
     config::{Config, ReadMode},
-    http::{self, AppState, auth::KeyRing},
+    http::{self, AppState, Shared, auth::KeyRing},
     maintenance::Maintenance,
     replica::{Follower, Replica},
     resync::Resync,
@@ -195,7 +195,7 @@ impl Services {
     /// The HTTP state.
     pub fn http_state(&self) -> anyhow::Result<AppState> {
         let checker = Arc::new(self.checker());
-        Ok(AppState {
+        Ok(Arc::new(Shared {
             submitter: Arc::new(self.submitter(Arc::clone(&checker))),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
             config: Arc::clone(&self.config),
@@ -212,7 +212,7 @@ impl Services {
                     .map_err(anyhow::Error::msg)
                     .context("REVOKD_API_KEYS")?,
             ),
-        })
+        }))
     }
 }
 

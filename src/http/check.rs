@@ -114,8 +114,20 @@ async fn check(
 static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 static X_AUTH_TOKEN_ID: HeaderName = HeaderName::from_static("x-auth-token-id");
 
-async fn forward_auth(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let token = match bearer(&headers) {
+/// The bearer token of a request, copied out of the headers (and nothing
+/// else: the hot path of gateways).
+pub struct BearerToken(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(BearerToken(bearer(&parts.headers).map(str::to_owned)))
+    }
+}
+
+async fn forward_auth(State(state): State<AppState>, BearerToken(token): BearerToken) -> Response {
+    let token = match token.as_deref() {
         Some(token) => token,
         None => {
             return ApiError::unauthorized("missing or malformed Bearer token")

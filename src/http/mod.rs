@@ -24,9 +24,11 @@ use crate::{
 };
 use auth::KeyRing;
 
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
+/// Shared state of every handler: one `Arc`, so a request clones one pointer.
+pub type AppState = Arc<Shared>;
+
+/// What [`AppState`] points to.
+pub struct Shared {
     /// The read path.
     pub checker: Arc<Checker>,
     /// Redis deny-list (fast connection).
@@ -45,7 +47,7 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
-impl AppState {
+impl Shared {
     /// The refresh-token read path over this state.
     pub fn refresh_checker(&self) -> RefreshChecker<'_> {
         RefreshChecker {
