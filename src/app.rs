@@ -258,7 +258,21 @@ impl Api {
 pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> anyhow::Result<()> {
     let services = Services::build(config)?;
     let url = services.config.database_url.clone();
-    let migrated = tokio::spawn(prepare_until_done(url, stop.clone()));
+    // Normally the database is ready before anything is served; when Postgres
+    // is down at start, serve from Redis and keep trying in the background.
+    let ready =
+        tokio::time::timeout(std::time::Duration::from_secs(10), store::pg::prepare(&url)).await;
+    let migrated = match ready {
+        Ok(Ok(())) => tokio::spawn(async {}),
+        Ok(Err(error)) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "database not ready; serving without it for now"
+            );
+            tokio::spawn(prepare_until_done(url, stop.clone()))
+        }
+        Err(_) => tokio::spawn(prepare_until_done(url, stop.clone())),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     if roles.api || roles.worker {
         // Every reader and writer watches the marker; a lease makes one rebuild.

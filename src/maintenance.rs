@@ -237,12 +237,18 @@ impl Maintenance {
             {
                 let started = std::time::Instant::now();
                 match self.rebuild(now_unix(), &Quiet).await {
-                    Ok(report) => tracing::warn!(
+                    Ok(report) if report.restored > 0 => tracing::warn!(
                         tokens = report.tokens,
                         subjects = report.subjects,
                         restored = report.restored,
                         took = ?started.elapsed(),
                         "redis had lost the deny-list; rebuilt it from postgres"
+                    ),
+                    Ok(report) => tracing::info!(
+                        tokens = report.tokens,
+                        subjects = report.subjects,
+                        took = ?started.elapsed(),
+                        "redis holds the whole deny-list (marker set)"
                     ),
                     Err(error) => tracing::warn!(%error, "rebuild failed; will retry"),
                 }

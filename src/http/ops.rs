@@ -29,12 +29,14 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let probe = Duration::from_millis(500);
+    // "Up" means able to answer checks: Redis holding the whole deny-list
+    // (marker present), Postgres with its tables.
     let (redis, pg) = tokio::join!(
-        tokio::time::timeout(probe, state.deny.ping()),
-        tokio::time::timeout(probe, state.db.ping()),
+        tokio::time::timeout(probe, state.deny.marker_present()),
+        tokio::time::timeout(probe, state.db.lookup("readyz", None)),
     );
-    let redis_up = matches!(redis, Ok(Ok(())));
-    let pg_up = matches!(pg, Ok(Ok(())));
+    let redis_up = matches!(redis, Ok(Ok(true)));
+    let pg_up = matches!(pg, Ok(Ok(_)));
     let replica = match state.checker.replica() {
         None => "off",
         Some(r) if r.is_fresh() => "current",
