@@ -1,35 +1,26 @@
-//! Worker apply throughput: how fast one worker applies revocations into
-//! Redis and Postgres, in two scenarios, each on a fresh prefix and database:
+//! Worker apply throughput: how fast one worker drains a backlog of
+//! revocations into Redis and Postgres, on a fresh prefix and database.
 //!
-//! 1. **backlog**: `BENCH_JOBS` (default 50,000) `revoke` jobs are pushed
-//!    with `revokd_jobs::Producer` (`BENCH_PUSHERS` concurrent pushers,
-//!    default 16, on one multiplexed connection) while no worker runs; then
-//!    the worker starts in this process (`revokd::worker::run`, the same code
-//!    as `revokd serve --roles worker`, concurrency
-//!    `REVOKD_WORKER_CONCURRENCY`, default 32) and the clock runs from its
-//!    start until Postgres `revoked_tokens` holds `BENCH_JOBS` rows (polled
-//!    every 50 ms; a job writes Redis first, then Postgres, so the last row
-//!    means both stores have every revocation). If not one row appears within
-//!    `BENCH_STUCK_SECS` (default 30) the worker is declared stuck.
+//! `BENCH_JOBS` (default 50,000) `revoke` jobs are pushed with
+//! `revokd_jobs::Producer` (`BENCH_PUSHERS` concurrent pushers, default 16,
+//! on one multiplexed connection) while no worker runs; the queue must then
+//! hold all of them. Then the worker starts in this process
+//! (`revokd::worker::run`, the same code as `revokd serve --roles worker`,
+//! concurrency `REVOKD_WORKER_CONCURRENCY`, default 32) and the clock runs
+//! from its start until Postgres `revoked_tokens` holds `BENCH_JOBS` rows
+//! (polled every 50 ms; a job writes Redis first, then Postgres, so the last
+//! row means both stores have every revocation). The number of
+//! `{prefix}jti:*` keys in Redis is checked afterwards.
 //!
-//!    With apalis-redis 1.0 it is stuck beyond about 8,000 jobs: the producer
-//!    puts every job in the queue's scheduled set (`run_at` = now), and
-//!    `fetch_next.lua` promotes *all* due scheduled jobs in one
-//!    `rpush(..., unpack(ids))`, which Redis's Lua refuses past ~8,000
-//!    values ("too many results to unpack"); every fetch fails, the worker
-//!    restarts, forever.
-//! 2. **paced**: the worker runs from the start, and the same number of jobs
-//!    is pushed in bursts whenever the queue's pending count (active list +
-//!    scheduled set) leaves room under `BENCH_MAX_PENDING` (default 7,000),
-//!    so there is always a backlog but never one the fetch cannot promote;
-//!    timed from the worker's start to the last row.
+//! The run fails when the row count does not move for `BENCH_STALL_SECS`
+//! (default 30) — a worker that cannot fetch its backlog (as apalis-redis
+//! 1.0's own push and fetch could not from 8,000 due jobs, before the
+//! producer pushed onto the active list and the worker promoted scheduled
+//! jobs in chunks) — or when the drain takes longer than 10 minutes.
 //!
-//! The number of `{prefix}jti:*` keys in Redis is checked after each drain.
-//!
-//! At the end of each scenario, also after a failure or Ctrl-C, it deletes
-//! exactly the keys under its prefix `revokd-bench-<uuid>:`, removes its
-//! queue from `core:apalis:queues:list` and drops its database
-//! `revokd_bench_<uuid>`.
+//! At the end, also after a failure or Ctrl-C, it deletes exactly the keys
+//! under its prefix `revokd-bench-<uuid>:`, removes its queue from
+//! `core:apalis:queues:list` and drops its database `revokd_bench_<uuid>`.
 //!
 //! ```text
 //! cargo run --release --example bench_worker
@@ -37,13 +28,13 @@
 //! ```
 //!
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),
-//! `BENCH_DATABASE_URL` (the server to create the bench databases on;
+//! `BENCH_DATABASE_URL` (the server to create the bench database on;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`), `BENCH_JOBS`,
-//! `BENCH_PUSHERS`, `BENCH_MAX_PENDING`, `BENCH_STUCK_SECS`,
-//! `REVOKD_WORKER_CONCURRENCY`, `RUST_LOG` (default `warn`). One result line
-//! goes to stdout, `worker jobs=N concurrency=C backlog=drained|stuck ...`
-//! (`backlog_*` and `paced_*` fields: `push_per_s`, `drain_s`,
-//! `applied_per_s`, `steady_per_s`, `first_row_ms`); progress to stderr.
+//! `BENCH_PUSHERS`, `BENCH_STALL_SECS`, `REVOKD_WORKER_CONCURRENCY`,
+//! `RUST_LOG` (default `warn`). One result line goes to stdout, `worker
+//! jobs=N concurrency=C push_per_s=P drain_s=S applied_per_s=A
+//! steady_per_s=R first_row_ms=F` (`steady_per_s`: the rate from the first
+//! row to the last); progress to stderr.
 
 use std::{
     str::FromStr,
@@ -70,7 +61,7 @@ use uuid::Uuid;
 
 /// HMAC secret of the bench configuration (no token is ever verified).
 const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
-/// Longest a drain may take before the run fails.
+/// Longest the drain may take before the run fails.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often the rows are counted.
 const POLL: Duration = Duration::from_millis(50);
@@ -80,8 +71,7 @@ struct Settings {
     pg_server: String,
     jobs: usize,
     pushers: usize,
-    max_pending: usize,
-    stuck_after: Duration,
+    stall_after: Duration,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -105,43 +95,22 @@ impl Settings {
                 "BENCH_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/postgres",
             ),
-            jobs: count("BENCH_JOBS", "50000")?,
+            jobs: count("BENCH_JOBS", "50000")?.max(1),
             pushers: count("BENCH_PUSHERS", "16")?.max(1),
-            max_pending: count("BENCH_MAX_PENDING", "7000")?.max(100),
-            stuck_after: Duration::from_secs(
-                u64::try_from(count("BENCH_STUCK_SECS", "30")?).unwrap_or(30),
+            stall_after: Duration::from_secs(
+                u64::try_from(count("BENCH_STALL_SECS", "30")?)
+                    .unwrap_or(30)
+                    .max(1),
             ),
         })
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scenario {
-    /// Everything pushed first, then the worker started.
-    Backlog,
-    /// The worker running, pushes kept under the pending bound.
-    Paced,
-}
-
-impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::Backlog => "backlog",
-            Scenario::Paced => "paced",
-        }
-    }
-}
-
-/// What one scenario measured.
+/// What the run measured.
 struct Outcome {
-    /// `None`: stuck, no row within `stuck_after`.
-    drained: Option<Drain>,
-    push_per_s: f64,
     concurrency: usize,
-}
-
-struct Drain {
-    secs: f64,
+    push_per_s: f64,
+    drain_secs: f64,
     applied_per_s: f64,
     steady_per_s: f64,
     first_row_ms: f64,
@@ -151,37 +120,24 @@ struct Drain {
 async fn main() -> anyhow::Result<()> {
     revokd::telemetry::init("warn");
     let settings = Settings::from_env()?;
-    let mut fields = vec![format!("jobs={}", settings.jobs)];
-    for scenario in [Scenario::Backlog, Scenario::Paced] {
-        let outcome = run_scenario(&settings, scenario).await?;
-        let name = scenario.name();
-        if scenario == Scenario::Backlog {
-            fields.push(format!("concurrency={}", outcome.concurrency));
-            fields.push(format!(
-                "backlog={}",
-                if outcome.drained.is_some() {
-                    "drained"
-                } else {
-                    "stuck"
-                }
-            ));
-        } else {
-            fields.push(format!("paced_max_pending={}", settings.max_pending));
-        }
-        fields.push(format!("{name}_push_per_s={:.0}", outcome.push_per_s));
-        if let Some(d) = outcome.drained {
-            fields.push(format!("{name}_drain_s={:.2}", d.secs));
-            fields.push(format!("{name}_applied_per_s={:.0}", d.applied_per_s));
-            fields.push(format!("{name}_steady_per_s={:.0}", d.steady_per_s));
-            fields.push(format!("{name}_first_row_ms={:.0}", d.first_row_ms));
-        }
-    }
-    println!("worker {}", fields.join(" "));
+    let o = run(&settings).await?;
+    println!(
+        "worker jobs={} concurrency={} push_per_s={:.0} drain_s={:.2} applied_per_s={:.0} \
+         steady_per_s={:.0} first_row_ms={:.0}",
+        settings.jobs,
+        o.concurrency,
+        o.push_per_s,
+        o.drain_secs,
+        o.applied_per_s,
+        o.steady_per_s,
+        o.first_row_ms
+    );
     Ok(())
 }
 
-/// One scenario on its own prefix and database, cleaned up whatever happens.
-async fn run_scenario(settings: &Settings, scenario: Scenario) -> anyhow::Result<Outcome> {
+/// The measurement on its own prefix and database, cleaned up whatever
+/// happens.
+async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let prefix = format!("revokd-bench-{}:", Uuid::new_v4().simple());
     let db_name = format!("revokd_bench_{}", Uuid::new_v4().simple());
     let db_url = database_url(&settings.pg_server, &db_name);
@@ -191,7 +147,7 @@ async fn run_scenario(settings: &Settings, scenario: Scenario) -> anyhow::Result
     let stop = CancellationToken::new();
     let mut background = JoinSet::new();
     let outcome = tokio::select! {
-        outcome = measure(settings, scenario, &prefix, &db_url, &stop, &mut background) => outcome,
+        outcome = measure(settings, &prefix, &db_url, &stop, &mut background) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     stop.cancel();
@@ -227,7 +183,6 @@ async fn run_scenario(settings: &Settings, scenario: Scenario) -> anyhow::Result
 
 async fn measure(
     settings: &Settings,
-    scenario: Scenario,
     prefix: &str,
     db_url: &str,
     stop: &CancellationToken,
@@ -258,66 +213,46 @@ async fn measure(
         .await
         .context("producer")?;
     let n = settings.jobs;
+    let target = i64::try_from(n).context("BENCH_JOBS too large")?;
+
+    eprintln!(
+        "pushing {n} revoke jobs ({} pushers), no worker running, prefix {prefix}",
+        settings.pushers
+    );
+    let pushed = Instant::now();
+    push(&producer, n, settings.pushers).await?;
+    let push_secs = pushed.elapsed().as_secs_f64();
+    let push_per_s = n as f64 / push_secs;
+    let depth = services
+        .deny_fast
+        .queue_depth(&revokd_jobs::queue_config(prefix))
+        .await
+        .context("queue depth")?;
+    eprintln!(
+        "pushed in {push_secs:.1} s ({push_per_s:.0}/s), {} pending; starting the worker \
+         (concurrency {concurrency})",
+        depth.pending
+    );
+    if depth.pending != u64::try_from(n)? {
+        bail!(
+            "pushed {n} jobs but the queue holds {} pending",
+            depth.pending
+        );
+    }
+
     let deps = WorkerDeps {
         applier: services.applier(),
         redis_url: settings.redis_url.clone(),
         prefix: prefix.to_owned(),
         concurrency,
     };
+    background.spawn(worker::run(deps, stop.clone()));
+    let started = Instant::now();
 
-    let (started, pushing) = match scenario {
-        Scenario::Backlog => {
-            eprintln!(
-                "[backlog] pushing {n} revoke jobs ({} pushers), no worker running, prefix {prefix}",
-                settings.pushers
-            );
-            let pushed = Instant::now();
-            push(&producer, n, settings.pushers).await?;
-            let push_per_s = n as f64 / pushed.elapsed().as_secs_f64();
-            eprintln!(
-                "[backlog] pushed in {:.1} s ({push_per_s:.0}/s); starting the worker (concurrency {concurrency})",
-                pushed.elapsed().as_secs_f64()
-            );
-            background.spawn(worker::run(deps, stop.clone()));
-            (Instant::now(), PushSide::Done(push_per_s))
-        }
-        Scenario::Paced => {
-            eprintln!(
-                "[paced] worker (concurrency {concurrency}) running; pushing {n} jobs, at most {} pending, prefix {prefix}",
-                settings.max_pending
-            );
-            background.spawn(worker::run(deps, stop.clone()));
-            let started = Instant::now();
-            let queue = revokd_jobs::queue_config(prefix);
-            let (producer, deny) = (producer.clone(), services.deny_fast.clone());
-            let (pushers, max_pending) = (settings.pushers, settings.max_pending);
-            let pacer = tokio::spawn(async move {
-                let mut sent = 0;
-                while sent < n {
-                    let pending = deny
-                        .queue_depth(&queue)
-                        .await
-                        .context("queue depth")?
-                        .pending;
-                    let room = max_pending.saturating_sub(usize::try_from(pending)?);
-                    if room >= 500.min(n - sent) {
-                        let burst = room.min(n - sent);
-                        push(&producer, burst, pushers).await?;
-                        sent += burst;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                anyhow::Ok(started.elapsed())
-            });
-            (started, PushSide::Pacer(pacer))
-        }
-    };
-
-    let target = i64::try_from(n).context("BENCH_JOBS too large")?;
     let mut first_row: Option<(Duration, i64)> = None;
+    // The last time the row count moved, and to what.
+    let mut progress = (Duration::ZERO, 0_i64);
     let mut last_report = Instant::now();
-    let name = scenario.name();
     let drained = loop {
         let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
             .fetch_one(services.db.pool())
@@ -328,91 +263,62 @@ async fn measure(
             first_row = Some((elapsed, rows));
         }
         if rows >= target {
-            break Some(elapsed);
+            break elapsed;
         }
-        if rows == 0 && elapsed > settings.stuck_after {
-            eprintln!(
-                "[{name}] not one revocation applied after {:.0} s: the worker is stuck \
+        if rows != progress.1 {
+            progress = (elapsed, rows);
+        } else if elapsed - progress.0 > settings.stall_after {
+            bail!(
+                "the worker stalled: {rows}/{n} revocations applied, none for {:.0} s \
                  (see its warnings above)",
-                elapsed.as_secs_f64()
+                (elapsed - progress.0).as_secs_f64()
             );
-            break None;
         }
         if elapsed > DRAIN_TIMEOUT {
-            bail!("[{name}] only {rows}/{n} revocations applied after {DRAIN_TIMEOUT:?}");
+            bail!("only {rows}/{n} revocations applied after {DRAIN_TIMEOUT:?}");
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!(
-                "[{name}]   {rows}/{n} applied after {:.1} s",
-                elapsed.as_secs_f64()
-            );
+            eprintln!("  {rows}/{n} applied after {:.1} s", elapsed.as_secs_f64());
             last_report = Instant::now();
         }
         if let Some(done) = background.try_join_next() {
             done.context("worker panicked")??;
-            bail!("[{name}] the worker stopped before draining the queue");
+            bail!("the worker stopped before draining the queue");
         }
         tokio::time::sleep(POLL).await;
     };
-    let push_per_s = match pushing {
-        PushSide::Done(rate) => rate,
-        PushSide::Pacer(pacer) => {
-            if drained.is_none() {
-                pacer.abort();
-            }
-            match pacer.await {
-                Ok(pushed) => n as f64 / pushed?.as_secs_f64(),
-                Err(_) => 0.0,
-            }
-        }
-    };
-    let Some(drained) = drained else {
-        return Ok(Outcome {
-            drained: None,
-            push_per_s,
-            concurrency,
-        });
-    };
+
     let redis_keys = services
         .deny_fast
         .count("jti:")
         .await
         .context("count the deny-list keys")?;
     let (first_at, first_rows) = first_row.unwrap_or((drained, 0));
-    let secs = drained.as_secs_f64();
+    let drain_secs = drained.as_secs_f64();
     let steady_secs = (drained - first_at).as_secs_f64();
-    let applied_per_s = n as f64 / secs;
+    let applied_per_s = n as f64 / drain_secs;
     let steady_per_s = if steady_secs > 0.0 {
         (target - first_rows) as f64 / steady_secs
     } else {
         applied_per_s
     };
+    let first_row_ms = first_at.as_secs_f64() * 1e3;
     eprintln!(
-        "[{name}] applied {n} jobs in {secs:.2} s: {applied_per_s:.0} revocations/s \
-         ({steady_per_s:.0}/s after the first row at {:.0} ms); {redis_keys} deny-list keys in Redis",
-        first_at.as_secs_f64() * 1e3
+        "applied {n} jobs in {drain_secs:.2} s: {applied_per_s:.0} revocations/s \
+         ({steady_per_s:.0}/s after the first row at {first_row_ms:.0} ms); \
+         {redis_keys} deny-list keys in Redis"
     );
-    if redis_keys != u64::try_from(n).unwrap_or(u64::MAX) {
-        bail!("[{name}] expected {n} deny-list keys in Redis, found {redis_keys}");
+    if redis_keys != u64::try_from(n)? {
+        bail!("expected {n} deny-list keys in Redis, found {redis_keys}");
     }
     Ok(Outcome {
-        drained: Some(Drain {
-            secs,
-            applied_per_s,
-            steady_per_s,
-            first_row_ms: first_at.as_secs_f64() * 1e3,
-        }),
-        push_per_s,
         concurrency,
+        push_per_s,
+        drain_secs,
+        applied_per_s,
+        steady_per_s,
+        first_row_ms,
     })
-}
-
-/// How the jobs are being pushed.
-enum PushSide {
-    /// All pushed before the worker started, at this rate (jobs/s).
-    Done(f64),
-    /// Pushed by this task while the worker runs; it returns when done.
-    Pacer(tokio::task::JoinHandle<anyhow::Result<Duration>>),
 }
 
 /// Pushes `n` revoke jobs with `pushers` concurrent calls.
