@@ -30,9 +30,10 @@
 //! Everything runs against a unique Redis key prefix `revokd-bench-<uuid>:`
 //! and a fresh Postgres database `revokd_bench_<uuid>`. At the end, also
 //! after a failure or Ctrl-C, it deletes exactly the keys under that prefix
-//! (SCAN + DEL in batches) and drops that database; nothing else on the
-//! (shared) servers is touched. Keys left behind by a killed run expire
-//! within about an hour.
+//! (SCAN + DEL in batches), removes the prefix's queue from
+//! `core:apalis:queues:list` (no worker runs here, so it is not listed) and
+//! drops that database; nothing else on the (shared) servers is touched. Keys
+//! left behind by a killed run expire within about an hour.
 //!
 //! ```text
 //! cargo run --release --example maintenance_bench
@@ -46,26 +47,17 @@
 //! (default `warn,sqlx::query=error`, on stderr). The table goes to stdout,
 //! progress to stderr.
 
-use std::{
-    str::FromStr,
-    time::{Duration, Instant},
-};
+mod common;
 
-use anyhow::{Context, anyhow, bail};
-use clap::Parser as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use common::{Bench, delete_prefix, glob_escape, redis_connection, scan};
 use redis::aio::MultiplexedConnection;
-use revokd::{
-    app::Services,
-    cli::Cli,
-    maintenance::{CleanupReport, Quiet, RebuildReport},
-    store::pg::Db,
-};
+use revokd::maintenance::{CleanupReport, Quiet, RebuildReport};
 use revokd_jobs::now_unix;
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
-use uuid::Uuid;
+use sqlx::PgPool;
 
-/// HMAC secret of the bench configuration (no token is ever verified).
-const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
 /// Rows per delete statement, as `Maintenance::cleanup` uses.
 const BATCH: i64 = 5_000;
 /// Keys sampled with `MEMORY USAGE`.
@@ -108,40 +100,14 @@ async fn main() -> anyhow::Result<()> {
     // Bulk statements are slow on purpose: no slow-statement warnings.
     revokd::telemetry::init("warn,sqlx::query=error");
     let settings = Settings::from_env()?;
-    let prefix = format!("revokd-bench-{}:", Uuid::new_v4().simple());
-    let db_name = format!("revokd_bench_{}", Uuid::new_v4().simple());
-    let db_url = database_url(&settings.pg_server, &db_name);
-
-    let outcome = tokio::select! {
-        outcome = measure(&settings, &prefix, &db_url) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let bench = Bench::new(&settings.redis_url, &settings.pg_server);
+    let outcome = bench
+        .measure(async |_| measure(&settings, &bench).await)
+        .await;
     if let Err(error) = &outcome {
         eprintln!("bench failed: {error:#}");
     }
-
-    eprintln!("cleaning up: Redis keys {prefix}*, database {db_name}");
-    let mut cleanup_failed = false;
-    let deleted = async {
-        let mut conn = redis_connection(&settings.redis_url).await?;
-        delete_prefix(&mut conn, &prefix).await
-    };
-    match deleted.await {
-        Ok(deleted) => eprintln!("deleted {deleted} Redis keys"),
-        Err(error) => {
-            cleanup_failed = true;
-            eprintln!("Redis cleanup failed: {error:#}");
-        }
-    }
-    if let Err(error) = drop_database(&db_url, &db_name).await {
-        cleanup_failed = true;
-        eprintln!("dropping database {db_name} failed: {error:#}");
-    }
-    outcome?;
-    if cleanup_failed {
-        bail!("cleanup incomplete (see above)");
-    }
-    Ok(())
+    bench.clean_up(outcome).await
 }
 
 /// One timed step.
@@ -189,27 +155,9 @@ struct Results {
 }
 
 /// Sets up the database, runs the three steps, prints the table.
-async fn measure(settings: &Settings, prefix: &str, db_url: &str) -> anyhow::Result<()> {
-    revokd::store::pg::prepare(db_url)
-        .await
-        .context("create and migrate the bench database")?;
-    let cli = Cli::try_parse_from([
-        "revokd",
-        "--jwt-secret",
-        SECRET,
-        "--key-prefix",
-        prefix,
-        "--redis-url",
-        settings.redis_url.as_str(),
-        "--database-url",
-        db_url,
-        "--listen",
-        "127.0.0.1:0",
-        "migrate",
-    ])
-    .context("bench configuration")?;
-    let db = Db::connect_lazy(db_url).context("Postgres pool")?;
-    let services = Services::with_db(cli.config, db).context("services")?;
+async fn measure(settings: &Settings, bench: &Bench) -> anyhow::Result<()> {
+    let prefix = bench.prefix.as_str();
+    let services = bench.services().await?;
     let maintenance = services.maintenance(services.deny_patient.clone());
     let pool = services.db.pool();
     let mut redis = redis_connection(&settings.redis_url).await?;
@@ -395,17 +343,6 @@ fn to_i64(n: u64) -> anyhow::Result<i64> {
     i64::try_from(n).context("row count too large")
 }
 
-async fn redis_connection(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
-    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("connect to Redis: timed out")?
-    .context("connect to Redis")
-}
-
 /// One field of `INFO section`.
 async fn info_field(
     conn: &mut MultiplexedConnection,
@@ -443,15 +380,7 @@ async fn sample_memory(
     let mut keys: Vec<Vec<u8>> = Vec::with_capacity(MEMORY_SAMPLE);
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .context("SCAN")?;
+        let (next, batch): (u64, Vec<Vec<u8>>) = scan(conn, cursor, &pattern).await?;
         keys.extend(batch);
         cursor = next;
         if cursor == 0 || keys.len() >= MEMORY_SAMPLE {
@@ -489,15 +418,7 @@ async fn other_keys(
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .context("SCAN")?;
+        let (next, batch): (u64, Vec<String>) = scan(conn, cursor, &pattern).await?;
         keys.extend(batch);
         cursor = next;
         if cursor == 0 {
@@ -684,92 +605,4 @@ fn check(r: &Results) -> anyhow::Result<()> {
     } else {
         bail!("{}", problems.join("; "))
     }
-}
-
-/// `server` with its database (if any) replaced by `name`, query kept.
-fn database_url(server: &str, name: &str) -> String {
-    let (head, query) = match server.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (server, None),
-    };
-    let authority = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-/// Deletes every key under `prefix`: SCAN (not KEYS: the server is shared)
-/// with a DEL of each batch found, repeated until a full pass finds nothing.
-/// Returns keys deleted.
-async fn delete_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> anyhow::Result<u64> {
-    let pattern = format!("{}*", glob_escape(prefix));
-    let mut deleted = 0;
-    for _pass in 0..10 {
-        let mut found = 0;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(conn)
-                .await
-                .context("SCAN")?;
-            found += batch.len();
-            for chunk in batch.chunks(500) {
-                let n: u64 = redis::cmd("DEL")
-                    .arg(chunk)
-                    .query_async(conn)
-                    .await
-                    .context("DEL")?;
-                deleted += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if found == 0 {
-            return Ok(deleted);
-        }
-    }
-    bail!("keys under {prefix} kept appearing after 10 passes")
-}
-
-fn glob_escape(s: &str) -> String {
-    let mut escaped = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "*?[]\\".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-/// Drops the bench database (ending any connection still on it).
-async fn drop_database(db_url: &str, name: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(db_url)
-        .context("database URL")?
-        .database("postgres");
-    let mut admin = PgConnection::connect_with(&options)
-        .await
-        .context("connect to Postgres")?;
-    let sql = format!(
-        "drop database if exists \"{}\" with (force)",
-        name.replace('"', "\"\"")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-        .context("drop database")?;
-    admin.close().await.context("close admin connection")?;
-    Ok(())
 }

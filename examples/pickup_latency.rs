@@ -31,8 +31,9 @@
 //! `BENCH_LOAD_RATE`, `RUST_LOG` (default `warn`, on stderr). The table goes
 //! to stdout, progress to stderr.
 
+mod common;
+
 use std::{
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -40,23 +41,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow, bail};
-use clap::Parser as _;
-use revokd::{
-    app::Services,
-    cli::Cli,
-    completion::Completion,
-    store::pg::Db,
-    worker::{self, WorkerDeps},
-};
+use anyhow::{Context, bail};
+use common::{Background, Bench};
+use revokd::{app::Services, completion::Completion};
 use revokd_jobs::{Producer, RevokeToken, now_unix};
-use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// HMAC secret of the bench configuration (no token is ever verified).
-const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
 /// Background producers in the loaded scenario.
 const LOAD_PRODUCERS: usize = 4;
 /// Subjects of the two kinds of revocation, to count them apart in Postgres.
@@ -105,87 +97,23 @@ fn env_or(name: &str, default: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     revokd::telemetry::init("warn");
     let settings = Settings::from_env()?;
-    let prefix = format!("revokd-bench-{}:", Uuid::new_v4().simple());
-    let db_name = format!("revokd_bench_{}", Uuid::new_v4().simple());
-    let db_url = database_url(&settings.pg_server, &db_name);
-
-    // The worker lives in `background` so that it is stopped before cleanup,
-    // whichever way the measurement ends.
-    let stop = CancellationToken::new();
-    let mut background = JoinSet::new();
-    let outcome = tokio::select! {
-        outcome = measure(&settings, &prefix, &db_url, &stop, &mut background) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
-    stop.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
-        while background.join_next().await.is_some() {}
-    })
-    .await;
-    if stopped.is_err() {
-        eprintln!("worker did not stop within 10 s; aborting it");
-        background.abort_all();
-        while background.join_next().await.is_some() {}
-    }
-
-    eprintln!("cleaning up: Redis keys {prefix}*, database {db_name}");
-    let mut cleanup_failed = false;
-    match delete_prefix(&settings.redis_url, &prefix).await {
-        Ok(deleted) => eprintln!("deleted {deleted} Redis keys"),
-        Err(error) => {
-            cleanup_failed = true;
-            eprintln!("Redis cleanup failed: {error:#}");
-        }
-    }
-    if let Err(error) = drop_database(&db_url, &db_name).await {
-        cleanup_failed = true;
-        eprintln!("dropping database {db_name} failed: {error:#}");
-    }
-    outcome?;
-    if cleanup_failed {
-        bail!("cleanup incomplete (see above)");
-    }
-    Ok(())
+    let bench = Bench::new(&settings.redis_url, &settings.pg_server);
+    let outcome = bench
+        .measure(async |background| measure(&settings, &bench, background).await)
+        .await;
+    bench.clean_up(outcome).await
 }
 
 /// Sets up the database and the worker, runs both scenarios, prints the table.
 async fn measure(
     settings: &Settings,
-    prefix: &str,
-    db_url: &str,
-    stop: &CancellationToken,
-    background: &mut JoinSet<anyhow::Result<()>>,
+    bench: &Bench,
+    background: &mut Background,
 ) -> anyhow::Result<()> {
-    revokd::store::pg::prepare(db_url)
-        .await
-        .context("create and migrate the bench database")?;
-    let cli = Cli::try_parse_from([
-        "revokd",
-        "--jwt-secret",
-        SECRET,
-        "--key-prefix",
-        prefix,
-        "--redis-url",
-        settings.redis_url.as_str(),
-        "--database-url",
-        db_url,
-        "--listen",
-        "127.0.0.1:0",
-        "migrate",
-    ])
-    .context("bench configuration")?;
-    let db = Db::connect_lazy(db_url).context("Postgres pool")?;
-    let services = Services::with_db(cli.config, db).context("services")?;
+    let prefix = bench.prefix.as_str();
+    let services = bench.services().await?;
     let concurrency = services.config.worker_concurrency;
-    background.spawn(worker::run(
-        WorkerDeps {
-            applier: services.applier(),
-            redis_url: settings.redis_url.clone(),
-            prefix: prefix.to_owned(),
-            concurrency,
-        },
-        stop.clone(),
-    ));
+    background.start_worker(bench, &services);
     eprintln!("worker started (concurrency {concurrency}), prefix {prefix}");
 
     // Its own connection, so that probe pushes never queue behind the load's.
@@ -219,7 +147,7 @@ async fn measure(
         },
         settings.n
     );
-    let load_stop = stop.child_token();
+    let load_stop = background.stop.child_token();
     let pushed = Arc::new(AtomicU64::new(0));
     let mut loaders = JoinSet::new();
     let load_started = Instant::now();
@@ -443,102 +371,4 @@ fn millis(d: Option<Duration>) -> String {
         || "-".to_owned(),
         |d| format!("{:.2}", d.as_secs_f64() * 1e3),
     )
-}
-
-/// `server` with its database (if any) replaced by `name`, query kept.
-fn database_url(server: &str, name: &str) -> String {
-    let (head, query) = match server.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (server, None),
-    };
-    let authority = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-/// Deletes every key under `prefix` (SCAN, not KEYS: the server is shared)
-/// and this queue's entry in apalis's global queue list. Returns keys deleted.
-async fn delete_prefix(redis_url: &str, prefix: &str) -> anyhow::Result<u64> {
-    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("connect to Redis: timed out")?
-    .context("connect to Redis")?;
-    let pattern = format!("{}*", glob_escape(prefix));
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .context("SCAN")?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    let mut deleted = 0;
-    for chunk in keys.chunks(500) {
-        let n: u64 = redis::cmd("DEL")
-            .arg(chunk)
-            .query_async(&mut conn)
-            .await
-            .context("DEL")?;
-        deleted += n;
-    }
-    let _: u64 = redis::cmd("ZREM")
-        .arg("core:apalis:queues:list")
-        .arg(format!("{prefix}queue:jobs:workers"))
-        .query_async(&mut conn)
-        .await
-        .context("ZREM")?;
-    Ok(deleted)
-}
-
-fn glob_escape(s: &str) -> String {
-    let mut escaped = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "*?[]\\".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-/// Drops the bench database (ending any connection still on it).
-async fn drop_database(db_url: &str, name: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(db_url)
-        .context("database URL")?
-        .database("postgres");
-    let mut admin = PgConnection::connect_with(&options)
-        .await
-        .context("connect to Postgres")?;
-    let sql = format!(
-        "drop database if exists \"{}\" with (force)",
-        name.replace('"', "\"\"")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-        .context("drop database")?;
-    admin.close().await.context("close admin connection")?;
-    Ok(())
 }

@@ -453,3 +453,20 @@ impl Proxy {
         }
     }
 }
+
+/// The app's replica, once its follower has loaded it and proven it current.
+pub async fn current_replica(app: &TestApp) -> std::sync::Arc<revokd::replica::Replica> {
+    let replica = std::sync::Arc::clone(app.services.replica.as_ref().expect("read mode replica"));
+    wait_current(&replica).await;
+    replica
+}
+
+/// Waits until `replica` may answer.
+pub async fn wait_current(replica: &std::sync::Arc<revokd::replica::Replica>) {
+    let r = std::sync::Arc::clone(replica);
+    eventually(Duration::from_secs(10), "replica current", move || {
+        let fresh = r.is_fresh();
+        async move { fresh }
+    })
+    .await;
+}

@@ -23,6 +23,17 @@ async fn write(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Registers a refresh token for `sub` and rotates it: (old, new).
+async fn rotated_pair(app: &TestApp, sub: &str) -> (String, String) {
+    let (old, new) = (app.mint(sub), app.mint(sub));
+    let (status, _) = write(app, "/v1/refresh-tokens?wait=true", json!({ "token": old })).await;
+    assert_eq!(status, 200);
+    let rotation = json!({ "token": new, "rotated_from": old });
+    let (status, _) = write(app, "/v1/refresh-tokens?wait=true", rotation).await;
+    assert_eq!(status, 200);
+    (old, new)
+}
+
 async fn check_refresh(app: &TestApp, token: &str) -> Value {
     let body = json!({ "token": token, "token_type_hint": "refresh_token" });
     app.http
@@ -139,20 +150,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
         ..Default::default()
     })
     .await;
-    let old = app.mint("sven");
-    let new = app.mint("sven");
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": old }),
-    )
-    .await;
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": new, "rotated_from": old }),
-    )
-    .await;
+    let (old, new) = rotated_pair(&app, "sven").await;
 
     let mut presentations = tokio::task::JoinSet::new();
     for _ in 0..50 {
@@ -315,20 +313,7 @@ async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
         ..Default::default()
     })
     .await;
-    let old = app.mint("xia");
-    let new = app.mint("xia");
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": old }),
-    )
-    .await;
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": new, "rotated_from": old }),
-    )
-    .await;
+    let (old, new) = rotated_pair(&app, "xia").await;
     let mut redis = app.redis();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", app.prefix))
@@ -355,29 +340,10 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
         ..Default::default()
     })
     .await;
-    let replica = std::sync::Arc::clone(app.services.replica.as_ref().unwrap());
-    let r = std::sync::Arc::clone(&replica);
-    eventually(Duration::from_secs(10), "replica current", move || {
-        let fresh = r.is_fresh();
-        async move { fresh }
-    })
-    .await;
+    let replica = crate::helpers::current_replica(&app).await;
     use revokd::replica::RefreshState;
     let now = || revokd_jobs::now_unix();
-    let old = app.mint("yves");
-    let new = app.mint("yves");
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": old }),
-    )
-    .await;
-    write(
-        &app,
-        "/v1/refresh-tokens?wait=true",
-        json!({ "token": new, "rotated_from": old }),
-    )
-    .await;
+    let (old, new) = rotated_pair(&app, "yves").await;
     let (old_id, new_id) = (id(&app, &old), id(&app, &new));
     eventually(
         Duration::from_secs(5),

@@ -11,17 +11,8 @@ use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 
 use crate::helpers::{Options, Proxy, TestApp, eventually};
 
-fn replica_of(app: &TestApp) -> Arc<Replica> {
-    Arc::clone(app.services.replica.as_ref().expect("read mode replica"))
-}
-
 async fn fresh(replica: &Arc<Replica>) {
-    let r = Arc::clone(replica);
-    eventually(Duration::from_secs(10), "replica current", move || {
-        let fresh = r.is_fresh();
-        async move { fresh }
-    })
-    .await;
+    crate::helpers::wait_current(replica).await;
 }
 
 #[tokio::test]
@@ -31,8 +22,7 @@ async fn revocations_and_revoke_alls_reach_the_replica_and_checks_use_it() {
         ..Default::default()
     })
     .await;
-    let replica = replica_of(&app);
-    fresh(&replica).await;
+    let replica = crate::helpers::current_replica(&app).await;
     let now = now_unix();
     let token = app.mint("xena");
     let older_token = revokd::token::Minter::new(&app.services.config.key_settings())
@@ -112,8 +102,7 @@ async fn a_cut_stream_connection_resumes_without_losing_an_event() {
         ..Default::default()
     })
     .await;
-    let replica = replica_of(&app);
-    fresh(&replica).await;
+    let replica = crate::helpers::current_replica(&app).await;
     // Writes go to Redis directly, not through the proxy the replica uses.
     let direct = app.services.config.as_ref().clone();
     let direct = revokd::app::Services::with_db(
@@ -171,8 +160,7 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
         ..Default::default()
     })
     .await;
-    let replica = replica_of(&app);
-    fresh(&replica).await;
+    crate::helpers::current_replica(&app).await;
     let token = app.mint("zed");
     assert_eq!(app.check(&token).await.1["active"], true);
     let stats = app.checker_stats.stats();
@@ -232,8 +220,7 @@ async fn agree(mut ops: Vec<Op>, dup: usize) {
         ..Default::default()
     })
     .await;
-    let replica = replica_of(&app);
-    fresh(&replica).await;
+    let replica = crate::helpers::current_replica(&app).await;
     if let Some(op) = ops.get(dup % ops.len()).cloned() {
         ops.push(op);
     }

@@ -498,13 +498,7 @@ async fn wait_true_answers_after_the_local_replica_sees_the_revocation() {
         ..opts()
     })
     .await;
-    let replica = std::sync::Arc::clone(app.services.replica.as_ref().unwrap());
-    let r = std::sync::Arc::clone(&replica);
-    eventually(Duration::from_secs(10), "replica current", move || {
-        let fresh = r.is_fresh();
-        async move { fresh }
-    })
-    .await;
+    crate::helpers::current_replica(&app).await;
     for _ in 0..5 {
         let token = app.mint("rex");
         let (status, _) = post(&app, "/v1/revocations?wait=true", json!({ "token": token })).await;
