@@ -71,6 +71,9 @@ pub enum MaintenanceError {
     /// Postgres failed.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// Redis lost its data while the rebuild ran; it must run again.
+    #[error("redis lost its data during the rebuild")]
+    Interrupted,
 }
 
 /// Maintenance over both stores.
@@ -136,6 +139,8 @@ impl Maintenance {
         progress: &dyn Progress,
     ) -> Result<RebuildReport, MaintenanceError> {
         let mut report = RebuildReport::default();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.deny.begin_rebuild(&id).await?;
         let cutoff = now - self.leeway;
         let (tokens, subjects) = self.db.rebuild_size(cutoff).await?;
         progress.phase("revocations into redis", u64::try_from(tokens).ok());
@@ -173,7 +178,9 @@ impl Maintenance {
             progress.advance(page.len() as u64);
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
-        self.deny.set_marker(now).await?;
+        if !self.deny.finish_rebuild(&id, now).await? {
+            return Err(MaintenanceError::Interrupted);
+        }
         Ok(report)
     }
 

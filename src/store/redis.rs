@@ -66,6 +66,17 @@ impl Written {
     }
 }
 
+/// Sets the marker only if the rebuild's own key survived. KEYS[1] rebuild
+/// key, KEYS[2] marker; ARGV[1] now.
+static FINISH_REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1",
+    )
+});
+
 /// Deletes a lease only if its holder matches. KEYS[1] lease; ARGV[1] holder.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -300,14 +311,30 @@ impl DenyList {
             .await
     }
 
-    /// Sets the marker (after a full rebuild).
-    pub async fn set_marker(&self, now: i64) -> redis::RedisResult<()> {
+    /// Starts a rebuild: a key that lasts only as long as Redis keeps its
+    /// data, so the marker is not set over a rebuild that a flush cut short.
+    pub async fn begin_rebuild(&self, id: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("SET")
-            .arg(self.marker_key())
-            .arg(now)
+            .arg(format!("{}rebuilding:{id}", self.prefix))
+            .arg(1)
+            .arg("EX")
+            .arg(3600)
             .query_async(&mut conn)
             .await
+    }
+
+    /// Ends a rebuild: sets the marker if Redis kept its data throughout;
+    /// false when it did not (the rebuild must run again).
+    pub async fn finish_rebuild(&self, id: &str, now: i64) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let done: i64 = FINISH_REBUILD
+            .key(format!("{}rebuilding:{id}", self.prefix))
+            .key(self.marker_key())
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(done == 1)
     }
 
     /// Takes a short lease named `name` (SET NX PX); true when taken.

@@ -40,6 +40,10 @@ impl From<MaintenanceError> for ApplyError {
         match e {
             MaintenanceError::Redis(e) => ApplyError::Redis(e),
             MaintenanceError::Postgres(e) => ApplyError::Postgres(e),
+            MaintenanceError::Interrupted => ApplyError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "redis lost its data during the rebuild",
+            ))),
         }
     }
 }

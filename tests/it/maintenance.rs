@@ -281,3 +281,35 @@ async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
         "one cleanup job per tick, not one per scheduler"
     );
 }
+
+#[tokio::test]
+async fn a_rebuild_cut_short_by_data_loss_does_not_set_the_marker() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let deny = &app.services.deny_patient;
+    let mut redis = app.redis();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis.del(&keys).unwrap();
+    deny.begin_rebuild("cut").await.unwrap();
+    // Redis loses its data mid-rebuild.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis.del(&keys).unwrap();
+    // (The app's own marker watch may rebuild meanwhile; what matters is that
+    // this rebuild refuses to vouch for data it did not see survive.)
+    assert!(
+        !deny.finish_rebuild("cut", now_unix()).await.unwrap(),
+        "no marker over partial data"
+    );
+    deny.begin_rebuild("whole").await.unwrap();
+    assert!(deny.finish_rebuild("whole", now_unix()).await.unwrap());
+    assert!(deny.marker_present().await.unwrap());
+}
