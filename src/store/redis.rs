@@ -382,7 +382,38 @@ impl DenyList {
         ] {
             removed += self.vacuum_set(queue, &set, cutoff).await?;
         }
+        self.vacuum_dead_workers(queue).await?;
         Ok(removed)
+    }
+
+    /// apalis-redis leaves the metadata of a worker that died without
+    /// deregistering (a killed process) behind, one hash per worker name;
+    /// drop those whose worker is no longer registered and holds no job.
+    async fn vacuum_dead_workers(&self, queue: &apalis_redis::Config) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let start = format!("{}:workers:metadata:", queue.queue.as_ref());
+        for keys in self.scan_batches(&start).await? {
+            let names: Vec<&str> = keys.iter().map(|k| &k[start.len()..]).collect();
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.zscore(queue.workers_set(), *name);
+                pipe.scard(format!("{}:{name}", queue.inflight_jobs_set()));
+            }
+            let found: Vec<(Option<f64>, u64)> = pipe.query_async(&mut conn).await?;
+            let gone: Vec<&String> = keys
+                .iter()
+                .zip(found)
+                .filter(|(_, (registered, inflight))| registered.is_none() && *inflight == 0)
+                .map(|(key, _)| key)
+                .collect();
+            if !gone.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&gone)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn vacuum_set(

@@ -134,9 +134,19 @@ async fn cleanup_vacuums_finished_and_dead_jobs_past_retention() {
             )
             .unwrap();
     }
+    // A worker killed without deregistering leaves its metadata behind.
+    let ghost = format!("{}queue:jobs:workers:metadata:ghost", app.prefix);
+    let _: () = redis.hset(&ghost, "service", "x").unwrap();
     let maintenance = app.services.maintenance(app.services.deny_patient.clone());
     let report = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
     assert_eq!(report.jobs_vacuumed, 3);
+    let ghost_left: bool = redis.exists(&ghost).unwrap();
+    assert!(!ghost_left, "a dead worker's metadata is vacuumed");
+    let live: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}queue:jobs:workers:metadata:*", app.prefix))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(live.len(), 1, "the running worker's metadata stays");
     let (done_left, dead_left): (usize, usize) = (
         redis.scard(&done_key).unwrap(),
         redis.scard(&dead_key).unwrap(),
