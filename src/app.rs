@@ -261,7 +261,7 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
     // Normally the database is ready before anything is served; when Postgres
     // is down at start, serve from Redis and keep trying in the background.
     let ready =
-        tokio::time::timeout(std::time::Duration::from_secs(10), store::pg::prepare(&url)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(3), store::pg::prepare(&url)).await;
     let migrated = match ready {
         Ok(Ok(())) => tokio::spawn(async {}),
         Ok(Err(error)) => {

@@ -182,7 +182,7 @@ async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
         .unwrap();
     let inflight_pattern = format!("{prefix}queue:jobs:inflight:*");
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "the doomed worker holds jobs",
         || {
             let keys: Vec<String> = redis::cmd("KEYS")
