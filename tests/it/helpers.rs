@@ -301,6 +301,26 @@ impl TestApp {
         }
     }
 
+    /// POSTs JSON with a bearer key; the status and the body (JSON, or the
+    /// text as a JSON string, or null when empty).
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = match text.as_str() {
+            "" => Value::Null,
+            t => serde_json::from_str(t).unwrap_or(Value::String(text)),
+        };
+        (status, value)
+    }
+
     pub fn redis(&self) -> redis::Connection {
         redis::Client::open(self.services.config.redis_url.as_str())
             .expect("client")

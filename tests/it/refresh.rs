@@ -11,16 +11,7 @@ use crate::helpers::{Options, TestApp, eventually};
 const KEYS: &[&str] = &["--api-keys", "auth:ak-1"];
 
 async fn write(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth("ak-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.post_json(path, "ak-1", &body).await
 }
 
 /// Registers a refresh token for `sub` and rotates it: (old, new).

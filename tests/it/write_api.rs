@@ -24,20 +24,7 @@ fn opts() -> Options<'static> {
 }
 
 async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth("bk-123")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    app.post_json(path, "bk-123", &body).await
 }
 
 fn token_id(app: &TestApp, token: &str) -> String {
