@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{maintenance::CleanupReport, store::redis::QueueDepth};
+use crate::{maintenance::CleanupReport, store::queue::QueueDepth};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -1,8 +1,9 @@
 //! Storage: the Redis deny-list and the Postgres record (and the refresh-token
-//! registry in [`refresh`]). Every query lives
+//! registry in [`refresh`], the queue's depth and vacuum in [`queue`]). Every query lives
 //! here, shared by the API, the worker and the scheduler.
 
 pub mod pg;
+pub mod queue;
 pub mod redis;
 pub mod refresh;
 
