@@ -299,8 +299,19 @@ impl Verifier {
         if alg != key.alg {
             return Err(Reason::InvalidSignature);
         }
+        // A base64 error is the signature's when the claims decode: a
+        // tampered signature is invalid, not malformed.
+        let claims_decode = token
+            .split('.')
+            .nth(1)
+            .is_some_and(|p| URL_SAFE_NO_PAD.decode(p).is_ok());
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
-            .map_err(decode_reason)?
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::Base64(_) if claims_decode => {
+                    Reason::InvalidSignature
+                }
+                _ => decode_reason(e),
+            })?
             .claims;
         let exp = claims.exp.ok_or(Reason::Malformed)?;
         if let Some(issuer) = &self.issuer
@@ -332,7 +343,12 @@ impl Verifier {
 
     fn select_key(&self, kid: Option<&str>) -> Result<&VerifyKey, Reason> {
         if !self.by_kid {
-            return self.keys.first().ok_or(Reason::InvalidSignature);
+            // A secret or a PEM key has no kid: a token naming one names a
+            // key that is not configured.
+            return match kid {
+                Some(_) => Err(Reason::InvalidSignature),
+                None => self.keys.first().ok_or(Reason::InvalidSignature),
+            };
         }
         match kid {
             Some(kid) => self
@@ -1290,7 +1306,11 @@ mod tests {
         assert_eq!(header_of(&token)["kid"], "hmac-1");
         assert_eq!(header_of(&token)["alg"], "HS256");
         assert!(verify(&settings, &token, NOW).is_ok());
-        assert!(verify(&hmac("HS256"), &token, NOW).is_ok(), "same secret");
+        assert_eq!(
+            verify(&hmac("HS256"), &token, NOW).map(|_| ()),
+            Err(Reason::InvalidSignature),
+            "same secret, but a plain secret has no kid: the token names a key not configured"
+        );
     }
 
     #[test]

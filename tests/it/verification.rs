@@ -99,6 +99,43 @@ async fn bad_tokens_get_their_documented_reason() {
 }
 
 #[tokio::test]
+async fn a_tampered_signature_or_an_unknown_kid_is_invalid_signature() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let token = app.mint("tam");
+    // The last character of a signature carries unused bits: most changes
+    // there also break strict base64, which must still read as a bad signature.
+    for c in ['A', 'B', 'x', 'Q', '_'] {
+        let mut forged = token.clone();
+        if forged.ends_with(c) {
+            continue;
+        }
+        forged.pop();
+        forged.push(c);
+        let (status, body) = app.check(&forged).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (200, Some("invalid_signature")),
+            "last char {c}"
+        );
+    }
+    let now = now_unix();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("nope".into());
+    let claims = json!({ "sub": "k", "iat": now, "exp": now + 60 });
+    let with_kid = encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(app.check(&with_kid).await.1["reason"], "invalid_signature");
+}
+
+#[tokio::test]
 async fn hmac_token_presented_to_an_rsa_configured_service_is_rejected() {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
