@@ -3,7 +3,7 @@
 //! be registered, and be neither revoked nor rotated. Presenting a rotated
 //! token again is reuse: the first presentation revokes the whole family
 //! (a Redis SET NX picks exactly one winner among concurrent presentations),
-//! and every presentation answers `reused`.
+//! and every presentation of it answers `reused`.
 
 use revokd_jobs::{Job, RevokeFamily};
 
@@ -53,27 +53,33 @@ impl RefreshChecker<'_> {
     }
 
     async fn decide(&self, claims: &VerifiedToken) -> Result<Option<Reason>, Unavailable> {
+        // The replica settles active and revoked tokens; a rotated one (reuse
+        // handling needs Redis) or one it does not hold goes to Redis, then
+        // Postgres.
+        let replica = self.checker.replica();
+        let (state, entry) = match replica
+            .and_then(|r| r.lookup_refresh(&claims.token_id, revokd_jobs::now_unix()))
+        {
+            Some(RefreshState::Active) => (Some(State::Active), None),
+            Some(RefreshState::Revoked) => (Some(State::Revoked), None),
+            _ => {
+                let entry = self.entry(&claims.token_id).await?;
+                (entry.as_ref().map(|e| e.state), entry)
+            }
+        };
+        // A rotated token presented again is reuse, every time: it answers
+        // `reused` even once its family is revoked (and deny-listed).
+        if let (Some(State::Rotated), Some(entry)) = (state, &entry) {
+            self.reused(entry, claims).await;
+            return Ok(Some(Reason::Reused));
+        }
         if let (Some(reason), _) = self.checker.revocation(claims).await? {
             return Ok(Some(reason));
         }
-        // The replica settles the common cases; a rotated token (reuse needs
-        // Redis) or one it does not hold goes on to Redis and Postgres.
-        let replica = self.checker.replica();
-        match replica.and_then(|r| r.lookup_refresh(&claims.token_id, revokd_jobs::now_unix())) {
-            Some(RefreshState::Active) => return Ok(None),
-            Some(RefreshState::Revoked) => return Ok(Some(Reason::Revoked)),
-            _ => {}
-        }
-        let Some(entry) = self.entry(&claims.token_id).await? else {
-            return Ok(Some(Reason::Unknown));
-        };
-        Ok(match entry.state {
-            State::Active => None,
-            State::Revoked => Some(Reason::Revoked),
-            State::Rotated => {
-                self.reused(&entry, claims).await;
-                Some(Reason::Reused)
-            }
+        Ok(match state {
+            None => Some(Reason::Unknown),
+            Some(State::Active) => None,
+            Some(_) => Some(Reason::Revoked),
         })
     }
 

@@ -188,8 +188,8 @@ impl Replica {
         }
         let family_revoked = self.families.get(&family).is_some_and(|until| *until > now);
         Some(match (state, family_revoked) {
-            (_, true) | (2.., _) => RefreshState::Revoked,
             (1, _) => RefreshState::Rotated,
+            (_, true) | (2.., _) => RefreshState::Revoked,
             _ => RefreshState::Active,
         })
     }

@@ -102,7 +102,7 @@ impl Resync {
                 Some((
                     r.token_id.clone(),
                     r.entry(),
-                    deny_ttl(r.expires_at, now, self.leeway, self.max_lifetime)?,
+                    deny_ttl(r.expires_at, now, 0, self.max_lifetime)?,
                 ))
             })
             .collect();

@@ -191,14 +191,20 @@ pub struct IntrospectRequest {
     token_type_hint: Option<String>,
 }
 
+/// RFC 7662: members the token does not have are left out.
 #[derive(Serialize)]
 struct IntrospectActive<'a> {
     active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a serde_json::Value>,
     token_type: &'static str,
 }

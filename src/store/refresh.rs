@@ -66,7 +66,9 @@ if cur then
   local ok, old = pcall(cjson.decode, cur)
   if ok and ranks[old.state] and ranks[old.state] > rank then rank = ranks[old.state] end
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then rank = 2 end
+-- a revoked family revokes its active members; a rotated one stays
+-- rotated, so presenting it again is still told apart as reuse
+if rank == 0 and redis.call('EXISTS', KEYS[2]) == 1 then rank = 2 end
 local entry = {family = ARGV[2], exp = tonumber(ARGV[3]), state = names[rank]}
 if ARGV[1] ~= '' then entry.sub = ARGV[1] else entry.sub = cjson.null end
 local ttl = math.max(tonumber(ARGV[5]), redis.call('TTL', KEYS[1]))
@@ -164,7 +166,7 @@ impl DenyList {
         Ok(value
             .and_then(|v| serde_json::from_str::<RefreshEntry>(&v).ok())
             .map(|mut entry| {
-                if family_revoked.is_some() {
+                if family_revoked.is_some() && entry.state == State::Active {
                     entry.state = State::Revoked;
                 }
                 entry
@@ -314,7 +316,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         let members: Vec<RefreshRow> = sqlx::query_as(
-            "update refresh_tokens set state = 2 where family_id = $1
+            "update refresh_tokens set state = case when state = 0 then 2 else state end where family_id = $1
              returning token_id, family_id, subject, expires_at, state",
         )
         .bind(family)
@@ -337,11 +339,39 @@ impl Db {
         Ok(members)
     }
 
+    /// Records a revoked family's members as revoked tokens.
+    pub async fn revoke_members(
+        &self,
+        members: &[RefreshRow],
+        reason: &str,
+        requested_by: &str,
+        revoked_at: i64,
+    ) -> sqlx::Result<()> {
+        let ids: Vec<&str> = members.iter().map(|m| m.token_id.as_str()).collect();
+        let subjects: Vec<Option<&str>> = members.iter().map(|m| m.subject.as_deref()).collect();
+        let exps: Vec<i64> = members.iter().map(|m| m.expires_at).collect();
+        sqlx::query(
+            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
+             select u.id, u.sub, u.exp, $4, $5, $6
+             from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, sub, exp)
+             on conflict (token_id) do nothing",
+        )
+        .bind(ids)
+        .bind(subjects)
+        .bind(exps)
+        .bind(revoked_at)
+        .bind(reason)
+        .bind(requested_by)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The registry row of `token_id`, with its family's revocation folded in.
     pub async fn refresh_row(&self, token_id: &str) -> sqlx::Result<Option<RefreshRow>> {
         sqlx::query_as(
             "select t.token_id, t.family_id, t.subject, t.expires_at,
-                    case when f.revoked_at is not null then 2::smallint else t.state end as state
+                    case when f.revoked_at is not null and t.state = 0 then 2::smallint else t.state end as state
              from refresh_tokens t left join refresh_families f using (family_id)
              where t.token_id = $1",
         )
@@ -370,7 +400,7 @@ impl Db {
     ) -> sqlx::Result<Vec<RefreshRow>> {
         sqlx::query_as(
             "select t.token_id, t.family_id, t.subject, t.expires_at,
-                    case when f.revoked_at is not null then 2::smallint else t.state end as state
+                    case when f.revoked_at is not null and t.state = 0 then 2::smallint else t.state end as state
              from refresh_tokens t left join refresh_families f using (family_id)
              where t.token_id > $1 and t.expires_at >= $2 order by t.token_id limit $3",
         )
@@ -423,7 +453,7 @@ impl Db {
     pub async fn pending_refresh(&self, limit: i64) -> sqlx::Result<Vec<RefreshRow>> {
         sqlx::query_as(
             "select t.token_id, t.family_id, t.subject, t.expires_at,
-                    case when f.revoked_at is not null then 2::smallint else t.state end as state
+                    case when f.revoked_at is not null and t.state = 0 then 2::smallint else t.state end as state
              from refresh_tokens t left join refresh_families f using (family_id)
              where not t.in_redis limit $1",
         )

@@ -271,12 +271,12 @@ impl Applier {
             state,
         };
         let mut entries = Vec::new();
-        if let Some(ttl) = deny_ttl(expires_at, now, self.leeway, self.max_lifetime) {
+        if let Some(ttl) = deny_ttl(expires_at, now, 0, self.max_lifetime) {
             entries.push((job.token_id.clone(), entry(expires_at, State::Active), ttl));
         }
         if let Some(old) = &job.rotated_from {
             let old_exp = old.expires_at.min(cap);
-            if let Some(ttl) = deny_ttl(old_exp, now, self.leeway, self.max_lifetime) {
+            if let Some(ttl) = deny_ttl(old_exp, now, 0, self.max_lifetime) {
                 entries.push((old.token_id.clone(), entry(old_exp, State::Rotated), ttl));
             }
         }
@@ -332,11 +332,33 @@ impl Applier {
                 Some((
                     m.token_id.clone(),
                     m.entry(),
-                    deny_ttl(m.expires_at, now, self.leeway, self.max_lifetime)?,
+                    deny_ttl(m.expires_at, now, 0, self.max_lifetime)?,
                 ))
             })
             .collect();
         self.deny.set_refresh_entries(&entries).await?;
+        // Every member is revoked as a token too, so a check without the
+        // refresh hint (or a gateway) refuses it as well.
+        let denied: Vec<_> = members
+            .iter()
+            .filter_map(|m| {
+                let entry = DenyEntry {
+                    sub: m.subject.clone(),
+                    exp: m.expires_at,
+                    revoked_at: request.at,
+                    reason: Some(reason.to_owned()),
+                };
+                Some((
+                    m.token_id.clone(),
+                    entry,
+                    deny_ttl(m.expires_at, now, self.leeway, self.max_lifetime)?,
+                ))
+            })
+            .collect();
+        self.deny.deny_many(&denied).await?;
+        self.db
+            .revoke_members(&members, reason, request.by, request.at)
+            .await?;
         Ok(())
     }
 }
