@@ -42,34 +42,40 @@ pub enum Command {
     /// Revoke one token (pushes a job, as an application would).
     Revoke {
         /// The token itself (its signature is verified, its expiry is not).
-        #[arg(long, env = "REVOKD_TOKEN", hide_env_values = true, conflicts_with_all = ["jti", "sub", "exp"], required_unless_present = "jti")]
+        #[arg(
+            long,
+            env = "REVOKD_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "jti",
+            required_unless_present = "jti"
+        )]
         token: Option<String>,
         /// The token's jti, when revoking without the token.
-        #[arg(long, requires = "exp")]
+        #[arg(long, env = "REVOKD_JTI", requires = "exp")]
         jti: Option<String>,
-        /// The token's subject.
-        #[arg(long)]
+        /// The token's subject (with --jti; a token carries its own).
+        #[arg(long, env = "REVOKD_SUB")]
         sub: Option<String>,
-        /// The token's exp (unix seconds).
-        #[arg(long)]
+        /// The token's exp (unix seconds; with --jti).
+        #[arg(long, env = "REVOKD_EXP")]
         exp: Option<i64>,
         /// Why (free text).
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_REASON")]
         reason: Option<String>,
         /// Wait until the worker has applied it (up to REVOKD_WAIT_TIMEOUT).
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_WAIT")]
         wait: bool,
     },
     /// Revoke every token of a subject issued before now.
     RevokeAll {
         /// The subject.
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_SUB")]
         sub: String,
         /// Why (free text).
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_REASON")]
         reason: Option<String>,
         /// Wait until the worker has applied it.
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_WAIT")]
         wait: bool,
     },
     /// Check a token; prints the /v1/check JSON, exits 0 active, 1 inactive.
@@ -87,13 +93,13 @@ pub enum Command {
     /// Print a signed token for testing (uses JWT_SECRET or JWT_PRIVATE_KEY_FILE).
     Mint {
         /// Subject.
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_SUB")]
         sub: String,
         /// Lifetime, e.g. 15m, 1h.
-        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        #[arg(long, env = "REVOKD_TTL", default_value = "15m", value_parser = parse_duration)]
         ttl: Duration,
         /// Leave out the jti claim (the token is then tracked by its SHA-256).
-        #[arg(long)]
+        #[arg(long, env = "REVOKD_NO_JTI")]
         no_jti: bool,
     },
 }
