@@ -236,7 +236,8 @@ impl Maintenance {
     pub async fn guard(self, stop: CancellationToken) {
         let holder = uuid::Uuid::new_v4().to_string();
         loop {
-            if let Ok(false) = self.deny.marker_present().await
+            if !stop.is_cancelled()
+                && let Ok(false) = self.deny.marker_present().await
                 && let Ok(true) = self
                     .deny
                     .try_lease("rebuild", &holder, Duration::from_secs(60))

@@ -95,19 +95,24 @@ impl Drop for PrefixGuard {
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", glob_escape(&self.prefix)))
-            .query(&mut conn)
-            .unwrap_or_default();
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        // Again after a pause: a background task on another thread may
+        // still land a last write after the first pass.
+        for pause in [0, 200, 800] {
+            std::thread::sleep(Duration::from_millis(pause));
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", glob_escape(&self.prefix)))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+            // apalis registers each queue in one global key; remove only ours.
+            let ours = format!("{}queue:jobs:workers", self.prefix);
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg("core:apalis:queues:list")
+                .arg(ours)
+                .query(&mut conn);
         }
-        // apalis registers each queue in one global key; remove only ours.
-        let ours = format!("{}queue:jobs:workers", self.prefix);
-        let _: redis::RedisResult<()> = redis::cmd("ZREM")
-            .arg("core:apalis:queues:list")
-            .arg(ours)
-            .query(&mut conn);
     }
 }
 
@@ -162,6 +167,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub stop: CancellationToken,
     pub checker_stats: std::sync::Arc<revokd::check::Checker>,
+    /// The roles running in the background, stopped on drop.
+    pub tasks: Vec<tokio::task::AbortHandle>,
     // Field order: stop roles before the database goes.
     pub _guard: PrefixGuard,
     pub db: TestDb,
@@ -209,21 +216,22 @@ impl TestApp {
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
         let checker_stats = api.checker();
-        tokio::spawn(api.run(stop.clone()));
+        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
         // As `serve` does for the api and worker roles: watch the marker,
         // rebuild Redis from Postgres when it is gone.
-        tokio::spawn(
-            services
-                .maintenance(services.deny_patient.clone())
-                .guard(stop.clone()),
-        );
+        let guard = services
+            .maintenance(services.deny_patient.clone())
+            .guard(stop.clone());
+        tasks.push(tokio::spawn(guard).abort_handle());
         if options.worker {
-            tokio::spawn(worker::run(worker_deps(&services), stop.clone()));
+            tasks.push(
+                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
+            );
         }
         if options.replica
             && let Some(follower) = services.follower()
         {
-            tokio::spawn(follower.run(stop.clone()));
+            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
         }
         if options.redis_url.is_none() {
             let deny = services.deny_fast.clone();
@@ -239,8 +247,11 @@ impl TestApp {
         }
         Self {
             addr,
+            tasks,
+            // The shared server, also when the app reached it through a proxy
+            // (a private redis-server of a test is simply killed).
             _guard: PrefixGuard {
-                url: redis,
+                url: redis_url(),
                 prefix: prefix.clone(),
             },
             prefix,
@@ -332,6 +343,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
     }
 }
 

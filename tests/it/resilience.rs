@@ -152,7 +152,7 @@ async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
     // The doomed worker talks to a Postgres that never answers, so its jobs
     // stay in flight until it is killed.
     let hung_pg = format!("postgres://postgres@127.0.0.1:{}/hung", blackhole().await);
-    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+    let doomed = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
         .args([
             "--jwt-secret",
             crate::helpers::SECRET,
@@ -166,6 +166,8 @@ async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed on drop too, so a failing assertion leaves no process behind.
+    let mut doomed = KillOnDrop(doomed);
     let producer = Producer::connect(&crate::helpers::redis_url(), &prefix, "test")
         .await
         .unwrap();
@@ -197,13 +199,13 @@ async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
         },
     )
     .await;
-    doomed.kill().unwrap(); // SIGKILL
-    doomed.wait().unwrap();
+    doomed.0.kill().unwrap(); // SIGKILL
+    doomed.0.wait().unwrap();
 
     let config = crate::helpers::test_config(&prefix, &crate::helpers::redis_url(), &db.url, &[]);
     let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(revokd::worker::run(worker_deps(&services), stop.clone()));
+    let worker = tokio::spawn(revokd::worker::run(worker_deps(&services), stop.clone()));
     eventually(
         Duration::from_secs(30),
         "every queued revocation applied",
@@ -211,6 +213,8 @@ async fn jobs_of_a_sigkilled_worker_are_applied_once_a_worker_runs_again() {
     )
     .await;
     stop.cancel();
+    worker.abort();
+    let _ = worker.await;
 }
 
 #[tokio::test]
@@ -340,7 +344,7 @@ async fn a_backlog_of_10k_scheduled_jobs_does_not_stall_the_worker() {
         .unwrap();
     assert_eq!(scheduled, total, "the backlog sits in the scheduled set");
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(revokd::worker::run(
+    let worker = tokio::spawn(revokd::worker::run(
         worker_deps(&app.services),
         stop.clone(),
     ));
@@ -351,4 +355,16 @@ async fn a_backlog_of_10k_scheduled_jobs_does_not_stall_the_worker() {
     )
     .await;
     stop.cancel();
+    worker.abort();
+    let _ = worker.await;
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
