@@ -15,7 +15,6 @@ use crate::{
     instruments,
     replica::Replica,
     resync::Resync,
-    store::{pg::Db, redis::DenyList},
     token::{Reason, VerifiedToken, Verifier},
 };
 
@@ -94,8 +93,6 @@ pub struct Checker {
     replica: Option<Arc<Replica>>,
     resync: Resync,
     verifier: Arc<Verifier>,
-    redis: DenyList,
-    db: Db,
     redis_health: Arc<Health>,
     pg_health: Arc<Health>,
     fail_mode: FailMode,
@@ -105,12 +102,9 @@ impl Checker {
     /// A checker over the given stores. `resync` runs before Redis is trusted
     /// again after an outage, so writes made meanwhile are in it first.
     pub fn new(verifier: Arc<Verifier>, resync: Resync, fail_mode: FailMode) -> Self {
-        let (redis, db) = (resync.deny.clone(), resync.db.clone());
         Self {
             resync,
             verifier,
-            redis,
-            db,
             replica: None,
             stats: LookupStats::default(),
             redis_health: Health::new("redis"),
@@ -143,11 +137,6 @@ impl Checker {
     /// Redis's breaker.
     pub fn redis_health(&self) -> &Arc<Health> {
         &self.redis_health
-    }
-
-    /// Postgres's breaker.
-    pub fn pg_health(&self) -> &Arc<Health> {
-        &self.pg_health
     }
 
     /// Full check of `token` as of `now`.
@@ -223,7 +212,7 @@ impl Checker {
             return Ok((denied, not_before, Source::Replica));
         }
         if self.redis_health.is_up() {
-            match self.redis.lookup(token_id, sub).await {
+            match self.resync.deny.lookup(token_id, sub).await {
                 Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
                     return Ok((found.denied, found.not_before, Source::Redis));
@@ -242,7 +231,7 @@ impl Checker {
             LookupStats::bump(&self.stats.unavailable);
             return Err(Unavailable);
         }
-        match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.db.lookup(token_id, sub)).await {
+        match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.resync.db.lookup(token_id, sub)).await {
             Ok(Ok((denied, not_before))) => {
                 LookupStats::bump(&self.stats.postgres);
                 Ok((denied, not_before, Source::Postgres))
@@ -252,7 +241,7 @@ impl Checker {
                 if let Ok(Err(error)) = failed {
                     tracing::debug!(%error, "postgres lookup failed");
                 }
-                let db = self.db.clone();
+                let db = self.resync.db.clone();
                 self.pg_health.mark_down(move || {
                     let db = db.clone();
                     async move { db.ping().await.is_ok() }

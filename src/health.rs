@@ -6,7 +6,7 @@ use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -20,7 +20,6 @@ pub struct Health {
     name: &'static str,
     up: AtomicBool,
     probing: AtomicBool,
-    trips: AtomicU64,
 }
 
 impl Health {
@@ -30,18 +29,12 @@ impl Health {
             name,
             up: AtomicBool::new(true),
             probing: AtomicBool::new(false),
-            trips: AtomicU64::new(0),
         })
     }
 
     /// Whether requests should try the store.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
-    }
-
-    /// How many times the breaker has opened.
-    pub fn trips(&self) -> u64 {
-        self.trips.load(Ordering::Relaxed)
     }
 
     /// Marks the store up (a request or probe just saw it answer).
@@ -59,7 +52,6 @@ impl Health {
         Fut: Future<Output = bool> + Send,
     {
         if self.up.swap(false, Ordering::Relaxed) {
-            self.trips.fetch_add(1, Ordering::Relaxed);
             crate::instruments::fallback_activated(self.name);
             tracing::warn!(
                 store = self.name,

@@ -44,11 +44,6 @@ impl Db {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool (tests).
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

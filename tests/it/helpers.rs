@@ -332,6 +332,21 @@ impl TestApp {
         (status, value)
     }
 
+    /// Waits (up to 15 s) until `token_id` is recorded in Postgres; the row.
+    pub async fn wait_for_row(&self, token_id: &str) -> revokd::store::pg::RevokedRow {
+        let started = Instant::now();
+        loop {
+            if let Some(row) = self.db.db.revoked_token(token_id).await.expect("postgres") {
+                return row;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{token_id} not in postgres within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn redis(&self) -> redis::Connection {
         redis::Client::open(self.services.config.redis_url.as_str())
             .expect("client")

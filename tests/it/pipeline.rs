@@ -35,22 +35,7 @@ async fn revoke_job_pushed_through_the_queue_makes_check_answer_revoked() {
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
     // Redis is written first, Postgres right after.
-    crate::helpers::eventually(Duration::from_secs(5), "row in postgres", || async {
-        app.db
-            .db
-            .revoked_token(&jti_of(&app, &token))
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let row = app
-        .db
-        .db
-        .revoked_token(&jti_of(&app, &token))
-        .await
-        .unwrap()
-        .expect("row in postgres");
+    let row = app.wait_for_row(&jti_of(&app, &token)).await;
     assert_eq!(row.subject.as_deref(), Some("alice"));
     assert_eq!(row.reason.as_deref(), Some("logout"));
     assert_eq!(row.requested_by, "test");

@@ -230,10 +230,7 @@ async fn a_killed_redis_connection_does_not_stop_the_worker() {
         .revoke(RevokeToken::new("before", None, now_unix() + 600))
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), "first job applied", || async {
-        app.db.db.revoked_token("before").await.unwrap().is_some()
-    })
-    .await;
+    app.wait_for_row("before").await;
     let mut admin = redis::Client::open(redis_server.url())
         .unwrap()
         .get_connection()
@@ -252,12 +249,7 @@ async fn a_killed_redis_connection_does_not_stop_the_worker() {
         .revoke(RevokeToken::new("after", None, now_unix() + 600))
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "job after the kill applied",
-        || async { app.db.db.revoked_token("after").await.unwrap().is_some() },
-    )
-    .await;
+    app.wait_for_row("after").await;
 }
 
 #[tokio::test]
@@ -280,12 +272,7 @@ async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
         )))
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "job behind the bad ones applied",
-        || async { app.db.db.revoked_token("behind").await.unwrap().is_some() },
-    )
-    .await;
+    app.wait_for_row("behind").await;
     let mut redis = app.redis();
     let dead_key = format!("{}queue:jobs:dead", app.prefix);
     let mut dead = 0;
@@ -306,10 +293,7 @@ async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
         )))
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), "later job applied", || async {
-        app.db.db.revoked_token("later").await.unwrap().is_some()
-    })
-    .await;
+    app.wait_for_row("later").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,22 +53,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
     // Redis is written first, Postgres right after.
-    eventually(Duration::from_secs(5), "row in postgres", || async {
-        app.db
-            .db
-            .revoked_token(&token_id(&app, &token))
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let row = app
-        .db
-        .db
-        .revoked_token(&token_id(&app, &token))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = app.wait_for_row(&token_id(&app, &token)).await;
     assert_eq!(
         (row.requested_by.as_str(), row.reason.as_deref()),
         ("billing", Some("logout"))
@@ -86,10 +71,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
     )
     .await;
     assert_eq!(status, 202);
-    eventually(Duration::from_secs(5), "jti revocation applied", || async {
-        app.db.db.revoked_token("by-jti").await.unwrap().is_some()
-    })
-    .await;
+    app.wait_for_row("by-jti").await;
     let ttl: i64 = redis.ttl(format!("{}jti:by-jti", app.prefix)).unwrap();
     assert!((320..=330).contains(&ttl), "{ttl}");
 
@@ -125,19 +107,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
     assert!(response.text().await.unwrap().is_empty());
     app.wait_for_reason(&other, "revoked", Duration::from_secs(5))
         .await;
-    eventually(
-        Duration::from_secs(5),
-        "rfc 7009 revocation in postgres",
-        || async {
-            app.db
-                .db
-                .revoked_token(&token_id(&app, &other))
-                .await
-                .unwrap()
-                .is_some()
-        },
-    )
-    .await;
+    app.wait_for_row(&token_id(&app, &other)).await;
     let response = app
         .http
         .post(app.url("/revoke"))
