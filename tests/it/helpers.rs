@@ -340,8 +340,8 @@ impl TestApp {
                 return row;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{token_id} not in postgres within 5 s"
+                started.elapsed() < Duration::from_secs(15),
+                "{token_id} not in postgres within 15 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
