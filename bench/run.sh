@@ -29,6 +29,9 @@
 #           ceiling;
 #       (b) `revokd serve --roles api` with REVOKD_READ_MODE=redis;
 #       (c) the same with REVOKD_READ_MODE=replica (the default);
+#       (d) replica again with REVOKD_VERIFY_CACHE_SIZE=0: every request
+#           verifies its token in full, as for a token never seen before
+#           (with the cache on, wrk's one token is verified once);
 #     each with an HS256 token (JWT_SECRET) and an ES256 token (the test
 #     keys tests/fixtures/keys/ec256_*.pem), minted by `revokd mint --sub
 #     bench`. The tokens are not revoked, so every request is a full check
@@ -48,8 +51,9 @@
 #  6. `cargo bench --bench verify`: criterion, 2 s each: `Verifier::verify`
 #     per algorithm family (HS256, RS256, ES256, EdDSA); the same followed by
 #     `Replica::lookup` in a replica holding 100,000 revoked tokens
-#     (verify+lookup); and that lookup alone, for a revoked id (hit) and
-#     one not revoked (miss).
+#     (verify+lookup); the same through a warm verify cache (cached+lookup);
+#     and that lookup alone, for a revoked id (hit) and one not revoked
+#     (miss).
 #  7. The 1,000,000-entry RSS of step 1 (tables emptied and the prefix's keys
 #     deleted first, so the replica holds exactly the loaded set).
 #
@@ -429,11 +433,16 @@ stop "$bare_pid"
 
 for alg in hs256 es256; do
   if [[ $alg == hs256 ]]; then alg_env=("${HS256_ENV[@]}") token=$HS256_TOKEN; else alg_env=("${ES256_ENV[@]}") token=$ES256_TOKEN; fi
-  for mode in redis replica; do
+  for mode in redis replica nocache; do
     port=$(free_port)
-    start_revokd "${mode}_${alg}" "$mode" api "$port" "${alg_env[@]}"
+    # nocache: read mode replica with the verify cache off, so every request
+    # verifies its token in full (the cost of a token seen for the first time).
+    read_mode=${mode/nocache/replica}
+    mode_env=()
+    [[ $mode == nocache ]] && mode_env=(REVOKD_VERIFY_CACHE_SIZE=0)
+    start_revokd "${mode}_${alg}" "$read_mode" api "$port" "${alg_env[@]}" "${mode_env[@]+"${mode_env[@]}"}"
     pid=$SERVER_PID
-    if [[ $mode == replica ]]; then wait_ready "$port" "$pid" current; else wait_ready "$port" "$pid" off; fi
+    if [[ $read_mode == replica ]]; then wait_ready "$port" "$pid" current; else wait_ready "$port" "$pid" off; fi
     rss_before=$(vm_kb "$pid" VmRSS)
     measure_auth "${mode}_${alg}" "$port" "$token" "$pid"
     record "${mode}_${alg}_rss_growth_kb" "$(($(vm_kb "$pid" VmRSS) - rss_before))"
@@ -489,7 +498,7 @@ for kv in $line; do [[ $kv == *=* ]] && record "worker_${kv%%=*}" "${kv#*=}"; do
 
 # ---------------------------------------------------------------- 6. criterion
 
-log "6. criterion: verify, verify+lookup per algorithm family; replica lookup"
+log "6. criterion: verify, verify+lookup, cached+lookup per algorithm family; replica lookup"
 quiet criterion
 cargo bench --bench verify -- --output-format bencher >"$OUT/criterion.txt" 2>"$OUT/criterion.log" ||
   { tail -20 "$OUT/criterion.log" >&2; die "cargo bench --bench verify"; }
@@ -557,8 +566,12 @@ cpu_row() { # KEY — server CPU microseconds per request (+ redis-server's when
   row "1c /v1/auth, read mode replica: req/s" "$(rps replica_hs256_rps replica_hs256_bad replica_hs256)" "$(rps replica_es256_rps replica_es256_bad replica_es256)" "" ""
   row "   p50 / p99" "$(lat "$replica_hs256_p50" "$replica_hs256_p99")" "$(lat "$replica_es256_p50" "$replica_es256_p99")" "" ""
   row "   server CPU per request" "$(cpu_row replica_hs256)" "$(cpu_row replica_es256)" "" ""
+  row "1d replica, verify cache off: req/s" "$(rps nocache_hs256_rps nocache_hs256_bad nocache_hs256)" "$(rps nocache_es256_rps nocache_es256_bad nocache_es256)" "" ""
+  row "   p50 / p99" "$(lat "$nocache_hs256_p50" "$nocache_hs256_p99")" "$(lat "$nocache_es256_p50" "$nocache_es256_p99")" "" ""
+  row "   server CPU per request" "$(cpu_row nocache_hs256)" "$(cpu_row nocache_es256)" "" ""
   row "2  replica / bare (req/s)" "$ratio_bare_hs" "$ratio_bare_es" ">= 0.70" "$(ge "$ratio_bare_hs" 0.70)/$(ge "$ratio_bare_es" 0.70)"
   row "   replica / redis (req/s)" "$ratio_redis_hs" "$ratio_redis_es" ">= 3.0" "$(ge "$ratio_redis_hs" 3)/$(ge "$ratio_redis_es" 3)"
+  row "   cache off: / bare, / redis" "$(ratio "$nocache_hs256_rps" "$bare_hs256_rps"), $(ratio "$nocache_hs256_rps" "$redis_hs256_rps")" "$(ratio "$nocache_es256_rps" "$bare_es256_rps"), $(ratio "$nocache_es256_rps" "$redis_es256_rps")" "" ""
   row "3  propagation idle: p50 / p99 (n=$prop_idle_n)$(busy prop_idle)" "$(lat "$prop_idle_p50_ms" "$prop_idle_p99_ms")" "" "p99 <= 20 ms" "$(le "$prop_idle_p99_ms" 20)"
   row "   idle: p90 / max; POST alone p50" "$(lat "$prop_idle_p90_ms" "$prop_idle_max_ms")" "POST $prop_idle_post_p50_ms ms" "" ""
   row "   under wrk load: p50 / p99 (n=$prop_load_n)" "$(lat "$prop_load_p50_ms" "$prop_load_p99_ms")" "" "" ""
@@ -579,6 +592,8 @@ cpu_row() { # KEY — server CPU microseconds per request (+ redis-server's when
   row "   verify (criterion): RS256 | EdDSA" "RS256 $(us "$verify_RS256_ns")" "EdDSA $(us "$verify_EdDSA_ns")" "" ""
   row "   verify+lookup (criterion): HS256 | ES256" "$(us "$verify_lookup_HS256_ns")" "$(us "$verify_lookup_ES256_ns")" "" ""
   row "   verify+lookup (criterion): RS256 | EdDSA" "RS256 $(us "$verify_lookup_RS256_ns")" "EdDSA $(us "$verify_lookup_EdDSA_ns")" "" ""
+  row "   cached+lookup (criterion): HS256 | ES256" "$(us "$cached_lookup_HS256_ns")" "$(us "$cached_lookup_ES256_ns")" "" ""
+  row "   cached+lookup (criterion): RS256 | EdDSA" "RS256 $(us "$cached_lookup_RS256_ns")" "EdDSA $(us "$cached_lookup_EdDSA_ns")" "" ""
   row "   replica lookup, $(fmt_int 100000) entries: hit | miss" "hit $(ns "$replica_lookup_hit_ns")" "miss $(ns "$replica_lookup_miss_ns")" "" ""
   echo
   echo "Build $((T_BUILT - T0)) s, measurements $((T_END - T_BUILT)) s. Latencies: wrk --latency percentiles; propagation: POST sent → first 401."

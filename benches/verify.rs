@@ -5,6 +5,10 @@
 //!   the server does;
 //! - `verify+lookup/<alg>`: the same, then `Replica::lookup` of the verified
 //!   token id and subject, as a check in read mode `replica` does;
+//! - `cached+lookup/<alg>`: the same through a warm `VerifyCache` (a token
+//!   presented again: SHA-256 of the token, a cache hit, the time checks),
+//!   then the lookup — what a check costs the server for a token it has
+//!   verified before;
 //! - `replica_lookup/hit` and `replica_lookup/miss`: `Replica::lookup` alone,
 //!   for a token id on the deny-list and one not on it (a fresh UUIDv7 jti),
 //!   both with a subject that has no watermark.
@@ -35,6 +39,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use revokd::{
     replica::{Event, Replica},
     token::{KeySettings, Minter, Verifier},
+    verify_cache::{Lookup, VerifyCache},
 };
 use revokd_jobs::now_unix;
 use uuid::Uuid;
@@ -156,6 +161,27 @@ fn verify_and_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+fn cached_and_lookup(c: &mut Criterion) {
+    let now = now_unix();
+    let (replica, _) = filled_replica(now);
+    let mut group = c.benchmark_group("cached+lookup");
+    for (name, settings) in families() {
+        let verifier = Verifier::new(&settings).expect("verification key");
+        let token = minted(&verifier, &settings, now);
+        let cache = VerifyCache::new(1024).expect("a cache");
+        assert_eq!(cache.verify(&verifier, &token, now).1, Lookup::Miss);
+        assert_eq!(cache.verify(&verifier, &token, now).1, Lookup::Hit);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (claims, _) = cache.verify(&verifier, black_box(&token), black_box(now));
+                let claims = claims.expect("verifies");
+                replica.lookup(&claims.token_id, claims.sub.as_deref(), black_box(now))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn replica_lookup(c: &mut Criterion) {
     let now = now_unix();
     let (replica, revoked) = filled_replica(now);
@@ -179,6 +205,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = verify, verify_and_lookup, replica_lookup
+    targets = verify, verify_and_lookup, cached_and_lookup, replica_lookup
 }
 criterion_main!(benches);

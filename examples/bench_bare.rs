@@ -2,7 +2,7 @@
 //! `GET /v1/auth`, answers `200` with an empty body and reads nothing.
 //!
 //! Same stack as revokd's API (axum 0.8 over hyper HTTP/1.1, tokio's
-//! multi-threaded runtime with one worker per core), so the difference
+//! multi-threaded runtime with one worker per core, mimalloc), so the difference
 //! between this and `revokd serve --roles api` under the same `wrk` load is
 //! what revokd's check itself costs: routing and middleware, token
 //! verification, the deny-list lookup, the response headers.
@@ -19,6 +19,10 @@
 use anyhow::Context;
 use axum::{Router, http::StatusCode, routing::get};
 use tokio::net::TcpListener;
+
+/// The allocator `revokd` runs with, so the ceiling is the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -149,7 +149,8 @@ impl Services {
             Arc::clone(&self.verifier),
             self.resync(self.deny_fast.clone()),
             self.config.fail_mode,
-        );
+        )
+        .with_verify_cache(self.config.verify_cache_size);
         match &self.replica {
             Some(replica) => checker.with_replica(Arc::clone(replica)),
             None => checker,

@@ -16,6 +16,7 @@ use crate::{
     replica::Replica,
     resync::Resync,
     token::{Reason, VerifiedToken, Verifier},
+    verify_cache::{Lookup, VerifyCache},
 };
 
 /// Longest a Postgres fallback lookup may take before the check gives up.
@@ -24,8 +25,8 @@ const PG_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The answer to "is this token still good?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Valid and not revoked.
-    Active(VerifiedToken),
+    /// Valid and not revoked (shared with the verify cache).
+    Active(Arc<VerifiedToken>),
     /// Not valid, or revoked; the reason says which.
     Inactive(Reason),
     /// No store could answer and the fail mode is closed.
@@ -74,6 +75,10 @@ pub struct LookupStats {
     pub incomplete: AtomicU64,
     /// Lookups no store answered.
     pub unavailable: AtomicU64,
+    /// Tokens found in the verify cache (signature not checked again).
+    pub verify_cache_hits: AtomicU64,
+    /// Tokens verified in full through the verify cache.
+    pub verify_cache_misses: AtomicU64,
 }
 
 impl LookupStats {
@@ -93,6 +98,7 @@ pub struct Checker {
     replica: Option<Arc<Replica>>,
     resync: Resync,
     verifier: Arc<Verifier>,
+    verify_cache: Option<VerifyCache>,
     redis_health: Arc<Health>,
     pg_health: Arc<Health>,
     fail_mode: FailMode,
@@ -105,6 +111,7 @@ impl Checker {
         Self {
             resync,
             verifier,
+            verify_cache: None,
             replica: None,
             stats: LookupStats::default(),
             redis_health: Health::new("redis"),
@@ -117,6 +124,33 @@ impl Checker {
     pub fn with_replica(mut self, replica: Arc<Replica>) -> Self {
         self.replica = Some(replica);
         self
+    }
+
+    /// Skips the signature check of tokens that passed it before (see
+    /// [`VerifyCache`]); `capacity` 0 leaves every token verified in full.
+    pub fn with_verify_cache(mut self, capacity: usize) -> Self {
+        self.verify_cache = VerifyCache::new(capacity);
+        self
+    }
+
+    /// [`Verifier::verify`], through the verify cache when there is one.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Reason> {
+        match &self.verify_cache {
+            Some(cache) => {
+                let (result, lookup) = cache.verify(&self.verifier, token, now);
+                LookupStats::bump(match lookup {
+                    Lookup::Hit => &self.stats.verify_cache_hits,
+                    Lookup::Miss => &self.stats.verify_cache_misses,
+                });
+                result
+            }
+            None => self.verifier.verify(token, now).map(Arc::new),
+        }
+    }
+
+    /// Tokens in the verify cache now (0 when it is off).
+    pub fn verify_cache_len(&self) -> usize {
+        self.verify_cache.as_ref().map_or(0, VerifyCache::len)
     }
 
     /// The replica, if checks use one.
@@ -153,7 +187,7 @@ impl Checker {
     }
 
     async fn decide(&self, token: &str, now: i64) -> (Verdict, &'static str) {
-        let claims = match self.verifier.verify(token, now) {
+        let claims = match self.verify(token, now) {
             Ok(claims) => claims,
             Err(reason) => return (Verdict::Inactive(reason), "none"),
         };

@@ -126,6 +126,18 @@ pub struct Config {
     #[arg(long, env = "REVOKD_REPLICA_MAX_LAG", default_value = "1s", value_parser = parse_duration, global = true)]
     pub replica_max_lag: Duration,
 
+    /// Tokens whose verified signature the API keeps (keyed by SHA-256, never
+    /// the token), so a token presented again costs a hash instead of a
+    /// signature check; `exp`/`nbf` and revocation are still checked on every
+    /// request. 0 turns it off.
+    #[arg(
+        long,
+        env = "REVOKD_VERIFY_CACHE_SIZE",
+        default_value_t = 65_536,
+        global = true
+    )]
+    pub verify_cache_size: usize,
+
     /// How long the audit log keeps a request.
     #[arg(long, env = "REVOKD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration, global = true)]
     pub audit_retention: Duration,

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::{maintenance::CleanupReport, store::queue::QueueDepth};
@@ -41,12 +41,76 @@ pub fn handle() -> &'static PrometheusHandle {
 
 const CHECK_SECONDS: &str = "revokd_check_duration_seconds";
 
+/// Every `result` label of `revokd_checks_total`: `active`, `unavailable`,
+/// then each reason.
+const CHECK_RESULTS: [&str; 13] = [
+    "active",
+    "unavailable",
+    "revoked",
+    "subject_revoked",
+    "expired",
+    "not_yet_valid",
+    "invalid_signature",
+    "invalid_issuer",
+    "invalid_audience",
+    "malformed",
+    "unsupported_algorithm",
+    "reused",
+    "unknown",
+];
+/// Every `source` label of `revokd_checks_total`.
+const CHECK_SOURCES: [&str; 4] = ["replica", "redis", "postgres", "none"];
+
+/// The read path's metrics, registered once: recording a check is then an
+/// atomic add and a histogram sample, with no registry lookup per request.
+struct CheckInstruments {
+    /// `revokd_checks_total`, by result (row) and source (column).
+    checks: Vec<Counter>,
+    duration: Histogram,
+}
+
+fn check_instruments() -> &'static CheckInstruments {
+    static INSTRUMENTS: OnceLock<CheckInstruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        // Handles taken before the recorder is installed would record nowhere.
+        handle();
+        let checks = CHECK_RESULTS
+            .iter()
+            .flat_map(|&result| {
+                CHECK_SOURCES.iter().map(move |&source| {
+                    counter!("revokd_checks_total", "result" => result, "source" => source)
+                })
+            })
+            .collect();
+        CheckInstruments {
+            checks,
+            duration: histogram!(CHECK_SECONDS),
+        }
+    })
+}
+
 /// A check answered: its result (`active`, a reason, `unavailable`) and the
-/// store that answered (`redis`, `postgres`, `none` when verification alone
-/// decided).
+/// store that answered (`replica`, `redis`, `postgres`, `none` when
+/// verification alone decided).
 pub fn check(result: &'static str, source: &'static str, seconds: f64) {
-    counter!("revokd_checks_total", "result" => result, "source" => source).increment(1);
-    histogram!(CHECK_SECONDS).record(seconds);
+    let instruments = check_instruments();
+    let row = CHECK_RESULTS.iter().position(|&r| r == result);
+    let column = CHECK_SOURCES.iter().position(|&s| s == source);
+    match (row, column) {
+        (Some(row), Some(column)) => {
+            instruments.checks[row * CHECK_SOURCES.len() + column].increment(1);
+        }
+        _ => counter!("revokd_checks_total", "result" => result, "source" => source).increment(1),
+    }
+    instruments.duration.record(seconds);
+}
+
+/// The verify cache's counts so far (kept by the checker), sampled at
+/// scrape time.
+pub fn verify_cache(hits: u64, misses: u64, entries: usize) {
+    counter!("revokd_verify_cache_total", "outcome" => "hit").absolute(hits);
+    counter!("revokd_verify_cache_total", "outcome" => "miss").absolute(misses);
+    gauge!("revokd_verify_cache_entries").set(entries as f64);
 }
 
 /// A job applied, by kind.

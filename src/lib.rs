@@ -7,7 +7,8 @@
 //!
 //! ## Layout
 //! - [`config`]: every setting, as a CLI option and an environment variable.
-//! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting.
+//! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting;
+//!   [`verify_cache`]: tokens verified once are not verified again.
 //! - [`store`]: the Redis deny-list and the Postgres record; every query.
 //! - [`check`]: the read path — verify, then the local [`replica`], Redis, Postgres.
 //! - [`refresh`]: refresh tokens on the read path — registry, rotation, reuse.
@@ -41,6 +42,7 @@ pub mod store;
 pub mod submit;
 pub mod telemetry;
 pub mod token;
+pub mod verify_cache;
 pub mod worker;
 
 /// The Postgres migrations in `migrations/`, applied at start.

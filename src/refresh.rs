@@ -40,7 +40,7 @@ pub struct RefreshChecker<'a> {
 impl RefreshChecker<'_> {
     /// Full check of a refresh token as of `now`.
     pub async fn check(&self, token: &str, now: i64) -> Verdict {
-        let claims = match self.checker.verifier().verify(token, now) {
+        let claims = match self.checker.verify(token, now) {
             Ok(claims) => claims,
             Err(reason) => return Verdict::Inactive(reason),
         };

@@ -275,6 +275,13 @@ impl Verifier {
     /// Full check as of `now` (unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, Reason> {
         let verified = self.verify_signature(token)?;
+        self.check_time(&verified, now)?;
+        Ok(verified)
+    }
+
+    /// The time rules of [`verify`](Self::verify) (`exp`, then `nbf`, with
+    /// leeway) for a token whose signature was verified.
+    pub fn check_time(&self, verified: &VerifiedToken, now: i64) -> Result<(), Reason> {
         let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
         if now >= verified.exp.saturating_add(leeway) {
             return Err(Reason::Expired);
@@ -284,7 +291,7 @@ impl Verifier {
         {
             return Err(Reason::NotYetValid);
         }
-        Ok(verified)
+        Ok(())
     }
 
     /// Signature (and iss/aud) only; expiry and nbf are not checked. Used to

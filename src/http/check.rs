@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, State},
+    extract::{FromRequestParts, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -17,12 +17,17 @@ use super::{
 };
 use crate::{check::Verdict, token::VerifiedToken};
 
-/// The read-path routes.
+/// The read-path routes that take a body.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/check", post(check))
-        .route("/v1/auth", get(forward_auth))
         .route("/introspect", post(introspect))
+}
+
+/// `GET /v1/auth`, the gateways' hot path: it reads no body, so it is served
+/// outside the body-limit layer.
+pub fn auth_router() -> Router<AppState> {
+    Router::new().route("/v1/auth", get(forward_auth))
 }
 
 /// `POST /v1/check` body.
@@ -114,28 +119,15 @@ async fn check(
 static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 static X_AUTH_TOKEN_ID: HeaderName = HeaderName::from_static("x-auth-token-id");
 
-/// The bearer token of a request, copied out of the headers (and nothing
-/// else: the hot path of gateways).
-pub struct BearerToken(Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(BearerToken(bearer(&parts.headers).map(str::to_owned)))
-    }
-}
-
-async fn forward_auth(State(state): State<AppState>, BearerToken(token): BearerToken) -> Response {
-    let token = match token.as_deref() {
-        Some(token) => token,
-        None => {
-            return ApiError::unauthorized("missing or malformed Bearer token")
-                .with_challenge(
-                    r#"Bearer error="invalid_request", error_description="missing bearer token""#,
-                )
-                .into_response();
-        }
+async fn forward_auth(State(state): State<AppState>, request: Request) -> Response {
+    // The whole request is the extractor, so the token is read in place.
+    let (parts, _) = request.into_parts();
+    let Some(token) = bearer(&parts.headers) else {
+        return ApiError::unauthorized("missing or malformed Bearer token")
+            .with_challenge(
+                r#"Bearer error="invalid_request", error_description="missing bearer token""#,
+            )
+            .into_response();
     };
     match state.checker.check(token, now_unix()).await {
         Verdict::Active(t) => {
@@ -232,7 +224,7 @@ async fn introspect(
     let hint = req.token_type_hint.as_deref();
     match verdict(&state, &req.token, hint).await {
         Verdict::Active(t) => {
-            let mut body = IntrospectActive::from(&t);
+            let mut body = IntrospectActive::from(&*t);
             if hint == Some("refresh_token") {
                 body.token_type = "refresh_token";
             }

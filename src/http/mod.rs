@@ -61,18 +61,27 @@ impl Shared {
     }
 }
 
-/// Every route, with the body limit and request tracing.
+/// Every route, with the body limit and, when debug logging is on, request
+/// tracing.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .merge(check::router())
         .merge(ops::router())
         .merge(revoke::router())
         .merge(stats::router())
         .merge(refresh::router())
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        // Merged after the layer: the bodiless hot path skips it.
+        .merge(check::auth_router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed);
+    // TraceLayer's spans and events are at debug level: below that they
+    // would cost every request without ever being seen.
+    let router = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
         // Logs method, path and status only: never headers or bodies, which carry tokens.
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        router.layer(TraceLayer::new_for_http())
+    } else {
+        router
+    };
+    router.with_state(state)
 }

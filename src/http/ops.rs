@@ -13,7 +13,7 @@ use revokd_jobs::now_unix;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::instruments;
+use crate::{check::LookupStats, instruments};
 
 /// The operations routes.
 pub fn router() -> Router<AppState> {
@@ -73,6 +73,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(Ok(Some(report))) = cleanup {
         instruments::last_cleanup(&report);
     }
+    let (checker, stats) = (&state.checker, state.checker.stats());
+    instruments::verify_cache(
+        LookupStats::get(&stats.verify_cache_hits),
+        LookupStats::get(&stats.verify_cache_misses),
+        checker.verify_cache_len(),
+    );
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         instruments::handle().render(),

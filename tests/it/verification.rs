@@ -1,9 +1,12 @@
 //! Every malformed, forged or out-of-date token gets its documented reason
 //! from the HTTP API, never a 500.
 
+use std::time::Duration;
+
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use revokd_jobs::now_unix;
+use revokd::check::LookupStats;
+use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 use serde_json::json;
 
 use crate::helpers::{Options, SECRET, TestApp};
@@ -379,4 +382,79 @@ async fn metrics_expose_the_named_series_after_traffic() {
     assert!(value(r#"revokd_jobs_applied_total{kind="revoke"}"#) >= 1.0);
     assert!(value(r#"revokd_queue_jobs{state="pending"}"#) >= 0.0);
     assert!(value(r#"revokd_denylist_entries{kind="token"}"#) >= 0.0);
+}
+
+/// The verify cache skips the signature of a token seen before, never the
+/// rest: a cached token is refused once revoked by id or by subject, once
+/// expired, and a token altered by one byte is verified (and refused) anew.
+#[tokio::test]
+async fn tokens_served_from_the_verify_cache_are_still_revoked_and_still_expire() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--jwt-leeway-secs", "0"],
+        ..Default::default()
+    })
+    .await;
+    let applier = app.services.applier();
+    let now = now_unix();
+    let short = hs256(
+        SECRET,
+        json!({ "sub": "vera", "iat": now - 5, "exp": now + 2, "jti": "vc-short" }),
+    );
+    let by_id = hs256(
+        SECRET,
+        json!({ "sub": "walt", "iat": now - 5, "exp": now + 600, "jti": "vc-walt" }),
+    );
+    let by_subject = hs256(
+        SECRET,
+        json!({ "sub": "xena", "iat": now - 5, "exp": now + 600, "jti": "vc-xena" }),
+    );
+    for token in [&short, &by_id, &by_subject] {
+        for _ in 0..2 {
+            let (status, body) = app.check(token).await;
+            assert_eq!(
+                (status, body["active"].clone()),
+                (200, json!(true)),
+                "{body}"
+            );
+        }
+    }
+    let stats = app.checker_stats.stats();
+    let hits = LookupStats::get(&stats.verify_cache_hits);
+    assert_eq!(hits, 3, "each token's second check came from the cache");
+    assert_eq!(app.checker_stats.verify_cache_len(), 3);
+
+    applier
+        .apply(
+            &Job::Revoke(RevokeToken::new("vc-walt", Some("walt".into()), now + 600)),
+            now,
+        )
+        .await
+        .unwrap();
+    applier
+        .apply(&Job::RevokeAll(RevokeSubject::new("xena", now)), now)
+        .await
+        .unwrap();
+    assert_eq!(app.check(&by_id).await.1["reason"], "revoked");
+    assert_eq!(app.check(&by_subject).await.1["reason"], "subject_revoked");
+
+    // A forged variant of a cached token: same header and claims, one
+    // signature character changed.
+    let mut forged = by_id.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let misses_before = LookupStats::get(&stats.verify_cache_misses);
+    assert_eq!(app.check(&forged).await.1["reason"], "invalid_signature");
+    assert_eq!(
+        LookupStats::get(&stats.verify_cache_misses),
+        misses_before + 1
+    );
+
+    app.wait_for_reason(&short, "expired", Duration::from_secs(5))
+        .await;
+    assert!(
+        LookupStats::get(&stats.verify_cache_hits) > hits + 2,
+        "the revoked and expired answers came from cached verifications"
+    );
 }
