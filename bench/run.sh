@@ -45,7 +45,7 @@
 #     against the same API.
 #  5. Worker apply throughput (`examples/bench_worker.rs`, its own prefix
 #     and database): 50,000 revoke jobs pushed with `revokd_jobs::Producer`
-#     while no worker runs, then one worker (concurrency 32) started
+#     while no worker runs, then one worker (concurrency 64, the default) started
 #     in-process and timed until `revoked_tokens` holds 50,000 rows →
 #     revocations/s. The run fails if the row count stops moving for 30 s.
 #  6. `cargo bench --bench verify`: criterion, 2 s each: `Verifier::verify`

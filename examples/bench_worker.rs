@@ -6,7 +6,7 @@
 //! on one multiplexed connection) while no worker runs; the queue must then
 //! hold all of them. Then the worker starts in this process
 //! (`revokd::worker::run`, the same code as `revokd serve --roles worker`,
-//! concurrency `REVOKD_WORKER_CONCURRENCY`, default 32) and the clock runs
+//! concurrency `REVOKD_WORKER_CONCURRENCY`, default 64) and the clock runs
 //! from its start until Postgres `revoked_tokens` holds `BENCH_JOBS` rows
 //! (polled every 50 ms; a job writes Redis first, then Postgres, so the last
 //! row means both stores have every revocation). The number of

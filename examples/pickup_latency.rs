@@ -14,7 +14,7 @@
 //!    in Postgres `revoked_tokens` over that whole run.
 //!
 //! The worker runs in this process (`revokd::worker::run`, concurrency from
-//! `REVOKD_WORKER_CONCURRENCY`, default 32) against a unique Redis key prefix
+//! `REVOKD_WORKER_CONCURRENCY`, default 64) against a unique Redis key prefix
 //! `revokd-bench-<uuid>:` and a fresh Postgres database `revokd_bench_<uuid>`.
 //! At the end, also after a failure or Ctrl-C, it deletes exactly the keys
 //! under that prefix, removes its queue from `core:apalis:queues:list` and

@@ -151,7 +151,7 @@ pub struct Config {
     #[arg(
         long,
         env = "REVOKD_WORKER_CONCURRENCY",
-        default_value_t = 32,
+        default_value_t = 64,
         global = true
     )]
     pub worker_concurrency: usize,

@@ -26,6 +26,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The allocator `revokd` runs with (`src/main.rs`), so the service code
+/// these examples run in-process is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// HMAC secret of the bench configuration (no token is ever verified).
 const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
 /// apalis's global list of queues, where a running worker registers its own.

@@ -32,6 +32,43 @@ pub struct RevokedRow {
     pub requested_by: String,
 }
 
+/// One revocation for [`Db::apply_revokes`].
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeRow<'a> {
+    /// The job, the audit row's key.
+    pub job_id: &'a str,
+    /// jti or sha256:<hex>.
+    pub token_id: &'a str,
+    /// Subject, if any.
+    pub subject: Option<&'a str>,
+    /// Expiry after capping (unix seconds).
+    pub expires_at: i64,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Who asked.
+    pub requested_by: &'a str,
+    /// When asked (unix seconds): the revocation time.
+    pub requested_at: i64,
+    /// When applied (unix seconds).
+    pub applied_at: i64,
+}
+
+impl<'a> RevokeRow<'a> {
+    /// The row of a revoke job.
+    pub fn of(job: &'a RevokeToken, expires_at: i64, now: i64) -> Self {
+        Self {
+            job_id: &job.job_id,
+            token_id: &job.token_id,
+            subject: job.subject.as_deref(),
+            expires_at,
+            reason: job.reason.as_deref(),
+            requested_by: &job.requested_by,
+            requested_at: job.requested_at,
+            applied_at: now,
+        }
+    }
+}
+
 impl Db {
     /// A pool that connects on first use, so the service can start while
     /// Postgres is down.
@@ -100,6 +137,72 @@ impl Db {
         .bind(in_redis)
         .fetch_one(&self.pool)
         .await
+    }
+
+    /// [`apply_revoke`](Self::apply_revoke) of many revocations in one
+    /// statement (one transaction, one commit): the worker's group commit.
+    /// Returns each row's refresh-token family, in the order given. Rows
+    /// naming the same token merge as applying them one by one would (the
+    /// longest expiry and the earliest revocation win; the first row's
+    /// subject, reason and requester stay); every row gets its audit entry.
+    pub async fn apply_revokes<'r>(
+        &self,
+        rows: &[RevokeRow<'r>],
+    ) -> sqlx::Result<Vec<Option<String>>> {
+        let column = |f: fn(RevokeRow<'r>) -> Option<&'r str>| {
+            rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
+        };
+        let numbers = |f: fn(RevokeRow<'r>) -> i64| rows.iter().map(|r| f(*r)).collect::<Vec<_>>();
+        let families: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "with input as (
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                                      $6::text[], $7::int8[], $8::int8[])
+                     with ordinality as t(job_id, token_id, subject, expires_at, reason,
+                                          requested_by, requested_at, applied_at, n)
+             ),
+             audit as (
+                 insert into revocation_audit
+                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
+                 select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
+                 from input
+                 on conflict (job_id) do nothing
+             ),
+             merged as (
+                 select distinct on (token_id) token_id, subject, reason, requested_by,
+                        max(expires_at) over same_token as expires_at,
+                        min(requested_at) over same_token as revoked_at
+                 from input
+                 window same_token as (partition by token_id)
+                 order by token_id, n
+             ),
+             upserted as (
+                 insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
+                 select token_id, subject, expires_at, revoked_at, reason, requested_by, true
+                 from merged
+                 -- one lock order for every batch: concurrent workers never deadlock
+                 order by token_id
+                 on conflict (token_id) do update
+                     set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+                         revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                         in_redis = case when excluded.expires_at > revoked_tokens.expires_at
+                                         then excluded.in_redis
+                                         else revoked_tokens.in_redis or excluded.in_redis end
+             )
+             select input.n, refresh_tokens.family_id
+             from input left join refresh_tokens using (token_id)
+             order by input.n",
+        )
+        .bind(column(|r| Some(r.job_id)))
+        .bind(column(|r| Some(r.token_id)))
+        .bind(column(|r| r.subject))
+        .bind(numbers(|r| r.expires_at))
+        .bind(column(|r| r.reason))
+        .bind(column(|r| Some(r.requested_by)))
+        .bind(numbers(|r| r.requested_at))
+        .bind(numbers(|r| r.applied_at))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(families.into_iter().map(|(_, family)| family).collect())
     }
 
     /// Raises a subject's watermark (never lowers it) and logs the request.

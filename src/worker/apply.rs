@@ -7,6 +7,7 @@ use std::time::Duration;
 use revokd_jobs::{Job, RegisterRefresh, RevokeSubject, RevokeToken, now_unix};
 use tokio_util::sync::CancellationToken;
 
+use super::batch::RevokeBatcher;
 use crate::{
     instruments, limits,
     maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
@@ -71,6 +72,7 @@ pub enum Applied {
 pub struct Applier {
     deny: DenyList,
     db: Db,
+    revokes: RevokeBatcher,
     leeway: i64,
     max_lifetime: i64,
     done_prefix: String,
@@ -82,6 +84,7 @@ impl Applier {
     pub fn new(deny: DenyList, db: Db, prefix: &str, leeway: i64, max_lifetime: i64) -> Self {
         Self {
             deny,
+            revokes: RevokeBatcher::new(db.clone()),
             db,
             leeway,
             max_lifetime,
@@ -200,7 +203,7 @@ impl Applier {
             self.deny.deny(&job.token_id, &entry, ttl).await?;
         }
         // Revoking a refresh token revokes its whole family.
-        if let Some(family) = self.db.apply_revoke(job, expires_at, now).await? {
+        if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
             let job_id = format!("{}:family", job.job_id);
             let ids = FamilyRequest {
                 job_id: &job_id,

@@ -10,6 +10,7 @@
 
 pub mod apply;
 mod backend;
+pub mod batch;
 
 use std::{sync::Arc, time::Duration};
 

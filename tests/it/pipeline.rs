@@ -254,3 +254,159 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
     let newer = app.mint("hank");
     assert_eq!(app.check(&newer).await.1["active"], true);
 }
+
+/// One batched statement merges its rows as applying them one by one
+/// would: per token the longest expiry and the earliest revocation, the
+/// first row's subject, reason and requester; one audit row per job, a
+/// repeated job (at-least-once delivery) adding nothing; each row answered
+/// with its token's refresh family, in order.
+#[tokio::test]
+async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let db = &app.db.db;
+    let now = now_unix();
+    sqlx::query(
+        "insert into refresh_families (family_id, subject, expires_at) values ('fam-1', 'gina', $1)",
+    )
+    .bind(now + 3600)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into refresh_tokens (token_id, family_id, subject, expires_at, state, registered_at)
+         values ('rt-1', 'fam-1', 'gina', $1, 0, $1 - 3600)",
+    )
+    .bind(now + 3600)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // An earlier revocation of "b" that the batch must extend, not shorten.
+    let earlier = RevokeToken {
+        requested_at: now - 100,
+        ..RevokeToken::new("b", Some("hank".into()), now + 900).reason("first")
+    };
+    db.apply_revoke(&earlier, now + 900, now).await.unwrap();
+
+    let row = |job_id: &'static str, token_id: &'static str, exp: i64, at: i64, reason| {
+        revokd::store::pg::RevokeRow {
+            job_id,
+            token_id,
+            subject: Some("gina"),
+            expires_at: exp,
+            reason: Some(reason),
+            requested_by: job_id,
+            requested_at: at,
+            applied_at: now,
+        }
+    };
+    let rows = [
+        row("j1", "a", now + 100, now - 5, "one"),
+        row("j2", "a", now + 300, now - 9, "two"),
+        row("j3", "b", now + 50, now - 1, "three"),
+        row("j1", "a", now + 100, now - 5, "one"),
+        row("j4", "rt-1", now + 600, now, "four"),
+        row("j5", "a", now + 200, now - 2, "five"),
+    ];
+    let families = db.apply_revokes(&rows).await.unwrap();
+    assert_eq!(
+        families,
+        [None, None, None, None, Some("fam-1".to_owned()), None]
+    );
+
+    type Row = (String, Option<String>, i64, i64, Option<String>, String);
+    let tokens: Vec<Row> = sqlx::query_as(
+        "select token_id, subject, expires_at, revoked_at, reason, requested_by
+         from revoked_tokens order by token_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let t = |id: &str, sub: &str, exp: i64, at: i64, reason: &str, by: &str| {
+        (
+            id.to_owned(),
+            Some(sub.to_owned()),
+            exp,
+            at,
+            Some(reason.to_owned()),
+            by.to_owned(),
+        )
+    };
+    assert_eq!(
+        tokens,
+        [
+            t("a", "gina", now + 300, now - 9, "one", "j1"),
+            t("b", "hank", now + 900, now - 100, "first", ""),
+            t("rt-1", "gina", now + 600, now, "four", "j4"),
+        ]
+    );
+    let audit: Vec<String> = sqlx::query_scalar(
+        "select job_id from revocation_audit where kind = 'revoke' order by job_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let mut expected = vec![earlier.job_id.clone()];
+    expected.extend(["j1", "j2", "j3", "j4", "j5"].map(String::from));
+    expected.sort();
+    assert_eq!(audit, expected);
+}
+
+/// Revocations applied concurrently (as a worker runs them) are grouped
+/// into shared commits and reach both stores exactly as sequential ones.
+#[tokio::test]
+async fn concurrent_revocations_reach_both_stores_as_sequential_ones_do() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let applier = app.services.applier();
+    let now = now_unix();
+    // 40 tokens, each revoked three times with different lives and times,
+    // and every job delivered twice.
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        for k in 0..3_i64 {
+            let job = RevokeToken {
+                requested_at: now - 10 + k,
+                ..RevokeToken::new(
+                    format!("tok-{i}"),
+                    Some(format!("user-{i}")),
+                    now + 100 * (k + 1),
+                )
+            };
+            jobs.push(Job::Revoke(job));
+        }
+    }
+    let twice: Vec<&Job> = jobs.iter().chain(jobs.iter()).collect();
+    let results = futures::future::join_all(twice.iter().map(|job| applier.apply(job, now))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let tokens: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select token_id, expires_at, revoked_at from revoked_tokens order by token_id",
+    )
+    .fetch_all(app.db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(tokens.len(), 40);
+    for (_, expires_at, revoked_at) in &tokens {
+        assert_eq!((*expires_at, *revoked_at), (now + 300, now - 10));
+    }
+    let audit: i64 = sqlx::query_scalar("select count(*) from revocation_audit")
+        .fetch_one(app.db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(audit, 120, "one audit row per job, none per repeat");
+    let mut redis = app.redis();
+    for i in 0..40 {
+        let ttl: i64 = redis.ttl(format!("{}jti:tok-{i}", app.prefix)).unwrap();
+        assert!(
+            ttl > 300,
+            "tok-{i}: ttl {ttl} is the longest life plus leeway"
+        );
+    }
+}
