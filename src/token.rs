@@ -306,15 +306,17 @@ impl Verifier {
         if alg != key.alg {
             return Err(Reason::InvalidSignature);
         }
-        // A base64 error is the signature's when the claims decode: a
-        // tampered signature is invalid, not malformed.
-        let claims_decode = token
-            .split('.')
-            .nth(1)
-            .is_some_and(|p| URL_SAFE_NO_PAD.decode(p).is_ok());
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::Base64(_) if claims_decode => {
+                // A base64 error is the signature's when the claims decode: a
+                // tampered signature is invalid, not malformed. (Looked at
+                // only on this error path, not for every good token.)
+                jsonwebtoken::errors::ErrorKind::Base64(_)
+                    if token
+                        .split('.')
+                        .nth(1)
+                        .is_some_and(|p| URL_SAFE_NO_PAD.decode(p).is_ok()) =>
+                {
                     Reason::InvalidSignature
                 }
                 _ => decode_reason(e),
