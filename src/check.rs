@@ -206,8 +206,15 @@ impl Checker {
         &self,
         claims: &VerifiedToken,
     ) -> Result<(Option<Reason>, Source), Unavailable> {
-        let (denied, not_before, source) =
+        let (mut denied, not_before, source) =
             self.lookup(&claims.token_id, claims.sub.as_deref()).await?;
+        // A jti-less ECDSA token is revoked when its twin is (see
+        // `VerifiedToken::twin_token_id`).
+        if let Some(twin) = &claims.twin_token_id
+            && !denied
+        {
+            denied = self.lookup(twin, None).await?.0;
+        }
         Ok((decide(denied, not_before, claims.iat), source))
     }
 

@@ -129,7 +129,7 @@ pub struct Config {
     /// Tokens whose verified signature the API keeps (keyed by SHA-256, never
     /// the token), so a token presented again costs a hash instead of a
     /// signature check; `exp`/`nbf` and revocation are still checked on every
-    /// request. 0 turns it off.
+    /// request. Memory is bounded at 512 bytes per entry. 0 turns it off.
     #[arg(
         long,
         env = "REVOKD_VERIFY_CACHE_SIZE",

@@ -201,6 +201,12 @@ pub struct VerifiedToken {
     pub iss: Option<String>,
     /// `aud` as sent: a string or an array.
     pub aud: Option<Value>,
+    /// For a token without `jti` signed with ECDSA (ES256/ES384): the
+    /// `token_id` of its twin, the same token with the signature's other
+    /// valid form (`s` → `n − s`, which verifies just as well). Anyone
+    /// holding the token can make the twin, so a check refuses the token
+    /// when either id is revoked.
+    pub twin_token_id: Option<String>,
 }
 
 /// The identity a token is revoked under: its `jti` if present and non-empty
@@ -333,7 +339,12 @@ impl Verifier {
         {
             return Err(Reason::InvalidAudience);
         }
+        let twin_token_id = match claims.jti {
+            None => ecdsa_twin(token, key.alg).map(|twin| token_id(&twin, None)),
+            Some(_) => None,
+        };
         Ok(VerifiedToken {
+            twin_token_id,
             token_id: token_id(token, claims.jti.as_deref()),
             sub: claims.sub,
             jti: claims.jti,
@@ -695,6 +706,46 @@ fn private_key(pem: &[u8], alg: Algorithm) -> Option<(EncodingKey, AlgorithmPara
     .ok()?;
     let params = Jwk::from_encoding_key(&key, alg).ok()?.algorithm;
     Some((key, params))
+}
+
+/// Order `n` of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// Order `n` of the P-384 group, big-endian.
+const P384_ORDER: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+/// The compact token with its ECDSA signature `r || s` replaced by
+/// `r || (n − s)`: ECDSA signatures are malleable, and this twin verifies
+/// under the same key. `None` for other algorithms or a signature of the
+/// wrong shape (`0 < s < n` holds for any signature that verified).
+pub fn ecdsa_twin(token: &str, alg: Algorithm) -> Option<String> {
+    let order: &[u8] = match alg {
+        Algorithm::ES256 => &P256_ORDER,
+        Algorithm::ES384 => &P384_ORDER,
+        _ => return None,
+    };
+    let (signed, signature) = token.rsplit_once('.')?;
+    let mut signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    if signature.len() != 2 * order.len() {
+        return None;
+    }
+    let s = &mut signature[order.len()..];
+    // s ← n − s, big-endian, with borrow.
+    let mut borrow = 0u16;
+    for (digit, &n) in s.iter_mut().rev().zip(order.iter().rev()) {
+        let d = u16::from(n)
+            .wrapping_sub(u16::from(*digit))
+            .wrapping_sub(borrow);
+        borrow = u16::from(u16::from(n) < u16::from(*digit) + borrow);
+        *digit = (d & 0xff) as u8;
+    }
+    (borrow == 0).then(|| format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&signature)))
 }
 
 /// The two header members looked at before any key is chosen.
@@ -1211,6 +1262,49 @@ mod tests {
                 .as_deref(),
             Some("-7")
         );
+    }
+
+    #[test]
+    fn an_ecdsa_token_without_jti_knows_its_twin_and_the_twin_knows_it() {
+        for (alg, stem) in [("ES256", "ec256"), ("ES384", "ec384")] {
+            let settings = pem(alg, stem);
+            let verifier = Verifier::new(&settings).unwrap();
+            let token = Minter::new(&settings)
+                .unwrap()
+                .mint("user-1", 600, false, NOW)
+                .unwrap();
+            let original = verifier.verify(&token, NOW).unwrap();
+            let twin = ecdsa_twin(&token, verifier.keys[0].alg).unwrap();
+            assert_ne!(twin, token);
+            // The twin verifies too: it is the same token to anyone but a
+            // byte comparison, so each names the other's id.
+            let verified_twin = verifier.verify(&twin, NOW).unwrap();
+            assert_eq!(verified_twin.token_id, token_id(&twin, None));
+            assert_eq!(
+                verified_twin.twin_token_id.as_ref(),
+                Some(&original.token_id)
+            );
+            assert_eq!(
+                original.twin_token_id.as_ref(),
+                Some(&verified_twin.token_id)
+            );
+            assert_eq!(
+                ecdsa_twin(&twin, verifier.keys[0].alg).as_deref(),
+                Some(token.as_str())
+            );
+            // With a jti the id is the jti, the same for both forms.
+            let with_jti = Minter::new(&settings)
+                .unwrap()
+                .mint("user-1", 600, true, NOW)
+                .unwrap();
+            assert_eq!(verifier.verify(&with_jti, NOW).unwrap().twin_token_id, None);
+        }
+        let hmac = hmac("HS256");
+        let token = Minter::new(&hmac)
+            .unwrap()
+            .mint("user-1", 600, false, NOW)
+            .unwrap();
+        assert_eq!(verify(&hmac, &token, NOW).unwrap().twin_token_id, None);
     }
 
     #[test]

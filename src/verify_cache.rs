@@ -16,19 +16,63 @@
 //!   `aud` checks (keys and settings are fixed for the life of the process).
 //!   `exp` and `nbf` are checked against the caller's `now` on every hit, and
 //!   revocation is looked up on every check after this, cached or not.
-//! - It is bounded (`REVOKD_VERIFY_CACHE_SIZE` entries, S3-FIFO eviction by
-//!   `quick_cache`); an expired token left in it only takes space until
-//!   evicted, since every hit re-checks the time.
+//! - It is bounded in memory: `REVOKD_VERIFY_CACHE_SIZE` × 512 bytes, each
+//!   entry weighed by what it holds (its claims can be large), tokens over
+//!   4 KiB never cached; S3-FIFO eviction by `quick_cache`. An expired token
+//!   left in it only takes space until evicted, since every hit re-checks the
+//!   time.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::token::{MAX_TOKEN_LEN, Reason, VerifiedToken, Verifier};
+use crate::token::{Reason, VerifiedToken, Verifier};
+
+/// Memory budget per configured entry: the cache holds at most `capacity`
+/// times this many (estimated) bytes, so a few tokens with huge claims
+/// cannot take more room than many ordinary ones.
+const BYTES_PER_ENTRY: u64 = 512;
+/// Tokens longer than this are verified every time, never cached.
+const MAX_CACHED_TOKEN_LEN: usize = 4 * 1024;
+
+/// Weighs an entry by the bytes it holds (estimated).
+#[derive(Clone)]
+struct Footprint;
+
+impl quick_cache::Weighter<[u8; 32], Arc<VerifiedToken>> for Footprint {
+    fn weight(&self, _: &[u8; 32], token: &Arc<VerifiedToken>) -> u64 {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let bytes = 32
+            + std::mem::size_of::<VerifiedToken>()
+            + token.token_id.len()
+            + text(&token.sub)
+            + text(&token.jti)
+            + text(&token.iss)
+            + token.aud.as_ref().map_or(0, json_footprint);
+        u64::try_from(bytes).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// Bytes a JSON value takes in memory, roughly (`aud` may be any JSON).
+fn json_footprint(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let node = std::mem::size_of::<Value>();
+    match value {
+        Value::String(s) => node + s.len(),
+        Value::Array(items) => node + items.iter().map(json_footprint).sum::<usize>(),
+        Value::Object(map) => {
+            node + map
+                .iter()
+                .map(|(k, v)| node + k.len() + json_footprint(v))
+                .sum::<usize>()
+        }
+        _ => node,
+    }
+}
 
 /// A bounded map from SHA-256(token) to what verifying that token found.
 pub struct VerifyCache {
-    entries: quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>, Footprint>,
 }
 
 impl std::fmt::Debug for VerifyCache {
@@ -50,10 +94,14 @@ pub enum Lookup {
 }
 
 impl VerifyCache {
-    /// A cache of at most about `capacity` tokens; `None` for 0 (off).
+    /// A cache of about `capacity` ordinary tokens (at most `capacity` ×
+    /// 512 estimated bytes); `None` for 0 (off).
     pub fn new(capacity: usize) -> Option<Self> {
+        let budget = u64::try_from(capacity)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(BYTES_PER_ENTRY);
         (capacity > 0).then(|| Self {
-            entries: quick_cache::sync::Cache::new(capacity),
+            entries: quick_cache::sync::Cache::with_weighter(capacity, budget, Footprint),
         })
     }
 
@@ -65,8 +113,8 @@ impl VerifyCache {
         token: &str,
         now: i64,
     ) -> (Result<Arc<VerifiedToken>, Reason>, Lookup) {
-        if token.len() > MAX_TOKEN_LEN {
-            return (Err(Reason::Malformed), Lookup::Miss);
+        if token.len() > MAX_CACHED_TOKEN_LEN {
+            return (verifier.verify(token, now).map(Arc::new), Lookup::Miss);
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(verified) = self.entries.get(&key) {
@@ -187,6 +235,42 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_weighed_by_what_they_hold_and_long_tokens_are_not_cached() {
+        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let cache = VerifyCache::new(4).unwrap();
+        let now = revokd_jobs::now_unix();
+        let key = jsonwebtoken::EncodingKey::from_secret(b"s3cret");
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+        };
+        // 400 numbers in `aud` are ~1.6 KB of JSON but ~13 KB in memory,
+        // more than this cache's whole budget (4 × 512 bytes): none is kept,
+        // however many arrive.
+        let big_aud: Vec<u32> = (0..400).collect();
+        for i in 0..4 {
+            let token = sign(
+                serde_json::json!({ "sub": format!("u{i}"), "exp": now + 60, "aud": big_aud }),
+            );
+            assert!(token.len() <= MAX_CACHED_TOKEN_LEN);
+            assert!(cache.verify(&verifier, &token, now).0.is_ok());
+        }
+        assert_eq!(cache.len(), 0, "heavy entries kept");
+        // Over 4 KiB: verified (and answered) every time, never kept.
+        let long_aud: Vec<String> = (0..400).map(|i| format!("audience-{i}")).collect();
+        let long = sign(serde_json::json!({ "sub": "v", "exp": now + 60, "aud": long_aud }));
+        assert!(long.len() > MAX_CACHED_TOKEN_LEN);
+        let empty = VerifyCache::new(16).unwrap();
+        for _ in 0..2 {
+            let (result, lookup) = empty.verify(&verifier, &long, now);
+            assert_eq!(
+                (result.map(|t| t.exp), lookup),
+                (Ok(now + 60), Lookup::Miss)
+            );
+        }
+        assert!(empty.is_empty());
+    }
+
+    #[test]
     fn size_zero_is_off_and_the_cache_stays_bounded() {
         assert!(VerifyCache::new(0).is_none());
         let verifier = Verifier::new(&settings("s3cret")).unwrap();
@@ -196,6 +280,6 @@ mod tests {
             let token = mint("s3cret", &format!("user-{i}"), 600);
             assert!(cache.verify(&verifier, &token, now).0.is_ok());
         }
-        assert!(cache.len() <= 16, "{} entries", cache.len());
+        assert!(cache.len() < 50, "{} of 100 entries kept", cache.len());
     }
 }

@@ -61,27 +61,21 @@ impl Shared {
     }
 }
 
-/// Every route, with the body limit and, when debug logging is on, request
-/// tracing.
+/// Every route, with the body limit (not on the bodiless `/v1/auth`) and
+/// request tracing.
 pub fn router(state: AppState) -> Router {
-    let router = Router::new()
+    Router::new()
         .merge(check::router())
         .merge(ops::router())
         .merge(revoke::router())
         .merge(stats::router())
         .merge(refresh::router())
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        // Merged after the layer: the bodiless hot path skips it.
+        // Merged after the layer: the gateways' hot path skips it.
         .merge(check::auth_router())
         .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed);
-    // TraceLayer's spans and events are at debug level: below that they
-    // would cost every request without ever being seen.
-    let router = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        .method_not_allowed_fallback(error::method_not_allowed)
         // Logs method, path and status only: never headers or bodies, which carry tokens.
-        router.layer(TraceLayer::new_for_http())
-    } else {
-        router
-    };
-    router.with_state(state)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }

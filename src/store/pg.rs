@@ -165,6 +165,7 @@ impl Db {
                      (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
                  select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
                  from input
+                 order by job_id
                  on conflict (job_id) do nothing
              ),
              merged as (
@@ -179,7 +180,8 @@ impl Db {
                  insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
                  select token_id, subject, expires_at, revoked_at, reason, requested_by, true
                  from merged
-                 -- one lock order for every batch: concurrent workers never deadlock
+                 -- batches lock rows in key order (audit rows too), so two of
+                 -- them never wait on each other in a cycle
                  order by token_id
                  on conflict (token_id) do update
                      set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),

@@ -354,6 +354,8 @@ impl Db {
             "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
              select u.id, u.sub, u.exp, $4, $5, $6
              from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, sub, exp)
+             -- key order, as the worker's batches lock revoked_tokens rows
+             order by u.id
              on conflict (token_id) do nothing",
         )
         .bind(ids)

@@ -7,14 +7,18 @@
 //! changes is that a backlog costs Postgres one transaction per batch instead
 //! of one per job.
 //!
-//! When a batch fails, its rows are applied one by one (concurrently), so each
-//! job gets its own answer: one row that cannot be written fails alone, and an
-//! outage fails every job with its own error, to be retried like any other.
+//! When Postgres refuses a batch (or it takes over 10 s), its rows are applied
+//! one by one (concurrently), so one row that cannot be written fails alone;
+//! when Postgres cannot be reached, every job of the batch fails at once, to
+//! be retried like any other.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use revokd_jobs::RevokeToken;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::store::pg::{Db, RevokeRow};
 
@@ -22,6 +26,10 @@ use crate::store::pg::{Db, RevokeRow};
 const MAX_BATCH: usize = 512;
 /// Rows that may wait for the batching task before senders wait too.
 const QUEUE: usize = 4 * MAX_BATCH;
+/// Batches written at the same time.
+const IN_FLIGHT: usize = 4;
+/// Longest a batch may take before its rows are written one by one.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Reply = oneshot::Sender<sqlx::Result<Option<String>>>;
 
@@ -79,13 +87,26 @@ impl RevokeBatcher {
     }
 }
 
-/// The batching task: waits for a row, takes every row queued behind it (up
-/// to [`MAX_BATCH`]), writes them, answers, repeats until every sender is gone.
+/// The batching task: once a write slot is free, waits for a row, takes
+/// every row queued behind it (up to [`MAX_BATCH`]) and writes them in the
+/// background; repeats until every sender is gone. Up to [`IN_FLIGHT`]
+/// batches are written at once, so one slow batch (a row lock held
+/// elsewhere) does not hold up the others.
 async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write(&db, std::mem::take(&mut batch)).await;
-        batch.reserve(MAX_BATCH);
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let db = db.clone();
+        tokio::spawn(async move {
+            write(&db, batch).await;
+            drop(slot);
+        });
     }
 }
 
@@ -95,22 +116,38 @@ async fn write(db: &Db, batch: Vec<Pending>) {
             .iter()
             .map(|p| RevokeRow::of(&p.job, p.expires_at, p.now))
             .collect();
-        match db.apply_revokes(&rows).await {
-            Ok(families) if families.len() == batch.len() => {
+        match tokio::time::timeout(BATCH_TIMEOUT, db.apply_revokes(&rows)).await {
+            Ok(Ok(families)) if families.len() == batch.len() => {
                 for (pending, family) in batch.into_iter().zip(families) {
                     let _ = pending.reply.send(Ok(family));
                 }
                 return;
             }
-            Ok(families) => tracing::warn!(
+            Ok(Ok(families)) => tracing::warn!(
                 rows = batch.len(),
                 answers = families.len(),
                 "batched revocations answered for the wrong number of rows; writing them one by one"
             ),
-            Err(error) => tracing::debug!(
+            // Postgres refused a row: write them one by one, so only that
+            // row's job fails.
+            Ok(Err(error @ sqlx::Error::Database(_))) => tracing::warn!(
                 %error,
                 rows = batch.len(),
-                "batched revocations failed; writing them one by one"
+                "batched revocations refused; writing them one by one"
+            ),
+            // Postgres unreachable: every row fails the same way, and each
+            // job retries (and logs) on its own.
+            Ok(Err(error)) => {
+                tracing::debug!(%error, rows = batch.len(), "batched revocations failed");
+                for pending in batch {
+                    let _ = pending.reply.send(Err(same_failure(&error)));
+                }
+                return;
+            }
+            Err(_) => tracing::warn!(
+                rows = batch.len(),
+                timeout = ?BATCH_TIMEOUT,
+                "batched revocations too slow; writing them one by one"
             ),
         }
     }
@@ -119,4 +156,14 @@ async fn write(db: &Db, batch: Vec<Pending>) {
         let _ = p.reply.send(result);
     });
     futures::future::join_all(one_by_one).await;
+}
+
+/// An error like `error` for each job of a failed batch (`sqlx::Error` is
+/// not `Clone`).
+fn same_failure(error: &sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Io(std::io::Error::other(other.to_string())),
+    }
 }

@@ -458,3 +458,50 @@ async fn tokens_served_from_the_verify_cache_are_still_revoked_and_still_expire(
         "the revoked and expired answers came from cached verifications"
     );
 }
+
+/// ECDSA signatures are malleable: `r || (n − s)` verifies like `r || s`.
+/// For a token without `jti` (identified by the SHA-256 of its bytes), the
+/// twin has another id; revoking either form must refuse both, through the
+/// HTTP write API and whatever store answers.
+#[tokio::test]
+async fn revoking_a_jti_less_ecdsa_token_revokes_its_malleated_twin() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    let (public, private) = (
+        format!("{keys}/ec256_public.pem"),
+        format!("{keys}/ec256_private.pem"),
+    );
+    for read_mode in ["redis", "replica"] {
+        let extra = [
+            "--jwt-algorithm",
+            "ES256",
+            "--jwt-public-key-file",
+            &public,
+            "--jwt-private-key-file",
+            &private,
+            "--read-mode",
+            read_mode,
+            "--api-keys",
+            "app:twin-key",
+        ];
+        let app = TestApp::spawn_with(Options {
+            replica: read_mode == "replica",
+            extra: &extra,
+            ..Default::default()
+        })
+        .await;
+        let token = app.mint_with("yuri", 600, false);
+        let twin = revokd::token::ecdsa_twin(&token, Algorithm::ES256).unwrap();
+        for t in [&token, &twin] {
+            assert_eq!(app.check(t).await.1["active"], true, "{read_mode}");
+        }
+        // Revoke the twin (a holder of the token could have sent either).
+        let (status, body) = app
+            .post_json("/v1/revocations", "twin-key", &json!({ "token": twin }))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        for t in [&twin, &token] {
+            app.wait_for_reason(t, "revoked", Duration::from_secs(5))
+                .await;
+        }
+    }
+}
