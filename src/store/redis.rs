@@ -388,14 +388,7 @@ impl DenyList {
         let mut cursor = 0u64;
         let mut total = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
             total += keys.len() as u64;
             if next == 0 {
                 return Ok(total);
@@ -416,14 +409,7 @@ impl DenyList {
         let pattern = format!("{}*", glob_escape(&self.prefix));
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = scan_page(&mut conn, cursor, &pattern, SCAN_COUNT).await?;
             // (kind, id) of each deny-list key; the prefix's other keys (the
             // queue, the stream, the marker) are passed over.
             let wanted: Vec<(SnapshotKind, &str, &str)> = keys
@@ -468,14 +454,7 @@ impl DenyList {
         let mut cursor = 0u64;
         let mut batches = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(2000)
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = scan_page(&mut conn, cursor, &pattern, 2000).await?;
             if !keys.is_empty() {
                 batches.push(keys);
             }
@@ -557,6 +536,23 @@ pub struct Snapshot {
     pub refresh: Vec<(String, String, u8, i64)>,
     /// `(family, until)` of revoked families.
     pub families: Vec<(String, i64)>,
+}
+
+/// One SCAN call: the next cursor and the keys matching `pattern`.
+async fn scan_page(
+    conn: &mut ConnectionManager,
+    cursor: u64,
+    pattern: &str,
+    count: usize,
+) -> redis::RedisResult<(u64, Vec<String>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
 }
 
 pub(super) fn glob_escape(s: &str) -> String {
