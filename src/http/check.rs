@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /v1/auth`, the gateways' hot path: it reads no body, so it is served
-/// outside the body-limit layer.
+/// outside the body-limit and trace layers (it logs its 503s itself).
 pub fn auth_router() -> Router<AppState> {
     Router::new().route("/v1/auth", get(forward_auth))
 }
@@ -147,7 +147,15 @@ async fn forward_auth(State(state): State<AppState>, request: Request) -> Respon
                 ))
                 .into_response()
         }
-        Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
+        Verdict::Unavailable => {
+            // As the trace layer of the other routes reports a 5xx.
+            tracing::error!(
+                path = "/v1/auth",
+                status = 503,
+                "no store can answer the check"
+            );
+            ApiError::unavailable("no store can answer").into_response()
+        }
     }
 }
 

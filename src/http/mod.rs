@@ -61,8 +61,9 @@ impl Shared {
     }
 }
 
-/// Every route, with the body limit (not on the bodiless `/v1/auth`) and
-/// request tracing.
+/// Every route, with the body limit and request tracing — except the
+/// gateways' hot path `/v1/auth`, which reads no body and logs its own
+/// failures, so a check pays for neither layer.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(check::router())
@@ -71,11 +72,11 @@ pub fn router(state: AppState) -> Router {
         .merge(stats::router())
         .merge(refresh::router())
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        // Merged after the layer: the gateways' hot path skips it.
+        // Logs method, path and status only: never headers or bodies, which carry tokens.
+        .layer(TraceLayer::new_for_http())
+        // Merged after the layers, which apply only to routes already added.
         .merge(check::auth_router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        // Logs method, path and status only: never headers or bodies, which carry tokens.
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
