@@ -7,7 +7,7 @@
 # redis://127.0.0.1:6379; BENCH_PG_SERVER, default
 # postgres://postgres@127.0.0.1:5432, trust auth, allowed to create
 # databases), cargo, and wrk, curl, redis-cli and psql (installed with
-# apt-get when missing). Takes about 5 minutes on 2 cores, the release build
+# apt-get when missing). Takes 5–10 minutes on 2 cores, the release build
 # aside; everything runs on this one machine, one measurement at a time.
 #
 # What it measures, in order:
