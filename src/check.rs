@@ -206,15 +206,13 @@ impl Checker {
         &self,
         claims: &VerifiedToken,
     ) -> Result<(Option<Reason>, Source), Unavailable> {
-        let (mut denied, not_before, source) =
-            self.lookup(&claims.token_id, claims.sub.as_deref()).await?;
-        // A jti-less ECDSA token is revoked when its twin is (see
-        // `VerifiedToken::twin_token_id`).
-        if let Some(twin) = &claims.twin_token_id
-            && !denied
-        {
-            denied = self.lookup(twin, None).await?.0;
-        }
+        let (denied, not_before, source) = self
+            .lookup(
+                &claims.token_id,
+                claims.twin_token_id.as_deref(),
+                claims.sub.as_deref(),
+            )
+            .await?;
         Ok((decide(denied, not_before, claims.iat), source))
     }
 
@@ -240,20 +238,25 @@ impl Checker {
         });
     }
 
+    /// Whether `token_id` — or `twin`, the id of a jti-less ECDSA token's
+    /// other form (see `VerifiedToken::twin_token_id`) — is denied, and
+    /// `sub`'s watermark: one lookup in whichever store answers.
     async fn lookup(
         &self,
         token_id: &str,
+        twin: Option<&str>,
         sub: Option<&str>,
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
-        if let Some(replica) = &self.replica
-            && let Some((denied, not_before)) =
-                replica.lookup(token_id, sub, revokd_jobs::now_unix())
-        {
-            LookupStats::bump(&self.stats.replica);
-            return Ok((denied, not_before, Source::Replica));
+        if let Some(replica) = &self.replica {
+            let now = revokd_jobs::now_unix();
+            if let Some((denied, not_before)) = replica.lookup(token_id, sub, now) {
+                LookupStats::bump(&self.stats.replica);
+                let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
+                return Ok((denied, not_before, Source::Replica));
+            }
         }
         if self.redis_health.is_up() {
-            match self.resync.deny.lookup(token_id, sub).await {
+            match self.resync.deny.lookup(token_id, twin, sub).await {
                 Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
                     return Ok((found.denied, found.not_before, Source::Redis));
@@ -272,7 +275,12 @@ impl Checker {
             LookupStats::bump(&self.stats.unavailable);
             return Err(Unavailable);
         }
-        match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.resync.db.lookup(token_id, sub)).await {
+        match tokio::time::timeout(
+            PG_LOOKUP_TIMEOUT,
+            self.resync.db.lookup(token_id, twin, sub),
+        )
+        .await
+        {
             Ok(Ok((denied, not_before))) => {
                 LookupStats::bump(&self.stats.postgres);
                 Ok((denied, not_before, Source::Postgres))

@@ -134,16 +134,21 @@ impl Replica {
         if !self.is_fresh() {
             return None;
         }
-        let denied = self
-            .tokens
-            .get(&xxh3_128(token_id.as_bytes()))
-            .is_some_and(|until| *until > now);
+        let denied = self.denies(token_id, now);
         let not_before = subject.and_then(|s| {
             self.subjects
                 .get(&xxh3_128(s.as_bytes()))
                 .and_then(|e| (e.1 > now).then_some(e.0))
         });
         Some((denied, not_before))
+    }
+
+    /// Whether `token_id` is on the deny-list as of `now`; the caller has
+    /// checked freshness (through [`lookup`](Self::lookup)).
+    pub fn denies(&self, token_id: &str, now: i64) -> bool {
+        self.tokens
+            .get(&xxh3_128(token_id.as_bytes()))
+            .is_some_and(|until| *until > now)
     }
 
     /// Marks the replica loaded and proven current now, as the follower does

@@ -48,6 +48,7 @@ impl quick_cache::Weighter<[u8; 32], Arc<VerifiedToken>> for Footprint {
             + text(&token.sub)
             + text(&token.jti)
             + text(&token.iss)
+            + text(&token.twin_token_id)
             + token.aud.as_ref().map_or(0, json_footprint);
         u64::try_from(bytes).unwrap_or(u64::MAX).max(1)
     }

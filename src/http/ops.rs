@@ -33,7 +33,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     // (marker present), Postgres with its tables.
     let (redis, pg) = tokio::join!(
         tokio::time::timeout(probe, state.deny.marker_present()),
-        tokio::time::timeout(probe, state.db.lookup("readyz", None)),
+        tokio::time::timeout(probe, state.db.lookup("readyz", None, None)),
     );
     let redis_up = matches!(redis, Ok(Ok(true)));
     let pg_up = matches!(pg, Ok(Ok(_)));

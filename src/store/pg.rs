@@ -252,14 +252,16 @@ impl Db {
     pub async fn lookup(
         &self,
         token_id: &str,
+        twin: Option<&str>,
         subject: Option<&str>,
     ) -> sqlx::Result<(bool, Option<i64>)> {
         sqlx::query_as(
-            "select exists(select 1 from revoked_tokens where token_id = $1),
+            "select exists(select 1 from revoked_tokens where token_id = $1 or token_id = $3),
                     (select not_before from subject_watermarks where subject = $2)",
         )
         .bind(token_id)
         .bind(subject)
+        .bind(twin)
         .fetch_one(&self.pool)
         .await
     }

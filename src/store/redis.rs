@@ -137,25 +137,32 @@ impl DenyList {
         format!("{}sub:{subject}", self.prefix)
     }
 
-    /// One round trip: is the deny-list complete, is `token_id` denied, and
-    /// what is `subject`'s watermark?
+    /// One round trip: is the deny-list complete, is `token_id` (or `twin`,
+    /// another id of the same token) denied, and what is `subject`'s
+    /// watermark?
     pub async fn lookup(
         &self,
         token_id: &str,
+        twin: Option<&str>,
         subject: Option<&str>,
     ) -> redis::RedisResult<Lookup> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("MGET");
+        // marker, the token's ids, then the subject's watermark.
         cmd.arg(self.marker_key()).arg(self.jti_key(token_id));
+        if let Some(twin) = twin {
+            cmd.arg(self.jti_key(twin));
+        }
         if let Some(sub) = subject {
             cmd.arg(self.sub_key(sub));
         }
         let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
+        let ids = 1 + usize::from(twin.is_some());
         Ok(Lookup {
             complete: values.first().is_some_and(Option::is_some),
-            denied: values.get(1).is_some_and(Option::is_some),
-            not_before: values
-                .get(2)
+            denied: values.iter().skip(1).take(ids).any(Option::is_some),
+            not_before: subject
+                .and(values.get(1 + ids))
                 .and_then(|v| v.as_deref())
                 .and_then(|v| v.parse().ok()),
         })

@@ -503,5 +503,23 @@ async fn revoking_a_jti_less_ecdsa_token_revokes_its_malleated_twin() {
             app.wait_for_reason(t, "revoked", Duration::from_secs(5))
                 .await;
         }
+        // Each store answers for the pair in its one lookup: the fallbacks
+        // (Redis, then Postgres) refuse the token just as the replica does.
+        let (own, other) = (
+            revokd::token::token_id(&token, None),
+            revokd::token::token_id(&twin, None),
+        );
+        app.wait_for_row(&other).await;
+        let deny = &app.services.deny_fast;
+        assert!(
+            deny.lookup(&own, Some(&other), Some("yuri"))
+                .await
+                .unwrap()
+                .denied
+        );
+        assert!(!deny.lookup(&own, None, Some("yuri")).await.unwrap().denied);
+        let db = &app.db.db;
+        assert!(db.lookup(&own, Some(&other), Some("yuri")).await.unwrap().0);
+        assert!(!db.lookup(&own, None, Some("yuri")).await.unwrap().0);
     }
 }
