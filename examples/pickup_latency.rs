@@ -234,7 +234,8 @@ impl Probe<'_> {
                 .await
                 .context("push a probe job")?;
             let pushed = started.elapsed();
-            if completion.wait(WAIT_TIMEOUT).await {
+            let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+            if completion.wait_until(deadline).await == revokd::completion::Outcome::Applied {
                 samples.applied.push(started.elapsed());
                 samples.push.push(pushed);
             } else {

@@ -16,8 +16,9 @@ use crate::{
     replica::{Follower, Replica},
     resync::Resync,
     scheduler,
+    spool::Spool,
     store::{self, pg::Db, redis::DenyList},
-    submit::Submitter,
+    submit::{self, Submitter},
     token::Verifier,
     worker::{self, Applier, WorkerDeps},
 };
@@ -90,6 +91,8 @@ pub struct Services {
     pub producer: Producer,
     /// The local replica checks read first (read mode `replica`).
     pub replica: Option<Arc<Replica>>,
+    /// Where revocations go while Postgres is unreachable (one per process).
+    pub spool: Arc<Spool>,
 }
 
 impl Services {
@@ -114,6 +117,7 @@ impl Services {
             producer: Producer::new(patient, &prefix, "revokd"),
             replica: (config.read_mode == ReadMode::Replica)
                 .then(|| Replica::new(config.replica_max_lag)),
+            spool: Arc::new(Spool::new(config.spool_dir(), &prefix)),
             config: Arc::new(config),
         })
     }
@@ -186,6 +190,7 @@ impl Services {
             producer: self.producer.clone(),
             checker,
             db: self.db.clone(),
+            spool: Arc::clone(&self.spool),
             redis_url: self.config.redis_url.clone(),
             prefix: self.config.key_prefix.clone(),
             wait_timeout: self.config.wait_timeout,
@@ -245,12 +250,31 @@ impl Api {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` fires.
+    /// Serves until `stop` fires; meanwhile keeps the checks' overlay of
+    /// pending revocations current and replays the spool.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, http::router(self.state))
+        let checker = Arc::clone(&self.state.checker);
+        let config = &self.state.config;
+        let follow = Arc::clone(checker.pending()).follow(
+            self.state.db.clone(),
+            checker.replica().cloned(),
+            config.leeway(),
+            stop.clone(),
+        );
+        let replay = submit::keep_replaying(
+            Arc::clone(&self.state.submitter.spool),
+            self.state.db.clone(),
+            Some(Arc::clone(&checker)),
+            config.max_lifetime_secs(),
+            stop.clone(),
+        );
+        let background = [tokio::spawn(follow), tokio::spawn(replay)];
+        let served = axum::serve(self.listener, http::router(self.state))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
-            .context("HTTP server failed")
+            .context("HTTP server failed");
+        background.iter().for_each(tokio::task::JoinHandle::abort);
+        served
     }
 }
 
@@ -299,6 +323,17 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
                 .resync(services.deny_patient.clone())
                 .run(stop.clone()),
         );
+        if !roles.api {
+            // Spools left by API processes that died are replayed by any
+            // process of the deployment.
+            tokio::spawn(submit::keep_replaying(
+                Arc::clone(&services.spool),
+                services.db.clone(),
+                None,
+                services.config.max_lifetime_secs(),
+                stop.clone(),
+            ));
+        }
         let deps = WorkerDeps {
             applier: services.applier(),
             redis_url: services.config.redis_url.clone(),

@@ -13,6 +13,7 @@ use crate::{
     config::FailMode,
     health::Health,
     instruments,
+    pending::{Cover, Pending},
     replica::Replica,
     resync::Resync,
     token::{Reason, VerifiedToken, Verifier},
@@ -96,6 +97,7 @@ impl LookupStats {
 pub struct Checker {
     stats: LookupStats,
     replica: Option<Arc<Replica>>,
+    pending: Arc<Pending>,
     resync: Resync,
     verifier: Arc<Verifier>,
     verify_cache: Option<VerifyCache>,
@@ -113,6 +115,7 @@ impl Checker {
             verifier,
             verify_cache: None,
             replica: None,
+            pending: Pending::new(),
             stats: LookupStats::default(),
             redis_health: Health::new("redis"),
             pg_health: Health::new("postgres"),
@@ -156,6 +159,25 @@ impl Checker {
     /// The replica, if checks use one.
     pub fn replica(&self) -> Option<&Arc<Replica>> {
         self.replica.as_ref()
+    }
+
+    /// Revocations Redis may not hold yet (see [`Pending`]).
+    pub fn pending(&self) -> &Arc<Pending> {
+        &self.pending
+    }
+
+    /// Postgres's breaker.
+    pub fn pg_health(&self) -> &Arc<Health> {
+        &self.pg_health
+    }
+
+    /// Opens Postgres's breaker; a probe closes it once Postgres answers.
+    pub fn postgres_failed(&self) {
+        let db = self.resync.db.clone();
+        self.pg_health.mark_down(move || {
+            let db = db.clone();
+            async move { db.ping().await.is_ok() }
+        });
     }
 
     /// The token verifier.
@@ -216,15 +238,18 @@ impl Checker {
         Ok((decide(denied, not_before, claims.iat), source))
     }
 
-    /// Opens Redis's breaker. The probe closes it once Redis answers and the
-    /// revocations written to Postgres meanwhile have been copied into it
-    /// (or Postgres cannot be read, in which case Redis is all there is).
+    /// Opens Redis's breaker: checks skip the replica and Redis. The probe
+    /// closes it once Redis takes a write and the revocations written to
+    /// Postgres meanwhile have been copied into it (or Postgres cannot be
+    /// read, in which case Redis is all there is).
     pub fn redis_failed(&self) {
         let resync = self.resync.clone();
         self.redis_health.mark_down(move || {
             let resync = resync.clone();
             async move {
-                if resync.deny.ping().await.is_err() {
+                // Answering is not enough: Redis must take writes again
+                // (not OOM, READONLY, MISCONF, NOREPLICAS).
+                if resync.deny.probe_write().await.is_err() {
                     return false;
                 }
                 match resync.run_once().await {
@@ -240,26 +265,34 @@ impl Checker {
 
     /// Whether `token_id` — or `twin`, the id of a jti-less ECDSA token's
     /// other form (see `VerifiedToken::twin_token_id`) — is denied, and
-    /// `sub`'s watermark: one lookup in whichever store answers.
+    /// `sub`'s watermark: one lookup in whichever store answers, merged
+    /// with the revocations Redis may not hold yet. The replica and Redis
+    /// answer only while Redis's breaker is closed (it opens on a failed
+    /// read or a refused write) and the pending revocations can be listed.
     async fn lookup(
         &self,
         token_id: &str,
         twin: Option<&str>,
         sub: Option<&str>,
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
-        if let Some(replica) = &self.replica {
-            let now = revokd_jobs::now_unix();
-            if let Some((denied, not_before)) = replica.lookup(token_id, sub, now) {
-                LookupStats::bump(&self.stats.replica);
-                let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
-                return Ok((denied, not_before, Source::Replica));
+        let pending = self.pending.cover(token_id, twin, sub);
+        if let Cover::Merge(pending) = pending
+            && self.redis_health.is_up()
+        {
+            if let Some(replica) = &self.replica {
+                let now = revokd_jobs::now_unix();
+                if let Some((denied, not_before)) = replica.lookup(token_id, sub, now) {
+                    LookupStats::bump(&self.stats.replica);
+                    let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
+                    let (denied, not_before) = pending.merge(denied, not_before);
+                    return Ok((denied, not_before, Source::Replica));
+                }
             }
-        }
-        if self.redis_health.is_up() {
             match self.resync.deny.lookup(token_id, twin, sub).await {
                 Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
-                    return Ok((found.denied, found.not_before, Source::Redis));
+                    let (denied, not_before) = pending.merge(found.denied, found.not_before);
+                    return Ok((denied, not_before, Source::Redis));
                 }
                 // Redis lost its data and the rebuild has not finished: it
                 // answers, but only Postgres knows the whole deny-list.
@@ -271,6 +304,12 @@ impl Checker {
                 }
             }
         }
+        // Postgres holds every accepted revocation but the spooled ones,
+        // which this process's overlay still lists.
+        let pending = match pending {
+            Cover::Merge(found) => found,
+            Cover::PostgresOnly => crate::pending::Found::default(),
+        };
         if !self.pg_health.is_up() {
             LookupStats::bump(&self.stats.unavailable);
             return Err(Unavailable);
@@ -283,6 +322,7 @@ impl Checker {
         {
             Ok(Ok((denied, not_before))) => {
                 LookupStats::bump(&self.stats.postgres);
+                let (denied, not_before) = pending.merge(denied, not_before);
                 Ok((denied, not_before, Source::Postgres))
             }
             failed => {
@@ -290,11 +330,7 @@ impl Checker {
                 if let Ok(Err(error)) = failed {
                     tracing::debug!(%error, "postgres lookup failed");
                 }
-                let db = self.resync.db.clone();
-                self.pg_health.mark_down(move || {
-                    let db = db.clone();
-                    async move { db.ping().await.is_ok() }
-                });
+                self.postgres_failed();
                 Err(Unavailable)
             }
         }

@@ -11,7 +11,7 @@ use crate::{
     check::Verdict,
     config::{Config, parse_duration},
     limits,
-    submit::{Submitted, Unavailable},
+    submit::{SubmitError, Submitted},
     token::Minter,
 };
 
@@ -230,11 +230,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             limits::reason(job.reason.as_deref()).map_err(Failure::input)?;
             let token_id = job.token_id.clone();
             let job_id = job.job_id.clone();
-            let submitter = services.submitter(Arc::new(services.checker()));
+            let submitter = cli_submitter(&services).await;
             report(
                 submitter.revoke(job, wait).await,
                 &job_id,
                 services.config.wait_timeout,
+                services.spool.dir(),
             )?;
             println!("{}", json!({ "job_id": job_id, "token_id": token_id }));
             Ok(0)
@@ -249,11 +250,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 ..RevokeSubject::new(sub, now_unix())
             };
             let (job_id, not_before) = (job.job_id.clone(), job.not_before);
-            let submitter = services.submitter(Arc::new(services.checker()));
+            let submitter = cli_submitter(&services).await;
             report(
                 submitter.revoke_all(job, wait).await,
                 &job_id,
                 services.config.wait_timeout,
+                services.spool.dir(),
             )?;
             println!("{}", json!({ "job_id": job_id, "not_before": not_before }));
             Ok(0)
@@ -261,25 +263,50 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// Reports a submission: exit 0 once queued or applied (or written to
-/// Postgres directly while the queue is down, said on stderr).
+/// Reports a submission: exit 0 once durable and queued or applied (or,
+/// the queue unreachable, durable in Postgres or the local spool — said on
+/// stderr).
 fn report(
-    submitted: Result<Submitted, Unavailable>,
+    submitted: Result<Submitted, SubmitError>,
     job_id: &str,
     timeout: Duration,
+    spool_dir: &std::path::Path,
 ) -> Result<(), Failure> {
     match submitted.map_err(|e| Failure::input(e.to_string()))? {
         Submitted::Queued | Submitted::Applied => Ok(()),
         Submitted::Degraded => {
             eprintln!(
-                "revokd: queue unreachable; revocation written to Postgres directly (degraded), Redis gets it once it is back"
+                "revokd: queue unreachable; revocation recorded in Postgres (degraded), Redis gets it once it takes writes"
+            );
+            Ok(())
+        }
+        Submitted::Spooled => {
+            eprintln!(
+                "revokd: Postgres and the queue unreachable; revocation kept in the local spool {} until a revokd process with that REVOKD_SPOOL_DIR replays it",
+                spool_dir.display()
             );
             Ok(())
         }
         Submitted::TimedOut => Err(Failure::input(format!(
-            "job {job_id} queued but not applied within {timeout:?}"
+            "job {job_id} recorded and queued but not applied within {timeout:?}"
         ))),
     }
+}
+
+/// The CLI's write path; spooled revocations left by earlier runs are
+/// replayed first when Postgres answers.
+async fn cli_submitter(services: &Services) -> crate::submit::Submitter {
+    let checker = Arc::new(services.checker());
+    let replay = crate::submit::replay_spool(
+        &services.spool,
+        &services.db,
+        Some(&checker),
+        services.config.max_lifetime_secs(),
+    );
+    if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(3), replay).await {
+        tracing::debug!(%error, "spool not replayed");
+    }
+    services.submitter(checker)
 }
 
 /// Services for commands that verify no token (revoke by jti, revoke-all,

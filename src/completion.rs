@@ -30,12 +30,26 @@ impl Completion {
         Ok(Self { pubsub })
     }
 
-    /// Waits up to `timeout`; true when the job was applied.
-    pub async fn wait(mut self, timeout: Duration) -> bool {
+    /// Waits until `deadline` for the job's completion message.
+    pub async fn wait_until(mut self, deadline: tokio::time::Instant) -> Outcome {
         let mut messages = self.pubsub.on_message();
-        matches!(
-            tokio::time::timeout(timeout, messages.next()).await,
-            Ok(Some(_))
-        )
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(_)) => Outcome::Applied,
+            // The connection ended (Redis restarted, connection killed):
+            // not a timeout, and a completion may have been missed.
+            Ok(None) => Outcome::Dropped,
+            Err(_) => Outcome::TimedOut,
+        }
     }
+}
+
+/// How a wait for a completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker announced the job applied.
+    Applied,
+    /// The deadline passed.
+    TimedOut,
+    /// The subscription was lost before either.
+    Dropped,
 }

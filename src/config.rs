@@ -147,6 +147,14 @@ pub struct Config {
     #[arg(long, env = "REVOKD_JOB_RETENTION", default_value = "1d", value_parser = parse_duration, global = true)]
     pub job_retention: Duration,
 
+    /// Directory of the local spool: revocations accepted while Postgres is
+    /// unreachable are appended there (fsync'd) before the answer, and
+    /// replayed into Postgres when it returns. Default:
+    /// `$XDG_STATE_HOME/revokd/spool`, else `revokd-spool` in the working
+    /// directory. One directory per deployment (key prefix).
+    #[arg(long, env = "REVOKD_SPOOL_DIR", global = true)]
+    pub spool_dir: Option<PathBuf>,
+
     /// Jobs a worker applies at once.
     #[arg(
         long,
@@ -187,6 +195,18 @@ impl Config {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway_secs: self.jwt_leeway_secs,
+        }
+    }
+
+    /// The spool directory: `REVOKD_SPOOL_DIR`, else under
+    /// `$XDG_STATE_HOME`, else `revokd-spool` in the working directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.spool_dir {
+            return dir.clone();
+        }
+        match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            Some(state) => PathBuf::from(state).join("revokd").join("spool"),
+            None => PathBuf::from("revokd-spool"),
         }
     }
 

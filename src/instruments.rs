@@ -166,3 +166,34 @@ pub fn last_cleanup(report: &CleanupReport) {
         gauge!("revokd_last_cleanup", "count" => what).set(n as f64);
     }
 }
+
+/// A revocation appended to the local spool (Postgres unreachable); the
+/// spool's pending count after it.
+pub fn spool_appended(pending: u64) {
+    counter!("revokd_spool_appended_total").increment(1);
+    spool_pending(pending);
+}
+
+/// Jobs waiting in the local spool for Postgres.
+pub fn spool_pending(pending: u64) {
+    gauge!("revokd_spool_pending_jobs").set(pending as f64);
+}
+
+/// Spooled jobs recorded in Postgres.
+pub fn spool_replayed(jobs: u64) {
+    counter!("revokd_spool_replayed_total").increment(jobs);
+}
+
+/// A revocation answered without the queue (Redis refused it): recorded in
+/// Postgres, or only in the spool.
+pub fn write_degraded(durable_in: &'static str) {
+    counter!("revokd_writes_degraded_total", "durable_in" => durable_in).increment(1);
+}
+
+/// Revocations in Postgres that Redis does not hold yet, as this process
+/// last read them (checks consult them before Redis and the replica).
+pub fn pending_revocations(tokens: usize, subjects: usize, overflow: bool) {
+    gauge!("revokd_pending_revocations", "kind" => "token").set(tokens as f64);
+    gauge!("revokd_pending_revocations", "kind" => "subject").set(subjects as f64);
+    gauge!("revokd_pending_overflow").set(f64::from(u8::from(overflow)));
+}

@@ -14,8 +14,9 @@
 //! - [`refresh`]: refresh tokens on the read path — registry, rotation, reuse.
 //! - [`health`]: circuit breakers so an outage costs one failed attempt.
 //! - [`worker`]: supervised apalis workers applying jobs to both stores.
-//! - [`submit`]: the write path shared by HTTP and CLI — queue, or Postgres
-//!   directly while the queue is down; [`resync`] copies those into Redis later.
+//! - [`submit`]: the write path shared by HTTP and CLI — durable first (Postgres,
+//!   or the local [`spool`]), then queued; [`pending`]: revocations Redis may
+//!   not hold yet, consulted by every check; [`resync`] copies them into Redis.
 //! - [`completion`]: waiting for a job to be applied (`?wait=true`, `--wait`).
 //! - [`scheduler`]: the cron role pushing cleanup jobs once per tick;
 //!   [`maintenance`]: the cleanup job and the rebuild of Redis from Postgres.
@@ -33,11 +34,13 @@ pub mod http;
 pub mod instruments;
 pub mod limits;
 pub mod maintenance;
+pub mod pending;
 pub mod refresh;
 pub mod replica;
 pub mod resync;
 pub mod scheduler;
 pub mod shutdown;
+pub mod spool;
 pub mod store;
 pub mod submit;
 pub mod telemetry;

@@ -1,44 +1,77 @@
-//! The write path shared by the HTTP API and the CLI: push the job to the
-//! queue (optionally waiting until it is applied); when the queue (Redis) is
-//! unreachable, write the revocation to Postgres directly, marked for the
-//! resync to Redis. An accepted revocation is never lost.
+//! The write path shared by the HTTP API and the CLI.
+//!
+//! A revocation is made durable before anything is answered: recorded in
+//! Postgres as pending for Redis (`in_redis = false`), or — Postgres
+//! unreachable — appended to the local [`Spool`]. Only then is it pushed to
+//! the queue, whose worker writes it into Redis (and marks the row as there);
+//! the queue alone is not durable (Redis may restart empty). Not queued
+//! (Redis down or refusing writes), it is still enforced: by this process at
+//! once, by every API process through Postgres's pending rows (see
+//! [`crate::pending`]), and copied into Redis by the resync once Redis takes
+//! writes. Neither Postgres nor the spool taking it: refused (503).
 
 use std::{sync::Arc, time::Duration};
 
 use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix};
+use tokio::time::Instant;
 
 use crate::{
-    check::Checker, completion::Completion, replica::Replica, store::pg::Db,
+    check::Checker,
+    completion::{Completion, Outcome},
+    replica::Replica,
+    spool::Spool,
+    store::pg::{Db, is_permanent},
     worker::apply::capped_expiry,
 };
 
-/// What became of a submitted job.
+/// Longest the write path waits for Postgres before spooling.
+const PG_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What became of a submitted job (every variant but `TimedOut` is a 2xx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
-    /// In the queue; a worker applies it within milliseconds.
+    /// Durable and in the queue; a worker applies it within milliseconds.
     Queued,
     /// Applied to both stores (the caller waited).
     Applied,
-    /// In the queue but not applied within the wait timeout.
+    /// Durable and queued, but not applied within the wait timeout.
     TimedOut,
-    /// Queue unreachable: written to Postgres directly; checks see it through
-    /// the Postgres fallback, Redis gets it when it is back.
+    /// Queue unreachable: recorded in Postgres only; enforced through
+    /// Postgres, copied into Redis once it takes writes.
     Degraded,
+    /// Postgres and the queue unreachable: only the local spool holds it;
+    /// this process enforces it, Postgres and Redis get it when they return.
+    Spooled,
 }
 
-/// Neither the queue nor Postgres took the job.
+/// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
-#[error("neither the queue (Redis) nor Postgres is reachable")]
-pub struct Unavailable;
+pub enum SubmitError {
+    /// It could be made durable nowhere.
+    #[error("neither Postgres nor the local spool can record the revocation")]
+    Unavailable,
+    /// Postgres refused its content (it can never be stored).
+    #[error("the revocation cannot be stored: {0}")]
+    Rejected(String),
+}
+
+/// Where a job was made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    Postgres,
+    Spool,
+}
 
 /// Submits revocations.
 pub struct Submitter {
     /// Queue client.
     pub producer: Producer,
-    /// Owner of Redis's breaker, shared with the read path.
+    /// Owner of the breakers and the pending overlay, shared with the read path.
     pub checker: Arc<Checker>,
-    /// Postgres, for the degraded path.
+    /// Postgres, the durable record.
     pub db: Db,
+    /// Where revocations go while Postgres is unreachable.
+    pub spool: Arc<Spool>,
     /// For completion subscriptions.
     pub redis_url: String,
     /// Key prefix.
@@ -51,12 +84,12 @@ pub struct Submitter {
 
 impl Submitter {
     /// Submits a revocation of one token.
-    pub async fn revoke(&self, job: RevokeToken, wait: bool) -> Result<Submitted, Unavailable> {
+    pub async fn revoke(&self, job: RevokeToken, wait: bool) -> Result<Submitted, SubmitError> {
         self.submit(Job::Revoke(job), wait).await
     }
 
     /// Submits any job (refresh-token registrations and family revocations).
-    pub async fn job(&self, job: Job, wait: bool) -> Result<Submitted, Unavailable> {
+    pub async fn job(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
         self.submit(job, wait).await
     }
 
@@ -65,21 +98,73 @@ impl Submitter {
         &self,
         job: RevokeSubject,
         wait: bool,
-    ) -> Result<Submitted, Unavailable> {
+    ) -> Result<Submitted, SubmitError> {
         self.submit(Job::RevokeAll(job), wait).await
     }
 
-    async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, Unavailable> {
+    async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
+        let durable = self.make_durable(&job).await?;
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
-                Ok(submitted) => return Ok(submitted),
+                Ok(submitted) => {
+                    if durable == Durable::Spool {
+                        // Until the spool is replayed, Postgres lacks it.
+                        self.checker
+                            .pending()
+                            .add_local(&job, false, self.max_lifetime);
+                    }
+                    return Ok(submitted);
+                }
                 Err(error) => {
-                    tracing::warn!(job_id = job.job_id(), %error, "queue unreachable; writing to postgres directly");
+                    tracing::warn!(job_id = job.job_id(), %error, "queue refused the job; enforcing it from postgres until redis takes writes");
                     self.checker.redis_failed();
                 }
             }
         }
-        self.write_direct(&job).await
+        let in_postgres = durable == Durable::Postgres;
+        self.checker
+            .pending()
+            .add_local(&job, in_postgres, self.max_lifetime);
+        crate::instruments::write_degraded(if in_postgres { "postgres" } else { "spool" });
+        Ok(if in_postgres {
+            Submitted::Degraded
+        } else {
+            Submitted::Spooled
+        })
+    }
+
+    /// Records `job` in Postgres as pending for Redis, or in the spool.
+    async fn make_durable(&self, job: &Job) -> Result<Durable, SubmitError> {
+        if self.checker.pg_health().is_up() {
+            let write = record_pending(&self.db, job, now_unix(), self.max_lifetime);
+            match tokio::time::timeout(PG_WRITE_TIMEOUT, write).await {
+                Ok(Ok(())) => return Ok(Durable::Postgres),
+                Ok(Err(error)) if is_permanent(&error) => {
+                    tracing::warn!(job_id = job.job_id(), %error, "postgres refused the revocation's content");
+                    return Err(SubmitError::Rejected(short(&error)));
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(job_id = job.job_id(), %error, "postgres unreachable; spooling the revocation");
+                    self.checker.postgres_failed();
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        job_id = job.job_id(),
+                        "postgres too slow; spooling the revocation"
+                    );
+                    self.checker.postgres_failed();
+                }
+            }
+        }
+        let (spool, owned) = (Arc::clone(&self.spool), job.clone());
+        match tokio::task::spawn_blocking(move || spool.append(&owned)).await {
+            Ok(Ok(())) => Ok(Durable::Spool),
+            Ok(Err(error)) => {
+                tracing::error!(job_id = job.job_id(), %error, dir = %self.spool.dir().display(), "revocation refused: postgres unreachable and the spool cannot be written");
+                Err(SubmitError::Unavailable)
+            }
+            Err(_) => Err(SubmitError::Unavailable),
+        }
     }
 
     async fn push(&self, job: &Job, wait: bool) -> anyhow::Result<Submitted> {
@@ -93,7 +178,7 @@ impl Submitter {
         let Some(waiter) = waiter else {
             return Ok(Submitted::Queued);
         };
-        if !waiter.wait(self.wait_timeout).await {
+        if !self.wait_applied(job, waiter).await {
             return Ok(Submitted::TimedOut);
         }
         // "Visible to checks" includes this process's replica.
@@ -105,53 +190,141 @@ impl Submitter {
         Ok(Submitted::Applied)
     }
 
-    /// A revocation straight into Postgres; a refresh token takes its family
-    /// with it.
-    async fn revoke_direct(&self, job: &RevokeToken, now: i64) -> sqlx::Result<()> {
-        let expires_at = capped_expiry(job, self.max_lifetime);
-        if let Some(family) = self.db.record_revoke(job, expires_at, now, false).await? {
-            let job_id = format!("{}:family", job.job_id);
-            let until = now.saturating_add(self.max_lifetime);
-            let by = &job.requested_by;
-            self.db
-                .revoke_family(
+    /// Waits until `job` is applied or the wait timeout passes. A dropped
+    /// subscription (Redis restarting) is not a timeout: it is renewed, and
+    /// Postgres tells whether the job was applied meanwhile.
+    async fn wait_applied(&self, job: &Job, waiter: Completion) -> bool {
+        let deadline = Instant::now() + self.wait_timeout;
+        let job_id = job.job_id().unwrap_or_default();
+        let mut waiter = Some(waiter);
+        loop {
+            if let Some(w) = waiter.take() {
+                match w.wait_until(deadline).await {
+                    Outcome::Applied => return true,
+                    Outcome::TimedOut => return self.applied(job).await,
+                    Outcome::Dropped => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return self.applied(job).await;
+            }
+            tokio::time::sleep_until((Instant::now() + Duration::from_millis(100)).min(deadline))
+                .await;
+            // Subscribe first, then look: an application in between is seen
+            // by one or the other.
+            waiter = Completion::subscribe(&self.redis_url, &self.prefix, job_id)
+                .await
+                .ok();
+            if self.applied(job).await {
+                return true;
+            }
+        }
+    }
+
+    async fn applied(&self, job: &Job) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.db.applied(job)).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+fn short(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => e.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Records `job` in Postgres as pending for Redis (`in_redis = false`); a
+/// refresh token takes its family with it. Idempotent: the spool replays
+/// through it too.
+pub async fn record_pending(db: &Db, job: &Job, now: i64, max_lifetime: i64) -> sqlx::Result<()> {
+    match job {
+        Job::Revoke(j) => {
+            let expires_at = capped_expiry(j, max_lifetime);
+            if let Some(family) = db.record_revoke(j, expires_at, now, false).await? {
+                let job_id = format!("{}:family", j.job_id);
+                let until = now.saturating_add(max_lifetime);
+                let by = &j.requested_by;
+                db.revoke_family(
                     &family,
                     "revoked",
                     &job_id,
                     by,
-                    job.requested_at,
+                    j.requested_at,
                     until,
                     now,
                     false,
                 )
                 .await?;
+            }
+            Ok(())
         }
-        Ok(())
+        Job::RevokeAll(j) => db.record_revoke_all(j, now, false).await,
+        Job::RegisterRefresh(j) => db.register_refresh(j, now, false).await.map(|_| ()),
+        Job::RevokeFamily(j) => {
+            let reason = j.reason.as_deref().unwrap_or("revoked");
+            let expires_at = now.saturating_add(max_lifetime);
+            let (id, by, at) = (&j.job_id, &j.requested_by, j.requested_at);
+            db.revoke_family(&j.family_id, reason, id, by, at, expires_at, now, false)
+                .await
+                .map(|_| ())
+        }
+        // Maintenance is not a revocation: nothing to record.
+        Job::Cleanup(_) | Job::Unknown => Ok(()),
     }
+}
 
-    async fn write_direct(&self, job: &Job) -> Result<Submitted, Unavailable> {
-        let now = now_unix();
-        let written = match job {
-            Job::Revoke(j) => self.revoke_direct(j, now).await,
-            Job::RevokeAll(j) => self.db.record_revoke_all(j, now, false).await,
-            Job::RegisterRefresh(j) => self.db.register_refresh(j, now, false).await.map(|_| ()),
-            Job::RevokeFamily(j) => {
-                let reason = j.reason.as_deref().unwrap_or("revoked");
-                let expires_at = now.saturating_add(self.max_lifetime);
-                let (id, by, at) = (&j.job_id, &j.requested_by, j.requested_at);
-                self.db
-                    .revoke_family(&j.family_id, reason, id, by, at, expires_at, now, false)
-                    .await
-                    .map(|_| ())
+/// Replays the spool into Postgres once; a job Postgres can never store is
+/// logged and skipped so it cannot block the rest. Tells `checker`'s
+/// overlay which local entries Postgres now holds.
+pub async fn replay_spool(
+    spool: &Spool,
+    db: &Db,
+    checker: Option<&Checker>,
+    max_lifetime: i64,
+) -> sqlx::Result<crate::spool::Replayed> {
+    let started_ms = Replica::now_ms();
+    let replayed = spool
+        .replay(|job| async move {
+            match record_pending(db, &job, now_unix(), max_lifetime).await {
+                Err(error) if is_permanent(&error) => {
+                    tracing::error!(job_id = job.job_id(), %error, "spooled job Postgres can never store; skipped");
+                    Ok(())
+                }
+                other => other,
             }
-            Job::Cleanup(_) | Job::Unknown => return Err(Unavailable),
-        };
-        match written {
-            Ok(()) => Ok(Submitted::Degraded),
-            Err(error) => {
-                tracing::error!(job_id = job.job_id(), %error, "revocation refused: queue and postgres both unreachable");
-                Err(Unavailable)
-            }
+        })
+        .await?;
+    if let Some(checker) = checker {
+        checker.pending().spool_replayed(started_ms);
+    }
+    if replayed.jobs > 0 {
+        tracing::info!(
+            jobs = replayed.jobs,
+            files = replayed.files,
+            "spooled revocations recorded in postgres"
+        );
+    }
+    Ok(replayed)
+}
+
+/// Replays the spool every second until `stop` fires.
+pub async fn keep_replaying(
+    spool: Arc<Spool>,
+    db: Db,
+    checker: Option<Arc<Checker>>,
+    max_lifetime: i64,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if let Err(error) = replay_spool(&spool, &db, checker.as_deref(), max_lifetime).await {
+            tracing::debug!(%error, "spool replay failed; will retry");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -111,6 +111,17 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
+impl From<crate::submit::SubmitError> for ApiError {
+    fn from(error: crate::submit::SubmitError) -> Self {
+        match error {
+            crate::submit::SubmitError::Unavailable => Self::unavailable(error.to_string()),
+            crate::submit::SubmitError::Rejected(_) => {
+                Self::bad_request("invalid_request", error.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

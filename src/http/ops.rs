@@ -35,22 +35,41 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         tokio::time::timeout(probe, state.deny.marker_present()),
         tokio::time::timeout(probe, state.db.lookup("readyz", None, None)),
     );
-    let redis_up = matches!(redis, Ok(Ok(true)));
+    let checker = &state.checker;
+    // Redis answering is not enough for the replica and Redis to answer
+    // checks alone: Redis must take writes (the breaker), and Postgres's
+    // pending revocations must be listable (no overflow).
+    let redis_writes = checker.redis_health().is_up();
+    let (pending_tokens, pending_subjects, overflow) = checker.pending().len();
+    let redis_up = matches!(redis, Ok(Ok(true))) && redis_writes && !overflow;
     let pg_up = matches!(pg, Ok(Ok(_)));
-    let replica = match state.checker.replica() {
+    let replica = match checker.replica() {
         None => "off",
-        Some(r) if r.is_fresh() => "current",
+        Some(r) if r.is_fresh() && redis_writes => "current",
         Some(_) => "stale",
     };
     // A replica within its staleness bound answers checks on its own.
-    let ready = redis_up || pg_up || replica == "current";
+    let ready = redis_up || pg_up || (replica == "current" && !overflow);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |up: bool| if up { "up" } else { "down" };
-    let body = json!({ "ready": ready, "redis": word(redis_up), "postgres": word(pg_up), "replica": replica });
+    let spool = &state.submitter.spool;
+    let body = json!({
+        "ready": ready,
+        "redis": word(redis_up),
+        "redis_writes": if redis_writes { "ok" } else { "refused" },
+        "postgres": word(pg_up),
+        "replica": replica,
+        "pending": {
+            "tokens": pending_tokens,
+            "subjects": pending_subjects,
+            "overflow": overflow,
+        },
+        "spool": { "dir": spool.dir().display().to_string(), "pending": spool.pending() },
+    });
     (status, Json(body))
 }
 

@@ -76,7 +76,7 @@ async fn register(
         .submitter
         .job(Job::RegisterRefresh(job), wait)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     let body = json!({ "job_id": job_id, "token_id": new.token_id, "family_id": family_id });
     Ok(answer(submitted, &job_id, body))
 }

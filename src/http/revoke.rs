@@ -134,10 +134,15 @@ pub(super) fn answer(submitted: Submitted, job_id: &str, mut body: Value) -> Res
             body["degraded"] = Value::Bool(true);
             StatusCode::ACCEPTED
         }
+        Submitted::Spooled => {
+            body["degraded"] = Value::Bool(true);
+            body["spooled"] = Value::Bool(true);
+            StatusCode::ACCEPTED
+        }
         Submitted::TimedOut => {
             let body = json!({
                 "error": "timeout",
-                "message": "the job is queued but was not applied within REVOKD_WAIT_TIMEOUT",
+                "message": "the revocation is recorded and queued but was not applied to every store within REVOKD_WAIT_TIMEOUT",
                 "job_id": job_id,
             });
             return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
@@ -159,7 +164,7 @@ async fn revoke(
         .submitter
         .revoke(job, wait)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     Ok(answer(
         submitted,
         &job_id,
@@ -195,7 +200,7 @@ async fn revoke_all(
         .submitter
         .revoke_all(job, wait)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     Ok(answer(
         submitted,
         &job_id,
@@ -230,6 +235,6 @@ async fn rfc7009_revoke(
         .submitter
         .revoke(job, false)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     Ok(StatusCode::OK)
 }

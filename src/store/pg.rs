@@ -9,6 +9,21 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+/// Whether Postgres refused `error` for what was asked, not for its own
+/// state: SQLSTATE classes 21 (cardinality), 22 (data exception) and 23
+/// (integrity constraint). Asking again can never succeed.
+pub fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            ["21", "22", "23"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => true,
+        _ => false,
+    }
+}
+
 /// Handle on the Postgres record.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -230,10 +245,16 @@ impl Db {
              values ($2, $3, $4, $7, $8)
              on conflict (subject) do update
                  set not_before = excluded.not_before,
-                     reason = excluded.reason,
-                     updated_at = excluded.updated_at,
-                     in_redis = excluded.in_redis
-                 where subject_watermarks.not_before < excluded.not_before",
+                     reason = case when excluded.not_before > subject_watermarks.not_before
+                                   then excluded.reason else subject_watermarks.reason end,
+                     updated_at = case when excluded.not_before > subject_watermarks.not_before
+                                       then excluded.updated_at else subject_watermarks.updated_at end,
+                     -- the same watermark written to Redis (a worker after the
+                     -- write path recorded it as pending) is in Redis now
+                     in_redis = case when excluded.not_before > subject_watermarks.not_before
+                                     then excluded.in_redis
+                                     else subject_watermarks.in_redis or excluded.in_redis end
+                 where subject_watermarks.not_before <= excluded.not_before",
         )
         .bind(&job.job_id)
         .bind(&job.subject)
@@ -304,6 +325,57 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
+    /// token_id, expires_at)` for tokens still live at `cutoff`, `("s",
+    /// subject, not_before)` for watermarks. At most `limit + 1` rows, so the
+    /// caller can tell there were more.
+    pub async fn pending_revocations(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, String, i64)>> {
+        sqlx::query_as(
+            "(select 't', token_id, expires_at from revoked_tokens
+                  where not in_redis and expires_at >= $1)
+             union all
+             (select 's', subject, not_before from subject_watermarks where not in_redis)
+             limit $2",
+        )
+        .bind(cutoff)
+        .bind(limit.saturating_add(1))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Whether `job` has been applied to both stores: its rows are in
+    /// Postgres and marked as written to Redis (by a worker or the resync).
+    pub async fn applied(&self, job: &revokd_jobs::Job) -> sqlx::Result<bool> {
+        use revokd_jobs::Job;
+        let query = match job {
+            Job::Revoke(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis from revoked_tokens where token_id = $1), false)",
+            )
+            .bind(&j.token_id),
+            Job::RevokeAll(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis and not_before >= $2
+                                  from subject_watermarks where subject = $1), false)",
+            )
+            .bind(&j.subject)
+            .bind(j.not_before),
+            Job::RegisterRefresh(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis from refresh_tokens where token_id = $1), false)",
+            )
+            .bind(&j.token_id),
+            Job::RevokeFamily(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis and revoked_at is not null
+                                  from refresh_families where family_id = $1), false)",
+            )
+            .bind(&j.family_id),
+            Job::Cleanup(_) | Job::Unknown => return Ok(false),
+        };
+        query.fetch_one(&self.pool).await
     }
 
     /// Marks tokens and watermarks as present in Redis.

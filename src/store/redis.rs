@@ -472,6 +472,20 @@ impl DenyList {
         }
     }
 
+    /// A write Redis must accept (`{prefix}writable`, expiring): fails
+    /// while Redis answers but refuses writes (`OOM`, `READONLY`, `MISCONF`,
+    /// `NOREPLICAS`).
+    pub async fn probe_write(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(format!("{}writable", self.prefix))
+            .arg(revokd_jobs::now_unix())
+            .arg("PX")
+            .arg(10_000)
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
     /// Round trip to check Redis answers.
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();

@@ -133,6 +133,11 @@ pub fn unique_prefix() -> String {
     format!("revokd-test-{}:", uuid::Uuid::new_v4().simple())
 }
 
+/// The spool directory of every app under `prefix` (in the temp dir).
+pub fn spool_dir(prefix: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("revokd-spool-{}", prefix.trim_end_matches(':')))
+}
+
 /// Configuration of a test app.
 pub fn test_config(prefix: &str, redis: &str, db_url: &str, extra: &[&str]) -> Config {
     let mut args = vec!["revokd"];
@@ -142,7 +147,11 @@ pub fn test_config(prefix: &str, redis: &str, db_url: &str, extra: &[&str]) -> C
     {
         args.extend(["--jwt-secret", SECRET]);
     }
+    let spool = spool_dir(prefix);
+    let spool = spool.to_str().expect("utf-8 temp dir");
     args.extend([
+        "--spool-dir",
+        spool,
         "--key-prefix",
         prefix,
         "--redis-url",
