@@ -123,9 +123,15 @@ pub fn job_retried() {
     counter!("revokd_jobs_retried_total").increment(1);
 }
 
-/// A job set aside for good (undecodable, invalid).
-pub fn job_dead() {
-    counter!("revokd_jobs_dead_total").increment(1);
+/// A job set aside for good, by cause (`invalid`, `undecodable`,
+/// `unknown_kind`, `postgres_data`, ...).
+pub fn job_dead(cause: &'static str) {
+    counter!("revokd_jobs_dead_total", "cause" => cause).increment(1);
+}
+
+/// A job handed back to the queue after a transient failure.
+pub fn job_requeued() {
+    counter!("revokd_jobs_requeued_total").increment(1);
 }
 
 /// A rotated refresh token was presented again (family revoked).

@@ -17,10 +17,15 @@ pub fn subject(value: &str) -> Result<(), String> {
     bounded("sub", value, MAX_SUBJECT)
 }
 
-/// Checks an optional reason: at most [`MAX_REASON`] bytes.
+/// Checks an optional reason: at most [`MAX_REASON`] bytes, no control
+/// characters (Postgres cannot store a NUL byte in text; the others are
+/// refused as in `sub`). An empty reason is allowed.
 pub fn reason(value: Option<&str>) -> Result<(), String> {
     match value {
         Some(r) if r.len() > MAX_REASON => Err(format!("reason is longer than {MAX_REASON} bytes")),
+        Some(r) if r.chars().any(char::is_control) => {
+            Err("reason must not contain control characters".into())
+        }
         _ => Ok(()),
     }
 }
@@ -42,5 +47,21 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), String> {
         Err(format!("{field} must not contain control characters"))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_refuses_control_characters_and_allows_empty() {
+        assert!(reason(None).is_ok());
+        assert!(reason(Some("")).is_ok());
+        assert!(reason(Some("logout – élan")).is_ok());
+        for bad in ["a\0b", "line\nbreak", "\u{7f}", "tab\there"] {
+            assert!(reason(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert!(reason(Some(&"r".repeat(MAX_REASON + 1))).is_err());
     }
 }

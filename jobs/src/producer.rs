@@ -39,6 +39,20 @@ return queued",
     )
 });
 
+/// Parks one job in apalis-redis's scheduled set, from which workers promote
+/// it once due. KEYS: data hash, scheduled set, meta prefix; ARGV: id,
+/// payload, due time (unix seconds).
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[3] .. ':' .. ARGV[1], 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
+  'idempotency_key', '')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1",
+    )
+});
+
 /// Why a job could not be enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
@@ -210,6 +224,35 @@ impl Producer {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Enqueues a job to run once `delay` has passed (whole seconds, rounded
+    /// up; a worker picks it up within a second after that). Returns its job
+    /// id. The job starts with a fresh attempt count: revokd's workers use
+    /// this to hand a job back after a store outage without ever reaching
+    /// apalis-redis's limit of 25 attempts.
+    pub async fn push_after(&self, job: &Job, delay: Duration) -> Result<String, ProduceError> {
+        let payload = serde_json::to_vec(job)?;
+        let due = crate::now_unix()
+            .saturating_add(i64::try_from(delay.as_secs()).unwrap_or(i64::MAX))
+            .saturating_add(i64::from(delay.subsec_nanos() > 0));
+        let mut invocation = SCHEDULE.prepare_invoke();
+        invocation
+            .key(self.config.job_data_hash())
+            .key(self.config.scheduled_jobs_set())
+            .key(self.config.job_meta_hash())
+            .arg(ulid::Ulid::generate().to_string())
+            .arg(payload)
+            .arg(due);
+        let mut conn = self.conn.clone();
+        let _: i64 = match invocation.invoke_async(&mut conn).await {
+            // As in `push_payload`: one more try on a connection cut under us.
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                invocation.invoke_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        Ok(job.job_id().unwrap_or_default().to_owned())
     }
 
     /// Pushes raw bytes as a job payload, bypassing serialisation. Meant for

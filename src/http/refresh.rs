@@ -37,6 +37,10 @@ fn invalid(which: &str, reason: crate::token::Reason) -> ApiError {
     )
 }
 
+fn bad_rotation(message: &str) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
 async fn register(
     State(state): State<AppState>,
     WriteKey(key): WriteKey,
@@ -56,6 +60,16 @@ async fn register(
             .verify_signature(old)
             .map_err(|r| invalid("rotated_from", r))?;
         crate::limits::token_id(&old.token_id).map_err(unstorable)?;
+        // Neither can ever be stored: a token replacing itself, or a family
+        // spanning two subjects.
+        if old.token_id == new.token_id {
+            return Err(bad_rotation("a token cannot be rotated from itself"));
+        }
+        if old.sub != new.sub {
+            return Err(bad_rotation(
+                "rotated_from belongs to another subject than token",
+            ));
+        }
         let family = family_of(&state, &old.token_id)
             .await?
             .unwrap_or_else(|| old.token_id.clone());

@@ -7,7 +7,10 @@ use std::time::Duration;
 use revokd_jobs::{Job, RegisterRefresh, RevokeSubject, RevokeToken, now_unix};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::RevokeBatcher;
+use super::{
+    batch::RevokeBatcher,
+    failure::{self, Verdict},
+};
 use crate::{
     instruments, limits,
     maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
@@ -18,9 +21,9 @@ use crate::{
     },
 };
 
-/// How long one delivery keeps retrying a store outage before handing the job
-/// back to the queue, which reschedules it (up to 25 times).
-const RETRY_WINDOW: Duration = Duration::from_secs(600);
+/// How long one delivery retries a transient failure in its worker slot
+/// before the job is handed back to the queue (see [`super::failure`]).
+const IN_SLOT: Duration = Duration::from_secs(2);
 
 /// Why a job was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +34,7 @@ pub enum ApplyError {
     /// Redis failed; worth retrying.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// Postgres failed; worth retrying.
+    /// Postgres failed: retried or not as [`super::failure::classify`] says.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
 }
@@ -106,10 +109,12 @@ impl Applier {
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
             Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
             Job::RevokeFamily(job) => {
-                let reason = job.reason.as_deref().unwrap_or("revoked");
+                let reason = informational_reason(job.reason.as_deref());
+                let reason = reason.as_deref().unwrap_or("revoked");
+                let by = requester(&job.requested_by);
                 let ids = FamilyRequest {
                     job_id: &job.job_id,
-                    by: &job.requested_by,
+                    by: &by,
                     at: job.requested_at,
                 };
                 self.revoke_family(&job.family_id, reason, ids, now).await?;
@@ -152,26 +157,30 @@ impl Applier {
         Ok(applied)
     }
 
-    /// Applies `job`, retrying store failures with capped exponential backoff
-    /// for up to [`RETRY_WINDOW`] or until `stop` fires.
+    /// Applies `job`, retrying transient failures a few times within
+    /// [`IN_SLOT`] (a blip of a store) unless `stop` fires; a deterministic
+    /// failure returns at once.
     pub async fn apply_with_retry(
         &self,
         job: &Job,
         stop: &CancellationToken,
     ) -> Result<Applied, ApplyError> {
         let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
+        let mut delay = Duration::from_millis(100);
         loop {
             match self.apply(job, now_unix()).await {
-                Err(ApplyError::Invalid(why)) => return Err(ApplyError::Invalid(why)),
-                Err(error) if started.elapsed() < RETRY_WINDOW && !stop.is_cancelled() => {
+                Err(error)
+                    if failure::classify(&error) == Verdict::Transient
+                        && started.elapsed() + delay < IN_SLOT
+                        && !stop.is_cancelled() =>
+                {
                     instruments::job_retried();
-                    tracing::warn!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
+                    tracing::debug!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stop.cancelled() => {}
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay *= 2;
                 }
                 other => return other,
             }
@@ -185,10 +194,8 @@ impl Applier {
         limits::token_id(&job.token_id).map_err(ApplyError::Invalid)?;
         let job = &RevokeToken {
             subject: job.subject.clone().filter(|s| limits::subject(s).is_ok()),
-            reason: job
-                .reason
-                .clone()
-                .filter(|r| limits::reason(Some(r)).is_ok()),
+            reason: informational_reason(job.reason.as_deref()),
+            requested_by: requester(&job.requested_by),
             ..job.clone()
         };
         let expires_at = capped_expiry(job, self.max_lifetime);
@@ -219,7 +226,11 @@ impl Applier {
 
     async fn revoke_all(&self, job: &RevokeSubject, now: i64) -> Result<Applied, ApplyError> {
         limits::subject(&job.subject).map_err(ApplyError::Invalid)?;
-        limits::reason(job.reason.as_deref()).map_err(ApplyError::Invalid)?;
+        let job = &RevokeSubject {
+            reason: informational_reason(job.reason.as_deref()),
+            requested_by: requester(&job.requested_by),
+            ..job.clone()
+        };
         let ttl = watermark_ttl(self.leeway, self.max_lifetime);
         self.deny
             .raise_watermark(&job.subject, job.not_before, ttl)
@@ -261,6 +272,13 @@ impl Applier {
         limits::token_id(&job.family_id).map_err(ApplyError::Invalid)?;
         if let Some(old) = &job.rotated_from {
             limits::token_id(&old.token_id).map_err(ApplyError::Invalid)?;
+            // Refused before anything is written (Postgres would refuse it
+            // too: an upsert touching one row twice).
+            if old.token_id == job.token_id {
+                return Err(ApplyError::Invalid(
+                    "a token cannot be rotated from itself".into(),
+                ));
+            }
         }
         if let Some(sub) = &job.subject {
             limits::subject(sub).map_err(ApplyError::Invalid)?;
@@ -286,6 +304,7 @@ impl Applier {
         self.deny.set_refresh_entries(&entries).await?;
         let job = RegisterRefresh {
             expires_at,
+            requested_by: requester(&job.requested_by),
             ..job.clone()
         };
         let state = self.db.register_refresh(&job, now, true).await?;
@@ -364,6 +383,20 @@ impl Applier {
             .await?;
         Ok(())
     }
+}
+
+/// A reason as stored: an unusable one is dropped, it is informational and
+/// must not cost the revocation.
+fn informational_reason(reason: Option<&str>) -> Option<String> {
+    reason
+        .filter(|r| limits::reason(Some(r)).is_ok())
+        .map(str::to_owned)
+}
+
+/// Who asked, as stored: informational too, so control characters (a NUL
+/// byte cannot be stored in Postgres text) are dropped, not the job.
+fn requester(by: &str) -> String {
+    by.replace(char::is_control, "")
 }
 
 /// A revocation's expiry as stored: an `exp` beyond the maximum lifetime is

@@ -8,7 +8,8 @@
 //! of one per job.
 //!
 //! When Postgres refuses a batch (or it takes over 10 s), its rows are applied
-//! one by one (concurrently), so one row that cannot be written fails alone;
+//! one by one (concurrently), so one row that cannot be written fails alone
+//! with its own error, which decides whether its job is set aside;
 //! when Postgres cannot be reached, every job of the batch fails at once, to
 //! be retried like any other.
 
@@ -128,9 +129,10 @@ async fn write(db: &Db, batch: Vec<Pending>) {
                 answers = families.len(),
                 "batched revocations answered for the wrong number of rows; writing them one by one"
             ),
-            // Postgres refused a row: write them one by one, so only that
-            // row's job fails.
-            Ok(Err(error @ sqlx::Error::Database(_))) => tracing::warn!(
+            // Postgres refused a row (or a value could not be encoded or
+            // decoded): write them one by one, so only that row's job fails,
+            // with its own error, and is set aside (see `super::failure`).
+            Ok(Err(error)) if refused(&error) => tracing::warn!(
                 %error,
                 rows = batch.len(),
                 "batched revocations refused; writing them one by one"
@@ -156,6 +158,13 @@ async fn write(db: &Db, batch: Vec<Pending>) {
         let _ = p.reply.send(result);
     });
     futures::future::join_all(one_by_one).await;
+}
+
+/// Whether a failed batch says something about its rows rather than about
+/// reaching Postgres.
+fn refused(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(_))
+        || super::failure::classify_postgres(error) != super::failure::Verdict::Transient
 }
 
 /// An error like `error` for each job of a failed batch (`sqlx::Error` is

@@ -7,16 +7,20 @@
 //! signal plus a short poll tick makes pickup fast, heartbeats of 3 s × 3
 //! reclaim a dead process's jobs within ~12 s, and a tolerant codec turns an
 //! undecodable payload into a job that is set aside instead of a crash.
+//! A job that fails is set aside or handed back to the queue as
+//! [`failure`] decides; no job holds a worker slot for more than a few
+//! seconds.
 
 pub mod apply;
 mod backend;
 pub mod batch;
+pub mod failure;
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use revokd_jobs::{Job, queue_config, wake_channel};
+use revokd_jobs::{Job, Producer, now_unix, queue_config, wake_channel};
 use tokio_util::sync::CancellationToken;
 
 pub use apply::{Applied, Applier, ApplyError};
@@ -39,6 +43,8 @@ pub struct WorkerDeps {
 #[derive(Clone)]
 struct HandlerCtx {
     applier: Applier,
+    /// Hands jobs back to the queue after a transient failure.
+    requeue: Producer,
     stop: CancellationToken,
 }
 
@@ -60,6 +66,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
     ));
     let ctx = HandlerCtx {
         applier: deps.applier.clone(),
+        requeue: Producer::new(conn.clone(), &deps.prefix, ""),
         stop: stop.clone(),
     };
     let mut delay = Duration::from_millis(100);
@@ -115,38 +122,65 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
     Ok(())
 }
 
-async fn handle(job: Envelope, ctx: Data<HandlerCtx>) -> Result<(), BoxDynError> {
-    let outcome = apply(job, &ctx).await;
-    if let Err(e) = &outcome
-        && e.is::<AbortError>()
-    {
-        crate::instruments::job_dead();
-    }
-    outcome
-}
-
-async fn apply(job: Envelope, ctx: &HandlerCtx) -> Result<(), BoxDynError> {
-    let job: Job = match job {
+async fn handle(
+    job: Envelope,
+    ctx: Data<HandlerCtx>,
+    task: Option<TaskId>,
+) -> Result<(), BoxDynError> {
+    let task = task.map(|t| t.to_string()).unwrap_or_default();
+    let job = match job {
         Envelope::Job(Job::Unknown) => {
-            tracing::error!("job of an unknown kind set aside in the queue's dead set");
-            return Err(AbortError::new(ApplyError::Invalid("unknown job kind".into())).into());
+            let error = ApplyError::Invalid("unknown job kind".into());
+            return Err(set_aside(&task, None, "unknown_kind", error));
         }
         Envelope::Job(job) => job,
         Envelope::Undecodable(why) => {
-            tracing::error!(error = %why, "undecodable job payload set aside in the queue's dead set");
-            return Err(AbortError::new(ApplyError::Invalid(why)).into());
+            let error = ApplyError::Invalid(why);
+            return Err(set_aside(&task, None, "undecodable", error));
         }
     };
-    match ctx.applier.apply_with_retry(&job, &ctx.stop).await {
+    let error = match ctx.applier.apply_with_retry(&job, &ctx.stop).await {
         Ok(applied) => {
             tracing::debug!(job_id = job.job_id(), ?applied, "job applied");
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    match failure::classify(&error) {
+        failure::Verdict::Dead(cause) => Err(set_aside(&task, job.job_id(), cause, error)),
+        failure::Verdict::Transient => hand_back(&ctx, &job, error).await,
+    }
+}
+
+/// A job that can never apply: one error line, counted by cause, and an
+/// [`AbortError`], which apalis-redis records as `Killed` in the dead set
+/// (`{queue}:dead`, by task id) without retrying.
+fn set_aside(
+    task: &str,
+    job_id: Option<&str>,
+    cause: &'static str,
+    error: ApplyError,
+) -> BoxDynError {
+    tracing::error!(task_id = task, job_id, cause, %error, "job can never apply; set aside in the queue's dead set");
+    crate::instruments::job_dead(cause);
+    AbortError::new(error).into()
+}
+
+/// A store is unavailable: push the job back with a delay and report this
+/// delivery done, so the slot is free and apalis-redis's 25-attempt limit is
+/// never reached. Only when the push fails too (Redis down) does apalis get
+/// the error, to reschedule the delivery itself.
+async fn hand_back(ctx: &HandlerCtx, job: &Job, error: ApplyError) -> Result<(), BoxDynError> {
+    let delay = failure::requeue_delay(job, now_unix());
+    match ctx.requeue.push_after(job, delay).await {
+        Ok(_) => {
+            crate::instruments::job_requeued();
+            tracing::warn!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; handed back to the queue");
             Ok(())
         }
-        Err(ApplyError::Invalid(why)) => {
-            tracing::error!(job_id = job.job_id(), error = %why, "job can never apply; set aside in the dead set");
-            Err(AbortError::new(ApplyError::Invalid(why)).into())
+        Err(push) => {
+            tracing::warn!(job_id = job.job_id(), %error, requeue_error = %push, "job not applied and not handed back; the queue reschedules it");
+            Err(error.into())
         }
-        // Handed back to the queue, which reschedules it.
-        Err(error) => Err(error.into()),
     }
 }

@@ -8,6 +8,7 @@ mod gateway;
 mod helpers;
 mod maintenance;
 mod pipeline;
+mod poison;
 mod privacy;
 mod refresh;
 mod replica;
