@@ -43,6 +43,9 @@ pub enum Source {
     Postgres,
     /// The in-process replica.
     Replica,
+    /// A revocation this process accepted, or read as pending from
+    /// Postgres, while no store could answer.
+    Pending,
 }
 
 impl Source {
@@ -52,6 +55,7 @@ impl Source {
             Source::Redis => "redis",
             Source::Postgres => "postgres",
             Source::Replica => "replica",
+            Source::Pending => "pending",
         }
     }
 }
@@ -310,9 +314,13 @@ impl Checker {
             Cover::Merge(found) => found,
             Cover::PostgresOnly => crate::pending::Found::default(),
         };
+        // Without Postgres a known pending revocation is still certain.
+        let certain = pending
+            .denied
+            .then_some((true, pending.not_before, Source::Pending));
         if !self.pg_health.is_up() {
             LookupStats::bump(&self.stats.unavailable);
-            return Err(Unavailable);
+            return certain.ok_or(Unavailable);
         }
         match tokio::time::timeout(
             PG_LOOKUP_TIMEOUT,
@@ -331,7 +339,7 @@ impl Checker {
                     tracing::debug!(%error, "postgres lookup failed");
                 }
                 self.postgres_failed();
-                Err(Unavailable)
+                certain.ok_or(Unavailable)
             }
         }
     }

@@ -59,7 +59,7 @@ const CHECK_RESULTS: [&str; 13] = [
     "unknown",
 ];
 /// Every `source` label of `revokd_checks_total`.
-const CHECK_SOURCES: [&str; 4] = ["replica", "redis", "postgres", "none"];
+const CHECK_SOURCES: [&str; 5] = ["replica", "redis", "postgres", "pending", "none"];
 
 /// The read path's metrics, registered once: recording a check is then an
 /// atomic add and a histogram sample, with no registry lookup per request.

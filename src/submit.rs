@@ -20,7 +20,7 @@ use crate::{
     completion::{Completion, Outcome},
     replica::Replica,
     spool::Spool,
-    store::pg::{Db, is_permanent},
+    store::pg::Db,
     worker::apply::capped_expiry,
 };
 
@@ -227,6 +227,14 @@ impl Submitter {
             Ok(Ok(true))
         )
     }
+}
+
+/// Whether Postgres refused the content itself (asking again cannot help).
+fn is_permanent(error: &sqlx::Error) -> bool {
+    matches!(
+        crate::worker::failure::classify_postgres(error),
+        crate::worker::failure::Verdict::Dead(_)
+    )
 }
 
 fn short(error: &sqlx::Error) -> String {

@@ -9,21 +9,6 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-/// Whether Postgres refused `error` for what was asked, not for its own
-/// state: SQLSTATE classes 21 (cardinality), 22 (data exception) and 23
-/// (integrity constraint). Asking again can never succeed.
-pub fn is_permanent(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            ["21", "22", "23"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => true,
-        _ => false,
-    }
-}
-
 /// Handle on the Postgres record.
 #[derive(Clone, Debug)]
 pub struct Db {

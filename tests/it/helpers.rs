@@ -526,3 +526,118 @@ pub async fn wait_current(replica: &std::sync::Arc<revokd::replica::Replica>) {
     })
     .await;
 }
+
+/// Another revokd process of the same deployment, in this test process: its
+/// own services, breakers, replica and pending overlay, on a database and a
+/// key prefix someone else owns.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub services: Services,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+pub struct NodeOptions<'a> {
+    pub prefix: &'a str,
+    pub redis_url: &'a str,
+    pub db_url: &'a str,
+    pub worker: bool,
+    pub replica: bool,
+    pub extra: &'a [&'a str],
+}
+
+impl Node {
+    pub async fn start(options: NodeOptions<'_>) -> Self {
+        let mut extra = vec!["--api-keys", "test:test-key"];
+        if !options.replica {
+            extra.extend(["--read-mode", "redis"]);
+        }
+        extra.extend_from_slice(options.extra);
+        let config = test_config(options.prefix, options.redis_url, options.db_url, &extra);
+        let db = Db::connect_lazy(options.db_url).expect("pool");
+        let services = Services::with_db(config, db).expect("services");
+        let stop = CancellationToken::new();
+        let api = Api::bind(&services).await.expect("bind");
+        let addr = api.local_addr().expect("addr");
+        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        let guard = services
+            .maintenance(services.deny_patient.clone())
+            .guard(stop.clone());
+        tasks.push(tokio::spawn(guard).abort_handle());
+        if options.worker {
+            tasks.push(
+                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
+            );
+            let resync = services.resync(services.deny_patient.clone());
+            tasks.push(tokio::spawn(resync.run(stop.clone())).abort_handle());
+        }
+        if let Some(follower) = services.follower() {
+            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
+        }
+        Self {
+            addr,
+            services,
+            http: reqwest::Client::new(),
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `/v1/check`'s reason (`active` when active), or `unavailable`.
+    pub async fn reason(&self, token: &str) -> String {
+        check_reason(&self.http, &self.url("/v1/check"), token).await
+    }
+
+    /// POSTs JSON with the write key: status and body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth("test-key")
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
+/// `/v1/check` at `url`: its reason, `active`, or `unavailable`.
+pub async fn check_reason(http: &reqwest::Client, url: &str, token: &str) -> String {
+    let Ok(response) = http
+        .post(url)
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+    else {
+        return "unreachable".into();
+    };
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    match (&body["active"], &body["reason"]) {
+        (Value::Bool(true), _) => "active".into(),
+        (_, Value::String(reason)) => reason.clone(),
+        _ => format!("unexpected {body}"),
+    }
+}
+
+/// A token for `sub` signed with the test secret.
+pub fn mint(sub: &str) -> String {
+    let config = test_config("mint:", &redis_url(), "postgres://unused/x", &[]);
+    Minter::new(&config.key_settings())
+        .expect("minter")
+        .mint(sub, 900, true, now_unix())
+        .expect("mint")
+}

@@ -1,0 +1,393 @@
+//! A 2xx is a promise: a revocation answered 2xx is refused by every API
+//! process, whatever Redis does next — refuses writes, restarts empty, or
+//! both while Postgres is down — and ends up in Postgres and in Redis.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use redis::Commands;
+use serde_json::json;
+
+use crate::helpers::{
+    Node, NodeOptions, PrivateRedis, Proxy, TestDb, check_reason, eventually, free_port, mint,
+    spool_dir, unique_prefix,
+};
+
+fn token_id(node: &Node, token: &str) -> String {
+    node.services
+        .verifier
+        .verify_signature(token)
+        .unwrap()
+        .token_id
+}
+
+/// How Redis refuses writes while it still serves reads.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// `maxmemory` reached with the default `noeviction` policy: `OOM`.
+    OutOfMemory,
+    /// Demoted to a replica of a primary that is gone: `READONLY`.
+    ReadOnlyReplica,
+}
+
+/// The command that makes Redis refuse writes, and the one that undoes it.
+fn commands(how: Refusal) -> [Vec<String>; 2] {
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match how {
+        Refusal::OutOfMemory => [
+            words(&["CONFIG", "SET", "maxmemory", "1"]),
+            words(&["CONFIG", "SET", "maxmemory", "0"]),
+        ],
+        Refusal::ReadOnlyReplica => [
+            words(&["REPLICAOF", "127.0.0.1", &free_port().to_string()]),
+            words(&["REPLICAOF", "NO", "ONE"]),
+        ],
+    }
+}
+
+fn run(redis: &mut redis::Connection, command: &[String]) {
+    redis::cmd(&command[0])
+        .arg(&command[1..])
+        .query::<()>(redis)
+        .unwrap();
+}
+
+/// Waits until the deny-list is complete in Redis (the marker is set).
+async fn marker_set(node: &Node) {
+    let deny = node.services.deny_fast.clone();
+    eventually(Duration::from_secs(10), "marker set", || {
+        let deny = deny.clone();
+        async move { deny.marker_present().await.unwrap_or(false) }
+    })
+    .await;
+}
+
+/// Waits until every node gives `want` for every token.
+async fn all_say(nodes: &[&Node], tokens: &[&str], want: &str, deadline: Duration, what: &str) {
+    let started = Instant::now();
+    for (node, token) in nodes
+        .iter()
+        .flat_map(|n| tokens.iter().map(move |t| (n, *t)))
+    {
+        loop {
+            let got = node.reason(token).await;
+            if got == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "{what}: {} says {got:?}, not {want:?}, after {:?}",
+                node.addr,
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn redis_writes_refused(how: Refusal) {
+    let mut private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let node = |worker, replica| NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker,
+        replica,
+        extra: &[],
+    };
+    let a = Node::start(node(true, true)).await;
+    let b = Node::start(node(false, false)).await;
+    marker_set(&a).await;
+    let (logout, reset) = (mint("ann"), mint("bob"));
+    let both = [logout.as_str(), reset.as_str()];
+    let five = Duration::from_secs(5);
+    all_say(&[&a, &b], &both, "active", five, "before").await;
+    // The revoke-all's watermark must be later than the token's iat.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let [refuse, restore] = commands(how);
+    run(&mut conn, &refuse);
+    let refused: redis::RedisResult<()> = conn.set("probe", 1);
+    assert!(refused.is_err(), "{how:?}: redis still takes writes");
+    let (status, body) = a.post("/v1/revocations", &json!({ "token": logout })).await;
+    assert!((200..300).contains(&status), "{how:?}: {status} {body}");
+    let accepted = Instant::now();
+    let (status, body) = b.post("/v1/subjects/bob/revoke-all", &json!({})).await;
+    assert!((200..300).contains(&status), "{how:?}: {status} {body}");
+    let not_before = body["not_before"].as_i64().unwrap();
+    // Within a second, on both processes (replica and redis read mode).
+    let within = Duration::from_secs(1).saturating_sub(accepted.elapsed());
+    let (logout, reset) = ([logout.as_str()], [reset.as_str()]);
+    all_say(
+        &[&a, &b],
+        &logout,
+        "revoked",
+        within,
+        "redis refusing writes",
+    )
+    .await;
+    let one = Duration::from_secs(1);
+    all_say(&[&a, &b], &reset, "subject_revoked", one, "revoke-all").await;
+    // Still so a while later (no stale "current" replica takes over).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    all_say(&[&a, &b], &logout, "revoked", Duration::ZERO, "later").await;
+    all_say(
+        &[&a, &b],
+        &reset,
+        "subject_revoked",
+        Duration::ZERO,
+        "later",
+    )
+    .await;
+
+    run(&mut conn, &restore);
+    let id = token_id(&a, logout[0]);
+    let (jti_key, sub_key) = (format!("{prefix}jti:{id}"), format!("{prefix}sub:bob"));
+    eventually(Duration::from_secs(10), "both in redis", || {
+        let token: bool = conn.exists(&jti_key).unwrap();
+        let mark: Option<i64> = conn.get(&sub_key).unwrap();
+        async move { token && mark == Some(not_before) }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "postgres marks them in redis",
+        || async { db.db.pending_revocations(0, 10).await.unwrap().is_empty() },
+    )
+    .await;
+    // The audit: Postgres, Redis (above), every API process — a new one too.
+    assert!(db.db.revoked_token(&id).await.unwrap().is_some());
+    assert_eq!(db.db.watermark("bob").await.unwrap(), Some(not_before));
+    let c = Node::start(node(false, true)).await;
+    all_say(&[&a, &b, &c], &logout, "revoked", five, "after").await;
+    all_say(&[&a, &b, &c], &reset, "subject_revoked", five, "after").await;
+    drop((a, b, c));
+    private.kill();
+}
+
+#[tokio::test]
+async fn accepted_while_redis_is_out_of_memory_every_process_refuses_it() {
+    redis_writes_refused(Refusal::OutOfMemory).await;
+}
+
+#[tokio::test]
+async fn accepted_while_redis_is_a_read_only_replica_every_process_refuses_it() {
+    redis_writes_refused(Refusal::ReadOnlyReplica).await;
+}
+
+/// Postgres reached through `proxy`.
+fn proxied(db: &TestDb, proxy: &Proxy) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name)
+}
+
+#[tokio::test]
+async fn double_fault_postgres_cut_then_redis_restarts_empty_loses_nothing() {
+    let mut private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let via_proxy = proxied(&db, &proxy);
+    let a = Node::start(NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &via_proxy,
+        worker: true,
+        replica: true,
+        extra: &[],
+    })
+    .await;
+    marker_set(&a).await;
+    let tokens: Vec<String> = (0..30).map(|i| mint(&format!("user{i}"))).collect();
+
+    proxy.set_enabled(false);
+    for token in &tokens {
+        let (status, body) = a.post("/v1/revocations", &json!({ "token": token })).await;
+        assert!((200..300).contains(&status), "{status} {body}");
+    }
+    let ids: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    all_say(
+        &[&a],
+        &ids,
+        "revoked",
+        Duration::from_secs(2),
+        "accepting process",
+    )
+    .await;
+    // The queue, the deny-list and the stream are gone; Postgres is still cut.
+    private.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    all_say(
+        &[&a],
+        &ids,
+        "revoked",
+        Duration::ZERO,
+        "redis empty, postgres cut",
+    )
+    .await;
+    proxy.set_enabled(true);
+
+    let fresh = Node::start(NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker: false,
+        replica: true,
+        extra: &[],
+    })
+    .await;
+    all_say(
+        &[&fresh, &a],
+        &ids,
+        "revoked",
+        Duration::from_secs(15),
+        "after",
+    )
+    .await;
+    let ids: Vec<String> = tokens.iter().map(|t| token_id(&a, t)).collect();
+    in_both_stores(&db, &redis, &prefix, &ids).await;
+    drop((a, fresh));
+    let _ = std::fs::remove_dir_all(spool_dir(&prefix));
+}
+
+/// The audit's store half: every id has its row in Postgres and its key in
+/// Redis (waiting for the resync).
+async fn in_both_stores(db: &TestDb, redis: &str, prefix: &str, ids: &[String]) {
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for id in ids {
+        let row = db.db.revoked_token(id).await.unwrap();
+        assert!(row.is_some(), "{id} not in postgres");
+        let key = format!("{prefix}jti:{id}");
+        eventually(Duration::from_secs(10), "in redis", || {
+            let there: bool = conn.exists(&key).unwrap();
+            async move { there }
+        })
+        .await;
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `revokd serve` as a process of its own.
+fn serve(prefix: &str, redis: &str, db_url: &str, port: u16, roles: &str) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args(["--jwt-secret", crate::helpers::SECRET])
+        .args(["--key-prefix", prefix, "--redis-url", redis])
+        .args(["--database-url", db_url, "--api-keys", "test:test-key"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--spool-dir", spool_dir(prefix).to_str().unwrap()])
+        .args(["serve", "--roles", roles])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("revokd binary");
+    Process(child)
+}
+
+async fn healthy(http: &reqwest::Client, port: u16) {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    eventually(Duration::from_secs(20), "process up", || {
+        let request = http.get(&url).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restarted() {
+    let mut private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let via_proxy = proxied(&db, &proxy);
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let mut first = serve(&prefix, &redis, &via_proxy, port, "api,worker");
+    healthy(&http, port).await;
+    let tokens: Vec<String> = (0..20).map(|i| mint(&format!("spooled{i}"))).collect();
+
+    proxy.set_enabled(false);
+    for token in &tokens {
+        let response = http
+            .post(format!("http://127.0.0.1:{port}/v1/revocations"))
+            .bearer_auth("test-key")
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    // Killed -9 with the revocations only in its spool and the queue; then
+    // the queue goes too.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let spooled: usize = std::fs::read_dir(spool_dir(&prefix))
+        .expect("a spool was written")
+        .map(|file| {
+            std::fs::read_to_string(file.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+                - 1
+        })
+        .sum();
+    assert_eq!(
+        spooled,
+        tokens.len(),
+        "every accepted revocation is in the spool"
+    );
+    private.restart();
+    proxy.set_enabled(true);
+
+    let _second = serve(&prefix, &redis, &via_proxy, port, "api,worker");
+    healthy(&http, port).await;
+    let check = format!("http://127.0.0.1:{port}/v1/check");
+    for token in &tokens {
+        let started = Instant::now();
+        loop {
+            let reason = check_reason(&http, &check, token).await;
+            if reason == "revoked" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "still {reason}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let verifier = revokd::token::Verifier::new(
+        &crate::helpers::test_config(&prefix, &redis, &db.url, &[]).key_settings(),
+    )
+    .unwrap();
+    let ids: Vec<String> = tokens
+        .iter()
+        .map(|t| verifier.verify_signature(t).unwrap().token_id)
+        .collect();
+    in_both_stores(&db, &redis, &prefix, &ids).await;
+    let leftovers = std::fs::read_dir(spool_dir(&prefix))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "the replayed spool file is deleted");
+    let _ = std::fs::remove_dir_all(spool_dir(&prefix));
+}
