@@ -391,3 +391,170 @@ async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restart
     assert_eq!(leftovers, 0, "the replayed spool file is deleted");
     let _ = std::fs::remove_dir_all(spool_dir(&prefix));
 }
+
+/// An API node on `db` directly and a worker node whose Postgres is behind
+/// `proxy`: the API records a revocation, the worker cannot finish it
+/// until the proxy is enabled again.
+async fn api_and_stalled_worker(
+    db: &TestDb,
+    proxy: &Proxy,
+    prefix: &str,
+    redis: &str,
+) -> (Node, Node) {
+    let via_proxy = proxied(db, proxy);
+    let api = Node::start(NodeOptions {
+        prefix,
+        redis_url: redis,
+        db_url: &db.url,
+        worker: false,
+        replica: true,
+        extra: &["--wait-timeout", "20s"],
+    })
+    .await;
+    let worker = Node::start(NodeOptions {
+        prefix,
+        redis_url: redis,
+        db_url: &via_proxy,
+        worker: true,
+        replica: false,
+        extra: &[],
+    })
+    .await;
+    marker_set(&api).await;
+    proxy.set_enabled(false);
+    (api, worker)
+}
+
+async fn post_and_wait(api: &Node, token: &str) -> tokio::task::JoinHandle<(u16, Duration)> {
+    let (http, url) = (api.http.clone(), api.url("/v1/revocations?wait=true"));
+    let body = json!({ "token": token });
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let response = http
+            .post(url)
+            .bearer_auth("test-key")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), started.elapsed())
+    })
+}
+
+#[tokio::test]
+async fn wait_survives_its_subscription_being_killed() {
+    let private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let prefix = unique_prefix();
+    let (api, _worker) = api_and_stalled_worker(&db, &proxy, &prefix, &private.url()).await;
+    let token = mint("waiter");
+    let waiting = post_and_wait(&api, &token).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = redis::Client::open(private.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .query(&mut conn)
+        .unwrap();
+    assert!(killed > 0, "no subscription to kill");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a dropped subscription ended the wait"
+    );
+    proxy.set_enabled(true);
+    let (status, took) = waiting.await.unwrap();
+    assert_eq!(status, 200, "applied after {took:?}");
+    assert_eq!(api.reason(&token).await, "revoked");
+}
+
+#[tokio::test]
+async fn wait_racing_a_redis_crash_answers_once_applied_not_with_an_early_504() {
+    let mut private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let (api, worker) = api_and_stalled_worker(&db, &proxy, &prefix, &redis).await;
+    let token = mint("crash");
+    let waiting = post_and_wait(&api, &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The queue (and the job in it) is lost.
+    private.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!waiting.is_finished(), "the crash ended the wait");
+    private.restart();
+    proxy.set_enabled(true);
+    let (status, took) = waiting.await.unwrap();
+    assert_eq!(status, 200, "answered after {took:?}");
+    assert!(took > Duration::from_secs(1), "{took:?}");
+    all_say(
+        &[&api, &worker],
+        &[&token],
+        "revoked",
+        Duration::from_secs(5),
+        "after",
+    )
+    .await;
+    let id = token_id(&api, &token);
+    in_both_stores(&db, &redis, &prefix, &[id]).await;
+}
+
+#[tokio::test]
+async fn revocations_accepted_while_redis_is_down_never_read_active_as_it_returns() {
+    let mut private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let node = |worker, replica| NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker,
+        replica,
+        extra: &[],
+    };
+    let a = Node::start(node(true, true)).await;
+    let b = Node::start(node(false, false)).await;
+    marker_set(&a).await;
+    let tokens: Vec<String> = (0..10).map(|i| mint(&format!("down{i}"))).collect();
+    let ids: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    all_say(&[&a, &b], &ids, "active", Duration::from_secs(5), "before").await;
+    private.kill();
+    for token in &tokens {
+        let (status, body) = a.post("/v1/revocations", &json!({ "token": token })).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["degraded"], true, "{body}");
+    }
+    all_say(
+        &[&a, &b],
+        &ids,
+        "revoked",
+        Duration::from_secs(1),
+        "redis down",
+    )
+    .await;
+    private.restart();
+    // Every check on both processes while Redis comes back and is refilled.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        all_say(
+            &[&a, &b],
+            &ids,
+            "revoked",
+            Duration::ZERO,
+            "redis returning",
+        )
+        .await;
+    }
+    in_both_stores(
+        &db,
+        &redis,
+        &prefix,
+        &tokens.iter().map(|t| token_id(&a, t)).collect::<Vec<_>>(),
+    )
+    .await;
+}
