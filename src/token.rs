@@ -16,7 +16,6 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header,
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Longest token looked at; a longer string is `malformed` before any
 /// decoding (common HTTP servers cap a whole header at 8–16 KiB).
@@ -185,10 +184,14 @@ pub enum KeyError {
 /// What a verified token says; never contains the raw token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
-    /// `jti`, or `sha256:<hex>` of the token (see [`token_id`]).
+    /// The `jti`, or a hash of it or of the token (see [`token_id`]).
     pub token_id: String,
-    /// `sub`; a numeric `sub` as its decimal string.
+    /// `sub`; a numeric `sub` as its decimal string. For display only.
     pub sub: Option<String>,
+    /// The key `sub` is stored and looked up under: `sub` itself, or its
+    /// hash when revokd cannot store it verbatim (`revokd_jobs::subject_id`);
+    /// `None` for an empty `sub`.
+    pub subject_id: Option<String>,
     /// `jti`; an empty `jti` counts as absent.
     pub jti: Option<String>,
     /// `iat`, unix seconds.
@@ -210,14 +213,11 @@ pub struct VerifiedToken {
 }
 
 /// The identity a token is revoked under: its `jti` if present and non-empty
-/// (an empty one would make every such token share one id), else `sha256:`
-/// and the lowercase hex SHA-256 of the compact token.
-pub fn token_id(token: &str, jti: Option<&str>) -> String {
-    match jti {
-        Some(jti) if !jti.is_empty() => jti.to_owned(),
-        _ => format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes()))),
-    }
-}
+/// (an empty one would make every such token share one id) and storable
+/// verbatim, `jti-sha256:<hex>` of a `jti` that is not, else `sha256:` and
+/// the lowercase hex SHA-256 of the compact token. The same function
+/// applications call as `revokd_jobs::token_id`.
+pub use revokd_jobs::token_id;
 
 /// Checks tokens against the configured keys. Built once; `Send + Sync`, so
 /// share it behind an `Arc`.
@@ -346,6 +346,12 @@ impl Verifier {
         Ok(VerifiedToken {
             twin_token_id,
             token_id: token_id(token, claims.jti.as_deref()),
+            // An empty `sub` names no subject (nothing could revoke it all).
+            subject_id: claims
+                .sub
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(revokd_jobs::subject_id),
             sub: claims.sub,
             jti: claims.jti,
             iat: claims.iat,
@@ -847,6 +853,7 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
 mod tests {
     use super::*;
     use serde_json::json;
+    use sha2::{Digest, Sha256};
 
     const NOW: i64 = 1_750_000_000;
     const SECRET: &str = "test-secret-that-is-long-enough-0123456789";

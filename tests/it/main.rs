@@ -6,6 +6,7 @@
 
 mod gateway;
 mod helpers;
+mod identity;
 mod maintenance;
 mod pipeline;
 mod privacy;

@@ -1,0 +1,243 @@
+//! Token and subject identity: ids revokd cannot store verbatim are hashed
+//! (and stay revocable), and hashed ids never collide with a `jti`.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use redis::Commands;
+use revokd_jobs::{jti_id, now_unix, subject_id};
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, SECRET, TestApp};
+
+const KEYS: &[&str] = &["--api-keys", "ids:ik-1"];
+
+fn opts() -> Options<'static> {
+    Options {
+        extra: KEYS,
+        ..Default::default()
+    }
+}
+
+async fn write(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    app.post_json(path, "ik-1", &body).await
+}
+
+fn hs256(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token issued 10 s ago (so a watermark set now is after it).
+fn token(jti: Option<&str>, sub: &str) -> String {
+    let now = now_unix();
+    let mut claims = json!({ "sub": sub, "iat": now - 10, "exp": now + 900 });
+    if let Some(jti) = jti {
+        claims["jti"] = json!(jti);
+    }
+    hs256(claims)
+}
+
+/// Every byte outside the RFC 3986 unreserved set as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_active(body: &Value) {
+    assert_eq!(body["active"], true, "{body}");
+}
+
+#[tokio::test]
+async fn tokens_with_unstorable_jtis_are_revocable_by_token_and_by_jti() {
+    let app = TestApp::spawn_with(opts()).await;
+    for (kind, jti) in [
+        ("300 bytes", "j".repeat(300)),
+        ("control character", "ctl\u{1}jti\n".to_owned()),
+    ] {
+        let by_token = token(Some(&format!("{jti}-a")), "ida");
+        let by_jti = token(Some(&format!("{jti}-b")), "ida");
+        for t in [&by_token, &by_jti] {
+            let (status, body) = app.check(t).await;
+            assert_eq!(status, 200, "{kind}");
+            assert_active(&body);
+            assert_eq!(body["jti"].as_str().unwrap().len(), jti.len() + 2);
+            assert!(
+                body["token_id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("jti-sha256:"),
+                "{kind}: {body}"
+            );
+        }
+
+        let (status, body) = write(
+            &app,
+            "/v1/revocations?wait=true",
+            json!({ "token": by_token }),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind}: {body}");
+        assert_eq!(body["token_id"], jti_id(&format!("{jti}-a")));
+        assert_eq!(app.check(&by_token).await.1["reason"], "revoked", "{kind}");
+        assert_active(&app.check(&by_jti).await.1);
+
+        let (status, body) = write(
+            &app,
+            "/v1/revocations?wait=true",
+            json!({ "jti": format!("{jti}-b"), "sub": "ida", "exp": now_unix() + 900 }),
+        )
+        .await;
+        assert_eq!(status, 200, "{kind}: {body}");
+        assert_eq!(body["token_id"], jti_id(&format!("{jti}-b")));
+        assert_eq!(app.check(&by_jti).await.1["reason"], "revoked", "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn revoke_all_of_a_subject_revokd_cannot_store_revokes_its_tokens() {
+    let app = TestApp::spawn_with(opts()).await;
+    // Two 300-byte subjects sharing their first 256 bytes: hashed, not cut.
+    let long = format!("ü/ {}", "x".repeat(300));
+    let sibling = format!("{long}y");
+    let control = "bell\u{7}user".to_owned();
+    let tokens: Vec<(&str, String)> = [long.as_str(), sibling.as_str(), control.as_str()]
+        .into_iter()
+        .map(|sub| (sub, token(None, sub)))
+        .collect();
+    for (sub, t) in &tokens {
+        let body = app.check(t).await.1;
+        assert_active(&body);
+        assert_eq!(body["sub"], *sub, "the raw sub is shown");
+    }
+
+    for sub in [&long, &control] {
+        let path = format!("/v1/subjects/{}/revoke-all?wait=true", percent_encode(sub));
+        let (status, body) = write(&app, &path, json!({ "reason": "password_change" })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(app.check(&tokens[0].1).await.1["reason"], "subject_revoked");
+    assert_active(&app.check(&tokens[1].1).await.1);
+    assert_eq!(app.check(&tokens[2].1).await.1["reason"], "subject_revoked");
+    // Stored under the hashed subject, in both stores.
+    let mut redis = app.redis();
+    let key = format!("{}sub:{}", app.prefix, subject_id(&long));
+    assert!(redis.exists::<_, bool>(&key).unwrap(), "{key}");
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from subject_watermarks where subject = any($1)")
+            .bind(vec![subject_id(&long), subject_id(&control)])
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, 2);
+}
+
+#[tokio::test]
+async fn a_jti_spelling_another_tokens_hashed_id_never_shares_its_revocation() {
+    let app = TestApp::spawn_with(opts()).await;
+    for revoke_jtiless_first in [true, false] {
+        let sub = format!("collide-{revoke_jtiless_first}");
+        let jtiless = token(None, &sub);
+        let hashed = revokd_jobs::token_id(&jtiless, None);
+        let impostor = token(Some(&hashed), &sub);
+        let ids = (
+            app.check(&jtiless).await.1["token_id"].clone(),
+            app.check(&impostor).await.1["token_id"].clone(),
+        );
+        assert_eq!(ids.0, hashed);
+        assert_ne!(ids.0, ids.1);
+
+        let (first, second) = if revoke_jtiless_first {
+            (&jtiless, &impostor)
+        } else {
+            (&impostor, &jtiless)
+        };
+        let (status, body) =
+            write(&app, "/v1/revocations?wait=true", json!({ "token": first })).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(app.check(first).await.1["reason"], "revoked");
+        assert_active(&app.check(second).await.1);
+        let (status, _) = write(
+            &app,
+            "/v1/revocations?wait=true",
+            json!({ "token": second }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(app.check(second).await.1["reason"], "revoked");
+    }
+    // Revoking by that jti names the impostor, not the jti-less token.
+    let jtiless = token(None, "collide-by-jti");
+    let hashed = revokd_jobs::token_id(&jtiless, None);
+    let (status, body) = write(
+        &app,
+        "/v1/revocations?wait=true",
+        json!({ "jti": hashed, "exp": now_unix() + 900 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["token_id"], hashed);
+    assert_active(&app.check(&jtiless).await.1);
+}
+
+/// Runs the built binary; (exit code, stdout, stderr).
+fn revokd(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// The CLI runs as a blocking child process: the worker needs its own thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_revoke_and_revoke_all_hash_ids_as_the_check_does() {
+    let app = TestApp::spawn().await;
+    let long_jti = "c".repeat(300);
+    let long_sub = "s".repeat(300);
+    let by_jti = token(Some(&long_jti), "cli-user");
+    let by_sub = token(None, &long_sub);
+    let common = [
+        "--jwt-secret",
+        SECRET,
+        "--key-prefix",
+        &app.prefix,
+        "--redis-url",
+        &app.services.config.redis_url,
+        "--database-url",
+        &app.db.url,
+    ];
+    let exp = (now_unix() + 900).to_string();
+    let (code, stdout, stderr) = revokd(
+        &[
+            &common[..],
+            &["revoke", "--jti", &long_jti, "--exp", &exp, "--wait"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["token_id"], jti_id(&long_jti));
+    assert_eq!(app.check(&by_jti).await.1["reason"], "revoked");
+
+    let (code, _, stderr) =
+        revokd(&[&common[..], &["revoke-all", "--sub", &long_sub, "--wait"]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(app.check(&by_sub).await.1["reason"], "subject_revoked");
+
+    let (code, _, stderr) = revokd(&[&common[..], &["revoke-all", "--sub", ""]].concat());
+    assert_eq!(code, Some(2), "{stderr}");
+}
