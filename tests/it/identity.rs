@@ -1,6 +1,8 @@
 //! Token and subject identity: ids revokd cannot store verbatim are hashed
-//! (and stay revocable), and hashed ids never collide with a `jti`.
+//! (and stay revocable), hashed ids never collide with a `jti`, and a future
+//! `iat` or a `crit` header makes a token inactive.
 
+use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use redis::Commands;
 use revokd_jobs::{jti_id, now_unix, subject_id};
@@ -187,6 +189,42 @@ async fn a_jti_spelling_another_tokens_hashed_id_never_shares_its_revocation() {
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["token_id"], hashed);
     assert_active(&app.check(&jtiless).await.1);
+}
+
+#[tokio::test]
+async fn an_iat_beyond_the_leeway_is_not_yet_valid_even_from_the_verify_cache() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    let ahead = hs256(json!({ "sub": "clock", "iat": now + 600, "exp": now + 1800 }));
+    let skewed = hs256(json!({ "sub": "clock", "iat": now + 5, "exp": now + 1800 }));
+    // Twice: the second check finds the token in the verify cache.
+    for _ in 0..2 {
+        assert_eq!(app.check(&ahead).await.1["reason"], "not_yet_valid");
+        assert_active(&app.check(&skewed).await.1);
+    }
+}
+
+#[tokio::test]
+async fn a_token_with_a_crit_header_is_malformed() {
+    let app = TestApp::spawn_with(opts()).await;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = b64(json!({ "alg": "HS256", "typ": "JWT", "crit": ["b64"], "b64": true }));
+    let claims = b64(json!({ "sub": "crit", "exp": now_unix() + 600 }));
+    let input = format!("{header}.{claims}");
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
+    let token = format!("{input}.{signature}");
+    for _ in 0..2 {
+        let (status, body) = app.check(&token).await;
+        assert_eq!((status, &body["reason"]), (200, &json!("malformed")));
+    }
+    let (status, body) = write(&app, "/v1/revocations", json!({ "token": token })).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_token");
 }
 
 /// Runs the built binary; (exit code, stdout, stderr).
