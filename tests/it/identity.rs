@@ -1,10 +1,15 @@
 //! Token and subject identity: ids revokd cannot store verbatim are hashed
-//! (and stay revocable), hashed ids never collide with a `jti`, and a future
-//! `iat` or a `crit` header makes a token inactive.
+//! (and stay revocable), hashed ids never collide with a `jti`, a future
+//! `iat` or a `crit` header makes a token inactive, rebuilds leave unchanged
+//! keys alone, reuse is recorded once during a Redis outage, and the CLI
+//! refuses what it cannot do.
+
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use redis::Commands;
+use revokd::maintenance::Quiet;
 use revokd_jobs::{jti_id, now_unix, subject_id};
 use serde_json::{Value, json};
 
@@ -225,6 +230,73 @@ async fn a_token_with_a_crit_header_is_malformed() {
     let (status, body) = write(&app, "/v1/revocations", json!({ "token": token })).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_token");
+}
+
+/// Sleeps until `offset` past the start of the next wall-clock second.
+async fn sleep_into_next_second(offset: Duration) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let to_next =
+        Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+    tokio::time::sleep(to_next + offset).await;
+}
+
+#[tokio::test]
+async fn a_second_rebuild_writes_no_key_and_adds_no_event() {
+    let app = TestApp::spawn_with(opts()).await;
+    let now = now_unix();
+    // Revocations with spread-out expiries, straight into Postgres.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'rb-' || g, 'u' || (g % 7), {now} + 60 + g * 37, {now}, 't'
+         from generate_series(1, 400) g"
+    )))
+    .execute(app.db.db.pool())
+    .await
+    .unwrap();
+    // Refresh registry entries and a revoked family, through the API.
+    let (old, new) = (app.mint("rb"), app.mint("rb"));
+    for body in [
+        json!({ "token": old }),
+        json!({ "token": new, "rotated_from": old }),
+    ] {
+        assert_eq!(
+            write(&app, "/v1/refresh-tokens?wait=true", body).await.0,
+            200
+        );
+    }
+    let other = app.mint("rb2");
+    write(
+        &app,
+        "/v1/refresh-tokens?wait=true",
+        json!({ "token": other }),
+    )
+    .await;
+    let (status, _) = write(&app, "/v1/revocations?wait=true", json!({ "token": other })).await;
+    assert_eq!(status, 200);
+    let (status, _) = write(&app, "/v1/subjects/rb3/revoke-all?wait=true", json!({})).await;
+    assert_eq!(status, 200);
+
+    let maintenance = app.services.maintenance(app.services.deny_patient.clone());
+    // The first rebuild early in a second, the second one late in a later
+    // second: a remaining TTL rounded by Redis then reads a second short of
+    // a target floored to whole seconds (which rewrote the key).
+    sleep_into_next_second(Duration::from_millis(10)).await;
+    let first = maintenance.rebuild(now_unix(), &Quiet).await.unwrap();
+    assert_eq!(first.tokens, 400 + 1, "{first:?}");
+    assert_eq!(first.restored, 400, "the rows written to postgres only");
+    let mut redis = app.redis();
+    let events = format!("{}events", app.prefix);
+    let before: u64 = redis.xlen(&events).unwrap();
+    sleep_into_next_second(Duration::from_millis(800)).await;
+    let second = maintenance.rebuild(now_unix(), &Quiet).await.unwrap();
+    assert_eq!(second.restored, 0);
+    let after: u64 = redis.xlen(&events).unwrap();
+    assert_eq!(after, before, "no key rewritten, no event added");
+    let cleanup = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
+    assert_eq!(cleanup.redis_restored, 0);
+    assert_eq!(redis.xlen::<_, u64>(&events).unwrap(), before);
 }
 
 /// Runs the built binary; (exit code, stdout, stderr).
