@@ -363,6 +363,38 @@ impl Db {
         Ok(members)
     }
 
+    /// Flips a family to revoked (for `reason`) unless it already is; true
+    /// only for the one call that flipped it, however many race — the
+    /// decider of "first presentation of a reused token" when Redis cannot
+    /// be asked. `in_redis` false marks the family for the resync to Redis.
+    pub async fn claim_family_revocation(
+        &self,
+        family: &str,
+        reason: &str,
+        expires_at: i64,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<bool> {
+        let flipped: Option<i32> = sqlx::query_scalar(
+            "insert into refresh_families (family_id, expires_at, revoked_at, revoked_reason, in_redis)
+             values ($1, $2, $3, $4, $5)
+             on conflict (family_id) do update
+                 set revoked_at = excluded.revoked_at,
+                     revoked_reason = excluded.revoked_reason,
+                     in_redis = excluded.in_redis
+                 where refresh_families.revoked_at is null
+             returning 1",
+        )
+        .bind(family)
+        .bind(expires_at)
+        .bind(now)
+        .bind(reason)
+        .bind(in_redis)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(flipped.is_some())
+    }
+
     /// Records a revoked family's members as revoked tokens.
     pub async fn revoke_members(
         &self,

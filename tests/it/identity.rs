@@ -4,16 +4,16 @@
 //! keys alone, reuse is recorded once during a Redis outage, and the CLI
 //! refuses what it cannot do.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use redis::Commands;
-use revokd::maintenance::Quiet;
+use revokd::{maintenance::Quiet, refresh::RefreshChecker, store::redis::watermark_ttl};
 use revokd_jobs::{jti_id, now_unix, subject_id};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, SECRET, TestApp};
+use crate::helpers::{Options, PrivateRedis, SECRET, TestApp};
 
 const KEYS: &[&str] = &["--api-keys", "ids:ik-1"];
 
@@ -297,6 +297,73 @@ async fn a_second_rebuild_writes_no_key_and_adds_no_event() {
     let cleanup = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
     assert_eq!(cleanup.redis_restored, 0);
     assert_eq!(redis.xlen::<_, u64>(&events).unwrap(), before);
+}
+
+#[tokio::test]
+async fn reuse_during_a_redis_outage_is_recorded_once_by_postgres() {
+    let mut private = PrivateRedis::start();
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(private.url()),
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let (old, new) = (app.mint("reuser"), app.mint("reuser"));
+    for body in [
+        json!({ "token": old }),
+        json!({ "token": new, "rotated_from": old }),
+    ] {
+        let (status, body) = write(&app, "/v1/refresh-tokens?wait=true", body).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    private.kill();
+
+    let services = &app.services;
+    let claims = services.verifier.verify(&old, now_unix()).unwrap();
+    let entry = services
+        .db
+        .refresh_row(&claims.token_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .entry();
+    let checker = Arc::new(services.checker());
+    let submitter = services.submitter(Arc::clone(&checker));
+    let refresh = RefreshChecker {
+        checker: &checker,
+        deny: &services.deny_fast,
+        db: &services.db,
+        submitter: &submitter,
+        fail_mode: services.config.fail_mode,
+        family_ttl: watermark_ttl(
+            services.config.leeway(),
+            services.config.max_lifetime_secs(),
+        ),
+    };
+    let presentations = (0..20).map(|_| refresh.record_reuse(&entry, &claims));
+    let recorded = futures::future::join_all(presentations).await;
+    assert_eq!(
+        recorded.iter().filter(|first| **first).count(),
+        1,
+        "one presentation records the reuse"
+    );
+    // Later presentations answer as before, without recording it again.
+    assert!(!refresh.record_reuse(&entry, &claims).await);
+    let body = json!({ "token": old, "token_type_hint": "refresh_token" });
+    let (_, answer) = write(&app, "/v1/check", body).await;
+    assert_eq!(answer["reason"], "reused", "{answer}");
+    let body = json!({ "token": new, "token_type_hint": "refresh_token" });
+    let (_, answer) = write(&app, "/v1/check", body).await;
+    assert_eq!(answer["reason"], "revoked", "{answer}");
+    let (reason, in_redis): (Option<String>, bool) = sqlx::query_as(
+        "select revoked_reason, in_redis from refresh_families where family_id = $1",
+    )
+    .bind(&entry.family)
+    .fetch_one(app.db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("reused"));
+    assert!(!in_redis, "the resync copies the marker once Redis is back");
 }
 
 /// Runs the built binary; (exit code, stdout, stderr).
