@@ -143,6 +143,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Mint { sub, ttl, no_jti } => {
+            if sub.is_empty() {
+                return Err(Failure::input("--sub must not be empty"));
+            }
             let minter =
                 Minter::new(&config.key_settings()).map_err(|e| Failure::input(e.to_string()))?;
             let ttl = i64::try_from(ttl.as_secs()).map_err(|_| Failure::input("ttl too large"))?;
@@ -180,10 +183,18 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Stats => {
             let services = store_services(config)?;
             let queue = revokd_jobs::queue_config(&services.config.key_prefix);
-            println!(
-                "{}",
-                crate::http::stats::collect(&services.deny_fast, &queue, &services.db).await
-            );
+            let stats =
+                crate::http::stats::collect(&services.deny_fast, &queue, &services.db).await;
+            // Nothing answered: there are no figures to print, only nulls.
+            if ["redis", "postgres", "queue"]
+                .iter()
+                .all(|store| stats[store].is_null())
+            {
+                return Err(Failure::input(
+                    "no store can answer (Redis and Postgres unreachable)",
+                ));
+            }
+            println!("{stats}");
             Ok(0)
         }
         Command::Revoke {

@@ -13,7 +13,7 @@ use revokd::{maintenance::Quiet, refresh::RefreshChecker, store::redis::watermar
 use revokd_jobs::{jti_id, now_unix, subject_id};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, PrivateRedis, SECRET, TestApp};
+use crate::helpers::{Options, PrivateRedis, SECRET, TestApp, free_port};
 
 const KEYS: &[&str] = &["--api-keys", "ids:ik-1"];
 
@@ -377,6 +377,33 @@ fn revokd(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn stats_with_no_store_reachable_exits_2_with_one_line() {
+    let (redis, pg) = (free_port(), free_port());
+    let (code, stdout, stderr) = revokd(&[
+        "--redis-url",
+        &format!("redis://127.0.0.1:{redis}"),
+        "--database-url",
+        &format!("postgres://postgres@127.0.0.1:{pg}/none"),
+        "stats",
+    ]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no store"), "{stderr}");
+}
+
+#[test]
+fn mint_with_an_empty_subject_exits_2() {
+    let (code, stdout, stderr) = revokd(&["--jwt-secret", SECRET, "mint", "--sub", ""]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let (code, stdout, _) = revokd(&["--jwt-secret", SECRET, "mint", "--sub", "ok"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.trim().split('.').count(), 3);
 }
 
 // The CLI runs as a blocking child process: the worker needs its own thread.
