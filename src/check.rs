@@ -236,7 +236,7 @@ impl Checker {
             .lookup(
                 &claims.token_id,
                 claims.twin_token_id.as_deref(),
-                claims.sub.as_deref(),
+                claims.subject_id.as_deref(),
             )
             .await?;
         Ok((decide(denied, not_before, claims.iat), source))

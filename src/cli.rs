@@ -143,6 +143,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Mint { sub, ttl, no_jti } => {
+            if sub.is_empty() {
+                return Err(Failure::input("--sub must not be empty"));
+            }
             let minter =
                 Minter::new(&config.key_settings()).map_err(|e| Failure::input(e.to_string()))?;
             let ttl = i64::try_from(ttl.as_secs()).map_err(|_| Failure::input("ttl too large"))?;
@@ -180,10 +183,18 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Stats => {
             let services = store_services(config)?;
             let queue = revokd_jobs::queue_config(&services.config.key_prefix);
-            println!(
-                "{}",
-                crate::http::stats::collect(&services.deny_fast, &queue, &services.db).await
-            );
+            let stats =
+                crate::http::stats::collect(&services.deny_fast, &queue, &services.db).await;
+            // Nothing answered: there are no figures to print, only nulls.
+            if ["redis", "postgres", "queue"]
+                .iter()
+                .all(|store| stats[store].is_null())
+            {
+                return Err(Failure::input(
+                    "no store can answer (Redis and Postgres unreachable)",
+                ));
+            }
+            println!("{stats}");
             Ok(0)
         }
         Command::Revoke {
@@ -206,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                         .verify_signature(&token)
                         .map_err(|r| Failure::input(format!("invalid token: {}", r.as_str())))?;
                     {
-                        let sub = limits::claims(&claims.token_id, claims.sub)
+                        let sub = limits::claims(&claims.token_id, claims.subject_id)
                             .map_err(|e| Failure::input(format!("token cannot be stored: {e}")))?;
                         RevokeToken::new(claims.token_id, sub, claims.exp)
                     }
@@ -214,8 +225,19 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 None => {
                     let jti =
                         jti.ok_or_else(|| Failure::input("give --token, or --jti with --exp"))?;
+                    if jti.is_empty() {
+                        return Err(Failure::input("--jti must not be empty"));
+                    }
                     let exp = exp.ok_or_else(|| Failure::input("--exp is required with --jti"))?;
-                    RevokeToken::new(jti, sub, exp)
+                    if sub.as_deref() == Some("") {
+                        return Err(Failure::input("--sub must not be empty"));
+                    }
+                    // The ids a check computes for a token with these claims.
+                    RevokeToken::new(
+                        revokd_jobs::jti_id(&jti),
+                        sub.as_deref().map(revokd_jobs::subject_id),
+                        exp,
+                    )
                 }
             };
             let job = RevokeToken {
@@ -241,7 +263,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::RevokeAll { sub, reason, wait } => {
-            limits::subject(&sub).map_err(Failure::input)?;
+            if sub.is_empty() {
+                return Err(Failure::input("--sub must not be empty"));
+            }
+            let sub = revokd_jobs::subject_id(&sub);
             limits::reason(reason.as_deref()).map_err(Failure::input)?;
             let services = store_services(config)?;
             let job = RevokeSubject {

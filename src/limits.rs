@@ -1,6 +1,11 @@
 //! Input limits, enforced on every write path (HTTP, CLI, worker).
+//!
+//! Ids taken from a token or a request (`jti`, `sub`) are not checked here:
+//! they go through `revokd_jobs::token_id`/`jti_id`/`subject_id` first, which
+//! hash whatever revokd cannot store verbatim, so every id they give passes.
+//! These checks guard job payloads from producers that skipped the mapping.
 
-/// Longest `token_id` (a `jti`, or `sha256:` + 64 hex digits), in bytes.
+/// Longest `token_id` (a `jti`, or a `sha256:`/`jti-sha256:` hash), in bytes.
 pub const MAX_TOKEN_ID: usize = 256;
 /// Longest subject, in bytes.
 pub const MAX_SUBJECT: usize = 256;
@@ -30,9 +35,9 @@ pub fn reason(value: Option<&str>) -> Result<(), String> {
     }
 }
 
-/// Makes a token's own claims storable: a `jti` revokd cannot store is an
-/// error (the token cannot be revoked by id), an unusable `sub` is dropped
-/// (it is informational on a revocation).
+/// Checks a verified token's ids (its `token_id` and `subject_id`, both
+/// already mapped, so storable by construction); an unusable subject is
+/// dropped (it is informational on a revocation).
 pub fn claims(token_id_value: &str, sub: Option<String>) -> Result<Option<String>, String> {
     token_id(token_id_value)?;
     Ok(sub.filter(|s| subject(s).is_ok()))

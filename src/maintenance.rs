@@ -163,7 +163,7 @@ impl Maintenance {
                 })
                 .collect();
             report.tokens += entries.len() as u64;
-            report.restored += self.deny.deny_many(&entries).await?.created;
+            report.restored += self.deny.deny_many_as_of(&entries, now).await?.created;
             progress.advance(entries.len() as u64);
         }
         progress.phase("watermarks into redis", u64::try_from(subjects).ok());
@@ -223,7 +223,7 @@ impl Maintenance {
                     ))
                 })
                 .collect();
-            self.deny.set_refresh_entries(&entries).await?;
+            self.deny.set_refresh_entries_as_of(&entries, now).await?;
             written += entries.len() as u64;
             progress.advance(entries.len() as u64);
         }

@@ -1,9 +1,17 @@
 //! Refresh tokens on the read path: a token checked with
 //! `token_type_hint=refresh_token` must verify, pass the access-token rules,
 //! be registered, and be neither revoked nor rotated. Presenting a rotated
-//! token again is reuse: the first presentation revokes the whole family
-//! (a Redis SET NX picks exactly one winner among concurrent presentations),
+//! token again is reuse: the first presentation revokes the whole family,
 //! and every presentation of it answers `reused`.
+//!
+//! "First" is decided once: a Redis SET NX of the family marker picks one
+//! winner among concurrent presentations, and Postgres confirms it (the
+//! family flips to revoked there at most once). When Redis cannot be asked,
+//! Postgres alone decides, so an outage does not count, log and write every
+//! presentation as a new reuse, nor count again a family revoked during the
+//! outage once Redis is back.
+
+use std::time::Duration;
 
 use revokd_jobs::{Job, RevokeFamily};
 
@@ -20,6 +28,9 @@ use crate::{
     submit::Submitter,
     token::{Reason, VerifiedToken},
 };
+
+/// Longest wait for Postgres to settle a reuse (as for a check's lookup).
+const CLAIM_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// What a refresh check needs.
 pub struct RefreshChecker<'a> {
@@ -70,7 +81,7 @@ impl RefreshChecker<'_> {
         // A rotated token presented again is reuse, every time: it answers
         // `reused` even once its family is revoked (and deny-listed).
         if let (Some(State::Rotated), Some(entry)) = (state, &entry) {
-            self.reused(entry, claims).await;
+            self.record_reuse(entry, claims).await;
             return Ok(Some(Reason::Reused));
         }
         if let (Some(reason), _) = self.checker.revocation(claims).await? {
@@ -106,8 +117,9 @@ impl RefreshChecker<'_> {
     }
 
     /// Revokes the family of a rotated token presented again. Exactly one
-    /// presentation wins the family marker and records the event.
-    async fn reused(&self, entry: &RefreshEntry, claims: &VerifiedToken) {
+    /// presentation records the event (log line, counter, family revocation);
+    /// true for that one.
+    pub async fn record_reuse(&self, entry: &RefreshEntry, claims: &VerifiedToken) -> bool {
         let family = entry.family.as_str();
         let job = RevokeFamily {
             // One audit row per family, whichever path records it.
@@ -115,14 +127,33 @@ impl RefreshChecker<'_> {
             requested_by: "reuse-detection".into(),
             ..RevokeFamily::new(family, "reused")
         };
-        // With Redis down, Postgres decides (the audit row is keyed by family).
-        let first = self
-            .deny
-            .mark_family_revoked(family, "reused", self.family_ttl)
-            .await
-            .unwrap_or(true);
-        if !first {
-            return;
+        let marked = if self.checker.redis_health().is_up() {
+            self.deny
+                .mark_family_revoked(family, "reused", self.family_ttl)
+                .await
+                .inspect_err(|error| tracing::debug!(%error, "redis family marker failed"))
+                .ok()
+        } else {
+            None
+        };
+        if marked == Some(false) {
+            return false;
+        }
+        // Redis picked this presentation, or could not be asked: Postgres
+        // settles it (a family revoked there during an outage is not
+        // reused again). Unreachable too: record it, as the only safe choice.
+        let claim = self.db.claim_family_revocation(
+            family,
+            "reused",
+            entry.exp,
+            revokd_jobs::now_unix(),
+            marked.is_some(),
+        );
+        match tokio::time::timeout(CLAIM_TIMEOUT, claim).await {
+            Ok(Ok(false)) => return false,
+            Ok(Ok(true)) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "postgres family claim failed"),
+            Err(_) => tracing::debug!("postgres family claim timed out"),
         }
         tracing::warn!(
             subject = claims.sub.as_deref().unwrap_or(""),
@@ -133,5 +164,6 @@ impl RefreshChecker<'_> {
         if let Err(error) = self.submitter.job(Job::RevokeFamily(job), false).await {
             tracing::error!(family_id = family, %error, "cannot record the family revocation");
         }
+        true
     }
 }

@@ -16,7 +16,6 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header,
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// Longest token looked at; a longer string is `malformed` before any
 /// decoding (common HTTP servers cap a whole header at 8–16 KiB).
@@ -185,10 +184,14 @@ pub enum KeyError {
 /// What a verified token says; never contains the raw token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
-    /// `jti`, or `sha256:<hex>` of the token (see [`token_id`]).
+    /// The `jti`, or a hash of it or of the token (see [`token_id`]).
     pub token_id: String,
-    /// `sub`; a numeric `sub` as its decimal string.
+    /// `sub`; a numeric `sub` as its decimal string. For display only.
     pub sub: Option<String>,
+    /// The key `sub` is stored and looked up under: `sub` itself, or its
+    /// hash when revokd cannot store it verbatim (`revokd_jobs::subject_id`);
+    /// `None` for an empty `sub`.
+    pub subject_id: Option<String>,
     /// `jti`; an empty `jti` counts as absent.
     pub jti: Option<String>,
     /// `iat`, unix seconds.
@@ -210,20 +213,18 @@ pub struct VerifiedToken {
 }
 
 /// The identity a token is revoked under: its `jti` if present and non-empty
-/// (an empty one would make every such token share one id), else `sha256:`
-/// and the lowercase hex SHA-256 of the compact token.
-pub fn token_id(token: &str, jti: Option<&str>) -> String {
-    match jti {
-        Some(jti) if !jti.is_empty() => jti.to_owned(),
-        _ => format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes()))),
-    }
-}
+/// (an empty one would make every such token share one id) and storable
+/// verbatim, `jti-sha256:<hex>` of a `jti` that is not, else `sha256:` and
+/// the lowercase hex SHA-256 of the compact token. The same function
+/// applications call as `revokd_jobs::token_id`.
+pub use revokd_jobs::token_id;
 
 /// Checks tokens against the configured keys. Built once; `Send + Sync`, so
 /// share it behind an `Arc`.
 ///
 /// Decisions, in order (so a forged expired token is `invalid_signature`):
-/// 1. Format: not three base64url parts with a JSON header → `malformed`.
+/// 1. Format: not three base64url parts with a JSON header, or a header with
+///    `crit` (RFC 7515 4.1.11: revokd understands no extension) → `malformed`.
 /// 2. Header `alg`: not a supported algorithm (`none`, `HS1`) →
 ///    `unsupported_algorithm`. The algorithm is always the configured key's;
 ///    a supported `alg` other than the key's (e.g. `HS256` against an RSA key)
@@ -233,10 +234,11 @@ pub fn token_id(token: &str, jti: Option<&str>) -> String {
 /// 4. Signature → `invalid_signature`; undecodable claims or no `exp` →
 ///    `malformed`.
 /// 5. `iss` → `invalid_issuer`, then `aud` → `invalid_audience`.
-/// 6. Only in [`verify`](Self::verify): `exp` → `expired`, then `nbf` →
-///    `not_yet_valid`. A token is expired from the second `exp + leeway` on
-///    (RFC 7519: valid only before `exp`) and not yet valid before
-///    `nbf - leeway`. NumericDates may be fractional; they are truncated.
+/// 6. Only in [`verify`](Self::verify): `exp` → `expired`, then `nbf` or
+///    `iat` → `not_yet_valid`. A token is expired from the second
+///    `exp + leeway` on (RFC 7519: valid only before `exp`) and not yet valid
+///    before `nbf - leeway` or `iat - leeway`. NumericDates may be
+///    fractional; they are truncated.
 #[derive(Debug)]
 pub struct Verifier {
     keys: Vec<VerifyKey>,
@@ -285,8 +287,8 @@ impl Verifier {
         Ok(verified)
     }
 
-    /// The time rules of [`verify`](Self::verify) (`exp`, then `nbf`, with
-    /// leeway) for a token whose signature was verified.
+    /// The time rules of [`verify`](Self::verify) (`exp`, then `nbf` and
+    /// `iat`, with leeway) for a token whose signature was verified.
     pub fn check_time(&self, verified: &VerifiedToken, now: i64) -> Result<(), Reason> {
         let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
         if now >= verified.exp.saturating_add(leeway) {
@@ -294,6 +296,14 @@ impl Verifier {
         }
         if let Some(nbf) = verified.nbf
             && now < nbf.saturating_sub(leeway)
+        {
+            return Err(Reason::NotYetValid);
+        }
+        // A token issued in the future (beyond the leeway) is not valid yet:
+        // read as "now" it would still sort after a fresh watermark and
+        // escape revoke-all.
+        if let Some(iat) = verified.iat
+            && now < iat.saturating_sub(leeway)
         {
             return Err(Reason::NotYetValid);
         }
@@ -346,6 +356,12 @@ impl Verifier {
         Ok(VerifiedToken {
             twin_token_id,
             token_id: token_id(token, claims.jti.as_deref()),
+            // An empty `sub` names no subject (nothing could revoke it all).
+            subject_id: claims
+                .sub
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(revokd_jobs::subject_id),
             sub: claims.sub,
             jti: claims.jti,
             iat: claims.iat,
@@ -748,16 +764,25 @@ pub fn ecdsa_twin(token: &str, alg: Algorithm) -> Option<String> {
     (borrow == 0).then(|| format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&signature)))
 }
 
-/// The two header members looked at before any key is chosen.
+/// The header members looked at before any key is chosen.
 #[derive(Deserialize)]
 struct PeekedHeader {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    /// Present at all (any value, even `null`) is enough to refuse.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// Reads `alg` and `kid` without trusting them, so that an unsupported `alg`
-/// is told apart from a string that is not a JWT at all.
+/// is told apart from a string that is not a JWT at all. A header with
+/// `crit` is `malformed`: it names extensions the recipient must understand,
+/// and revokd understands none (RFC 7515 4.1.11).
 fn peek_header(token: &str) -> Result<PeekedHeader, Reason> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
@@ -768,7 +793,11 @@ fn peek_header(token: &str) -> Result<PeekedHeader, Reason> {
     let json = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| Reason::Malformed)?;
-    serde_json::from_slice(&json).map_err(|_| Reason::Malformed)
+    let header: PeekedHeader = serde_json::from_slice(&json).map_err(|_| Reason::Malformed)?;
+    if header.crit {
+        return Err(Reason::Malformed);
+    }
+    Ok(header)
 }
 
 fn decode_reason(err: jsonwebtoken::errors::Error) -> Reason {
@@ -847,6 +876,7 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
 mod tests {
     use super::*;
     use serde_json::json;
+    use sha2::{Digest, Sha256};
 
     const NOW: i64 = 1_750_000_000;
     const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
@@ -1077,6 +1107,72 @@ mod tests {
             verify(&settings, &token, NOW + 70).unwrap().nbf,
             Some(NOW + 100)
         );
+    }
+
+    #[test]
+    fn iat_beyond_the_leeway_is_not_yet_valid_and_within_it_is_fine() {
+        let settings = KeySettings {
+            leeway_secs: 30,
+            ..hmac("HS256")
+        };
+        let ahead = hs256(&json!({"sub": "u", "exp": NOW + 3600, "iat": NOW + 600}));
+        assert_eq!(verify(&settings, &ahead, NOW), Err(Reason::NotYetValid));
+        assert_eq!(
+            verify(&settings, &ahead, NOW + 569),
+            Err(Reason::NotYetValid)
+        );
+        assert!(verify(&settings, &ahead, NOW + 570).is_ok());
+        let skewed = hs256(&json!({"sub": "u", "exp": NOW + 3600, "iat": NOW + 5}));
+        assert!(verify(&settings, &skewed, NOW).is_ok(), "within leeway");
+        // Signature-only verification (revoking) does not look at the time.
+        let verifier = Verifier::new(&settings).unwrap();
+        assert!(verifier.verify_signature(&ahead).is_ok());
+    }
+
+    #[test]
+    fn a_crit_header_is_malformed() {
+        let claims = b64(&json!({"sub": "u", "exp": NOW + 60}).to_string());
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        for header in [
+            json!({"alg": "HS256", "typ": "JWT", "crit": ["exp"], "exp": 1}),
+            json!({"alg": "HS256", "crit": []}),
+            json!({"alg": "HS256", "crit": null}),
+        ] {
+            let signing_input = format!("{}.{claims}", b64(&header.to_string()));
+            let signature =
+                jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256)
+                    .unwrap();
+            let token = format!("{signing_input}.{signature}");
+            assert_eq!(
+                verify(&hmac("HS256"), &token, NOW),
+                Err(Reason::Malformed),
+                "{header}"
+            );
+        }
+        // The same token without crit verifies.
+        let plain = b64(&json!({"alg": "HS256"}).to_string());
+        let signing_input = format!("{plain}.{claims}");
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).unwrap();
+        assert!(verify(&hmac("HS256"), &format!("{signing_input}.{signature}"), NOW).is_ok());
+    }
+
+    #[test]
+    fn hard_to_store_ids_are_hashed_and_the_raw_sub_kept_for_display() {
+        let long_jti = "j".repeat(300);
+        let long_sub = "s".repeat(300);
+        let token = hs256(&json!({"jti": long_jti, "sub": long_sub, "exp": NOW + 60}));
+        let verified = verify(&hmac("HS256"), &token, NOW).unwrap();
+        assert_eq!(verified.token_id, revokd_jobs::jti_id(&long_jti));
+        assert!(verified.token_id.starts_with("jti-sha256:"));
+        assert_eq!(verified.jti.as_deref(), Some(long_jti.as_str()));
+        assert_eq!(verified.sub.as_deref(), Some(long_sub.as_str()));
+        assert_eq!(
+            verified.subject_id.as_deref(),
+            Some(revokd_jobs::subject_id(&long_sub).as_str())
+        );
+        let plain = verify(&hmac("HS256"), &mint(&hmac("HS256"), 60), NOW).unwrap();
+        assert_eq!(plain.subject_id.as_deref(), Some("user-1"));
     }
 
     #[test]

@@ -45,9 +45,9 @@ impl Job {
 pub struct RevokeToken {
     /// Unique id of this request (UUID v7 text).
     pub job_id: String,
-    /// The token's `jti`, or `sha256:<hex>` of the compact token (see [`token_id`]).
+    /// The token's id: its `jti`, or a hash (see [`token_id`], [`jti_id`]).
     pub token_id: String,
-    /// The token's `sub` claim, if any.
+    /// The token's subject as [`subject_id`] gives it, if it has a `sub`.
     #[serde(default)]
     pub subject: Option<String>,
     /// The token's `exp` claim (unix seconds).
@@ -88,7 +88,7 @@ impl RevokeToken {
 pub struct RevokeSubject {
     /// Unique id of this request (UUID v7 text).
     pub job_id: String,
-    /// The subject (`sub` claim) whose tokens are revoked.
+    /// The subject whose tokens are revoked, as [`subject_id`] gives it.
     pub subject: String,
     /// Tokens issued strictly before this moment (unix seconds) are revoked.
     pub not_before: i64,
@@ -130,7 +130,7 @@ pub struct RegisterRefresh {
     pub job_id: String,
     /// The new refresh token's `token_id`.
     pub token_id: String,
-    /// Its subject.
+    /// Its subject, as [`subject_id`] gives it.
     #[serde(default)]
     pub subject: Option<String>,
     /// Its expiry (unix seconds).
@@ -232,17 +232,64 @@ pub fn now_unix() -> i64 {
         .unwrap_or_default()
 }
 
-/// The `token_id` revokd tracks a token by: its `jti` when it has one, else
-/// `sha256:` and the lowercase hex SHA-256 of the compact token. Use it to
-/// revoke a token without sending the token itself anywhere.
+/// Prefix of the id of a token without `jti`: the SHA-256 of the compact token.
+pub const TOKEN_HASH_PREFIX: &str = "sha256:";
+/// Prefix of the id of a `jti` revokd does not store verbatim: the SHA-256 of
+/// the `jti`. Its own namespace, so no `jti` can take a jti-less token's id.
+pub const JTI_HASH_PREFIX: &str = "jti-sha256:";
+/// Prefix of a subject revokd does not store verbatim: the SHA-256 of the `sub`.
+pub const SUBJECT_HASH_PREFIX: &str = "sha256:";
+/// Longest id (a `jti` or a `sub`) revokd stores verbatim, in bytes.
+pub const MAX_VERBATIM_ID: usize = 256;
+
+/// The `token_id` revokd tracks a token by: for a token with a (non-empty)
+/// `jti`, [`jti_id`] of it; else `sha256:` and the lowercase hex SHA-256 of
+/// the compact token. Use it to revoke a token without sending the token
+/// itself anywhere.
 pub fn token_id(compact_token: &str, jti: Option<&str>) -> String {
     match jti.filter(|j| !j.is_empty()) {
-        Some(jti) => jti.to_owned(),
-        None => format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(compact_token.as_bytes()))
-        ),
+        Some(jti) => jti_id(jti),
+        None => format!("{TOKEN_HASH_PREFIX}{}", sha256_hex(compact_token)),
     }
+}
+
+/// The `token_id` of a token whose `jti` is `jti`: the `jti` itself when
+/// revokd can store it verbatim (1 to 256 bytes, no control characters, not
+/// starting with `sha256:` or `jti-sha256:`), else `jti-sha256:` and the
+/// lowercase hex SHA-256 of the `jti`. Hashed `jti`s and jti-less tokens live
+/// in separate namespaces, so a `jti` of `sha256:<hex of another token>`
+/// never shares that token's id.
+pub fn jti_id(jti: &str) -> String {
+    let reserved = jti.starts_with(TOKEN_HASH_PREFIX) || jti.starts_with(JTI_HASH_PREFIX);
+    if storable(jti) && !reserved {
+        jti.to_owned()
+    } else {
+        format!("{JTI_HASH_PREFIX}{}", sha256_hex(jti))
+    }
+}
+
+/// The key revokd keeps a subject's watermark (and its revocations and
+/// refresh tokens) under: the `sub` itself when revokd can store it verbatim
+/// (1 to 256 bytes, no control characters, not starting with `sha256:`),
+/// else `sha256:` and the lowercase hex SHA-256 of the `sub`. Apply it once,
+/// to the `sub` claim as the token carries it (a numeric `sub` as its
+/// decimal string), before putting a subject into a job.
+pub fn subject_id(sub: &str) -> String {
+    if storable(sub) && !sub.starts_with(SUBJECT_HASH_PREFIX) {
+        sub.to_owned()
+    } else {
+        format!("{SUBJECT_HASH_PREFIX}{}", sha256_hex(sub))
+    }
+}
+
+/// Whether revokd stores an id verbatim: 1 to [`MAX_VERBATIM_ID`] bytes, no
+/// control characters.
+fn storable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_VERBATIM_ID && !id.chars().any(char::is_control)
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]
@@ -269,5 +316,64 @@ mod tests {
         let id = token_id("a.b.c", None);
         assert!(id.starts_with("sha256:") && id.len() == 7 + 64, "{id}");
         assert!(!id.contains("a.b.c"));
+    }
+
+    #[test]
+    fn storable_jti_is_its_own_token_id() {
+        assert_eq!(token_id("a.b.c", Some("3f2a-jti")), "3f2a-jti");
+        let longest = "j".repeat(MAX_VERBATIM_ID);
+        assert_eq!(jti_id(&longest), longest);
+        assert_eq!(jti_id("ünïcode jti"), "ünïcode jti");
+        // Only the exact lowercase prefixes are reserved.
+        assert_eq!(jti_id("SHA256:abc"), "SHA256:abc");
+        assert_eq!(jti_id("sha256"), "sha256");
+    }
+
+    #[test]
+    fn unstorable_jti_is_hashed_into_its_own_namespace() {
+        for jti in [
+            "j".repeat(MAX_VERBATIM_ID + 1),
+            "line\nbreak".to_owned(),
+            "nul\0byte".to_owned(),
+            "tab\t".to_owned(),
+        ] {
+            let id = token_id("a.b.c", Some(&jti));
+            assert_eq!(id, format!("jti-sha256:{}", sha256_hex(&jti)));
+            assert_eq!(id.len(), JTI_HASH_PREFIX.len() + 64);
+            assert_eq!(jti_id(&jti), id);
+        }
+    }
+
+    #[test]
+    fn jti_with_a_reserved_prefix_never_collides_with_a_hashed_id() {
+        let other = token_id("x.y.z", None);
+        assert!(other.starts_with("sha256:"));
+        // A jti equal to another token's hashed id gets a different id.
+        let id = token_id("a.b.c", Some(&other));
+        assert_ne!(id, other);
+        assert_eq!(id, format!("jti-sha256:{}", sha256_hex(&other)));
+        // And a jti spelling a hashed jti's id is hashed again, not kept.
+        let hashed = jti_id(&"j".repeat(300));
+        assert_ne!(jti_id(&hashed), hashed);
+        assert!(jti_id(&hashed).starts_with(JTI_HASH_PREFIX));
+    }
+
+    #[test]
+    fn empty_jti_counts_as_absent() {
+        assert_eq!(token_id("a.b.c", Some("")), token_id("a.b.c", None));
+    }
+
+    #[test]
+    fn subject_id_keeps_storable_subjects_and_hashes_the_rest() {
+        assert_eq!(subject_id("alice@example.com"), "alice@example.com");
+        assert_eq!(subject_id("auth0|42"), "auth0|42");
+        assert_eq!(subject_id("12345"), "12345");
+        let long = "s".repeat(MAX_VERBATIM_ID + 1);
+        for sub in [long.as_str(), "a\u{7f}b", "a\nb", "", "sha256:abc"] {
+            let id = subject_id(sub);
+            assert_eq!(id, format!("sha256:{}", sha256_hex(sub)), "{sub:?}");
+            assert!(id.len() <= MAX_VERBATIM_ID);
+        }
+        assert_eq!(subject_id(&"s".repeat(256)), "s".repeat(256));
     }
 }

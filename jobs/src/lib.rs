@@ -24,8 +24,9 @@ mod job;
 mod producer;
 
 pub use job::{
-    Cleanup, Job, RegisterRefresh, RevokeFamily, RevokeSubject, RevokeToken, RotatedFrom,
-    new_job_id, now_unix, token_id,
+    Cleanup, JTI_HASH_PREFIX, Job, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily, RevokeSubject,
+    RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id, new_job_id, now_unix,
+    subject_id, token_id,
 };
 pub use producer::{ProduceError, Producer, queue_config, wake_channel};
 

@@ -52,7 +52,7 @@ async fn register(
     let new = verifier
         .verify(&req.token, now_unix())
         .map_err(|r| invalid("token", r))?;
-    let sub = crate::limits::claims(&new.token_id, new.sub.clone()).map_err(unstorable)?;
+    let sub = crate::limits::claims(&new.token_id, new.subject_id.clone()).map_err(unstorable)?;
     let mut job = RegisterRefresh::new(new.token_id.clone(), sub, new.exp);
     if let Some(old) = &req.rotated_from {
         // The old token may have expired; its signature must hold.

@@ -10,20 +10,23 @@ use serde::{Deserialize, Serialize};
 /// Most recent revocation events kept in `{prefix}events` (approximate trim).
 pub const EVENTS_MAXLEN: u64 = 100_000;
 
-/// Sets an entry unless one with a longer remaining TTL is already there and,
+/// Sets an entry unless one ending as late or later is already there and,
 /// when it changed anything, appends the event that local replicas follow —
-/// in the same script, so the stream never lags the deny-list.
+/// in the same script, so the stream never lags the deny-list. Ends are
+/// compared as absolute times (`EXPIRETIME`, Redis 7.0), so a rebuild or
+/// cleanup that finds an entry as it would write it leaves it alone (a
+/// rounded remaining TTL against a floored target rewrote most keys).
 /// KEYS[1] entry key, KEYS[2] event stream; ARGV[1] value, ARGV[2] TTL in
-/// seconds, ARGV[3] token_id, ARGV[4] unix time the entry ends, ARGV[5]
-/// stream MAXLEN. Returns 2 when the key was missing, 1 when its TTL was
-/// extended, 0 when unchanged.
+/// seconds (informational), ARGV[3] token_id, ARGV[4] unix time the entry
+/// ends, ARGV[5] stream MAXLEN. Returns 2 when the key was missing, 1 when
+/// its end was moved later, 0 when unchanged.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local ttl = redis.call('TTL', KEYS[1])
-local want = tonumber(ARGV[2])
+local ttl = redis.call('EXPIRETIME', KEYS[1])
+local want = tonumber(ARGV[4])
 if ttl == -2 or (ttl >= 0 and ttl < want) then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', want)
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', want)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 't', 'id', ARGV[3], 'until', ARGV[4])
   if ttl == -2 then return 2 end
   return 1
@@ -173,11 +176,13 @@ impl DenyList {
         format!("{}events", self.prefix)
     }
 
+    /// The REVOKE call for an entry living `ttl_secs` from `now`.
     fn revoke_invocation(
         &self,
         token_id: &str,
         entry: &DenyEntry,
         ttl_secs: i64,
+        now: i64,
     ) -> redis::ScriptInvocation<'static> {
         let value = serde_json::to_string(entry).unwrap_or_default();
         let mut invocation = REVOKE.prepare_invoke();
@@ -187,7 +192,7 @@ impl DenyList {
             .arg(value)
             .arg(ttl_secs)
             .arg(token_id)
-            .arg(revokd_jobs::now_unix().saturating_add(ttl_secs))
+            .arg(now.saturating_add(ttl_secs))
             .arg(EVENTS_MAXLEN);
         invocation
     }
@@ -220,7 +225,7 @@ impl DenyList {
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = self
-            .revoke_invocation(token_id, entry, ttl_secs)
+            .revoke_invocation(token_id, entry, ttl_secs, revokd_jobs::now_unix())
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -247,10 +252,21 @@ impl DenyList {
         &self,
         entries: &[(String, DenyEntry, i64)],
     ) -> redis::RedisResult<Written> {
+        self.deny_many_as_of(entries, revokd_jobs::now_unix()).await
+    }
+
+    /// [`DenyList::deny_many`] with TTLs computed as of `now`: each entry
+    /// ends at `now + ttl`, so TTLs the caller derived from the same `now`
+    /// give the same end on every run (a rebuild rewrites nothing unchanged).
+    pub async fn deny_many_as_of(
+        &self,
+        entries: &[(String, DenyEntry, i64)],
+        now: i64,
+    ) -> redis::RedisResult<Written> {
         let mut pipe = redis::pipe();
         pipe.load_script(&REVOKE).ignore();
         for (token_id, entry, ttl) in entries {
-            pipe.invoke_script(&self.revoke_invocation(token_id, entry, *ttl));
+            pipe.invoke_script(&self.revoke_invocation(token_id, entry, *ttl, now));
         }
         self.run_counted(pipe).await
     }

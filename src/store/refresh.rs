@@ -51,10 +51,13 @@ pub struct RefreshEntry {
 }
 
 /// Writes an entry, raising its state (never lowering it) and forcing
-/// `revoked` when the family is marked revoked. KEYS[1] entry, KEYS[2]
-/// family marker, KEYS[3] event stream; ARGV[1] subject ('' for none), ARGV[2]
-/// family, ARGV[3] exp, ARGV[4] state rank, ARGV[5] TTL, ARGV[6] token_id,
-/// ARGV[7] stream MAXLEN, ARGV[8] now. Returns the state rank stored.
+/// `revoked` when the family is marked revoked; its end only moves later.
+/// An entry already as it would be written, ending as late or later, is left
+/// alone (no write, no event), so a rebuild rewrites nothing unchanged.
+/// KEYS[1] entry, KEYS[2] family marker, KEYS[3] event stream; ARGV[1]
+/// subject ('' for none), ARGV[2] family, ARGV[3] exp, ARGV[4] state rank,
+/// ARGV[5] unix time the entry ends, ARGV[6] token_id, ARGV[7] stream MAXLEN.
+/// Returns the state rank stored.
 static SET_ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -62,19 +65,28 @@ local names = {[0] = 'active', [1] = 'rotated', [2] = 'revoked'}
 local ranks = {active = 0, rotated = 1, revoked = 2}
 local rank = tonumber(ARGV[4])
 local cur = redis.call('GET', KEYS[1])
+local old = nil
 if cur then
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and ranks[old.state] and ranks[old.state] > rank then rank = ranks[old.state] end
+  local ok, decoded = pcall(cjson.decode, cur)
+  if ok and type(decoded) == 'table' then old = decoded end
+  if old and ranks[old.state] and ranks[old.state] > rank then rank = ranks[old.state] end
 end
 -- a revoked family revokes its active members; a rotated one stays
 -- rotated, so presenting it again is still told apart as reuse
 if rank == 0 and redis.call('EXISTS', KEYS[2]) == 1 then rank = 2 end
+local want = tonumber(ARGV[5])
+local ends = redis.call('EXPIRETIME', KEYS[1])
+if old and ends >= want and old.state == names[rank] and old.family == ARGV[2]
+  and old.exp == tonumber(ARGV[3])
+  and (old.sub == ARGV[1] or (ARGV[1] == '' and (old.sub == nil or old.sub == cjson.null))) then
+  return rank
+end
+if ends > want then want = ends end
 local entry = {family = ARGV[2], exp = tonumber(ARGV[3]), state = names[rank]}
 if ARGV[1] ~= '' then entry.sub = ARGV[1] else entry.sub = cjson.null end
-local ttl = math.max(tonumber(ARGV[5]), redis.call('TTL', KEYS[1]))
-redis.call('SET', KEYS[1], cjson.encode(entry), 'EX', ttl)
+redis.call('SET', KEYS[1], cjson.encode(entry), 'EXAT', want)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'k', 'r', 'id', ARGV[6], 'fam', ARGV[2],
-  'st', rank, 'until', tonumber(ARGV[8]) + ttl)
+  'st', rank, 'until', want)
 return rank",
     )
 });
@@ -116,11 +128,13 @@ impl DenyList {
         format!("{}rtf:{family}", self.prefix)
     }
 
+    /// The SET_ENTRY call for an entry living `ttl` seconds from `now`.
     fn set_entry(
         &self,
         token_id: &str,
         entry: &RefreshEntry,
         ttl: i64,
+        now: i64,
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = SET_ENTRY.prepare_invoke();
         invocation
@@ -131,10 +145,9 @@ impl DenyList {
             .arg(&entry.family)
             .arg(entry.exp)
             .arg(entry.state as i64)
-            .arg(ttl.max(1))
+            .arg(now.saturating_add(ttl.max(1)))
             .arg(token_id)
-            .arg(EVENTS_MAXLEN)
-            .arg(revokd_jobs::now_unix());
+            .arg(EVENTS_MAXLEN);
         invocation
     }
 
@@ -144,10 +157,21 @@ impl DenyList {
         &self,
         entries: &[(String, RefreshEntry, i64)],
     ) -> redis::RedisResult<Vec<State>> {
+        self.set_refresh_entries_as_of(entries, revokd_jobs::now_unix())
+            .await
+    }
+
+    /// [`DenyList::set_refresh_entries`] with TTLs computed as of `now`
+    /// (each entry ends at `now + ttl`; see `DenyList::deny_many_as_of`).
+    pub async fn set_refresh_entries_as_of(
+        &self,
+        entries: &[(String, RefreshEntry, i64)],
+        now: i64,
+    ) -> redis::RedisResult<Vec<State>> {
         let mut pipe = redis::pipe();
         pipe.load_script(&SET_ENTRY).ignore();
         for (token_id, entry, ttl) in entries {
-            pipe.invoke_script(&self.set_entry(token_id, entry, *ttl));
+            pipe.invoke_script(&self.set_entry(token_id, entry, *ttl, now));
         }
         let mut conn = self.conn.clone();
         let ranks: Vec<i64> = pipe.query_async(&mut conn).await?;
@@ -337,6 +361,38 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(members)
+    }
+
+    /// Flips a family to revoked (for `reason`) unless it already is; true
+    /// only for the one call that flipped it, however many race — the
+    /// decider of "first presentation of a reused token" when Redis cannot
+    /// be asked. `in_redis` false marks the family for the resync to Redis.
+    pub async fn claim_family_revocation(
+        &self,
+        family: &str,
+        reason: &str,
+        expires_at: i64,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<bool> {
+        let flipped: Option<i32> = sqlx::query_scalar(
+            "insert into refresh_families (family_id, expires_at, revoked_at, revoked_reason, in_redis)
+             values ($1, $2, $3, $4, $5)
+             on conflict (family_id) do update
+                 set revoked_at = excluded.revoked_at,
+                     revoked_reason = excluded.revoked_reason,
+                     in_redis = excluded.in_redis
+                 where refresh_families.revoked_at is null
+             returning 1",
+        )
+        .bind(family)
+        .bind(expires_at)
+        .bind(now)
+        .bind(reason)
+        .bind(in_redis)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(flipped.is_some())
     }
 
     /// Records a revoked family's members as revoked tokens.

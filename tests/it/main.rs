@@ -7,6 +7,7 @@
 mod durability;
 mod gateway;
 mod helpers;
+mod identity;
 mod maintenance;
 mod pipeline;
 mod poison;
