@@ -2,17 +2,14 @@
 //! process, whatever Redis does next — refuses writes, restarts empty, or
 //! both while Postgres is down — and ends up in Postgres and in Redis.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use redis::Commands;
 use serde_json::json;
 
 use crate::helpers::{
-    Node, NodeOptions, PrivateRedis, Proxy, TestDb, check_reason, eventually, free_port, mint,
-    spool_dir, unique_prefix,
+    Node, NodeOptions, PrivateRedis, Proxy, TestDb, check_reason, eventually, free_port, healthy,
+    in_both_stores, mint, proxied, serve, spool_dir, unique_prefix,
 };
 
 fn token_id(node: &Node, token: &str) -> String {
@@ -184,11 +181,6 @@ async fn accepted_while_redis_is_a_read_only_replica_every_process_refuses_it() 
     redis_writes_refused(Refusal::ReadOnlyReplica).await;
 }
 
-/// Postgres reached through `proxy`.
-fn proxied(db: &TestDb, proxy: &Proxy) -> String {
-    format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name)
-}
-
 #[tokio::test]
 async fn double_fault_postgres_cut_then_redis_restarts_empty_loses_nothing() {
     let mut private = PrivateRedis::start();
@@ -259,59 +251,6 @@ async fn double_fault_postgres_cut_then_redis_restarts_empty_loses_nothing() {
     let _ = std::fs::remove_dir_all(spool_dir(&prefix));
 }
 
-/// The audit's store half: every id has its row in Postgres and its key in
-/// Redis (waiting for the resync).
-async fn in_both_stores(db: &TestDb, redis: &str, prefix: &str, ids: &[String]) {
-    let mut conn = redis::Client::open(redis)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    for id in ids {
-        let row = db.db.revoked_token(id).await.unwrap();
-        assert!(row.is_some(), "{id} not in postgres");
-        let key = format!("{prefix}jti:{id}");
-        eventually(Duration::from_secs(10), "in redis", || {
-            let there: bool = conn.exists(&key).unwrap();
-            async move { there }
-        })
-        .await;
-    }
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `revokd serve` as a process of its own.
-fn serve(prefix: &str, redis: &str, db_url: &str, port: u16, roles: &str) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_revokd"))
-        .args(["--jwt-secret", crate::helpers::SECRET])
-        .args(["--key-prefix", prefix, "--redis-url", redis])
-        .args(["--database-url", db_url, "--api-keys", "test:test-key"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--spool-dir", spool_dir(prefix).to_str().unwrap()])
-        .args(["serve", "--roles", roles])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("revokd binary");
-    Process(child)
-}
-
-async fn healthy(http: &reqwest::Client, port: u16) {
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    eventually(Duration::from_secs(20), "process up", || {
-        let request = http.get(&url).send();
-        async move { request.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restarted() {
     let mut private = PrivateRedis::start();
@@ -322,7 +261,7 @@ async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restart
     let via_proxy = proxied(&db, &proxy);
     let port = free_port();
     let http = reqwest::Client::new();
-    let mut first = serve(&prefix, &redis, &via_proxy, port, "api,worker");
+    let mut first = serve(&prefix, &redis, &via_proxy, port, "api,worker", &[], None);
     healthy(&http, port).await;
     let tokens: Vec<String> = (0..20).map(|i| mint(&format!("spooled{i}"))).collect();
 
@@ -339,8 +278,7 @@ async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restart
     }
     // Killed -9 with the revocations only in its spool and the queue; then
     // the queue goes too.
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     let spooled: usize = std::fs::read_dir(spool_dir(&prefix))
         .expect("a spool was written")
         .map(|file| {
@@ -359,7 +297,7 @@ async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restart
     private.restart();
     proxy.set_enabled(true);
 
-    let _second = serve(&prefix, &redis, &via_proxy, port, "api,worker");
+    let _second = serve(&prefix, &redis, &via_proxy, port, "api,worker", &[], None);
     healthy(&http, port).await;
     let check = format!("http://127.0.0.1:{port}/v1/check");
     for token in &tokens {

@@ -641,3 +641,99 @@ pub fn mint(sub: &str) -> String {
         .mint(sub, 900, true, now_unix())
         .expect("mint")
 }
+
+/// Postgres reached through `proxy`.
+pub fn proxied(db: &TestDb, proxy: &Proxy) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name)
+}
+
+/// The audit's store half: every id has its row in Postgres and its key in
+/// Redis (waiting up to 10 s for the resync).
+pub async fn in_both_stores(db: &TestDb, redis: &str, prefix: &str, ids: &[String]) {
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for id in ids {
+        let row = db.db.revoked_token(id).await.unwrap();
+        assert!(row.is_some(), "{id} not in postgres");
+        let key = format!("{prefix}jti:{id}");
+        eventually(Duration::from_secs(10), "in redis", || {
+            let there: bool = redis::Commands::exists(&mut conn, &key).unwrap();
+            async move { there }
+        })
+        .await;
+    }
+}
+
+/// A child process (or none yet), killed (SIGKILL) on drop.
+pub struct Process(Option<std::process::Child>);
+
+impl Process {
+    /// No process.
+    pub fn idle() -> Self {
+        Self(None)
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `revokd serve --roles <roles>` as a process of its own, with the write
+/// key `test-key`, the deployment's spool directory and `extra` options;
+/// its log (warnings and up) goes to `log` when given.
+pub fn serve(
+    prefix: &str,
+    redis: &str,
+    db_url: &str,
+    port: u16,
+    roles: &str,
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> Process {
+    let stderr = match log {
+        Some(path) => std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file"),
+        ),
+        None => std::process::Stdio::null(),
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
+        .env("RUST_LOG", "warn")
+        .args(["--jwt-secret", SECRET])
+        .args(["--key-prefix", prefix, "--redis-url", redis])
+        .args(["--database-url", db_url, "--api-keys", "test:test-key"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--spool-dir", spool_dir(prefix).to_str().expect("utf-8")])
+        .args(extra)
+        .args(["serve", "--roles", roles])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("revokd binary");
+    Process(Some(child))
+}
+
+/// Waits until the process on `port` answers `/healthz`.
+pub async fn healthy(http: &reqwest::Client, port: u16) {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    eventually(Duration::from_secs(20), "process up", || {
+        let request = http.get(&url).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+}
