@@ -310,10 +310,7 @@ impl Checker {
         }
         // Postgres holds every accepted revocation but the spooled ones,
         // which this process's overlay still lists.
-        let pending = match pending {
-            Cover::Merge(found) => found,
-            Cover::PostgresOnly => crate::pending::Found::default(),
-        };
+        let (Cover::Merge(pending) | Cover::PostgresOnly(pending)) = pending;
         // Without Postgres a known pending revocation is still certain.
         let certain = pending
             .denied

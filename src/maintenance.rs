@@ -140,6 +140,7 @@ impl Maintenance {
     ) -> Result<RebuildReport, MaintenanceError> {
         let mut report = RebuildReport::default();
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let server = self.deny.server_id().await?;
         self.deny.begin_rebuild(&id).await?;
         let cutoff = now - self.leeway;
         let (tokens, subjects) = self.db.rebuild_size(cutoff).await?;
@@ -178,7 +179,7 @@ impl Maintenance {
             progress.advance(page.len() as u64);
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
-        if !self.deny.finish_rebuild(&id, now).await? {
+        if !self.deny.finish_rebuild(&id, &server).await? {
             return Err(MaintenanceError::Interrupted);
         }
         Ok(report)
@@ -231,13 +232,14 @@ impl Maintenance {
     }
 
     /// Watches the marker until `stop` fires; when it is gone (Redis
-    /// restarted without persistence, FLUSHALL, keys deleted) rebuilds the
+    /// restarted without persistence, FLUSHALL, keys deleted) or was set on
+    /// another server (failover, restart from a snapshot) rebuilds the
     /// deny-list. A lease keeps concurrent watchers from rebuilding twice.
     pub async fn guard(self, stop: CancellationToken) {
         let holder = uuid::Uuid::new_v4().to_string();
         loop {
             if !stop.is_cancelled()
-                && let Ok(false) = self.deny.marker_present().await
+                && let Ok(false) = self.deny.marker_current().await
                 && let Ok(true) = self
                     .deny
                     .try_lease("rebuild", &holder, Duration::from_secs(60))

@@ -18,12 +18,14 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
 use revokd_jobs::{Job, now_unix};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -37,49 +39,26 @@ const LIMIT: i64 = 10_000;
 /// Longest a poll may take.
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Pending revocations by key.
-#[derive(Debug, Default, Clone)]
-struct Entries {
+/// Pending rows read from Postgres, by key.
+#[derive(Debug, Default)]
+struct Polled {
     /// token_id → expires_at.
     tokens: HashMap<String, i64>,
     /// subject → not_before.
     subjects: HashMap<String, i64>,
+    /// Refresh tokens whose registry row (state) Redis may lack.
+    refresh: HashMap<String, i64>,
 }
 
-impl Entries {
+impl Polled {
     fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.subjects.is_empty()
+        self.tokens.is_empty() && self.subjects.is_empty() && self.refresh.is_empty()
     }
+}
 
-    fn add_token(&mut self, id: &str, exp: i64) {
-        let e = self.tokens.entry(id.to_owned()).or_insert(exp);
-        *e = (*e).max(exp);
-    }
-
-    fn add_subject(&mut self, subject: &str, not_before: i64) {
-        let e = self
-            .subjects
-            .entry(subject.to_owned())
-            .or_insert(not_before);
-        *e = (*e).max(not_before);
-    }
-
-    fn union(&mut self, other: &Entries) {
-        other.tokens.iter().for_each(|(k, v)| self.add_token(k, *v));
-        other
-            .subjects
-            .iter()
-            .for_each(|(k, v)| self.add_subject(k, *v));
-    }
-
-    /// Adds what `token_id`/`twin`/`subject` have here to `found`.
-    fn cover(&self, token_id: &str, twin: Option<&str>, subject: Option<&str>, found: &mut Found) {
-        found.denied |=
-            self.tokens.contains_key(token_id) || twin.is_some_and(|t| self.tokens.contains_key(t));
-        if let Some(nb) = subject.and_then(|s| self.subjects.get(s)) {
-            found.not_before = Some(found.not_before.map_or(*nb, |cur| cur.max(*nb)));
-        }
-    }
+fn raise(map: &mut HashMap<String, i64>, key: &str, value: i64) {
+    let e = map.entry(key.to_owned()).or_insert(value);
+    *e = (*e).max(value);
 }
 
 /// What the overlay says about one token.
@@ -100,6 +79,10 @@ impl Found {
         };
         (self.denied || denied, nb)
     }
+
+    fn raise(&mut self, not_before: i64) {
+        self.not_before = Some(self.not_before.map_or(not_before, |nb| nb.max(not_before)));
+    }
 }
 
 /// What a check must do about pending revocations.
@@ -107,29 +90,37 @@ impl Found {
 pub enum Cover {
     /// Merge this with whatever store answers.
     Merge(Found),
-    /// Too many pending rows to list: only Postgres can answer.
-    PostgresOnly,
+    /// Too many pending rows to list: only Postgres can answer (merged with
+    /// this process's own entries).
+    PostgresOnly(Found),
 }
 
 /// A revocation this process accepted without the queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Local {
-    entries: Entries,
+    /// expires_at of a token, not_before of a subject.
+    value: i64,
     added_ms: i64,
     /// When it was known to be in Postgres (as pending) — from then on the
     /// poll lists it; `None` while only the spool holds it.
     in_postgres_ms: Option<i64>,
 }
 
-/// The overlay of one process.
+/// The overlay of one process. Reads take no lock: an atomic count of local
+/// entries, then (only when there are some) a sharded map lookup, and one
+/// [`ArcSwap`] load of the polled rows.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// Rows read from Postgres.
-    polled: RwLock<Arc<Entries>>,
-    /// Revocations accepted here without the queue.
-    local: RwLock<Vec<Local>>,
-    /// Anything in either (fast path: one atomic load).
-    nonempty: AtomicBool,
+    polled: ArcSwap<Polled>,
+    /// Tokens accepted here without the queue.
+    local_tokens: DashMap<String, Local>,
+    /// Watermarks accepted here without the queue.
+    local_subjects: DashMap<String, Local>,
+    /// Refresh tokens registered or rotated here without the queue.
+    local_refresh: DashMap<String, Local>,
+    /// Entries in the three local maps.
+    local_count: AtomicUsize,
     /// More pending rows than [`LIMIT`].
     overflow: AtomicBool,
     /// Wakes the poller (a revocation was just written without the queue).
@@ -149,79 +140,115 @@ impl Pending {
     /// What the overlay holds for a token (its id, its ECDSA twin's id, its
     /// subject).
     pub fn cover(&self, token_id: &str, twin: Option<&str>, subject: Option<&str>) -> Cover {
-        if self.overflow.load(Ordering::Acquire) {
-            return Cover::PostgresOnly;
-        }
         let mut found = Found::default();
-        if !self.nonempty.load(Ordering::Acquire) {
-            return Cover::Merge(found);
+        if self.local_count.load(Ordering::Acquire) > 0 {
+            found.denied = self.local_tokens.contains_key(token_id)
+                || twin.is_some_and(|t| self.local_tokens.contains_key(t));
+            if let Some(local) = subject.and_then(|s| self.local_subjects.get(s)) {
+                found.raise(local.value);
+            }
         }
-        let polled = Arc::clone(&self.polled.read().unwrap_or_else(|e| e.into_inner()));
-        polled.cover(token_id, twin, subject, &mut found);
-        for local in self.local.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            local.entries.cover(token_id, twin, subject, &mut found);
+        if self.overflow.load(Ordering::Acquire) {
+            return Cover::PostgresOnly(found);
+        }
+        let polled = self.polled.load();
+        if !polled.is_empty() {
+            found.denied |= polled.tokens.contains_key(token_id)
+                || twin.is_some_and(|t| polled.tokens.contains_key(t));
+            if let Some(nb) = subject.and_then(|s| polled.subjects.get(s)) {
+                found.raise(*nb);
+            }
         }
         Cover::Merge(found)
     }
 
-    /// Rows and local entries held: (tokens, subjects), and whether the
-    /// pending set overflowed.
+    /// Whether Redis (and the replica) may lack the registry state of the
+    /// refresh token `token_id`: then only Postgres can tell it.
+    pub fn refresh_pending(&self, token_id: &str) -> bool {
+        self.overflow.load(Ordering::Acquire)
+            || (self.local_count.load(Ordering::Acquire) > 0
+                && self.local_refresh.contains_key(token_id))
+            || self.polled.load().refresh.contains_key(token_id)
+    }
+
+    /// Entries held: (tokens, subjects), and whether the pending set
+    /// overflowed.
     pub fn len(&self) -> (usize, usize, bool) {
-        let polled = Arc::clone(&self.polled.read().unwrap_or_else(|e| e.into_inner()));
-        let local = self.local.read().unwrap_or_else(|e| e.into_inner());
-        let tokens =
-            polled.tokens.len() + local.iter().map(|l| l.entries.tokens.len()).sum::<usize>();
-        let subjects = polled.subjects.len()
-            + local
-                .iter()
-                .map(|l| l.entries.subjects.len())
-                .sum::<usize>();
-        (tokens, subjects, self.overflow.load(Ordering::Acquire))
+        let polled = self.polled.load();
+        (
+            polled.tokens.len() + self.local_tokens.len(),
+            polled.subjects.len() + self.local_subjects.len(),
+            self.overflow.load(Ordering::Acquire),
+        )
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        !self.nonempty.load(Ordering::Acquire) && !self.overflow.load(Ordering::Acquire)
+        self.local_count.load(Ordering::Acquire) == 0
+            && !self.overflow.load(Ordering::Acquire)
+            && self.polled.load().is_empty()
     }
 
-    /// Records a revocation this process accepted without the queue:
-    /// enforced here at once. `in_postgres` false when only the spool
-    /// holds it (kept until [`spool_replayed`](Self::spool_replayed)).
+    /// Records a revocation (or refresh-token registration) this process
+    /// accepted without the queue: enforced here at once. `in_postgres`
+    /// false when only the spool holds it (kept until
+    /// [`spool_replayed`](Self::spool_replayed)).
     pub fn add_local(&self, job: &Job, in_postgres: bool, max_lifetime: i64) {
-        let mut entries = Entries::default();
+        let now = unix_ms();
+        let confirmed = in_postgres.then_some(now);
+        let add =
+            |map: &DashMap<String, Local>, key: &str, value: i64| match map.entry(key.to_owned()) {
+                dashmap::Entry::Occupied(mut held) => {
+                    let held = held.get_mut();
+                    held.value = held.value.max(value);
+                    held.added_ms = now;
+                    // Kept until every acceptance of it is known in Postgres.
+                    held.in_postgres_ms = held.in_postgres_ms.and(confirmed);
+                }
+                dashmap::Entry::Vacant(slot) => {
+                    slot.insert(Local {
+                        value,
+                        added_ms: now,
+                        in_postgres_ms: confirmed,
+                    });
+                    self.local_count.fetch_add(1, Ordering::AcqRel);
+                }
+            };
         match job {
-            Job::Revoke(j) => entries.add_token(
+            Job::Revoke(j) => add(
+                &self.local_tokens,
                 &j.token_id,
                 crate::worker::apply::capped_expiry(j, max_lifetime),
             ),
-            Job::RevokeAll(j) => entries.add_subject(&j.subject, j.not_before),
-            _ => return,
+            Job::RevokeAll(j) => add(&self.local_subjects, &j.subject, j.not_before),
+            Job::RegisterRefresh(j) => {
+                add(&self.local_refresh, &j.token_id, j.expires_at);
+                if let Some(old) = &j.rotated_from {
+                    add(&self.local_refresh, &old.token_id, old.expires_at);
+                }
+            }
+            Job::RevokeFamily(_) | Job::Cleanup(_) | Job::Unknown => {}
         }
-        let now = unix_ms();
-        self.local
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Local {
-                entries,
-                added_ms: now,
-                in_postgres_ms: in_postgres.then_some(now),
-            });
-        self.nonempty.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    fn local_maps(&self) -> [&DashMap<String, Local>; 3] {
+        [
+            &self.local_tokens,
+            &self.local_subjects,
+            &self.local_refresh,
+        ]
     }
 
     /// The spool was replayed into Postgres by a pass that started at
     /// `started_ms`: local entries added before then are in Postgres now.
     pub fn spool_replayed(&self, started_ms: i64) {
         let now = unix_ms();
-        for local in self
-            .local
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter_mut()
-        {
-            if local.in_postgres_ms.is_none() && local.added_ms < started_ms {
-                local.in_postgres_ms = Some(now);
+        for map in self.local_maps() {
+            for mut local in map.iter_mut() {
+                if local.in_postgres_ms.is_none() && local.added_ms < started_ms {
+                    local.in_postgres_ms = Some(now);
+                }
             }
         }
         self.wake.notify_one();
@@ -232,41 +259,42 @@ impl Pending {
         self.wake.notify_one();
     }
 
-    fn refresh_flag(&self) {
-        let polled = !self
-            .polled
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty();
-        let local = !self
-            .local
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty();
-        self.nonempty.store(polled || local, Ordering::Release);
-    }
-
     /// Adds rows just read (new pending rows count at once).
-    fn add_polled(&self, rows: &Entries) {
+    fn add_polled(&self, rows: &Polled) {
         if rows.is_empty() {
             return;
         }
-        let mut polled = self.polled.write().unwrap_or_else(|e| e.into_inner());
-        let mut merged = Entries::clone(&polled);
-        merged.union(rows);
-        *polled = Arc::new(merged);
-        self.nonempty.store(true, Ordering::Release);
+        let current = self.polled.load();
+        let mut merged = Polled {
+            tokens: current.tokens.clone(),
+            subjects: current.subjects.clone(),
+            refresh: current.refresh.clone(),
+        };
+        rows.tokens
+            .iter()
+            .for_each(|(k, v)| raise(&mut merged.tokens, k, *v));
+        rows.subjects
+            .iter()
+            .for_each(|(k, v)| raise(&mut merged.subjects, k, *v));
+        rows.refresh
+            .iter()
+            .for_each(|(k, v)| raise(&mut merged.refresh, k, *v));
+        self.polled.store(Arc::new(merged));
     }
 
     /// Replaces the polled rows with a poll that started at `started_ms`,
     /// and drops local entries that poll saw in Postgres.
-    fn replace_polled(&self, rows: Entries, started_ms: i64) {
-        *self.polled.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rows);
-        self.local
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|l| l.in_postgres_ms.is_none_or(|at| at >= started_ms));
-        self.refresh_flag();
+    fn replace_polled(&self, rows: Polled, started_ms: i64) {
+        self.polled.store(Arc::new(rows));
+        for map in self.local_maps() {
+            map.retain(|_, local| {
+                let keep = local.in_postgres_ms.is_none_or(|at| at >= started_ms);
+                if !keep {
+                    self.local_count.fetch_sub(1, Ordering::AcqRel);
+                }
+                keep
+            });
+        }
     }
 
     /// Reads Postgres's pending rows every [`POLL_EVERY`] (or when poked)
@@ -284,15 +312,21 @@ impl Pending {
             let cutoff = now_unix() - leeway;
             match tokio::time::timeout(POLL_TIMEOUT, db.pending_revocations(cutoff, LIMIT)).await {
                 Ok(Ok(rows)) => {
+                    // A row absent from this read left the pending set before
+                    // the read returned: its Redis write (and stream event)
+                    // came earlier still.
+                    let read_ms = unix_ms();
                     let overflow = rows.len() as i64 > LIMIT;
-                    let mut entries = Entries::default();
+                    let mut polled = Polled::default();
                     for (kind, key, value) in &rows {
-                        match kind.as_str() {
-                            "t" => entries.add_token(key, *value),
-                            _ => entries.add_subject(key, *value),
-                        }
+                        let map = match kind.as_str() {
+                            "t" => &mut polled.tokens,
+                            "s" => &mut polled.subjects,
+                            _ => &mut polled.refresh,
+                        };
+                        raise(map, key, *value);
                     }
-                    self.add_polled(&entries);
+                    self.add_polled(&polled);
                     if overflow != self.overflow.swap(overflow, Ordering::AcqRel) {
                         tracing::warn!(
                             overflow,
@@ -308,10 +342,10 @@ impl Pending {
                     }
                     if let Some(replica) = &replica {
                         replica
-                            .wait_current_since(started_ms, Duration::from_secs(2))
+                            .wait_current_since(read_ms, Duration::from_secs(2))
                             .await;
                     }
-                    self.replace_polled(entries, started_ms);
+                    self.replace_polled(polled, started_ms);
                     let (tokens, subjects, overflow) = self.len();
                     crate::instruments::pending_revocations(tokens, subjects, overflow);
                 }
@@ -361,7 +395,7 @@ mod tests {
         );
         // A poll that started later saw the watermark's row; the spooled
         // token stays until the spool is replayed.
-        pending.replace_polled(Entries::default(), unix_ms() + 1);
+        pending.replace_polled(Polled::default(), unix_ms() + 1);
         assert_eq!(
             pending.cover("t", None, Some("s")),
             Cover::Merge(Found {
@@ -370,7 +404,7 @@ mod tests {
             })
         );
         pending.spool_replayed(unix_ms() + 1);
-        pending.replace_polled(Entries::default(), unix_ms() + 1);
+        pending.replace_polled(Polled::default(), unix_ms() + 1);
         assert!(pending.is_empty());
         assert_eq!(
             pending.cover("t", None, Some("s")),

@@ -67,14 +67,20 @@ impl RefreshChecker<'_> {
         // The replica settles active and revoked tokens; a rotated one (reuse
         // handling needs Redis) or one it does not hold goes to Redis, then
         // Postgres.
-        let replica = self.checker.replica();
+        // Only while Redis takes writes and holds this token's registry
+        // state (not pending in Postgres) may the replica settle it.
+        let pending = self.checker.pending().refresh_pending(&claims.token_id);
+        let replica = self
+            .checker
+            .replica()
+            .filter(|_| !pending && self.checker.redis_health().is_up());
         let (state, entry) = match replica
             .and_then(|r| r.lookup_refresh(&claims.token_id, revokd_jobs::now_unix()))
         {
             Some(RefreshState::Active) => (Some(State::Active), None),
             Some(RefreshState::Revoked) => (Some(State::Revoked), None),
             _ => {
-                let entry = self.entry(&claims.token_id).await?;
+                let entry = self.entry(&claims.token_id, pending).await?;
                 (entry.as_ref().map(|e| e.state), entry)
             }
         };
@@ -95,9 +101,14 @@ impl RefreshChecker<'_> {
     }
 
     /// Redis first; a miss (never registered there, data lost, written while
-    /// Redis was down) is settled by Postgres.
-    async fn entry(&self, token_id: &str) -> Result<Option<RefreshEntry>, Unavailable> {
-        if self.checker.redis_health().is_up() {
+    /// Redis was down) is settled by Postgres, and so is a token whose
+    /// registry row is `pending` (Redis may hold an older state).
+    async fn entry(
+        &self,
+        token_id: &str,
+        pending: bool,
+    ) -> Result<Option<RefreshEntry>, Unavailable> {
+        if !pending && self.checker.redis_health().is_up() {
             match self.deny.refresh_entry(token_id).await {
                 Ok(Some(entry)) => return Ok(Some(entry)),
                 Ok(None) => {}

@@ -41,14 +41,25 @@ pub enum ResyncError {
 }
 
 impl Resync {
-    /// Copies every pending row into Redis; returns how many.
+    /// Copies the pending rows into Redis; returns how many. A pass ends
+    /// with the first batch that comes back short: rows keep becoming
+    /// pending under write load (each accepted revocation is, until its
+    /// worker has run), and a pass that waited for none would never end.
     pub async fn run_once(&self) -> Result<u64, ResyncError> {
         let mut moved = 0;
         loop {
-            moved += self.resync_families().await?;
-            moved += self.resync_refresh().await?;
+            let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
+            moved += families + refresh;
             let tokens = self.db.pending_tokens(BATCH).await?;
             let subjects = self.db.pending_watermarks(BATCH).await?;
+            let last = [
+                families,
+                refresh,
+                tokens.len() as u64,
+                subjects.len() as u64,
+            ]
+            .iter()
+            .all(|&n| n < BATCH as u64);
             if tokens.is_empty() && subjects.is_empty() {
                 return Ok(moved);
             }
@@ -76,6 +87,9 @@ impl Resync {
                 .collect();
             self.db.mark_in_redis(&copied, &subjects).await?;
             moved += (copied.len() + subjects.len()) as u64;
+            if last {
+                return Ok(moved);
+            }
         }
     }
 

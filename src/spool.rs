@@ -108,16 +108,19 @@ impl Spool {
         Ok(())
     }
 
+    /// A new file, locked and with its header, made under a name replayers
+    /// pass over and only then given its `spool-*.jsonl` name: a replayer
+    /// never sees it unlocked.
     fn create(&self) -> std::io::Result<Current> {
         fs::create_dir_all(&self.dir)?;
-        let path = self
-            .dir
-            .join(format!("spool-{}.jsonl", uuid::Uuid::now_v7().simple()));
+        let id = uuid::Uuid::now_v7().simple();
+        let draft = self.dir.join(format!(".draft-{id}"));
+        let path = self.dir.join(format!("spool-{id}.jsonl"));
         let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .read(true)
-            .open(&path)?;
+            .open(&draft)?;
         file.try_lock().map_err(|e| match e {
             TryLockError::Error(e) => e,
             TryLockError::WouldBlock => std::io::Error::other("new spool file locked"),
@@ -130,6 +133,7 @@ impl Spool {
         line.push(b'\n');
         file.write_all(&line)?;
         file.sync_all()?;
+        fs::rename(&draft, &path)?;
         // The new directory entry must survive a crash too.
         File::open(&self.dir)?.sync_all()?;
         Ok(Current { file, path })
@@ -157,16 +161,27 @@ impl Spool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let mut paths: Vec<PathBuf> = entries
+        let named =
+            |p: &Path, f: fn(&str) -> bool| p.file_name().and_then(|n| n.to_str()).is_some_and(f);
+        let (mut paths, drafts): (Vec<PathBuf>, Vec<PathBuf>) = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("spool-") && n.ends_with(".jsonl"))
+                named(p, |n| {
+                    (n.starts_with("spool-") && n.ends_with(".jsonl")) || n.starts_with(".draft-")
+                })
             })
-            .collect();
+            .partition(|p| named(p, |n| n.starts_with("spool-")));
         paths.sort();
+        // A draft nobody holds was left by a writer that died before its
+        // first job: it holds at most a header.
+        for draft in drafts {
+            if let Ok(file) = File::open(&draft)
+                && file.try_lock().is_ok()
+            {
+                let _ = fs::remove_file(&draft);
+            }
+        }
         let mut waiting = 0u64;
         for path in paths {
             // Our sealed file is locked by us; any other must be free.
@@ -196,7 +211,11 @@ impl Spool {
                     return Err(error);
                 }
             }
-            fs::remove_file(&path)?;
+            match fs::remove_file(&path) {
+                // Replayed by another process meanwhile: just as done.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
             File::open(&self.dir)?.sync_all()?;
             done.files += 1;
             done.jobs += count;

@@ -248,36 +248,31 @@ fn short(error: &sqlx::Error) -> String {
 /// refresh token takes its family with it. Idempotent: the spool replays
 /// through it too.
 pub async fn record_pending(db: &Db, job: &Job, now: i64, max_lifetime: i64) -> sqlx::Result<()> {
+    // A family's members are revoked as tokens too, pending like the rest,
+    // so every check (with the refresh hint or not) refuses them.
+    let family = |family: String, reason: String, job_id: String, by: String, at: i64| async move {
+        let until = now.saturating_add(max_lifetime);
+        let members = db
+            .revoke_family(&family, &reason, &job_id, &by, at, until, now, false)
+            .await?;
+        db.revoke_members(&members, &reason, &by, at, false).await
+    };
     match job {
         Job::Revoke(j) => {
             let expires_at = capped_expiry(j, max_lifetime);
-            if let Some(family) = db.record_revoke(j, expires_at, now, false).await? {
+            if let Some(id) = db.record_revoke(j, expires_at, now, false).await? {
                 let job_id = format!("{}:family", j.job_id);
-                let until = now.saturating_add(max_lifetime);
-                let by = &j.requested_by;
-                db.revoke_family(
-                    &family,
-                    "revoked",
-                    &job_id,
-                    by,
-                    j.requested_at,
-                    until,
-                    now,
-                    false,
-                )
-                .await?;
+                let (by, at) = (j.requested_by.clone(), j.requested_at);
+                family(id, "revoked".into(), job_id, by, at).await?;
             }
             Ok(())
         }
         Job::RevokeAll(j) => db.record_revoke_all(j, now, false).await,
         Job::RegisterRefresh(j) => db.register_refresh(j, now, false).await.map(|_| ()),
         Job::RevokeFamily(j) => {
-            let reason = j.reason.as_deref().unwrap_or("revoked");
-            let expires_at = now.saturating_add(max_lifetime);
-            let (id, by, at) = (&j.job_id, &j.requested_by, j.requested_at);
-            db.revoke_family(&j.family_id, reason, id, by, at, expires_at, now, false)
-                .await
-                .map(|_| ())
+            let reason = j.reason.clone().unwrap_or_else(|| "revoked".into());
+            let (id, by) = (j.job_id.clone(), j.requested_by.clone());
+            family(j.family_id.clone(), reason, id, by, j.requested_at).await
         }
         // Maintenance is not a revocation: nothing to record.
         Job::Cleanup(_) | Job::Unknown => Ok(()),

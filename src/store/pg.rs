@@ -121,9 +121,13 @@ impl Db {
                  set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
                      revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
                      -- a longer life written straight to Postgres must reach Redis too
+                     -- Redis holds the row's expiry only if the write that
+                     -- reached it was for that expiry (or a longer one)
                      in_redis = case when excluded.expires_at > revoked_tokens.expires_at
                                      then excluded.in_redis
-                                     else revoked_tokens.in_redis or excluded.in_redis end
+                                     when excluded.expires_at = revoked_tokens.expires_at
+                                     then revoked_tokens.in_redis or excluded.in_redis
+                                     else revoked_tokens.in_redis end
              returning (select family_id from refresh_tokens where token_id = $2)",
         )
         .bind(&job.job_id)
@@ -188,7 +192,9 @@ impl Db {
                          revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
                          in_redis = case when excluded.expires_at > revoked_tokens.expires_at
                                          then excluded.in_redis
-                                         else revoked_tokens.in_redis or excluded.in_redis end
+                                         when excluded.expires_at = revoked_tokens.expires_at
+                                         then revoked_tokens.in_redis or excluded.in_redis
+                                         else revoked_tokens.in_redis end
              )
              select input.n, refresh_tokens.family_id
              from input left join refresh_tokens using (token_id)
@@ -314,7 +320,8 @@ impl Db {
 
     /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
     /// token_id, expires_at)` for tokens still live at `cutoff`, `("s",
-    /// subject, not_before)` for watermarks. At most `limit + 1` rows, so the
+    /// subject, not_before)` for watermarks, `("r", token_id, expires_at)`
+    /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
     /// caller can tell there were more.
     pub async fn pending_revocations(
         &self,
@@ -326,6 +333,9 @@ impl Db {
                   where not in_redis and expires_at >= $1)
              union all
              (select 's', subject, not_before from subject_watermarks where not in_redis)
+             union all
+             (select 'r', token_id, expires_at from refresh_tokens
+                  where not in_redis and expires_at >= $1)
              limit $2",
         )
         .bind(cutoff)

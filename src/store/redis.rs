@@ -70,7 +70,7 @@ impl Written {
 }
 
 /// Sets the marker only if the rebuild's own key survived. KEYS[1] rebuild
-/// key, KEYS[2] marker; ARGV[1] now.
+/// key, KEYS[2] marker; ARGV[1] the server's run id.
 static FINISH_REBUILD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -80,7 +80,8 @@ return 1",
     )
 });
 
-/// Deletes a lease only if its holder matches. KEYS[1] lease; ARGV[1] holder.
+/// Deletes a key (a lease, the marker) only if its value matches. KEYS[1]
+/// the key; ARGV[1] the expected value (a lease's holder).
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -347,17 +348,60 @@ impl DenyList {
             .await
     }
 
-    /// Ends a rebuild: sets the marker if Redis kept its data throughout;
+    /// Ends a rebuild: sets the marker to `server` (the server's run id, see
+    /// [`server_id`](Self::server_id)) if Redis kept its data throughout;
     /// false when it did not (the rebuild must run again).
-    pub async fn finish_rebuild(&self, id: &str, now: i64) -> redis::RedisResult<bool> {
+    pub async fn finish_rebuild(&self, id: &str, server: &str) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let done: i64 = FINISH_REBUILD
             .key(format!("{}rebuilding:{id}", self.prefix))
             .key(self.marker_key())
-            .arg(now)
+            .arg(server)
             .invoke_async(&mut conn)
             .await?;
         Ok(done == 1)
+    }
+
+    /// The run id of the Redis server this connection reaches: a restart
+    /// (even from an older snapshot) or a failover to a replica changes it.
+    pub async fn server_id(&self) -> redis::RedisResult<String> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "no run_id in INFO")))
+    }
+
+    /// Whether the marker says this very server holds the whole deny-list.
+    /// A marker set on another server — it came here by replication before
+    /// a failover, or from a snapshot this server restarted from — proves
+    /// nothing about what this server lost meanwhile: it is deleted (checks
+    /// go to Postgres) and false is returned, so the deny-list is rebuilt.
+    pub async fn marker_current(&self) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let marker: Option<String> = redis::cmd("GET")
+            .arg(self.marker_key())
+            .query_async(&mut conn)
+            .await?;
+        let Some(marker) = marker else {
+            return Ok(false);
+        };
+        if marker == self.server_id().await? {
+            return Ok(true);
+        }
+        let _: i64 = RELEASE
+            .key(self.marker_key())
+            .arg(&marker)
+            .invoke_async(&mut conn)
+            .await?;
+        tracing::warn!(
+            "redis is not the server that was rebuilt (restart from a snapshot, or failover): rebuilding the deny-list from postgres"
+        );
+        Ok(false)
     }
 
     /// Takes a short lease named `name` (SET NX PX); true when taken.

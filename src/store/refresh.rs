@@ -402,17 +402,21 @@ impl Db {
         reason: &str,
         requested_by: &str,
         revoked_at: i64,
+        in_redis: bool,
     ) -> sqlx::Result<()> {
         let ids: Vec<&str> = members.iter().map(|m| m.token_id.as_str()).collect();
         let subjects: Vec<Option<&str>> = members.iter().map(|m| m.subject.as_deref()).collect();
         let exps: Vec<i64> = members.iter().map(|m| m.expires_at).collect();
         sqlx::query(
-            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by)
-             select u.id, u.sub, u.exp, $4, $5, $6
+            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
+             select u.id, u.sub, u.exp, $4, $5, $6, $7
              from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, sub, exp)
              -- key order, as the worker's batches lock revoked_tokens rows
              order by u.id
-             on conflict (token_id) do nothing",
+             on conflict (token_id) do update set in_redis = true
+                 -- the members' deny-list entries the worker has just written
+                 where excluded.in_redis and not revoked_tokens.in_redis
+                       and excluded.expires_at >= revoked_tokens.expires_at",
         )
         .bind(ids)
         .bind(subjects)
@@ -420,6 +424,7 @@ impl Db {
         .bind(revoked_at)
         .bind(reason)
         .bind(requested_by)
+        .bind(in_redis)
         .execute(self.pool())
         .await?;
         Ok(())

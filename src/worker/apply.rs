@@ -379,7 +379,7 @@ impl Applier {
             .collect();
         self.deny.deny_many(&denied).await?;
         self.db
-            .revoke_members(&members, reason, request.by, request.at)
+            .revoke_members(&members, reason, request.by, request.at, true)
             .await?;
         Ok(())
     }

@@ -496,3 +496,147 @@ async fn revocations_accepted_while_redis_is_down_never_read_active_as_it_return
     )
     .await;
 }
+
+/// `/v1/check` with the refresh-token hint: its reason, or `active`.
+async fn refresh_reason(node: &Node, token: &str) -> String {
+    let body = json!({ "token": token, "token_type_hint": "refresh_token" });
+    let response = node
+        .http
+        .post(node.url("/v1/check"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    match (&body["active"], &body["reason"]) {
+        (serde_json::Value::Bool(true), _) => "active".into(),
+        (_, reason) => reason.as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_family_revoked_while_redis_refuses_writes_is_refused_everywhere() {
+    let private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let node = |worker, replica| NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker,
+        replica,
+        extra: &[],
+    };
+    let a = Node::start(node(true, true)).await;
+    let b = Node::start(node(false, true)).await;
+    marker_set(&a).await;
+    let (first, second) = (mint("fam"), mint("fam"));
+    let (status, _) = a
+        .post("/v1/refresh-tokens?wait=true", &json!({ "token": first }))
+        .await;
+    assert_eq!(status, 200);
+    let rotation = json!({ "token": second, "rotated_from": first });
+    let (status, _) = a.post("/v1/refresh-tokens?wait=true", &rotation).await;
+    assert_eq!(status, 200);
+    let fresh = Duration::from_secs(5);
+    all_say(&[&a, &b], &[&second], "active", fresh, "before").await;
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let [refuse, _] = commands(Refusal::OutOfMemory);
+    run(&mut conn, &refuse);
+    // Revoking the first token revokes its family: the second one too.
+    let (status, body) = a.post("/v1/revocations", &json!({ "token": first })).await;
+    assert_eq!(status, 202, "{body}");
+    let second = [second.as_str()];
+    all_say(
+        &[&a, &b],
+        &second,
+        "revoked",
+        Duration::from_secs(1),
+        "family",
+    )
+    .await;
+    for node in [&a, &b] {
+        assert_eq!(refresh_reason(node, second[0]).await, "revoked");
+    }
+}
+
+#[tokio::test]
+async fn a_marker_set_on_another_server_rebuilds_what_this_one_lost() {
+    let private = PrivateRedis::start();
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let redis = private.url();
+    let a = Node::start(NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker: true,
+        replica: false,
+        extra: &[],
+    })
+    .await;
+    marker_set(&a).await;
+    let token = mint("snapshot");
+    let (status, _) = a
+        .post("/v1/revocations?wait=true", &json!({ "token": token }))
+        .await;
+    assert_eq!(status, 200);
+    // As after a failover to a replica that had not received the entry, or
+    // a restart from an older snapshot: the marker came along, the entry
+    // did not.
+    let key = format!("{prefix}jti:{}", token_id(&a, &token));
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = conn.del(&key).unwrap();
+    let _: () = conn
+        .set(format!("{prefix}marker"), "another-server")
+        .unwrap();
+    eventually(Duration::from_secs(5), "the lost entry rebuilt", || {
+        let back: bool = conn.exists(&key).unwrap();
+        async move { back }
+    })
+    .await;
+    assert_eq!(a.reason(&token).await, "revoked");
+}
+
+#[tokio::test]
+async fn a_resync_pass_ends_while_revocations_keep_arriving() {
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let _guard = crate::helpers::PrefixGuard {
+        url: crate::helpers::redis_url(),
+        prefix: prefix.clone(),
+    };
+    let config = crate::helpers::test_config(&prefix, &crate::helpers::redis_url(), &db.url, &[]);
+    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let resync = services.resync(services.deny_patient.clone());
+    // Accepted revocations keep becoming pending, as under write load.
+    let writer = {
+        let db = db.db.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let job = revokd_jobs::RevokeToken::new(
+                    format!("load-{i}"),
+                    None,
+                    revokd_jobs::now_unix() + 600,
+                );
+                let now = revokd_jobs::now_unix();
+                db.record_revoke(&job, job.expires_at, now, false)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let pass = tokio::time::timeout(Duration::from_secs(5), resync.run_once()).await;
+        assert!(matches!(pass, Ok(Ok(_))), "a pass did not end: {pass:?}");
+    }
+    writer.abort();
+}

@@ -316,10 +316,10 @@ async fn a_rebuild_cut_short_by_data_loss_does_not_set_the_marker() {
     // (The app's own marker watch may rebuild meanwhile; what matters is that
     // this rebuild refuses to vouch for data it did not see survive.)
     assert!(
-        !deny.finish_rebuild("cut", now_unix()).await.unwrap(),
+        !deny.finish_rebuild("cut", "server").await.unwrap(),
         "no marker over partial data"
     );
     deny.begin_rebuild("whole").await.unwrap();
-    assert!(deny.finish_rebuild("whole", now_unix()).await.unwrap());
+    assert!(deny.finish_rebuild("whole", "server").await.unwrap());
     assert!(deny.marker_present().await.unwrap());
 }
