@@ -51,6 +51,22 @@ fn run(redis: &mut redis::Connection, command: &[String]) {
         .unwrap();
 }
 
+/// Options of a node on `db` directly: `node(worker, replica)`.
+fn options<'a>(
+    prefix: &'a str,
+    redis: &'a str,
+    db: &'a TestDb,
+) -> impl Fn(bool, bool) -> NodeOptions<'a> {
+    move |worker, replica| NodeOptions {
+        prefix,
+        redis_url: redis,
+        db_url: &db.url,
+        worker,
+        replica,
+        extra: &[],
+    }
+}
+
 /// Waits until the deny-list is complete in Redis (the marker is set).
 async fn marker_set(node: &Node) {
     let deny = node.services.deny_fast.clone();
@@ -89,14 +105,7 @@ async fn redis_writes_refused(how: Refusal) {
     let db = TestDb::create().await;
     let prefix = unique_prefix();
     let redis = private.url();
-    let node = |worker, replica| NodeOptions {
-        prefix: &prefix,
-        redis_url: &redis,
-        db_url: &db.url,
-        worker,
-        replica,
-        extra: &[],
-    };
+    let node = options(&prefix, &redis, &db);
     let a = Node::start(node(true, true)).await;
     let b = Node::start(node(false, false)).await;
     marker_set(&a).await;
@@ -447,14 +456,7 @@ async fn revocations_accepted_while_redis_is_down_never_read_active_as_it_return
     let db = TestDb::create().await;
     let prefix = unique_prefix();
     let redis = private.url();
-    let node = |worker, replica| NodeOptions {
-        prefix: &prefix,
-        redis_url: &redis,
-        db_url: &db.url,
-        worker,
-        replica,
-        extra: &[],
-    };
+    let node = options(&prefix, &redis, &db);
     let a = Node::start(node(true, true)).await;
     let b = Node::start(node(false, false)).await;
     marker_set(&a).await;
@@ -520,14 +522,7 @@ async fn a_refresh_family_revoked_while_redis_refuses_writes_is_refused_everywhe
     let db = TestDb::create().await;
     let prefix = unique_prefix();
     let redis = private.url();
-    let node = |worker, replica| NodeOptions {
-        prefix: &prefix,
-        redis_url: &redis,
-        db_url: &db.url,
-        worker,
-        replica,
-        extra: &[],
-    };
+    let node = options(&prefix, &redis, &db);
     let a = Node::start(node(true, true)).await;
     let b = Node::start(node(false, true)).await;
     marker_set(&a).await;
