@@ -190,6 +190,7 @@ impl Services {
             producer: self.producer.clone(),
             checker,
             db: self.db.clone(),
+            revokes: crate::worker::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
             redis_url: self.config.redis_url.clone(),
             prefix: self.config.key_prefix.clone(),

@@ -21,7 +21,7 @@ use crate::{
     replica::Replica,
     spool::Spool,
     store::pg::Db,
-    worker::apply::capped_expiry,
+    worker::{apply::capped_expiry, batch::RevokeBatcher},
 };
 
 /// Longest the write path waits for Postgres before spooling.
@@ -70,6 +70,9 @@ pub struct Submitter {
     pub checker: Arc<Checker>,
     /// Postgres, the durable record.
     pub db: Db,
+    /// Group commit of revocations recorded as pending (one transaction for
+    /// the requests that arrive while the previous one commits).
+    pub revokes: RevokeBatcher,
     /// Where revocations go while Postgres is unreachable.
     pub spool: Arc<Spool>,
     /// For completion subscriptions.
@@ -136,7 +139,13 @@ impl Submitter {
     /// Records `job` in Postgres as pending for Redis, or in the spool.
     async fn make_durable(&self, job: &Job) -> Result<Durable, SubmitError> {
         if self.checker.pg_health().is_up() {
-            let write = record_pending(&self.db, job, now_unix(), self.max_lifetime);
+            let write = record_pending(
+                &self.db,
+                Some(&self.revokes),
+                job,
+                now_unix(),
+                self.max_lifetime,
+            );
             match tokio::time::timeout(PG_WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => return Ok(Durable::Postgres),
                 Ok(Err(error)) if is_permanent(&error) => {
@@ -244,10 +253,16 @@ fn short(error: &sqlx::Error) -> String {
     }
 }
 
-/// Records `job` in Postgres as pending for Redis (`in_redis = false`); a
-/// refresh token takes its family with it. Idempotent: the spool replays
-/// through it too.
-pub async fn record_pending(db: &Db, job: &Job, now: i64, max_lifetime: i64) -> sqlx::Result<()> {
+/// Records `job` in Postgres as pending for Redis (`in_redis = false`),
+/// through `revokes`' group commit when given; a refresh token takes its
+/// family with it. Idempotent: the spool replays through it too.
+pub async fn record_pending(
+    db: &Db,
+    revokes: Option<&RevokeBatcher>,
+    job: &Job,
+    now: i64,
+    max_lifetime: i64,
+) -> sqlx::Result<()> {
     // A family's members are revoked as tokens too, pending like the rest,
     // so every check (with the refresh hint or not) refuses them.
     let family = |family: String, reason: String, job_id: String, by: String, at: i64| async move {
@@ -260,7 +275,11 @@ pub async fn record_pending(db: &Db, job: &Job, now: i64, max_lifetime: i64) -> 
     match job {
         Job::Revoke(j) => {
             let expires_at = capped_expiry(j, max_lifetime);
-            if let Some(id) = db.record_revoke(j, expires_at, now, false).await? {
+            let family_id = match revokes {
+                Some(batcher) => batcher.apply_revoke(j, expires_at, now).await?,
+                None => db.record_revoke(j, expires_at, now, false).await?,
+            };
+            if let Some(id) = family_id {
                 let job_id = format!("{}:family", j.job_id);
                 let (by, at) = (j.requested_by.clone(), j.requested_at);
                 family(id, "revoked".into(), job_id, by, at).await?;
@@ -291,7 +310,7 @@ pub async fn replay_spool(
     let started_ms = Replica::now_ms();
     let replayed = spool
         .replay(|job| async move {
-            match record_pending(db, &job, now_unix(), max_lifetime).await {
+            match record_pending(db, None, &job, now_unix(), max_lifetime).await {
                 Err(error) if is_permanent(&error) => {
                     tracing::error!(job_id = job.job_id(), %error, "spooled job Postgres can never store; skipped");
                     Ok(())

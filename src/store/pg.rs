@@ -51,6 +51,9 @@ pub struct RevokeRow<'a> {
     pub requested_at: i64,
     /// When applied (unix seconds).
     pub applied_at: i64,
+    /// Whether Redis holds it already (a worker wrote it there first);
+    /// false records it as pending for Redis (the write path).
+    pub in_redis: bool,
 }
 
 impl<'a> RevokeRow<'a> {
@@ -65,6 +68,7 @@ impl<'a> RevokeRow<'a> {
             requested_by: &job.requested_by,
             requested_at: job.requested_at,
             applied_at: now,
+            in_redis: true,
         }
     }
 }
@@ -157,12 +161,13 @@ impl Db {
             rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
         };
         let numbers = |f: fn(RevokeRow<'r>) -> i64| rows.iter().map(|r| f(*r)).collect::<Vec<_>>();
+        let flags: Vec<bool> = rows.iter().map(|r| r.in_redis).collect();
         let families: Vec<(i64, Option<String>)> = sqlx::query_as(
             "with input as (
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-                                      $6::text[], $7::int8[], $8::int8[])
+                                      $6::text[], $7::int8[], $8::int8[], $9::bool[])
                      with ordinality as t(job_id, token_id, subject, expires_at, reason,
-                                          requested_by, requested_at, applied_at, n)
+                                          requested_by, requested_at, applied_at, in_redis, n)
              ),
              audit as (
                  insert into revocation_audit
@@ -175,14 +180,15 @@ impl Db {
              merged as (
                  select distinct on (token_id) token_id, subject, reason, requested_by,
                         max(expires_at) over same_token as expires_at,
-                        min(requested_at) over same_token as revoked_at
+                        min(requested_at) over same_token as revoked_at,
+                        bool_and(in_redis) over same_token as in_redis
                  from input
                  window same_token as (partition by token_id)
                  order by token_id, n
              ),
              upserted as (
                  insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
-                 select token_id, subject, expires_at, revoked_at, reason, requested_by, true
+                 select token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis
                  from merged
                  -- batches lock rows in key order (audit rows too), so two of
                  -- them never wait on each other in a cycle
@@ -208,6 +214,7 @@ impl Db {
         .bind(column(|r| Some(r.requested_by)))
         .bind(numbers(|r| r.requested_at))
         .bind(numbers(|r| r.applied_at))
+        .bind(flags)
         .fetch_all(&self.pool)
         .await?;
         Ok(families.into_iter().map(|(_, family)| family).collect())

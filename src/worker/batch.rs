@@ -46,15 +46,26 @@ struct Pending {
 #[derive(Clone)]
 pub struct RevokeBatcher {
     db: Db,
+    in_redis: bool,
     queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
 }
 
 impl RevokeBatcher {
-    /// A batcher writing to `db`.
+    /// A batcher writing to `db`, for a worker: rows are marked as in Redis
+    /// (the worker wrote Redis first).
     pub fn new(db: Db) -> Self {
         Self {
             db,
+            in_redis: true,
             queue: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// A batcher for the write path: rows are recorded as pending for Redis.
+    pub fn pending(db: Db) -> Self {
+        Self {
+            in_redis: false,
+            ..Self::new(db)
         }
     }
 
@@ -68,7 +79,7 @@ impl RevokeBatcher {
     ) -> sqlx::Result<Option<String>> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(self.db.clone(), rx));
+            tokio::spawn(run(self.db.clone(), self.in_redis, rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -84,7 +95,9 @@ impl RevokeBatcher {
             return result;
         }
         // The batching task is gone (runtime shutting down): write directly.
-        self.db.apply_revoke(job, expires_at, now).await
+        self.db
+            .record_revoke(job, expires_at, now, self.in_redis)
+            .await
     }
 }
 
@@ -93,7 +106,7 @@ impl RevokeBatcher {
 /// background; repeats until every sender is gone. Up to [`IN_FLIGHT`]
 /// batches are written at once, so one slow batch (a row lock held
 /// elsewhere) does not hold up the others.
-async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
+async fn run(db: Db, in_redis: bool, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -105,17 +118,20 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
         }
         let db = db.clone();
         tokio::spawn(async move {
-            write(&db, batch).await;
+            write(&db, in_redis, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn write(db: &Db, batch: Vec<Pending>) {
+async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
     if batch.len() > 1 {
         let rows: Vec<RevokeRow<'_>> = batch
             .iter()
-            .map(|p| RevokeRow::of(&p.job, p.expires_at, p.now))
+            .map(|p| RevokeRow {
+                in_redis,
+                ..RevokeRow::of(&p.job, p.expires_at, p.now)
+            })
             .collect();
         match tokio::time::timeout(BATCH_TIMEOUT, db.apply_revokes(&rows)).await {
             Ok(Ok(families)) if families.len() == batch.len() => {
@@ -154,7 +170,9 @@ async fn write(db: &Db, batch: Vec<Pending>) {
         }
     }
     let one_by_one = batch.into_iter().map(|p| async move {
-        let result = db.apply_revoke(&p.job, p.expires_at, p.now).await;
+        let result = db
+            .record_revoke(&p.job, p.expires_at, p.now, in_redis)
+            .await;
         let _ = p.reply.send(result);
     });
     futures::future::join_all(one_by_one).await;
