@@ -269,7 +269,12 @@ impl Api {
             config.max_lifetime_secs(),
             stop.clone(),
         );
-        let background = [tokio::spawn(follow), tokio::spawn(replay)];
+        let writes = Arc::clone(&checker).watch_redis_writes(stop.clone());
+        let background = [
+            tokio::spawn(follow),
+            tokio::spawn(replay),
+            tokio::spawn(writes),
+        ];
         let served = axum::serve(self.listener, http::router(self.state))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await

@@ -267,6 +267,26 @@ impl Checker {
         });
     }
 
+    /// Writes to Redis every second until `stop` fires, so that a process
+    /// that only reads learns within a second that Redis refuses writes
+    /// (`OOM`, `READONLY`, `MISCONF`, `NOREPLICAS`): its breaker opens, and
+    /// neither its replica nor Redis answers checks until Redis takes
+    /// writes again and the revocations recorded meanwhile are in it.
+    pub async fn watch_redis_writes(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            if self.redis_health.is_up()
+                && let Err(error) = self.resync.deny.probe_write().await
+            {
+                tracing::warn!(%error, "redis refuses writes; checks go to postgres until it takes them");
+                self.redis_failed();
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
     /// Whether `token_id` — or `twin`, the id of a jti-less ECDSA token's
     /// other form (see `VerifiedToken::twin_token_id`) — is denied, and
     /// `sub`'s watermark: one lookup in whichever store answers, merged
@@ -280,9 +300,11 @@ impl Checker {
         sub: Option<&str>,
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
         let pending = self.pending.cover(token_id, twin, sub);
-        if let Cover::Merge(pending) = pending
-            && self.redis_health.is_up()
-        {
+        // Postgres-only (pending rows not listed) as long as Postgres can
+        // answer; without it, Redis's word is the best there is.
+        let postgres_only = matches!(pending, Cover::PostgresOnly(_)) && self.pg_health.is_up();
+        let (Cover::Merge(pending) | Cover::PostgresOnly(pending)) = pending;
+        if !postgres_only && self.redis_health.is_up() {
             if let Some(replica) = &self.replica {
                 let now = revokd_jobs::now_unix();
                 if let Some((denied, not_before)) = replica.lookup(token_id, sub, now) {
@@ -310,7 +332,6 @@ impl Checker {
         }
         // Postgres holds every accepted revocation but the spooled ones,
         // which this process's overlay still lists.
-        let (Cover::Merge(pending) | Cover::PostgresOnly(pending)) = pending;
         // Without Postgres a known pending revocation is still certain.
         let certain = pending
             .denied

@@ -123,6 +123,8 @@ pub struct Pending {
     local_count: AtomicUsize,
     /// More pending rows than [`LIMIT`].
     overflow: AtomicBool,
+    /// The first poll has been read: until then only Postgres knows.
+    loaded: AtomicBool,
     /// Wakes the poller (a revocation was just written without the queue).
     wake: Notify,
 }
@@ -132,9 +134,17 @@ fn unix_ms() -> i64 {
 }
 
 impl Pending {
-    /// An empty overlay.
+    /// An empty overlay that sends checks to Postgres until its first poll
+    /// (see [`follow`](Self::follow)) has been read.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An overlay that lists nothing until told: for a process that never
+    /// polls (benchmarks of the read path).
+    #[doc(hidden)]
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
     }
 
     /// What the overlay holds for a token (its id, its ECDSA twin's id, its
@@ -148,7 +158,7 @@ impl Pending {
                 found.raise(local.value);
             }
         }
-        if self.overflow.load(Ordering::Acquire) {
+        if self.overflow.load(Ordering::Acquire) || !self.loaded.load(Ordering::Acquire) {
             return Cover::PostgresOnly(found);
         }
         let polled = self.polled.load();
@@ -166,6 +176,7 @@ impl Pending {
     /// refresh token `token_id`: then only Postgres can tell it.
     pub fn refresh_pending(&self, token_id: &str) -> bool {
         self.overflow.load(Ordering::Acquire)
+            || !self.loaded.load(Ordering::Acquire)
             || (self.local_count.load(Ordering::Acquire) > 0
                 && self.local_refresh.contains_key(token_id))
             || self.polled.load().refresh.contains_key(token_id)
@@ -346,6 +357,7 @@ impl Pending {
                             .await;
                     }
                     self.replace_polled(polled, started_ms);
+                    self.loaded.store(true, Ordering::Release);
                     let (tokens, subjects, overflow) = self.len();
                     crate::instruments::pending_revocations(tokens, subjects, overflow);
                 }
@@ -370,6 +382,11 @@ mod tests {
     #[test]
     fn local_entries_cover_at_once_and_stay_until_postgres_lists_them() {
         let pending = Pending::new();
+        assert!(
+            matches!(pending.cover("t", None, None), Cover::PostgresOnly(_)),
+            "before the first poll only Postgres knows"
+        );
+        pending.mark_loaded();
         assert_eq!(
             pending.cover("t", None, Some("s")),
             Cover::Merge(Found::default())

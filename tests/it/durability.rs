@@ -108,11 +108,13 @@ async fn redis_writes_refused(how: Refusal) {
     let node = options(&prefix, &redis, &db);
     let a = Node::start(node(true, true)).await;
     let b = Node::start(node(false, false)).await;
+    // Only ever reads: nothing it does meets a refused write.
+    let reader = Node::start(node(false, true)).await;
     marker_set(&a).await;
     let (logout, reset) = (mint("ann"), mint("bob"));
     let both = [logout.as_str(), reset.as_str()];
     let five = Duration::from_secs(5);
-    all_say(&[&a, &b], &both, "active", five, "before").await;
+    all_say(&[&a, &b, &reader], &both, "active", five, "before").await;
     // The revoke-all's watermark must be later than the token's iat.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -133,27 +135,20 @@ async fn redis_writes_refused(how: Refusal) {
     // Within a second, on both processes (replica and redis read mode).
     let within = Duration::from_secs(1).saturating_sub(accepted.elapsed());
     let (logout, reset) = ([logout.as_str()], [reset.as_str()]);
-    all_say(
-        &[&a, &b],
-        &logout,
-        "revoked",
-        within,
-        "redis refusing writes",
-    )
-    .await;
+    let all = [&a, &b, &reader];
+    all_say(&all, &logout, "revoked", within, "redis refusing writes").await;
     let one = Duration::from_secs(1);
-    all_say(&[&a, &b], &reset, "subject_revoked", one, "revoke-all").await;
+    all_say(&all, &reset, "subject_revoked", one, "revoke-all").await;
+    // The reader learns that Redis refuses writes, and says so.
+    eventually(Duration::from_secs(3), "the reader's readyz", || async {
+        let ready = reader.readyz().await;
+        ready["redis_writes"] == "refused" && ready["replica"] == "stale"
+    })
+    .await;
     // Still so a while later (no stale "current" replica takes over).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    all_say(&[&a, &b], &logout, "revoked", Duration::ZERO, "later").await;
-    all_say(
-        &[&a, &b],
-        &reset,
-        "subject_revoked",
-        Duration::ZERO,
-        "later",
-    )
-    .await;
+    all_say(&all, &logout, "revoked", Duration::ZERO, "later").await;
+    all_say(&all, &reset, "subject_revoked", Duration::ZERO, "later").await;
 
     run(&mut conn, &restore);
     let id = token_id(&a, logout[0]);
@@ -174,9 +169,18 @@ async fn redis_writes_refused(how: Refusal) {
     assert!(db.db.revoked_token(&id).await.unwrap().is_some());
     assert_eq!(db.db.watermark("bob").await.unwrap(), Some(not_before));
     let c = Node::start(node(false, true)).await;
-    all_say(&[&a, &b, &c], &logout, "revoked", five, "after").await;
-    all_say(&[&a, &b, &c], &reset, "subject_revoked", five, "after").await;
-    drop((a, b, c));
+    let all = [&a, &b, &reader, &c];
+    all_say(&all, &logout, "revoked", five, "after").await;
+    all_say(&all, &reset, "subject_revoked", five, "after").await;
+    eventually(five, "every readyz back to normal", || async {
+        let mut normal = true;
+        for node in all {
+            normal &= node.readyz().await["redis_writes"] == "ok";
+        }
+        normal
+    })
+    .await;
+    drop((a, b, reader, c));
     private.kill();
 }
 

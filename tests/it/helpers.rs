@@ -593,6 +593,15 @@ impl Node {
         check_reason(&self.http, &self.url("/v1/check"), token).await
     }
 
+    /// `/readyz`'s body.
+    pub async fn readyz(&self) -> Value {
+        let response = self.http.get(self.url("/readyz")).send().await;
+        match response {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
     /// POSTs JSON with the write key: status and body.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self
