@@ -140,6 +140,12 @@ impl Pending {
         Arc::new(Self::default())
     }
 
+    /// Whether the first poll has been read (checks may use Redis and the
+    /// replica from then on).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
     /// An overlay that lists nothing until told: for a process that never
     /// polls (benchmarks of the read path).
     #[doc(hidden)]

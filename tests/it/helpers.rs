@@ -242,6 +242,14 @@ impl TestApp {
         {
             tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
         }
+        // As a client of `serve` would, once it is ready: the pending
+        // revocations have been read once.
+        let pending = std::sync::Arc::clone(checker_stats.pending());
+        eventually(Duration::from_secs(5), "pending revocations read", || {
+            let loaded = pending.is_loaded();
+            async move { loaded }
+        })
+        .await;
         if options.redis_url.is_none() {
             let deny = services.deny_fast.clone();
             eventually(
@@ -560,7 +568,13 @@ impl Node {
         let stop = CancellationToken::new();
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
+        let pending = std::sync::Arc::clone(api.checker().pending());
         let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        eventually(Duration::from_secs(5), "pending revocations read", || {
+            let loaded = pending.is_loaded();
+            async move { loaded }
+        })
+        .await;
         let guard = services
             .maintenance(services.deny_patient.clone())
             .guard(stop.clone());

@@ -88,9 +88,13 @@ async fn redis_unreachable_then_back_switches_reads_back_to_redis() {
         true,
         "answered from postgres"
     );
-    assert!(!app.checker_stats.redis_health().is_up());
-    redis.restart();
     let checker = app.checker_stats.clone();
+    eventually(Duration::from_secs(2), "breaker opens", || {
+        let up = checker.redis_health().is_up();
+        async move { !up }
+    })
+    .await;
+    redis.restart();
     eventually(Duration::from_secs(5), "breaker closes", || {
         let up = checker.redis_health().is_up();
         async move { up }
