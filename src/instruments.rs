@@ -35,8 +35,98 @@ pub fn handle() -> &'static PrometheusHandle {
         // Fails only when another recorder is installed; ours still renders
         // what it sees (nothing), never panics.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// `# HELP` text of every metric family revokd records.
+const HELP: &[(&str, &str)] = &[
+    (
+        "revokd_checks_total",
+        "Token checks answered, by result (active, unavailable, or the reason) and by the store that answered",
+    ),
+    (
+        CHECK_SECONDS,
+        "Time to answer a check (verification and lookup), in seconds",
+    ),
+    (
+        "revokd_verify_cache_total",
+        "Token verifications through the verify cache, by outcome (hit, miss)",
+    ),
+    (
+        "revokd_verify_cache_entries",
+        "Tokens held in the verify cache",
+    ),
+    (
+        "revokd_jobs_applied_total",
+        "Jobs a worker of this process applied, by kind",
+    ),
+    (
+        "revokd_jobs_retried_total",
+        "Job attempts that failed on a store and were retried in the worker slot",
+    ),
+    (
+        "revokd_jobs_requeued_total",
+        "Jobs handed back to the queue with a delay after a store failure",
+    ),
+    (
+        "revokd_jobs_dead_total",
+        "Jobs set aside in the queue's dead set, by cause",
+    ),
+    (
+        "revokd_refresh_reuse_total",
+        "Rotated refresh tokens presented again (their family revoked)",
+    ),
+    (
+        "revokd_fallback_activations_total",
+        "Times a store's breaker opened and checks fell back, by store",
+    ),
+    ("revokd_queue_jobs", "Jobs in the queue, by state"),
+    (
+        "revokd_denylist_entries",
+        "Live revocations in Postgres, by kind (token, subject)",
+    ),
+    (
+        "revokd_last_cleanup",
+        "Counts of the last cleanup, by what it counted",
+    ),
+    (
+        "revokd_spool_appended_total",
+        "Revocations appended to the local spool while Postgres was unreachable",
+    ),
+    (
+        "revokd_spool_pending_jobs",
+        "Revocations in the local spool not yet recorded in Postgres",
+    ),
+    (
+        "revokd_spool_replayed_total",
+        "Spooled revocations recorded in Postgres",
+    ),
+    (
+        "revokd_writes_degraded_total",
+        "Revocations accepted without the queue, by where they were made durable (postgres, spool)",
+    ),
+    (
+        "revokd_pending_revocations",
+        "Revocations in Postgres that Redis may not hold yet, as this process last read them, by kind",
+    ),
+    (
+        "revokd_pending_overflow",
+        "1 while more revocations are pending than can be listed (checks then go to Postgres)",
+    ),
+];
+
+fn describe() {
+    for &(name, help) in HELP {
+        if name.ends_with("_seconds") {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else if name.ends_with("_total") {
+            metrics::describe_counter!(name, help);
+        } else {
+            metrics::describe_gauge!(name, help);
+        }
+    }
 }
 
 const CHECK_SECONDS: &str = "revokd_check_duration_seconds";

@@ -97,21 +97,96 @@ impl KeyRing {
                 .ok_or_else(|| ApiError::unauthorized("invalid API key"));
         }
         if scheme.eq_ignore_ascii_case("basic") {
+            // UTF-8 (RFC 7617), or else ISO-8859-1, which some clients
+            // (Authlib, browsers of old) use.
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(credentials)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
+                .map(|bytes| {
+                    String::from_utf8(bytes).unwrap_or_else(|not_utf8| {
+                        not_utf8.into_bytes().into_iter().map(char::from).collect()
+                    })
+                })
+                .map_err(|_| ApiError::unauthorized("malformed Basic credentials"))?;
             let (name, key) = decoded
                 .split_once(':')
                 .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
-            return match self.find(key) {
-                Some(found) if found == name => Ok(found),
-                _ => Err(ApiError::unauthorized("invalid API key")),
-            };
+            // RFC 6749 2.3.1: OAuth clients form-urlencode id and secret
+            // before Basic encoding; many other clients do not. Both forms
+            // are tried (each in constant time).
+            let (name_decoded, key_decoded) = (form_decode(name), form_decode(key));
+            let decoded = self.named(&name_decoded, &key_decoded);
+            let raw = self.named(name, key);
+            return decoded
+                .or(raw)
+                .ok_or_else(|| ApiError::unauthorized("invalid API key"));
         }
         Err(ApiError::unauthorized("unsupported Authorization scheme"))
     }
+
+    /// The key named `name` if `key` is its key.
+    fn named(&self, name: &str, key: &str) -> Option<&str> {
+        self.find(key).filter(|found| *found == name)
+    }
+
+    /// OAuth client authentication (RFC 6749 2.3.1) for `/revoke` and
+    /// `/introspect`: the `Authorization` header as [`authenticate`]
+    /// (`Self::authenticate`) reads it, or else `client_id` and
+    /// `client_secret` from the form body. A failure is 401
+    /// `invalid_client` with `WWW-Authenticate: Basic realm="revokd"`.
+    pub fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        client_id: Option<&str>,
+        client_secret: Option<&str>,
+    ) -> Result<&str, ApiError> {
+        let found = match (
+            headers.contains_key(header::AUTHORIZATION),
+            client_id,
+            client_secret,
+        ) {
+            (true, _, _) => self.authenticate(headers).ok(),
+            (false, Some(id), Some(secret)) => self.named(id, secret),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            let message = if headers.contains_key(header::AUTHORIZATION) || client_id.is_some() {
+                "client authentication failed"
+            } else {
+                "client authentication required: HTTP Basic, or client_id and client_secret"
+            };
+            ApiError::invalid_client(message)
+        })
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value (`+` is a
+/// space, `%XX` a byte); a value that is not valid after decoding is kept
+/// as it is.
+fn form_decode(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['+', '%']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' if tail.len() >= 2 => match std::str::from_utf8(&tail[..2])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                Some(byte) => {
+                    bytes.push(byte);
+                    rest = &tail[2..];
+                    continue;
+                }
+                None => bytes.push(b),
+            },
+            _ => bytes.push(b),
+        }
+        rest = tail;
+    }
+    String::from_utf8(bytes).map_or(std::borrow::Cow::Borrowed(value), std::borrow::Cow::Owned)
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -163,6 +238,58 @@ mod tests {
         assert_eq!(
             bool::from(a.ct_eq(&digest("x"))),
             constant_time_eq(&a, &digest("x"))
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urldecoded_and_raw_ones_still_pass() {
+        let ring = KeyRing::parse("my app:a+b/c=d%e&f").unwrap();
+        let basic = |s: &str| {
+            headers(&format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            ))
+        };
+        // RFC 6749 2.3.1: encoded first (space as +, reserved as %XX).
+        let encoded = basic("my+app:a%2Bb%2Fc%3Dd%25e%26f");
+        assert_eq!(ring.authenticate(&encoded).unwrap(), "my app");
+        assert_eq!(
+            ring.authenticate(&basic("my app:a+b/c=d%e&f")).unwrap(),
+            "my app"
+        );
+        assert!(ring.authenticate(&basic("my+app:wrong")).is_err());
+        assert_eq!(form_decode("a%2"), "a%2", "a cut escape stays as it is");
+        assert_eq!(form_decode("%C3%A9"), "é");
+        let latin1 = base64::engine::general_purpose::STANDARD.encode(b"my app:a+b/c=d%e&f");
+        assert_eq!(
+            ring.authenticate(&headers(&format!("Basic {latin1}")))
+                .unwrap(),
+            "my app"
+        );
+    }
+
+    #[test]
+    fn client_credentials_in_the_form_body_authenticate_a_client() {
+        let ring = KeyRing::parse("app:s3cret").unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(
+            ring.authenticate_client(&none, Some("app"), Some("s3cret"))
+                .unwrap(),
+            "app"
+        );
+        let failed = ring
+            .authenticate_client(&none, Some("app"), Some("nope"))
+            .unwrap_err();
+        assert_eq!(
+            (failed.status.as_u16(), failed.code),
+            (401, "invalid_client")
+        );
+        assert_eq!(failed.challenge.as_deref(), Some(r#"Basic realm="revokd""#));
+        assert!(ring.authenticate_client(&none, None, None).is_err());
+        assert!(
+            ring.authenticate_client(&headers("Bearer nope"), Some("app"), Some("s3cret"))
+                .is_err(),
+            "a header that fails is not rescued by the body"
         );
     }
 

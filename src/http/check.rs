@@ -5,7 +5,7 @@ use axum::{
     extract::{FromRequestParts, Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, post},
 };
 use revokd_jobs::now_unix;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     AppState,
     error::ApiError,
-    extract::{FormBody, JsonBody},
+    extract::{JsonBody, LenientForm, no_token},
 };
 use crate::{check::Verdict, token::VerifiedToken};
 
@@ -24,10 +24,15 @@ pub fn router() -> Router<AppState> {
         .route("/introspect", post(introspect))
 }
 
-/// `GET /v1/auth`, the gateways' hot path: it reads no body, so it is served
-/// outside the body-limit and trace layers (it logs its 503s itself).
+/// `/v1/auth`, the gateways' hot path: it reads no body, so it is served
+/// outside the body-limit and trace layers (it logs its 503s itself). Any
+/// method and any path under it: Envoy's ext_authz HTTP service calls it
+/// with the client's method and path appended (`POST /v1/auth/orders?a=1`).
 pub fn auth_router() -> Router<AppState> {
-    Router::new().route("/v1/auth", get(forward_auth))
+    Router::new()
+        .route("/v1/auth", any(forward_auth))
+        .route("/v1/auth/", any(forward_auth))
+        .route("/v1/auth/{*path}", any(forward_auth))
 }
 
 /// `POST /v1/check` body.
@@ -123,19 +128,21 @@ async fn forward_auth(State(state): State<AppState>, request: Request) -> Respon
     // The whole request is the extractor, so the token is read in place.
     let (parts, _) = request.into_parts();
     let Some(token) = bearer(&parts.headers) else {
+        // RFC 6750 3.1: a request without credentials gets no error code.
         return ApiError::unauthorized("missing or malformed Bearer token")
-            .with_challenge(
-                r#"Bearer error="invalid_request", error_description="missing bearer token""#,
-            )
+            .with_challenge(r#"Bearer realm="revokd""#)
             .into_response();
     };
     match state.checker.check(token, now_unix()).await {
         Verdict::Active(t) => {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
-            if let Some(sub) = &t.sub {
-                out.insert(X_AUTH_SUBJECT.clone(), header_safe(sub));
-            }
+            // Always both, so a gateway that copies them never passes on a
+            // value its client sent.
+            out.insert(
+                X_AUTH_SUBJECT.clone(),
+                header_safe(t.sub.as_deref().unwrap_or("")),
+            );
             out.insert(X_AUTH_TOKEN_ID.clone(), header_safe(&t.token_id));
             response
         }
@@ -166,29 +173,36 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A header value for any string: UTF-8 passes as is, control characters
-/// are percent-encoded.
-fn header_safe(value: &str) -> HeaderValue {
-    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| {
-        let encoded: String = value
-            .chars()
-            .map(|c| {
-                if c.is_control() || c == '%' {
-                    format!("%{:02X}", c as u32)
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
-        HeaderValue::from_bytes(encoded.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
-    })
+/// A header value for any string, ASCII and unambiguous: visible ASCII
+/// other than `%` passes unchanged (`alice@example.com`, `auth0|42`); `%`,
+/// space, control characters and every byte of a non-ASCII character
+/// become `%XX` — so a client decodes it with any percent-decoder.
+pub fn header_safe(value: &str) -> HeaderValue {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
+    if value.bytes().all(plain)
+        && let Ok(header) = HeaderValue::from_str(value)
+    {
+        return header;
+    }
+    let mut encoded = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if plain(b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// RFC 7662 request.
+/// RFC 7662 request, with the client's credentials when it sends them in
+/// the body (`client_secret_post`).
 #[derive(Deserialize)]
 pub struct IntrospectRequest {
-    token: String,
+    token: Option<String>,
     token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 /// RFC 7662: members the token does not have are left out.
@@ -219,26 +233,44 @@ impl<'a> From<&'a VerifiedToken> for IntrospectActive<'a> {
             jti: t.jti.as_deref(),
             iss: t.iss.as_deref(),
             aud: t.aud.as_ref(),
-            token_type: "access_token",
+            // RFC 6749 7.1: the access token type revokd checks.
+            token_type: "Bearer",
         }
     }
 }
 
+/// RFC 7662. Client authentication (when `REVOKD_CHECK_KEYS` is set) as
+/// RFC 6749 2.3.1 has it. `token_type_hint` is only a hint (RFC 7662 2.1):
+/// a token the refresh-token registry does not know is looked up as an
+/// access token.
 async fn introspect(
     State(state): State<AppState>,
-    _key: CheckKey,
-    FormBody(req): FormBody<IntrospectRequest>,
-) -> Response {
-    let hint = req.token_type_hint.as_deref();
-    match verdict(&state, &req.token, hint).await {
+    headers: HeaderMap,
+    LenientForm(req): LenientForm<IntrospectRequest>,
+) -> Result<Response, ApiError> {
+    if !state.check_keys.is_empty() {
+        let (id, secret) = req.as_ref().map_or((None, None), |r| {
+            (r.client_id.as_deref(), r.client_secret.as_deref())
+        });
+        state.check_keys.authenticate_client(&headers, id, secret)?;
+    }
+    let req = req.ok_or_else(no_token)?;
+    let token = req.token.ok_or_else(no_token)?;
+    let mut refresh = req.token_type_hint.as_deref() == Some("refresh_token");
+    let mut verdict = verdict(&state, &token, refresh.then_some("refresh_token")).await;
+    if refresh && verdict == Verdict::Inactive(crate::token::Reason::Unknown) {
+        refresh = false;
+        verdict = state.checker.check(&token, now_unix()).await;
+    }
+    Ok(match verdict {
         Verdict::Active(t) => {
             let mut body = IntrospectActive::from(&*t);
-            if hint == Some("refresh_token") {
+            if refresh {
                 body.token_type = "refresh_token";
             }
             Json(body).into_response()
         }
         Verdict::Inactive(_) => Json(serde_json::json!({ "active": false })).into_response(),
         Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
-    }
+    })
 }

@@ -47,6 +47,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 401 for an OAuth client that failed to authenticate (RFC 6749 5.2).
+    pub fn invalid_client(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", message)
+            .with_challenge(r#"Basic realm="revokd""#)
+    }
+
     /// 413: body over the limit.
     pub fn too_large() -> Self {
         Self::new(

@@ -80,3 +80,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FormBody<T> {
             })
     }
 }
+
+/// A form body that may not parse: `None` then. For the OAuth endpoints,
+/// which must authenticate the client (whose credentials may be in the
+/// form) before they can say what else is wrong with the request.
+pub struct LenientForm<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for LenientForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read(req, state).await?;
+        Ok(LenientForm(serde_urlencoded::from_bytes(&bytes).ok()))
+    }
+}
+
+/// The body is not a form with a `token` field.
+pub fn no_token() -> ApiError {
+    ApiError::bad_request(
+        "invalid_request",
+        "the body is not a valid form with a token field",
+    )
+}

@@ -4,7 +4,7 @@
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::PathRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -16,7 +16,7 @@ use super::{
     AppState,
     auth::WriteKey,
     error::ApiError,
-    extract::{FormBody, JsonBody, OptionalJsonBody},
+    extract::{JsonBody, LenientForm, OptionalJsonBody, no_token},
 };
 use crate::{limits, submit::Submitted};
 
@@ -217,23 +217,46 @@ async fn revoke_all(
     ))
 }
 
-/// RFC 7009 form.
+/// RFC 7009 form, with the client's credentials when it sends them in the
+/// body (`client_secret_post`).
 #[derive(Deserialize)]
 pub struct Rfc7009Request {
-    token: String,
+    token: Option<String>,
     #[allow(dead_code)]
     token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
-/// RFC 7009: 200 with an empty body whenever the client is authenticated,
-/// also for tokens it cannot parse (nothing to revoke then).
+/// RFC 7009's answer: 200 with `{}` (clients ignore the body; some need
+/// it to be JSON).
+fn revoked() -> Response {
+    Json(json!({})).into_response()
+}
+
+/// RFC 7009: 200 whenever the client is authenticated (RFC 6749 2.3.1:
+/// HTTP Basic, or `client_id` + `client_secret` in the form), also for
+/// tokens it cannot parse (nothing to revoke then).
 async fn rfc7009_revoke(
     State(state): State<AppState>,
-    WriteKey(key): WriteKey,
-    FormBody(req): FormBody<Rfc7009Request>,
-) -> Result<StatusCode, ApiError> {
-    let Ok(claims) = state.checker.verifier().verify_signature(&req.token) else {
-        return Ok(StatusCode::OK);
+    headers: HeaderMap,
+    LenientForm(req): LenientForm<Rfc7009Request>,
+) -> Result<Response, ApiError> {
+    if state.api_keys.is_empty() {
+        return Err(ApiError::invalid_client(
+            "the write API is disabled: set REVOKD_API_KEYS",
+        ));
+    }
+    let (id, secret) = req.as_ref().map_or((None, None), |r| {
+        (r.client_id.as_deref(), r.client_secret.as_deref())
+    });
+    let key = state
+        .api_keys
+        .authenticate_client(&headers, id, secret)?
+        .to_owned();
+    let token = req.and_then(|r| r.token).ok_or_else(no_token)?;
+    let Ok(claims) = state.checker.verifier().verify_signature(&token) else {
+        return Ok(revoked());
     };
     let sub = limits::claims(&claims.token_id, claims.subject_id).map_err(unstorable)?;
     let job = RevokeToken {
@@ -245,5 +268,5 @@ async fn rfc7009_revoke(
         .revoke(job, false)
         .await
         .map_err(ApiError::from)?;
-    Ok(StatusCode::OK)
+    Ok(revoked())
 }

@@ -10,6 +10,7 @@ mod gateway;
 mod helpers;
 mod identity;
 mod maintenance;
+mod oauth;
 mod pipeline;
 mod poison;
 mod privacy;

@@ -237,7 +237,7 @@ async fn http_edges_answer_with_the_json_error_shape() {
         (body["active"].as_bool(), body["sub"].as_str()),
         (Some(true), Some("jo"))
     );
-    assert_eq!(body["token_type"], "access_token");
+    assert_eq!(body["token_type"], "Bearer");
     let response = app
         .http
         .post(app.url("/introspect"))

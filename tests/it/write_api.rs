@@ -115,7 +115,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.text().await.unwrap().is_empty());
+    assert_eq!(response.text().await.unwrap(), "{}");
     app.wait_for_reason(&other, "revoked", Duration::from_secs(5))
         .await;
     app.wait_for_row(&token_id(&app, &other)).await;
@@ -197,7 +197,13 @@ async fn protected_endpoints_answer_401_with_the_json_shape() {
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 401, "{method} {path} with {auth:?}");
             let body: Value = response.json().await.unwrap();
-            assert_eq!(body["error"], "unauthorized");
+            // RFC 6749 5.2 for the OAuth endpoint.
+            let code = if path == "/revoke" {
+                "invalid_client"
+            } else {
+                "unauthorized"
+            };
+            assert_eq!(body["error"], code, "{method} {path} with {auth:?}");
         }
     }
 }
