@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     check::Checker,
-    config::{Config, ReadMode},
+    config::{Config, ReadMode, redact},
     http::{self, AppState, Shared, auth::KeyRing},
     maintenance::Maintenance,
     replica::{Follower, Replica},
@@ -98,7 +98,8 @@ pub struct Services {
 impl Services {
     /// Builds every part from configuration; needs neither store to be up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Db::connect_lazy(&config.database_url).context("invalid DATABASE_URL")?;
+        let db = Db::connect_lazy(&config.database_url)
+            .map_err(|e| redact::url_error("DATABASE_URL", &config.database_url, e))?;
         Self::with_db(config, db)
     }
 
@@ -106,8 +107,10 @@ impl Services {
     pub fn with_db(config: Config, db: Db) -> anyhow::Result<Self> {
         crate::instruments::handle();
         let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
-        let fast = store::fast_redis(&config.redis_url).context("invalid REDIS_URL")?;
-        let patient = store::patient_redis(&config.redis_url).context("invalid REDIS_URL")?;
+        let invalid_redis =
+            |e: ::redis::RedisError| redact::url_error("REDIS_URL", &config.redis_url, e);
+        let fast = store::fast_redis(&config.redis_url).map_err(invalid_redis)?;
+        let patient = store::patient_redis(&config.redis_url).map_err(invalid_redis)?;
         let prefix = config.key_prefix.clone();
         Ok(Self {
             verifier: Arc::new(verifier),

@@ -6,6 +6,8 @@ use clap::{Args, ValueEnum};
 
 use crate::token::KeySettings;
 
+pub mod redact;
+
 /// Settings shared by every command. `--help` lists each with its variable.
 #[derive(Debug, Clone, Args)]
 pub struct Config {

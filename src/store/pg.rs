@@ -525,7 +525,8 @@ impl Db {
 /// the migrations. Safe to run from many processes at once.
 pub async fn prepare(url: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    let options = PgConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     if PgConnection::connect_with(&options).await.is_err() {
         let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))

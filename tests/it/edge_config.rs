@@ -3,9 +3,14 @@
 //! sized by role. Each test runs the real binary.
 
 use std::{
-    io::Read,
     process::{Command, Stdio},
     time::{Duration, Instant},
+};
+
+use revokd::token::Minter;
+
+use crate::helpers::{
+    PrefixGuard, TestDb, free_port, healthy, redis_url, spool_dir, unique_prefix,
 };
 
 /// What a finished (or stopped) `revokd` run left behind.
@@ -16,58 +21,86 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `revokd` with `env` and `args` (after a clean environment of
-/// `REVOKD_*`/`JWT_*`/URL variables), stopping it after `deadline`.
+/// `revokd` with `env` and `args`, in an environment cleared of every
+/// `REVOKD_*`/`JWT_*`/URL/`RUST_LOG` variable of the test process; its
+/// output goes to files (a pipe nobody reads would block a chatty process).
+struct Revokd {
+    child: std::process::Child,
+    out: tempfile_pair::Pair,
+}
+
+mod tempfile_pair {
+    use std::path::PathBuf;
+
+    /// Two files in the temp dir, removed on drop.
+    pub struct Pair(pub PathBuf, pub PathBuf);
+
+    impl Pair {
+        pub fn new() -> Self {
+            let stem =
+                std::env::temp_dir().join(format!("revokd-edge-{}", uuid::Uuid::new_v4().simple()));
+            Self(stem.with_extension("out"), stem.with_extension("err"))
+        }
+    }
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+}
+
+impl Revokd {
+    fn start(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_revokd"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("REVOKD_")
+                || key.starts_with("JWT_")
+                || key == "DATABASE_URL"
+                || key == "REDIS_URL"
+                || key == "RUST_LOG"
+            {
+                command.env_remove(key);
+            }
+        }
+        let out = tempfile_pair::Pair::new();
+        let child = command
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out.0).unwrap())
+            .stderr(std::fs::File::create(&out.1).unwrap())
+            .spawn()
+            .expect("revokd binary");
+        Self { child, out }
+    }
+
+    /// Waits up to `deadline` for the exit, then stops the process.
+    fn finish(mut self, deadline: Duration) -> Run {
+        let start = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run {
+            code,
+            stdout: std::fs::read_to_string(&self.out.0).unwrap(),
+            stderr: std::fs::read_to_string(&self.out.1).unwrap(),
+        }
+    }
+}
+
+/// Runs `revokd` to its end, or stops it after `deadline`.
 fn revokd(env: &[(&str, &str)], args: &[&str], deadline: Duration) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_revokd"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("REVOKD_")
-            || key.starts_with("JWT_")
-            || key == "DATABASE_URL"
-            || key == "REDIS_URL"
-            || key == "RUST_LOG"
-        {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .envs(env.iter().copied())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("revokd binary");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code,
-        stdout,
-        stderr,
-    }
+    Revokd::start(env, args).finish(deadline)
 }
 
 /// Stores nobody listens on: a start that fails must fail before using them.
@@ -142,4 +175,199 @@ fn empty_and_short_oct_keys_in_a_jwk_set_are_refused_at_start() {
         assert_refused_at_start(&run, says, secret);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Secrets of every kind a deployment configures, each a distinct string a
+/// log or a message can be searched for.
+const PG_PASSWORD: &str = "pg-Passw0rd-in-the-url";
+const REDIS_PASSWORD: &str = "redis-Passw0rd-in-the-url";
+const API_KEY: &str = "api-key-never-printed-1";
+const CHECK_KEY: &str = "check-key-never-printed-2";
+const JWT_SECRET: &str = "jwt-secret-never-printed-and-long-enough-3";
+const TOKEN_IN_QUERY: &str = "token-in-a-query-string-4";
+const ALL_SECRETS: [&str; 6] = [
+    PG_PASSWORD,
+    REDIS_PASSWORD,
+    API_KEY,
+    CHECK_KEY,
+    JWT_SECRET,
+    TOKEN_IN_QUERY,
+];
+
+#[track_caller]
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in ALL_SECRETS {
+        assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+    }
+}
+
+fn secret_env(database_url: &str, redis_url: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", database_url.to_owned()),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("REVOKD_API_KEYS", format!("app:{API_KEY}")),
+        ("REVOKD_CHECK_KEYS", format!("gw:{CHECK_KEY}")),
+        ("JWT_SECRET", JWT_SECRET.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn help_shows_url_settings_with_their_passwords_masked_and_keys_hidden() {
+    let env = secret_env(
+        &format!("postgres://app:{PG_PASSWORD}@db.internal:5432/revokd"),
+        &format!("redis://default:{REDIS_PASSWORD}@cache.internal:6379/0"),
+    );
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["serve", "--help"],
+        &["revoke", "--help"],
+        &["help", "serve"],
+    ] {
+        let run = revokd(&as_refs(&env), args, Duration::from_secs(20));
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        let shown = format!("{}{}", run.stdout, run.stderr);
+        assert_no_secret(&format!("{args:?}"), &shown);
+        assert!(
+            shown.contains("postgres://app:***@db.internal:5432/revokd")
+                && shown.contains("redis://default:***@cache.internal:6379/0"),
+            "{args:?} should show the masked URLs:\n{shown}"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_key_list_is_reported_by_entry_position_not_its_text() {
+    for (variable, value, position) in [
+        ("REVOKD_API_KEYS", format!("ok:fine,{API_KEY}"), "entry 2"),
+        ("REVOKD_CHECK_KEYS", format!(":{CHECK_KEY}"), "entry 1"),
+        ("REVOKD_API_KEYS", format!("a:b,,c:d,{API_KEY}:"), "entry 4"),
+    ] {
+        let mut env = NOWHERE.to_vec();
+        env.extend([("JWT_SECRET", JWT_SECRET), (variable, value.as_str())]);
+        let run = revokd(&env, &["serve"], Duration::from_secs(20));
+        assert_eq!(run.code, Some(2), "{variable}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(variable) && run.stderr.contains(position),
+            "{variable}={value}: {}",
+            run.stderr
+        );
+        assert_no_secret(variable, &format!("{}{}", run.stdout, run.stderr));
+    }
+}
+
+#[test]
+fn config_errors_about_urls_do_not_echo_their_passwords() {
+    for (database_url, redis_url) in [
+        (
+            format!("postgres://app:{PG_PASSWORD}@db:not-a-port/revokd"),
+            "redis://127.0.0.1:1".to_owned(),
+        ),
+        (
+            format!("postgres://app@db/revokd?sslmode={PG_PASSWORD}"),
+            "redis://127.0.0.1:1".to_owned(),
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/revokd".to_owned(),
+            format!("redis://:{REDIS_PASSWORD}@cache/0?protocol={REDIS_PASSWORD}"),
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/revokd".to_owned(),
+            format!("redis://:{REDIS_PASSWORD}@cache:not-a-port"),
+        ),
+    ] {
+        let env = secret_env(&database_url, &redis_url);
+        let mut env = as_refs(&env);
+        env.push(("REVOKD_LISTEN", "127.0.0.1:0"));
+        for args in [&["serve"][..], &["migrate"], &["stats"]] {
+            let run = revokd(&env, args, Duration::from_secs(20));
+            assert_eq!(
+                run.code,
+                Some(2),
+                "{args:?} {database_url} {redis_url}: {}",
+                run.stderr
+            );
+            if args != ["migrate"] {
+                assert!(run.stderr.contains("invalid "), "{}", run.stderr);
+            }
+            assert_no_secret(
+                &format!("{args:?}"),
+                &format!("{}{}", run.stdout, run.stderr),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn trace_level_logs_of_a_serving_process_hold_no_secret() {
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let _guard = PrefixGuard {
+        url: redis_url(),
+        prefix: prefix.clone(),
+    };
+    let spool = spool_dir(&prefix);
+    // Postgres trusts local connections: the password is sent nowhere but
+    // the process has it. Redis has none, so it refuses this one, and the
+    // refusals are logged too.
+    let database_url = db
+        .url
+        .replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1);
+    assert_ne!(database_url, db.url, "test database URL has a user");
+    let redis = redis_url().replacen("redis://", &format!("redis://default:{REDIS_PASSWORD}@"), 1);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = secret_env(&database_url, &redis);
+    let mut env = as_refs(&env);
+    env.extend([
+        ("RUST_LOG", "trace"),
+        ("REVOKD_LISTEN", listen.as_str()),
+        ("REVOKD_KEY_PREFIX", prefix.as_str()),
+        ("REVOKD_SPOOL_DIR", spool.to_str().unwrap()),
+    ]);
+    let process = Revokd::start(&env, &["serve"]);
+    let http = reqwest::Client::new();
+    healthy(&http, port).await;
+    let base = format!("http://{listen}");
+    let token = Minter::new(&revokd::token::KeySettings {
+        secret: Some(JWT_SECRET.to_owned()),
+        ..Default::default()
+    })
+    .unwrap()
+    .mint("alice", 600, true, revokd_jobs::now_unix())
+    .unwrap();
+    let requests = [
+        http.post(format!("{base}/v1/check?token={TOKEN_IN_QUERY}"))
+            .bearer_auth(CHECK_KEY)
+            .json(&serde_json::json!({ "token": token })),
+        http.get(format!("{base}/v1/auth?x={TOKEN_IN_QUERY}"))
+            .bearer_auth(&token),
+        http.get(format!("{base}/v1/stats?token={TOKEN_IN_QUERY}")),
+        http.post(format!("{base}/v1/revocations?wait={TOKEN_IN_QUERY}"))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({ "token": token })),
+        http.get(format!("{base}/nowhere?{TOKEN_IN_QUERY}")),
+    ];
+    for request in requests {
+        request.send().await.unwrap();
+    }
+    let run = process.finish(Duration::from_millis(1500));
+    assert!(
+        run.stderr.contains("/v1/check") && run.stderr.contains("TRACE"),
+        "trace logging with request spans expected:\n{}",
+        &run.stderr[..run.stderr.len().min(4000)]
+    );
+    assert_no_secret("the trace log", &run.stderr);
+    assert!(
+        !run.stderr.contains(&token),
+        "the trace log shows the token"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
 }
