@@ -371,3 +371,185 @@ async fn trace_level_logs_of_a_serving_process_hold_no_secret() {
     );
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+#[tokio::test]
+async fn postgres_pools_are_sized_by_role_unless_configured() {
+    use revokd::app::{Roles, Services};
+    let config = |extra: &[&str]| {
+        crate::helpers::test_config(
+            "revokd-test-pool:",
+            "redis://127.0.0.1:6379",
+            "postgres://postgres@127.0.0.1:5432/revokd_pool_unused",
+            extra,
+        )
+    };
+    let max = |services: Services| services.db.pool().options().get_max_connections();
+    let roles = |spec: &str| Roles::parse(spec).unwrap();
+    assert_eq!(
+        max(Services::build(config(&[])).unwrap()),
+        2,
+        "one-shot command"
+    );
+    assert_eq!(
+        max(Services::build_for(config(&[]), roles("api")).unwrap()),
+        8
+    );
+    assert_eq!(
+        max(Services::build_for(config(&[]), roles("worker")).unwrap()),
+        8
+    );
+    assert_eq!(
+        max(Services::build_for(config(&[]), roles("scheduler")).unwrap()),
+        2
+    );
+    assert_eq!(
+        max(Services::build_for(config(&[]), Roles::ALL).unwrap()),
+        16
+    );
+    let five = ["--pg-max-connections", "5"];
+    assert_eq!(
+        max(Services::build_for(config(&five), Roles::ALL).unwrap()),
+        5
+    );
+    assert_eq!(max(Services::build(config(&five)).unwrap()), 5);
+    let run = revokd(
+        &[("REVOKD_PG_MAX_CONNECTIONS", "0")],
+        &["serve"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("REVOKD_PG_MAX_CONNECTIONS")
+            || run.stderr.contains("pg-max-connections"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Connections the server holds on `database` (this test's own).
+async fn connections_to(admin: &sqlx::PgPool, database: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1")
+        .bind(database)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_process_opens_no_more_postgres_connections_than_configured_and_logs_without_colour()
+ {
+    let db = TestDb::create().await;
+    db.db.pool().close().await;
+    let prefix = unique_prefix();
+    let _guard = PrefixGuard {
+        url: redis_url(),
+        prefix: prefix.clone(),
+    };
+    let spool = spool_dir(&prefix);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let redis = redis_url();
+    let process = Revokd::start(
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("REDIS_URL", redis.as_str()),
+            ("REVOKD_LISTEN", listen.as_str()),
+            ("REVOKD_KEY_PREFIX", prefix.as_str()),
+            ("REVOKD_SPOOL_DIR", spool.to_str().unwrap()),
+            ("REVOKD_API_KEYS", "app:app-key"),
+            ("JWT_SECRET", JWT_SECRET),
+            ("REVOKD_PG_MAX_CONNECTIONS", "2"),
+            ("RUST_LOG", "info"),
+        ],
+        &["serve"],
+    );
+    let http = reqwest::Client::new();
+    healthy(&http, port).await;
+    let admin = sqlx::PgPool::connect(&crate::helpers::pg_admin_url())
+        .await
+        .unwrap();
+    let now = revokd_jobs::now_unix();
+    let posts = (0..200).map(|i| {
+        http.post(format!("http://{listen}/v1/revocations"))
+            .bearer_auth("app-key")
+            .json(
+                &serde_json::json!({ "jti": format!("pool-{i}"), "exp": now + 600, "sub": "pool" }),
+            )
+            .send()
+    });
+    let load = futures::future::join_all(posts);
+    tokio::pin!(load);
+    let mut most = 0;
+    let answers = loop {
+        tokio::select! {
+            answers = &mut load => break answers,
+            () = tokio::time::sleep(Duration::from_millis(5)) => {
+                most = most.max(connections_to(&admin, &db.name).await);
+            }
+        }
+    };
+    for _ in 0..20 {
+        most = most.max(connections_to(&admin, &db.name).await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for answer in answers {
+        let status = answer.unwrap().status();
+        assert!(status.is_success(), "{status}");
+    }
+    assert!(most >= 1, "the process used Postgres");
+    assert!(
+        most <= 2,
+        "{most} connections with REVOKD_PG_MAX_CONNECTIONS=2"
+    );
+    admin.close().await;
+    let run = process.finish(Duration::from_millis(200));
+    assert!(run.stderr.contains("API listening"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal:\n{}",
+        run.stderr
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn a_bad_cleanup_cron_is_refused_before_anything_listens() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = NOWHERE.to_vec();
+    env.retain(|(k, _)| *k != "REVOKD_LISTEN");
+    env.extend([
+        ("REVOKD_LISTEN", listen.as_str()),
+        ("JWT_SECRET", JWT_SECRET),
+        ("REVOKD_CLEANUP_CRON", "every tuesday"),
+    ]);
+    for roles in ["api,worker,scheduler", "api", "scheduler"] {
+        let start = Instant::now();
+        let run = revokd(&env, &["serve", "--roles", roles], Duration::from_secs(20));
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("REVOKD_CLEANUP_CRON"), "{}", run.stderr);
+        assert!(!run.stderr.contains("listening"), "{}", run.stderr);
+        // Before the 3 s wait for the database, let alone serving.
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    // A malformed key list too: before the wait for the database.
+    env.retain(|(k, _)| *k != "REVOKD_CLEANUP_CRON");
+    env.push(("REVOKD_API_KEYS", API_KEY));
+    let start = Instant::now();
+    let run = revokd(&env, &["serve"], Duration::from_secs(20));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("REVOKD_API_KEYS: entry 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
