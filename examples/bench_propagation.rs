@@ -18,7 +18,7 @@
 //! while `wrk` loads `GET /v1/auth`.
 //!
 //! ```text
-//! BENCH_URL=http://127.0.0.1:8080 BENCH_API_KEY=app-key JWT_SECRET=change-me \
+//! BENCH_URL=http://127.0.0.1:8080 BENCH_API_KEY=app-key JWT_SECRET=quick-start-secret-change-me-0123456789 \
 //!     cargo run --release --example bench_propagation
 //! ```
 //!

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     check::Checker,
-    config::{Config, ReadMode},
+    config::{Config, ReadMode, redact},
     http::{self, AppState, Shared, auth::KeyRing},
     maintenance::Maintenance,
     replica::{Follower, Replica},
@@ -22,6 +22,9 @@ use crate::{
     token::Verifier,
     worker::{self, Applier, WorkerDeps},
 };
+
+/// Postgres connections of a one-shot command (`revoke`, `cleanup`, ...).
+pub const ONE_SHOT_PG_CONNECTIONS: u32 = 2;
 
 /// Which roles a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,16 @@ impl Roles {
         worker: true,
         scheduler: true,
     };
+
+    /// The default Postgres pool of a process running these roles (see
+    /// `REVOKD_PG_MAX_CONNECTIONS`): the API's checks, write path and overlay
+    /// 8, a worker's batches (4 in flight) and resync 8, the scheduler 2;
+    /// summed, at most 16.
+    pub fn pg_connections(self) -> u32 {
+        let sum =
+            u32::from(self.api) * 8 + u32::from(self.worker) * 8 + u32::from(self.scheduler) * 2;
+        sum.min(16)
+    }
 
     /// Parses `api,worker,scheduler` (any subset).
     pub fn parse(spec: &str) -> Result<Self, String> {
@@ -96,18 +109,33 @@ pub struct Services {
 }
 
 impl Services {
-    /// Builds every part from configuration; needs neither store to be up.
+    /// Builds every part from configuration, as a one-shot command does
+    /// (a Postgres pool of [`ONE_SHOT_PG_CONNECTIONS`] unless configured);
+    /// needs neither store to be up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Db::connect_lazy(&config.database_url).context("invalid DATABASE_URL")?;
+        let max = config.pg_max_connections.unwrap_or(ONE_SHOT_PG_CONNECTIONS);
+        let db = Db::connect_lazy_sized(&config.database_url, max)
+            .map_err(|e| redact::url_error("DATABASE_URL", &config.database_url, e))?;
         Self::with_db(config, db)
+    }
+
+    /// [`build`](Self::build) for a process running `roles`: its Postgres
+    /// pool sized by [`Roles::pg_connections`] unless configured.
+    pub fn build_for(mut config: Config, roles: Roles) -> anyhow::Result<Self> {
+        config
+            .pg_max_connections
+            .get_or_insert(roles.pg_connections());
+        Self::build(config)
     }
 
     /// Builds every part around an existing Postgres handle.
     pub fn with_db(config: Config, db: Db) -> anyhow::Result<Self> {
         crate::instruments::handle();
         let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
-        let fast = store::fast_redis(&config.redis_url).context("invalid REDIS_URL")?;
-        let patient = store::patient_redis(&config.redis_url).context("invalid REDIS_URL")?;
+        let invalid_redis =
+            |e: ::redis::RedisError| redact::url_error("REDIS_URL", &config.redis_url, e);
+        let fast = store::fast_redis(&config.redis_url).map_err(invalid_redis)?;
+        let patient = store::patient_redis(&config.redis_url).map_err(invalid_redis)?;
         let prefix = config.key_prefix.clone();
         Ok(Self {
             verifier: Arc::new(verifier),
@@ -287,7 +315,9 @@ impl Api {
 /// Runs the chosen roles until `stop` fires. Migrations are applied first,
 /// retried in the background while Postgres is unreachable.
 pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> anyhow::Result<()> {
-    let services = Services::build(config)?;
+    // Every setting is checked before anything is served.
+    config.validate()?;
+    let services = Services::build_for(config, roles)?;
     let url = services.config.database_url.clone();
     // Normally the database is ready before anything is served; when Postgres
     // is down at start, serve from Redis and keep trying in the background.
@@ -378,5 +408,25 @@ async fn prepare_until_done(url: String, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_pools_are_sized_by_role() {
+        let roles = |spec: &str| Roles::parse(spec).map(Roles::pg_connections);
+        assert_eq!(roles("api"), Ok(8));
+        assert_eq!(roles("worker"), Ok(8));
+        assert_eq!(roles("scheduler"), Ok(2));
+        assert_eq!(roles("api,scheduler"), Ok(10));
+        assert_eq!(roles("api,worker"), Ok(16));
+        assert_eq!(Roles::ALL.pg_connections(), 16);
+        // The README's deployment: 2 API + 2 worker + 2 scheduler processes.
+        let budget =
+            2 * (roles("api").unwrap() + roles("worker").unwrap() + roles("scheduler").unwrap());
+        assert_eq!(budget, 36);
     }
 }

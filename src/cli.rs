@@ -28,6 +28,46 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments as `Cli::try_parse` does, except that
+    /// `--help` shows a setting whose environment value holds a password
+    /// (a URL's `user:password@`, or a query value) masked, never as is.
+    pub fn try_parse_redacted() -> Result<Self, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = redact_env_values(Self::command());
+        let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// Every argument (of every subcommand) whose environment value would show
+/// a secret in `--help`: its value is hidden, and its help ends with the
+/// value masked. Settings hidden already (keys, secrets) stay as they are.
+fn redact_env_values(command: clap::Command) -> clap::Command {
+    let leaky: Vec<(clap::Id, String)> = command
+        .get_arguments()
+        .filter(|arg| !arg.is_hide_env_values_set())
+        .filter_map(|arg| {
+            let value = std::env::var(arg.get_env()?).ok()?;
+            let shown = crate::config::redact::url(&value);
+            (shown != value).then(|| (arg.get_id().clone(), shown))
+        })
+        .collect();
+    let mut command = command;
+    for (id, shown) in leaky {
+        command = command.mut_arg(id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let masked = format!("{help} (now {shown})");
+            let arg = arg.hide_env_values(true).help(masked);
+            match arg.get_long_help().map(ToString::to_string) {
+                Some(long) => arg.long_help(format!("{long}\n\nNow {shown}.")),
+                None => arg,
+            }
+        });
+    }
+    command.mut_subcommands(redact_env_values)
+}
+
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

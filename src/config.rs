@@ -6,9 +6,18 @@ use clap::{Args, ValueEnum};
 
 use crate::token::KeySettings;
 
+pub mod redact;
+
 /// Settings shared by every command. `--help` lists each with its variable.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// Postgres connections this process opens at most. Default by role:
+    /// 8 for the API, 8 for a worker, 2 for the scheduler, summed over the
+    /// roles a process runs but at most 16 (all three); 2 for one-shot
+    /// commands.
+    #[arg(long, env = "REVOKD_PG_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub pg_max_connections: Option<u32>,
+
     /// Redis server for the queue and the deny-list.
     #[arg(
         long,
@@ -196,6 +205,26 @@ impl Config {
             audience: self.jwt_audience.clone(),
             leeway_secs: self.jwt_leeway_secs,
         }
+    }
+
+    /// Checks the settings parsed only when a role starts (the cleanup cron,
+    /// the key lists), so that `serve` refuses a bad one before anything
+    /// listens. The keys and URLs are checked when the services are built.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::scheduler::parse(&self.cleanup_cron).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid REVOKD_CLEANUP_CRON {:?}: {e} (6 fields, with seconds: \"0 */10 * * * *\")",
+                self.cleanup_cron
+            )
+        })?;
+        for (name, keys) in [
+            ("REVOKD_API_KEYS", &self.api_keys),
+            ("REVOKD_CHECK_KEYS", &self.check_keys),
+        ] {
+            crate::http::auth::KeyRing::parse(keys.expose())
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The spool directory: `REVOKD_SPOOL_DIR`, else under

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, error::ErrorKind};
+use clap::error::ErrorKind;
 use revokd::cli::{Cli, Command, run};
 
 /// mimalloc: the check path allocates a few small buffers per request
@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_redacted() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

@@ -1,5 +1,8 @@
 //! Logging: `RUST_LOG` filters (default `info` for `serve`, `warn` otherwise),
-//! output on stderr so command output on stdout stays clean.
+//! output on stderr so command output on stdout stays clean; colour only
+//! when stderr is a terminal, so a log file holds no escape codes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,5 +13,6 @@ pub fn init(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -124,8 +124,25 @@ pub enum KeyError {
     #[error("several JWT keys configured ({0}): set only one of them")]
     SeveralKeys(String),
     /// `JWT_SECRET` is set but empty.
-    #[error("JWT_SECRET is empty")]
+    #[error(
+        "JWT_SECRET is empty: HS256 needs a secret of at least 32 bytes \
+         (e.g. `openssl rand -base64 32`)"
+    )]
     EmptySecret,
+    /// `JWT_SECRET` is shorter than RFC 7518 3.2 requires for its algorithm.
+    #[error(
+        "JWT_SECRET is too short for {algorithm:?}: RFC 7518 3.2 requires at least \
+         {required} bytes ({} bits), got {actual} (e.g. `openssl rand -base64 {required}`)",
+        .required * 8
+    )]
+    WeakSecret {
+        /// The configured algorithm.
+        algorithm: Algorithm,
+        /// Its minimum key length in bytes.
+        required: usize,
+        /// The secret's length in bytes (never its content).
+        actual: usize,
+    },
     /// `JWT_ALGORITHM` names no supported algorithm.
     #[error(
         "unsupported JWT algorithm {0:?}; supported: HS256, HS384, HS512, RS256, RS384, \
@@ -258,6 +275,14 @@ impl Verifier {
                 let alg = hmac_algorithm(settings)?;
                 if secret.is_empty() {
                     return Err(KeyError::EmptySecret);
+                }
+                let required = hmac_min_bytes(alg);
+                if secret.len() < required {
+                    return Err(KeyError::WeakSecret {
+                        algorithm: alg,
+                        required,
+                        actual: secret.len(),
+                    });
                 }
                 vec![VerifyKey::new(
                     None,
@@ -618,6 +643,9 @@ fn load_jwks(path: &Path, default_alg: Option<Algorithm>) -> Result<Vec<VerifyKe
             return Err(bad(format!("alg {alg:?} does not fit its kty/crv")));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
+        if alg.family() == AlgorithmFamily::Hmac {
+            hmac_strength(&key, alg).map_err(bad)?;
+        }
         public_params(&key, alg).map_err(bad)?;
         if kid.is_some() && keys.iter().any(|k| k.kid == kid) {
             return Err(bad("duplicate kid".to_owned()));
@@ -628,6 +656,33 @@ fn load_jwks(path: &Path, default_alg: Option<Algorithm>) -> Result<Vec<VerifyKe
         return Err(invalid(path, "no signing key"));
     }
     Ok(keys)
+}
+
+/// RFC 7518 3.2: an HMAC key must be at least as long as the hash output
+/// (32, 48, 64 bytes for HS256, HS384, HS512); a shorter one, and above all
+/// an empty one, lets anyone who guesses it forge tokens.
+fn hmac_min_bytes(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    }
+}
+
+/// Refuses an `oct` key shorter than [`hmac_min_bytes`]; says its length,
+/// never its bytes.
+fn hmac_strength(key: &DecodingKey, alg: Algorithm) -> Result<(), String> {
+    let required = hmac_min_bytes(alg);
+    match key.try_get_as_bytes().map(<[u8]>::len) {
+        Ok(0) => Err(format!(
+            "empty oct key: {alg:?} needs at least {required} bytes (RFC 7518 3.2)"
+        )),
+        Ok(actual) if actual < required => Err(format!(
+            "oct key too short for {alg:?}: RFC 7518 3.2 requires at least {required} bytes, got {actual}"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("not an oct key ({e})")),
+    }
 }
 
 /// The algorithm a key type implies when none is named: RSA → RS256,
@@ -879,7 +934,8 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     const NOW: i64 = 1_750_000_000;
-    const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+    // 64 bytes: long enough for HS512 (RFC 7518 3.2).
+    const SECRET: &str = "test-secret-that-is-long-enough-for-hs512-0123456789abcdef0123456";
     const RSA_PUBLIC_PEM: &str = include_str!("../tests/fixtures/keys/rsa_public.pem");
 
     fn fixture(name: &str) -> PathBuf {
@@ -1057,7 +1113,7 @@ mod tests {
     fn wrong_secret_or_wrong_key_is_invalid_signature() {
         let token = mint(&hmac("HS256"), 60);
         let other = KeySettings {
-            secret: Some("another secret".into()),
+            secret: Some("another-secret-just-as-long-as-the-first-one-for-hs256".into()),
             ..Default::default()
         };
         assert_eq!(verify(&other, &token, NOW), Err(Reason::InvalidSignature));
@@ -1543,7 +1599,7 @@ mod tests {
         );
         let forged_expired = hs256(&json!({"exp": NOW - 1000}));
         let other = KeySettings {
-            secret: Some("other".into()),
+            secret: Some("other-secret-that-is-long-enough-for-hs256".into()),
             ..Default::default()
         };
         assert_eq!(
@@ -1651,12 +1707,66 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(err(wrong_alg), KeyError::InvalidKey { .. }));
-        let dup = json!({"keys": [{"kty": "oct", "k": "YQ", "kid": "a"}, {"kty": "oct", "k": "Yg", "kid": "a"}]});
+        let (a, b) = (
+            URL_SAFE_NO_PAD.encode([b'a'; 32]),
+            URL_SAFE_NO_PAD.encode([b'b'; 32]),
+        );
+        let dup = json!({"keys": [{"kty": "oct", "k": a, "kid": "a"}, {"kty": "oct", "k": b, "kid": "a"}]});
         let dup = KeySettings {
             jwks_file: Some(temp_file("dup.json", &dup.to_string())),
             ..Default::default()
         };
         assert!(err(dup).to_string().contains("duplicate kid"));
+    }
+
+    #[test]
+    fn hmac_keys_shorter_than_rfc_7518_requires_are_refused_without_echoing_them() {
+        let secret = |secret: &str, alg: &str| KeySettings {
+            secret: Some(secret.into()),
+            algorithm: Some(alg.into()),
+            ..Default::default()
+        };
+        for (alg, required) in [("HS256", 32), ("HS384", 48), ("HS512", 64)] {
+            let short = "k".repeat(required - 1);
+            let message = Verifier::new(&secret(&short, alg)).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("at least {required} bytes"))
+                    && message.contains(&format!("got {}", required - 1))
+                    && !message.contains(&short),
+                "{message}"
+            );
+            assert!(Verifier::new(&secret(&"k".repeat(required), alg)).is_ok());
+        }
+        assert!(matches!(
+            Verifier::new(&secret("", "HS256")).unwrap_err(),
+            KeyError::EmptySecret
+        ));
+
+        let oct = |k: &str, alg: Option<&str>| {
+            let mut jwk = json!({"kty": "oct", "kid": "h", "k": k});
+            if let Some(alg) = alg {
+                jwk["alg"] = json!(alg);
+            }
+            let name = format!("oct-{}-{}.json", k.len(), alg.unwrap_or("none"));
+            KeySettings {
+                jwks_file: Some(temp_file(&name, &json!({"keys": [jwk]}).to_string())),
+                ..Default::default()
+            }
+        };
+        let message = Verifier::new(&oct("", None)).unwrap_err().to_string();
+        assert!(message.contains("empty oct key"), "{message}");
+        let short = URL_SAFE_NO_PAD.encode("five!");
+        let message = Verifier::new(&oct(&short, None)).unwrap_err().to_string();
+        assert!(
+            message.contains("at least 32 bytes") && !message.contains(&short),
+            "{message}"
+        );
+        let k32 = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        assert!(Verifier::new(&oct(&k32, None)).is_ok());
+        let message = Verifier::new(&oct(&k32, Some("HS512")))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("at least 64 bytes"), "{message}");
     }
 
     #[test]

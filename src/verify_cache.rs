@@ -148,6 +148,9 @@ mod tests {
     use super::*;
     use crate::token::{KeySettings, Minter};
 
+    const SECRET: &str = "verify-cache-test-secret-long-enough-for-hs256";
+    const OTHER: &str = "another-test-secret-that-is-long-enough-for-hs256";
+
     fn settings(secret: &str) -> KeySettings {
         KeySettings {
             secret: Some(secret.to_owned()),
@@ -165,9 +168,9 @@ mod tests {
 
     #[test]
     fn a_token_is_verified_once_then_served_from_the_cache() {
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
-        let token = mint("s3cret", "alice", 600);
+        let token = mint(SECRET, "alice", 600);
         let now = revokd_jobs::now_unix();
         let (first, lookup) = cache.verify(&verifier, &token, now);
         assert_eq!(lookup, Lookup::Miss);
@@ -183,21 +186,21 @@ mod tests {
 
     #[test]
     fn failures_are_not_cached_and_a_forgery_never_hits() {
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
         let now = revokd_jobs::now_unix();
-        let good = mint("s3cret", "alice", 600);
+        let good = mint(SECRET, "alice", 600);
         assert!(cache.verify(&verifier, &good, now).0.is_ok());
         // Same claims signed with another key, and the good token with its
         // payload swapped: both differ in bytes, so both are verified — and fail.
-        let other_key = mint("other", "alice", 600);
+        let other_key = mint(OTHER, "alice", 600);
         let (result, lookup) = cache.verify(&verifier, &other_key, now);
         assert_eq!(
             (result.unwrap_err(), lookup),
             (Reason::InvalidSignature, Lookup::Miss)
         );
         let mut parts: Vec<&str> = good.split('.').collect();
-        let bob = mint("s3cret", "bob", 600);
+        let bob = mint(SECRET, "bob", 600);
         parts[1] = bob.split('.').nth(1).unwrap();
         let spliced = parts.join(".");
         let (result, lookup) = cache.verify(&verifier, &spliced, now);
@@ -216,9 +219,9 @@ mod tests {
 
     #[test]
     fn a_cached_token_still_expires() {
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
-        let token = mint("s3cret", "alice", 60);
+        let token = mint(SECRET, "alice", 60);
         let now = revokd_jobs::now_unix();
         assert!(cache.verify(&verifier, &token, now).0.is_ok());
         let exp = verifier.verify(&token, now).unwrap().exp;
@@ -226,7 +229,7 @@ mod tests {
         assert_eq!((later.unwrap_err(), lookup), (Reason::Expired, Lookup::Hit));
         // An expired token verified for the first time is cached (its
         // signature is good) but answered expired, as the verifier does.
-        let fresh = mint("s3cret", "carol", 60);
+        let fresh = mint(SECRET, "carol", 60);
         let (first, lookup) = cache.verify(&verifier, &fresh, now + 3600);
         assert_eq!(
             (first.unwrap_err(), lookup),
@@ -237,10 +240,10 @@ mod tests {
 
     #[test]
     fn entries_are_weighed_by_what_they_hold_and_long_tokens_are_not_cached() {
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(4).unwrap();
         let now = revokd_jobs::now_unix();
-        let key = jsonwebtoken::EncodingKey::from_secret(b"s3cret");
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
         let sign = |claims: serde_json::Value| {
             jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
         };
@@ -274,11 +277,11 @@ mod tests {
     #[test]
     fn size_zero_is_off_and_the_cache_stays_bounded() {
         assert!(VerifyCache::new(0).is_none());
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(8).unwrap();
         let now = revokd_jobs::now_unix();
         for i in 0..100 {
-            let token = mint("s3cret", &format!("user-{i}"), 600);
+            let token = mint(SECRET, &format!("user-{i}"), 600);
             assert!(cache.verify(&verifier, &token, now).0.is_ok());
         }
         assert!(cache.len() < 50, "{} of 100 entries kept", cache.len());

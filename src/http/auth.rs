@@ -42,17 +42,22 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Parses `name:key,...`; an empty string is an empty ring.
+    /// Parses `name:key,...`; an empty string is an empty ring. An error
+    /// names the entry by its position (1 = first, counting between commas),
+    /// never by its text: an entry without `:` may be a bare key.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for (index, item) in spec.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                continue;
+            }
             let (name, key) = item
                 .split_once(':')
                 .filter(|(n, k)| !n.is_empty() && !k.is_empty())
                 .ok_or_else(|| {
                     format!(
-                        "key entry {:?} is not name:key",
-                        item.split(':').next().unwrap_or("")
+                        "entry {} is not name:key (a non-empty name, a colon, a non-empty key)",
+                        index + 1
                     )
                 })?;
             keys.push((name.to_owned(), digest(key)));
@@ -294,7 +299,14 @@ mod tests {
     }
 
     #[test]
-    fn malformed_specs_are_rejected() {
+    fn malformed_specs_are_rejected_by_position_without_their_text() {
+        let message = KeyRing::parse("app:ok, s3cret-without-name,x:y")
+            .err()
+            .unwrap();
+        assert!(
+            message.contains("entry 2") && !message.contains("s3cret"),
+            "{message}"
+        );
         assert!(KeyRing::parse("nocolon").is_err());
         assert!(KeyRing::parse(":key").is_err());
         assert!(KeyRing::parse("").unwrap().is_empty());

@@ -72,11 +72,23 @@ pub fn router(state: AppState) -> Router {
         .merge(stats::router())
         .merge(refresh::router())
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        // Logs method, path and status only: never headers or bodies, which carry tokens.
-        .layer(TraceLayer::new_for_http())
+        // Logs method, path and status only: never headers, bodies or the
+        // query string, which carry tokens (`?token=`), at any level.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         // Merged after the layers, which apply only to routes already added.
         .merge(check::auth_router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+}
+
+/// The span of a request: method and path, never the query string (the
+/// default span records the whole URI at debug level).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        version = ?request.version(),
+    )
 }

@@ -75,11 +75,16 @@ impl<'a> RevokeRow<'a> {
 
 impl Db {
     /// A pool that connects on first use, so the service can start while
-    /// Postgres is down.
+    /// Postgres is down; at most 16 connections (a process of every role).
     pub fn connect_lazy(url: &str) -> Result<Self, sqlx::Error> {
+        Self::connect_lazy_sized(url, 16)
+    }
+
+    /// [`connect_lazy`](Self::connect_lazy) with at most `max_connections`.
+    pub fn connect_lazy_sized(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(options);
         Ok(Self { pool })
@@ -525,7 +530,8 @@ impl Db {
 /// the migrations. Safe to run from many processes at once.
 pub async fn prepare(url: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    let options = PgConnectOptions::from_str(url).context("invalid DATABASE_URL")?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     if PgConnection::connect_with(&options).await.is_err() {
         let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))

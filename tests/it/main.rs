@@ -6,6 +6,7 @@
 
 mod chaos;
 mod durability;
+mod edge_config;
 mod gateway;
 mod helpers;
 mod identity;
