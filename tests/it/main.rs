@@ -6,6 +6,7 @@
 
 mod chaos;
 mod durability;
+mod edge_http;
 mod gateway;
 mod helpers;
 mod identity;
