@@ -342,3 +342,39 @@ async fn running_out_of_file_descriptors_neither_spins_nor_keeps_healthz_down() 
     );
     drop(child);
 }
+
+#[tokio::test]
+async fn on_shutdown_a_request_in_flight_is_answered_idle_connections_close_and_accept_stops() {
+    let app = app(&[]).await;
+    let mut idle = connect(&app).await;
+    idle.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(
+        read_response(&mut idle, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let body = br#"{"token":"not-a-jwt"}"#;
+    let mut busy = connect(&app).await;
+    let head = format!(
+        "POST /v1/check HTTP/1.1\r\nHost: revokd\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.stop.cancel();
+    read_to_close(&mut idle, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(app.addr).await.is_err(),
+        "still accepting"
+    );
+    busy.write_all(body).await.unwrap();
+    let (status, answer) = read_response(&mut busy, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["reason"], "malformed");
+    read_to_close(&mut busy, Duration::from_secs(2)).await;
+}

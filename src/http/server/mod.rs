@@ -51,6 +51,9 @@ const BUFFER_LIMIT: usize = HEAD_LIMIT + crate::http::extract::BODY_LIMIT;
 /// Postgres connections, the spool, logs).
 const RESERVED_FDS: u64 = 256;
 
+/// The first pause after an accept error; it doubles up to 1 s.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+
 /// The edge's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -116,7 +119,7 @@ async fn accept(
         () = stop.cancelled() => return None,
         permit = Arc::clone(permits).acquire_owned() => permit.ok()?,
     };
-    let mut pause = Duration::from_millis(10);
+    let mut pause = FIRST_PAUSE;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return None,
@@ -126,7 +129,12 @@ async fn accept(
             Ok((stream, _)) => return Some((stream, permit)),
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
-                tracing::warn!(%error, pause_ms = pause.as_millis() as u64, "accept failed; retrying");
+                // Once per streak: at the fd limit this would repeat every second.
+                if pause == FIRST_PAUSE {
+                    tracing::warn!(%error, "accept failed; retrying with backoff up to 1 s");
+                } else {
+                    tracing::debug!(%error, pause_ms = pause.as_millis() as u64, "accept failed again");
+                }
                 tokio::select! {
                     () = stop.cancelled() => return None,
                     () = tokio::time::sleep(pause) => {}
