@@ -56,6 +56,10 @@
 #     (miss).
 #  7. The 1,000,000-entry RSS of step 1 (tables emptied and the prefix's keys
 #     deleted first, so the replica holds exactly the loaded set).
+#  8. Idle connections (`bench/idle_connections.py`): BENCH_IDLE_CONNECTIONS
+#     (10,000) connections to a redis-mode `revokd serve --roles api`, each
+#     after one `GET /healthz`, held idle; the API's VmRSS and open fds
+#     before and with them.
 #
 # Besides req/s and latency, each wrk row has the CPU time (user + system,
 # from /proc/<pid>/stat) the server process spent per request over the
@@ -83,6 +87,7 @@
 # Knobs (environment): BENCH_WRK_DURATION (10s), BENCH_WRK_CONNECTIONS (64),
 # BENCH_WRK_THREADS (2), BENCH_ENTRIES (100000), BENCH_RSS_ENTRIES (1000000),
 # BENCH_PROPAGATION_N (500), BENCH_WORKER_JOBS (50000), BENCH_QUIET_WAIT (180),
+# BENCH_IDLE_CONNECTIONS (10000),
 # BENCH_SKIP_BUILD=1 (use the binaries already in target/release).
 
 set -Eeuo pipefail
@@ -106,6 +111,7 @@ RSS_ENTRIES=${BENCH_RSS_ENTRIES:-1000000}
 PROPAGATION_N=${BENCH_PROPAGATION_N:-500}
 WORKER_JOBS=${BENCH_WORKER_JOBS:-50000}
 WORKER_STALL_SECS=30
+IDLE_CONNECTIONS=${BENCH_IDLE_CONNECTIONS:-10000}
 
 ID=$(cat /proc/sys/kernel/random/uuid | tr -d -)
 PREFIX="revokd-bench-${ID}:"
@@ -517,6 +523,23 @@ delete_prefix_keys
 load_tokens "$RSS_ENTRIES"
 replica_rss rss1m
 
+# ---------------------------------------------------------------- 8. idle connections
+
+log "8. $IDLE_CONNECTIONS idle kept-alive connections to one API (read mode redis)"
+# The client holds one descriptor per connection; revokd raises its own soft limit.
+ulimit -Sn "$(ulimit -Hn)"
+(($(ulimit -Sn) > IDLE_CONNECTIONS + 256)) || die "ulimit -n $(ulimit -Hn) is too low for $IDLE_CONNECTIONS connections"
+port=$(free_port)
+start_revokd idle redis api "$port" "${HS256_ENV[@]}" REVOKD_MAX_CONNECTIONS="$IDLE_CONNECTIONS"
+pid=$SERVER_PID
+wait_ready "$port" "$pid" off
+python3 "$ROOT/bench/idle_connections.py" "127.0.0.1:$port" "$pid" "$IDLE_CONNECTIONS" >"$OUT/idle.txt" ||
+  die "bench/idle_connections.py"
+line=$(grep '^idle ' "$OUT/idle.txt") || die "idle connections: no result"
+log "  $(tail -1 "$OUT/idle.txt")"
+for kv in $line; do [[ $kv == *=* ]] && record "idle_${kv%%=*}" "${kv#*=}"; done
+stop "$pid"
+
 T_END=$SECONDS
 
 # ---------------------------------------------------------------- the table
@@ -587,6 +610,8 @@ cpu_row() { # KEY — server CPU microseconds per request (+ redis-server's when
   row "   API RSS, replica, $(fmt_int "$RSS_ENTRIES") entries" "$(mib "$rss1m_rss_kb")" "peak $(mib "$rss1m_hwm_kb")" "" ""
   row "   bytes per entry (RSS difference / entries)" "$bytes_per_entry" "" "" ""
   row "   start to replica current, 0 / $(fmt_int "$RSS_ENTRIES")" "$rss0_ready_ms ms" "$rss1m_ready_ms ms" "" ""
+  row "   $(fmt_int "$idle_n") idle connections: RSS, fds" "+$(mib $((idle_rss1_kb - idle_rss0_kb)))" "+$((idle_fds1 - idle_fds0)) fds" "" ""
+  row "   per idle connection" "$(awk -v a="$idle_rss1_kb" -v b="$idle_rss0_kb" -v n="$idle_n" 'BEGIN { printf "%.1f KiB", (a - b) / n }')" "" "" ""
   row "   RSS growth over 1c's wrk runs (no scrape)" "+$(mib "$replica_hs256_rss_growth_kb")" "+$(mib "$replica_es256_rss_growth_kb")" "" ""
   row "6  verify (criterion): HS256 | ES256$(busy criterion)" "$(us "$verify_HS256_ns")" "$(us "$verify_ES256_ns")" "" ""
   row "   verify (criterion): RS256 | EdDSA" "RS256 $(us "$verify_RS256_ns")" "EdDSA $(us "$verify_EdDSA_ns")" "" ""

@@ -303,12 +303,10 @@ impl Api {
             tokio::spawn(replay),
             tokio::spawn(writes),
         ];
-        let served = axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("HTTP server failed");
+        let limits = http::server::Limits::from(&**config);
+        http::server::serve(self.listener, http::router(self.state), limits, stop).await;
         background.iter().for_each(tokio::task::JoinHandle::abort);
-        served
+        Ok(())
     }
 }
 

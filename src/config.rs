@@ -172,6 +172,26 @@ pub struct Config {
         global = true
     )]
     pub worker_concurrency: usize,
+
+    /// Longest time to receive a request head: from connecting, and from the
+    /// first byte of each later request on a kept-alive connection. Slower,
+    /// and the connection is closed without an answer.
+    #[arg(long, env = "REVOKD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout, global = true)]
+    pub header_timeout: Duration,
+
+    /// Longest time to receive a request body, from the end of its head;
+    /// slower, and the answer is 408 and the connection is closed.
+    #[arg(long, env = "REVOKD_BODY_TIMEOUT", default_value = "10s", value_parser = parse_timeout, global = true)]
+    pub body_timeout: Duration,
+
+    /// How long a kept-alive connection may wait for its next request.
+    #[arg(long, env = "REVOKD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout, global = true)]
+    pub idle_timeout: Duration,
+
+    /// Most HTTP connections open at once; beyond, new connections wait in
+    /// the listen backlog until one closes.
+    #[arg(long, env = "REVOKD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_connections: u32,
 }
 
 /// Where checks look first.
@@ -293,6 +313,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A duration that must be more than zero (a zero timeout would close
+/// every connection at once).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err(format!("invalid timeout {s:?}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +332,13 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn timeouts_refuse_zero() {
+        assert_eq!(parse_timeout("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0s").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Body extractors whose every rejection is the JSON error shape: 413 over
-//! 16 KiB, 400 for a body that does not parse. Unknown fields are ignored.
+//! 16 KiB, 408 past the body timeout, 400 for a body that does not parse.
+//! Unknown fields are ignored.
 
 use axum::{
     body::Bytes,
@@ -22,6 +23,8 @@ async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large()
+        } else if super::server::is_body_timeout(&rejection) {
+            ApiError::body_timeout()
         } else {
             ApiError::bad_request("invalid_request", "cannot read the request body")
         }

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod ops;
 pub mod refresh;
 pub mod revoke;
+pub mod server;
 pub mod stats;
 
 use std::sync::Arc;
