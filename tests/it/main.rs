@@ -6,6 +6,7 @@
 
 mod chaos;
 mod durability;
+mod edge_cost;
 mod gateway;
 mod helpers;
 mod identity;

@@ -1,0 +1,167 @@
+//! What unauthenticated or cheap requests cost the stores: `/metrics` and
+//! `/readyz` run no query per request, `/v1/stats` does not scan Redis,
+//! completion waits share one Redis connection and are bounded, and a
+//! refresh-hint check of an unregistered token does not reach Postgres
+//! while Redis holds the whole registry.
+//!
+//! Postgres statements are counted exactly by a proxy that reads the
+//! frontend protocol (`Bind` and simple `Query` messages), not by timing.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Options, TestApp, TestDb, eventually};
+
+/// Postgres's pending-revocation poll runs every 250 ms in each API
+/// process: the statements the test may see per second without any request.
+const BACKGROUND_PER_SEC: u64 = 4;
+
+/// A TCP proxy to Postgres that counts the statements its clients run.
+struct CountingPg {
+    port: u16,
+    statements: Arc<AtomicU64>,
+}
+
+impl CountingPg {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&statements);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    // Messages are forwarded one by one: no Nagle delay.
+                    let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+                    let (mut client_read, mut client_write) = inbound.into_split();
+                    let (mut server_read, mut server_write) = outbound.into_split();
+                    let back = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    let _ = forward_counting(&mut client_read, &mut server_write, &counter).await;
+                    back.abort();
+                });
+            }
+        });
+        Self { port, statements }
+    }
+
+    /// The URL of `db` through this proxy (no TLS, so messages can be read).
+    fn url(&self, db: &TestDb) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+            self.port, db.name
+        )
+    }
+
+    fn count(&self) -> u64 {
+        self.statements.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies the frontend's messages to the server, counting `Bind` (one
+/// execution of a prepared statement) and `Query` (a simple query).
+async fn forward_counting(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    counter: &AtomicU64,
+) -> std::io::Result<()> {
+    // The startup message has no type byte.
+    let len = from.read_u32().await?;
+    let mut body = vec![0; len.saturating_sub(4) as usize];
+    from.read_exact(&mut body).await?;
+    to.write_u32(len).await?;
+    to.write_all(&body).await?;
+    loop {
+        let kind = from.read_u8().await?;
+        let len = from.read_u32().await?;
+        let mut body = vec![0; len.saturating_sub(4) as usize];
+        from.read_exact(&mut body).await?;
+        if kind == b'B' || kind == b'Q' {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        to.write_u8(kind).await?;
+        to.write_u32(len).await?;
+        to.write_all(&body).await?;
+    }
+}
+
+/// An app (no worker) whose Postgres traffic goes through a counting proxy.
+async fn counted_app(extra: &'static [&'static str]) -> (TestApp, CountingPg) {
+    let pg = CountingPg::start().await;
+    // The database must exist before the app's URL can point at it: the
+    // app creates its own, so reach it through the proxy afterwards.
+    let db = TestDb::create().await;
+    let url = pg.url(&db);
+    let app = TestApp::spawn_on(
+        db,
+        Options {
+            worker: false,
+            db_url: Some(url),
+            extra,
+            ..Default::default()
+        },
+    )
+    .await;
+    (app, pg)
+}
+
+/// The most statements background tasks may run in `elapsed`.
+fn background_allowance(elapsed: Duration, per_sec: u64) -> u64 {
+    (elapsed.as_secs() + 1) * per_sec + 6
+}
+
+async fn refresh_check(app: &TestApp, token: &str) -> Value {
+    let body = json!({ "token": token, "token_type_hint": "refresh_token" });
+    app.http
+        .post(app.url("/v1/check"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refresh_checks_of_unregistered_tokens_cost_no_postgres_query_while_redis_is_complete() {
+    let (app, pg) = counted_app(&[]).await;
+    // The pending overlay must have read Postgres once (until then every
+    // refresh token counts as pending).
+    let first = app.mint("warm-up");
+    eventually(Duration::from_secs(5), "overlay loaded", || async {
+        !app.checker_stats.pending().refresh_pending("nobody")
+    })
+    .await;
+    assert_eq!(refresh_check(&app, &first).await["reason"], "unknown");
+
+    const N: u64 = 200;
+    let tokens: Vec<String> = (0..N).map(|i| app.mint(&format!("user-{i}"))).collect();
+    let (before, started) = (pg.count(), Instant::now());
+    for token in &tokens {
+        let body = refresh_check(&app, token).await;
+        assert_eq!(body["reason"], "unknown", "{body}");
+    }
+    let (spent, elapsed) = (pg.count() - before, started.elapsed());
+    let allowance = background_allowance(elapsed, BACKGROUND_PER_SEC);
+    eprintln!("{N} refresh checks: {spent} Postgres statements in {elapsed:?}");
+    assert!(allowance < N, "the run is too slow to tell ({elapsed:?})");
+    assert!(
+        spent <= allowance,
+        "{N} refresh checks ran {spent} Postgres statements in {elapsed:?} (background allows {allowance})"
+    );
+}
