@@ -165,3 +165,104 @@ async fn refresh_checks_of_unregistered_tokens_cost_no_postgres_query_while_redi
         "{N} refresh checks ran {spent} Postgres statements in {elapsed:?} (background allows {allowance})"
     );
 }
+
+/// Keys of another deployment on the same Redis, deleted on drop (by name:
+/// nothing else is touched).
+struct ForeignKeys {
+    keys: Vec<String>,
+}
+
+impl ForeignKeys {
+    fn create(n: usize) -> Self {
+        let prefix = format!("revokd-test-foreign-{}:", uuid::Uuid::new_v4().simple());
+        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}jti:{i}")).collect();
+        let mut conn = redis_conn();
+        for chunk in keys.chunks(10_000) {
+            let pairs: Vec<(&str, u8)> = chunk.iter().map(|k| (k.as_str(), 1)).collect();
+            let _: () = redis::cmd("MSET").arg(&pairs).query(&mut conn).unwrap();
+        }
+        Self { keys }
+    }
+}
+
+impl Drop for ForeignKeys {
+    fn drop(&mut self) {
+        let mut conn = redis_conn();
+        for chunk in self.keys.chunks(10_000) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+        }
+    }
+}
+
+fn redis_conn() -> redis::Connection {
+    redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stats_count_only_this_deployment_among_200k_foreign_keys() {
+    let app = TestApp::spawn_with(Options {
+        extra: &["--api-keys", "t:k"],
+        ..Default::default()
+    })
+    .await;
+    let foreign = ForeignKeys::create(200_000);
+    for sub in ["ann", "bob", "cy"] {
+        let token = app.mint(sub);
+        let (status, body) = app
+            .post_json("/v1/revocations?wait=true", "k", &json!({ "token": token }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Raised twice: still one watermark.
+    for _ in 0..2 {
+        let (status, body) = app
+            .post_json("/v1/subjects/ann/revoke-all?wait=true", "k", &json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let stats: Value = app
+        .http
+        .get(app.url("/v1/stats"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["redis"]["revoked_tokens"], 3, "{stats}");
+    assert_eq!(stats["redis"]["revoked_subjects"], 1, "{stats}");
+    assert_eq!(stats["postgres"]["revoked_tokens"], 3, "{stats}");
+    assert_eq!(stats["queue"]["pending"], 0, "{stats}");
+    drop(foreign);
+}
+
+#[tokio::test]
+async fn redis_counts_follow_creations_extensions_and_expiry_minutes() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let deny = &app.services.deny_fast;
+    let entry = revokd::store::redis::DenyEntry {
+        sub: None,
+        exp: 0,
+        revoked_at: 0,
+        reason: None,
+    };
+    let now = revokd_jobs::now_unix();
+    deny.deny("short", &entry, 100).await.unwrap();
+    deny.deny("long", &entry, 5_000).await.unwrap();
+    // Extended and repeated: still one key each.
+    deny.deny("short", &entry, 200).await.unwrap();
+    deny.deny("long", &entry, 5_000).await.unwrap();
+    deny.raise_watermark("s", 10, 1_000).await.unwrap();
+    deny.raise_watermark("s", 20, 1_000).await.unwrap();
+    assert_eq!(deny.revocation_counts(now).await.unwrap(), (2, 1));
+    // Once "short" and the watermark have ended, only "long" counts.
+    assert_eq!(deny.revocation_counts(now + 1_200).await.unwrap(), (1, 0));
+}
