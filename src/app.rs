@@ -209,6 +209,11 @@ impl Services {
             checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
+            probe: crate::probe::Probe::new(
+                self.deny_fast.clone(),
+                self.db.clone(),
+                revokd_jobs::queue_config(&self.config.key_prefix),
+            ),
             check_keys: Arc::new(
                 KeyRing::parse(self.config.check_keys.expose())
                     .map_err(anyhow::Error::msg)

@@ -20,7 +20,8 @@
 //! - [`completion`]: waiting for a job to be applied (`?wait=true`, `--wait`).
 //! - [`scheduler`]: the cron role pushing cleanup jobs once per tick;
 //!   [`maintenance`]: the cleanup job and the rebuild of Redis from Postgres.
-//! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys).
+//! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys);
+//!   [`probe`]: what `/readyz` and `/metrics` report, refreshed at most once per interval.
 //! - [`app`]: wiring of services and roles; [`cli`]: the command line.
 //! - [`instruments`]: Prometheus metrics; [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
 
@@ -35,6 +36,7 @@ pub mod instruments;
 pub mod limits;
 pub mod maintenance;
 pub mod pending;
+pub mod probe;
 pub mod refresh;
 pub mod replica;
 pub mod resync;

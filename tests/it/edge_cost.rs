@@ -266,3 +266,84 @@ async fn redis_counts_follow_creations_extensions_and_expiry_minutes() {
     // Once "short" and the watermark have ended, only "long" counts.
     assert_eq!(deny.revocation_counts(now + 1_200).await.unwrap(), (1, 0));
 }
+
+/// `n` requests to each of `/metrics` and `/readyz`, 8 at a time; the
+/// Postgres statements run meanwhile and the time it took.
+async fn scrape_burst(app: &TestApp, pg: &CountingPg, n: usize) -> (u64, Duration) {
+    use futures::StreamExt;
+    let (before, started) = (pg.count(), Instant::now());
+    let paths = (0..n).flat_map(|_| ["/metrics", "/readyz"]);
+    futures::stream::iter(paths)
+        .for_each_concurrent(8, |path| async move {
+            let response = app.http.get(app.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+        })
+        .await;
+    (pg.count() - before, started.elapsed())
+}
+
+#[tokio::test]
+async fn metrics_and_readyz_cost_postgres_per_interval_not_per_request_nor_per_row() {
+    let (app, pg) = counted_app(&[]).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("revokd_denylist_entries"), "{text}");
+    // Both stores are probed: readyz stays truthful.
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&ready["redis"], &ready["postgres"]),
+        (&json!("up"), &json!("up"))
+    );
+
+    // readyz probes Postgres at most once a second, metrics at most once
+    // every 10 s, besides the background poll.
+    let per_sec = BACKGROUND_PER_SEC + 1;
+    const N: usize = 300;
+    let (small, elapsed) = scrape_burst(&app, &pg, N).await;
+    eprintln!(
+        "{N} x (/metrics + /readyz), small tables: {small} Postgres statements in {elapsed:?}"
+    );
+    let allowance = background_allowance(elapsed, per_sec) + 1;
+    assert!(
+        allowance < N as u64,
+        "the run is too slow to tell ({elapsed:?})"
+    );
+    assert!(
+        small <= allowance,
+        "{small} statements (allowance {allowance})"
+    );
+
+    // The same with 50k revocations: the statement count does not change
+    // with table size (only the rare refresh reads the tables).
+    sqlx::query(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'bulk-' || g, 'u', extract(epoch from now())::bigint + 3600,
+                extract(epoch from now())::bigint, 't'
+         from generate_series(1, 50000) g",
+    )
+    .execute(app.db.db.pool())
+    .await
+    .unwrap();
+    let (large, elapsed) = scrape_burst(&app, &pg, N).await;
+    eprintln!("{N} x (/metrics + /readyz), 50k rows: {large} Postgres statements in {elapsed:?}");
+    let allowance = background_allowance(elapsed, per_sec) + 1;
+    assert!(
+        large <= allowance,
+        "{large} statements (allowance {allowance})"
+    );
+}
