@@ -192,8 +192,11 @@ impl Services {
             db: self.db.clone(),
             revokes: crate::worker::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
-            redis_url: self.config.redis_url.clone(),
-            prefix: self.config.key_prefix.clone(),
+            completions: crate::completion::Completions::new(
+                &self.config.redis_url,
+                &self.config.key_prefix,
+                self.config.max_waiters,
+            ),
             wait_timeout: self.config.wait_timeout,
             max_lifetime: self.config.max_lifetime_secs(),
         }

@@ -163,6 +163,17 @@ pub struct Config {
         global = true
     )]
     pub worker_concurrency: usize,
+
+    /// Requests (`?wait=true`, `--wait`) one process lets wait for their
+    /// job at once, all sharing one Redis subscription; beyond it a wait
+    /// is answered 429 with `Retry-After`, before anything is recorded.
+    #[arg(
+        long,
+        env = "REVOKD_MAX_WAITERS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_waiters: usize,
 }
 
 /// Where checks look first.

@@ -485,13 +485,13 @@ impl DenyList {
         Ok(())
     }
 
-    /// Publishes an empty message on `channel`; failures are only logged
-    /// (a waiter that misses it times out, nothing is lost).
-    pub async fn publish(&self, channel: &str) {
+    /// Publishes `message` on `channel`; failures are only logged (a
+    /// waiter that misses it asks Postgres at its deadline, nothing is lost).
+    pub async fn publish(&self, channel: &str, message: &str) {
         let mut conn = self.conn.clone();
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(channel)
-            .arg(1)
+            .arg(message)
             .query_async(&mut conn)
             .await;
         if let Err(error) = sent {

@@ -347,3 +347,106 @@ async fn metrics_and_readyz_cost_postgres_per_interval_not_per_request_nor_per_r
         "{large} statements (allowance {allowance})"
     );
 }
+
+/// Connections subscribed to the deployment's completion channel.
+fn completion_subscribers(prefix: &str) -> i64 {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{prefix}done"))
+        .query::<Vec<(String, i64)>>(&mut redis_conn())
+        .unwrap()
+        .remove(0);
+    n
+}
+
+#[tokio::test]
+async fn waiters_share_one_subscription_and_beyond_the_bound_get_429() {
+    const BOUND: usize = 20;
+    let app = Arc::new(
+        TestApp::spawn_with(Options {
+            // No worker: every wait lasts until its timeout.
+            worker: false,
+            extra: &[
+                "--api-keys",
+                "t:k",
+                "--max-waiters",
+                "20",
+                "--wait-timeout",
+                "4s",
+            ],
+            ..Default::default()
+        })
+        .await,
+    );
+    assert_eq!(completion_subscribers(&app.prefix), 0, "none before a wait");
+    let waits: Vec<_> = (0..BOUND)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let token = app.mint(&format!("waiter-{i}"));
+                let body = json!({ "token": token });
+                app.post_json("/v1/revocations?wait=true", "k", &body)
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    // Every waiter has recorded its revocation (so holds its place).
+    eventually(Duration::from_secs(3), "all waiters recorded", || async {
+        let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+        rows == BOUND as i64
+    })
+    .await;
+    eventually(Duration::from_secs(3), "subscribed", || async {
+        completion_subscribers(&app.prefix) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        completion_subscribers(&app.prefix),
+        1,
+        "one connection for {BOUND} waiters"
+    );
+
+    let extra = app.mint("one-too-many");
+    let response = app
+        .http
+        .post(app.url("/v1/revocations?wait=true"))
+        .bearer_auth("k")
+        .json(&json!({ "token": extra }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_waiters", "{body}");
+    assert!(body["message"].is_string());
+    // Refused before anything was recorded; without wait it is accepted.
+    let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
+        .fetch_one(app.db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, BOUND as i64);
+    let (status, _) = app
+        .post_json("/v1/revocations", "k", &json!({ "token": extra }))
+        .await;
+    assert_eq!(status, 202);
+
+    for wait in waits {
+        assert_eq!(wait.await.unwrap(), 504, "no worker: each wait times out");
+    }
+    // Places are given back: a new wait is admitted (and times out).
+    let (status, _) = app
+        .post_json(
+            "/v1/revocations?wait=true",
+            "k",
+            &json!({ "token": app.mint("later") }),
+        )
+        .await;
+    assert_eq!(status, 504);
+    assert_eq!(completion_subscribers(&app.prefix), 1);
+}
