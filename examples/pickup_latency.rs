@@ -2,8 +2,8 @@
 //!
 //! Measures the time from just before `Producer::revoke` is called to the
 //! moment the worker announces the revocation applied (Redis deny-list and
-//! Postgres both written) on the job's channel `{prefix}done:{job_id}` (see
-//! `revokd::completion`). The probe is sequential: subscribe to the job's
+//! Postgres both written) on the channel `{prefix}done`, whose message is the job id (see
+//! `revokd::completion`). The probe is sequential: register for the job's
 //! completion, start the clock, push, wait, repeat.
 //!
 //! 1. **idle**: `BENCH_N` (default 300) probes on an otherwise empty queue;
@@ -43,7 +43,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use common::{Background, Bench};
-use revokd::{app::Services, completion::Completion};
+use revokd::{app::Services, completion::Completions};
 use revokd_jobs::{Producer, RevokeToken, now_unix};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -122,8 +122,7 @@ async fn measure(
         .context("probe producer")?;
     let probe = Probe {
         producer: &producer,
-        redis_url: &settings.redis_url,
-        prefix,
+        completions: Completions::new(&settings.redis_url, prefix, 1),
     };
 
     eprintln!("warm-up: {WARMUP_PROBES} probes");
@@ -197,8 +196,7 @@ async fn measure(
 /// Sequential probes: one revocation in flight at a time.
 struct Probe<'a> {
     producer: &'a Producer,
-    redis_url: &'a str,
-    prefix: &'a str,
+    completions: Completions,
 }
 
 /// What a probe run measured.
@@ -225,7 +223,9 @@ impl Probe<'_> {
                 now_unix() + 900,
             )
             .reason("bench");
-            let completion = Completion::subscribe(self.redis_url, self.prefix, &job.job_id)
+            let completion = self
+                .completions
+                .subscribe(&job.job_id)
                 .await
                 .context("subscribe to a probe's completion")?;
             let started = Instant::now();

@@ -220,8 +220,11 @@ impl Services {
             db: self.db.clone(),
             revokes: crate::worker::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
-            redis_url: self.config.redis_url.clone(),
-            prefix: self.config.key_prefix.clone(),
+            completions: crate::completion::Completions::new(
+                &self.config.redis_url,
+                &self.config.key_prefix,
+                self.config.max_waiters,
+            ),
             wait_timeout: self.config.wait_timeout,
             max_lifetime: self.config.max_lifetime_secs(),
         }
@@ -237,6 +240,11 @@ impl Services {
             checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
+            probe: crate::probe::Probe::new(
+                self.deny_fast.clone(),
+                self.db.clone(),
+                revokd_jobs::queue_config(&self.config.key_prefix),
+            ),
             check_keys: Arc::new(
                 KeyRing::parse(self.config.check_keys.expose())
                     .map_err(anyhow::Error::msg)

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Longest a Postgres fallback lookup may take before the check gives up.
-const PG_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(crate) const PG_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The answer to "is this token still good?".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,6 +192,17 @@ pub struct Config {
     /// the listen backlog until one closes.
     #[arg(long, env = "REVOKD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_connections: u32,
+
+    /// Requests (`?wait=true`, `--wait`) one process lets wait for their
+    /// job at once, all sharing one Redis subscription; beyond it a wait
+    /// is answered 429 with `Retry-After`, before anything is recorded.
+    #[arg(
+        long,
+        env = "REVOKD_MAX_WAITERS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_waiters: usize,
 }
 
 /// Where checks look first.

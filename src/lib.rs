@@ -21,7 +21,8 @@
 //! - [`scheduler`]: the cron role pushing cleanup jobs once per tick;
 //!   [`maintenance`]: the cleanup job and the rebuild of Redis from Postgres.
 //! - [`http`]: the axum API (`check`, `ops`, errors, extractors, API keys) and
-//!   `server`, the hyper server under it (timeouts, connection cap).
+//!   `server`, the hyper server under it (timeouts, connection cap);
+//!   [`probe`]: what `/readyz` and `/metrics` report, refreshed at most once per interval.
 //! - [`app`]: wiring of services and roles; [`cli`]: the command line.
 //! - [`instruments`]: Prometheus metrics; [`limits`]: input bounds; [`telemetry`], [`shutdown`]: process plumbing.
 
@@ -36,6 +37,7 @@ pub mod instruments;
 pub mod limits;
 pub mod maintenance;
 pub mod pending;
+pub mod probe;
 pub mod refresh;
 pub mod replica;
 pub mod resync;

@@ -127,6 +127,9 @@ impl Maintenance {
         let dead = now - self.audit_retention;
         report.jobs_vacuumed = self.deny.vacuum_jobs(&self.queue, finished, dead).await?;
         report.redis_restored = self.rebuild(now, progress).await?.restored;
+        // Reading the counts drops the minutes that have passed, so the
+        // count hashes stay small even when nobody asks for stats.
+        self.deny.revocation_counts(now).await?;
         Ok(report)
     }
 

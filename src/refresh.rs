@@ -16,14 +16,14 @@ use std::time::Duration;
 use revokd_jobs::{Job, RevokeFamily};
 
 use crate::{
-    check::{Checker, Unavailable, Verdict},
+    check::{Checker, PG_LOOKUP_TIMEOUT, Unavailable, Verdict},
     config::FailMode,
     instruments,
     replica::RefreshState,
     store::{
         pg::Db,
         redis::DenyList,
-        refresh::{RefreshEntry, State},
+        refresh::{RefreshEntry, RefreshLookup, State},
     },
     submit::Submitter,
     token::{Reason, VerifiedToken},
@@ -100,28 +100,38 @@ impl RefreshChecker<'_> {
         })
     }
 
-    /// Redis first; a miss (never registered there, data lost, written while
-    /// Redis was down) is settled by Postgres, and so is a token whose
-    /// registry row is `pending` (Redis may hold an older state).
+    /// Redis first. A miss is trusted while Redis holds the whole registry
+    /// (the marker, read in the same round trip) and the token is not
+    /// pending: a validly signed token nobody registered then costs no
+    /// Postgres query. Any other miss (data lost, written while Redis was
+    /// down) is settled by Postgres, and so is a token whose registry row
+    /// is `pending` (Redis may hold an older state).
     async fn entry(
         &self,
         token_id: &str,
         pending: bool,
     ) -> Result<Option<RefreshEntry>, Unavailable> {
         if !pending && self.checker.redis_health().is_up() {
-            match self.deny.refresh_entry(token_id).await {
-                Ok(Some(entry)) => return Ok(Some(entry)),
-                Ok(None) => {}
+            match self.deny.refresh_lookup(token_id).await {
+                Ok(RefreshLookup {
+                    entry: Some(entry), ..
+                }) => return Ok(Some(entry)),
+                Ok(RefreshLookup { complete: true, .. }) => return Ok(None),
+                Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(%error, "redis refresh lookup failed");
                     self.checker.redis_failed();
                 }
             }
         }
-        match self.db.refresh_row(token_id).await {
-            Ok(row) => Ok(row.map(|r| r.entry())),
-            Err(error) => {
+        match tokio::time::timeout(PG_LOOKUP_TIMEOUT, self.db.refresh_row(token_id)).await {
+            Ok(Ok(row)) => Ok(row.map(|r| r.entry())),
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "postgres refresh lookup failed");
+                Err(Unavailable)
+            }
+            Err(_) => {
+                tracing::debug!("postgres refresh lookup timed out");
                 Err(Unavailable)
             }
         }

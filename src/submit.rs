@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::{
     check::Checker,
-    completion::{Completion, Outcome},
+    completion::{Completion, Completions, Outcome, TooManyWaiters},
     replica::Replica,
     spool::Spool,
     store::pg::Db,
@@ -53,6 +53,10 @@ pub enum SubmitError {
     /// Postgres refused its content (it can never be stored).
     #[error("the revocation cannot be stored: {0}")]
     Rejected(String),
+    /// A wait was asked for while `REVOKD_MAX_WAITERS` requests wait:
+    /// nothing was recorded, the caller may retry.
+    #[error(transparent)]
+    TooManyWaiters(#[from] TooManyWaiters),
 }
 
 /// Where a job was made durable.
@@ -75,10 +79,8 @@ pub struct Submitter {
     pub revokes: RevokeBatcher,
     /// Where revocations go while Postgres is unreachable.
     pub spool: Arc<Spool>,
-    /// For completion subscriptions.
-    pub redis_url: String,
-    /// Key prefix.
-    pub prefix: String,
+    /// The process's completion subscriber (`?wait=true`), with its bound.
+    pub completions: Completions,
     /// How long a waiter waits.
     pub wait_timeout: Duration,
     /// Maximum token lifetime in seconds.
@@ -106,6 +108,8 @@ impl Submitter {
     }
 
     async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
+        // Admitted before anything is recorded: a refused wait leaves no trace.
+        let _place = wait.then(|| self.completions.admit()).transpose()?;
         let durable = self.make_durable(&job).await?;
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
@@ -180,7 +184,7 @@ impl Submitter {
         let job_id = job.job_id().unwrap_or_default();
         // Subscribe before pushing, so the completion cannot be missed.
         let waiter = match wait {
-            true => Some(Completion::subscribe(&self.redis_url, &self.prefix, job_id).await?),
+            true => Some(self.completions.subscribe(job_id).await?),
             false => None,
         };
         self.producer.push(job).await?;
@@ -221,9 +225,7 @@ impl Submitter {
                 .await;
             // Subscribe first, then look: an application in between is seen
             // by one or the other.
-            waiter = Completion::subscribe(&self.redis_url, &self.prefix, job_id)
-                .await
-                .ok();
+            waiter = self.completions.subscribe(job_id).await.ok();
             if self.applied(job).await {
                 return true;
             }

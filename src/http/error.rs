@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// `WWW-Authenticate` value, for 401s.
     pub challenge: Option<String>,
+    /// `Retry-After` seconds, for 429s and 503s.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -94,6 +97,18 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 429 with `Retry-After`: too many requests wait for their jobs.
+    pub fn too_many_waiters() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_waiters",
+                "too many requests are waiting for their jobs; retry, or submit without wait=true",
+            )
+        }
+    }
+
     /// 404.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -130,6 +145,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -151,6 +171,7 @@ impl From<crate::submit::SubmitError> for ApiError {
             crate::submit::SubmitError::Rejected(_) => {
                 Self::bad_request("invalid_request", error.to_string())
             }
+            crate::submit::SubmitError::TooManyWaiters(_) => Self::too_many_waiters(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub queue: apalis_redis::Config,
     /// Configuration.
     pub config: Arc<Config>,
+    /// What `/readyz` and `/metrics` report, refreshed at most once per interval.
+    pub probe: Arc<crate::probe::Probe>,
 }
 
 impl Shared {

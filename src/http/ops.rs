@@ -1,7 +1,5 @@
 //! Operations endpoints: `GET /healthz`, `GET /readyz`.
 
-use std::time::Duration;
-
 use axum::{
     Json, Router,
     extract::State,
@@ -9,7 +7,6 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use revokd_jobs::now_unix;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -28,21 +25,18 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let probe = Duration::from_millis(500);
     // "Up" means able to answer checks: Redis holding the whole deny-list
-    // (marker present), Postgres with its tables.
-    let (redis, pg) = tokio::join!(
-        tokio::time::timeout(probe, state.deny.marker_present()),
-        tokio::time::timeout(probe, state.db.lookup("readyz", None, None)),
-    );
+    // (marker present), Postgres with its tables — as last probed (at most
+    // a second ago), and not failed by a request since (the breakers).
+    let stores = state.probe.stores().await;
     let checker = &state.checker;
     // Redis answering is not enough for the replica and Redis to answer
     // checks alone: Redis must take writes (the breaker), and Postgres's
     // pending revocations must be listable (no overflow).
     let redis_writes = checker.redis_health().is_up();
     let (pending_tokens, pending_subjects, overflow) = checker.pending().len();
-    let redis_up = matches!(redis, Ok(Ok(true))) && redis_writes && !overflow;
-    let pg_up = matches!(pg, Ok(Ok(_)));
+    let redis_up = stores.redis_complete && redis_writes && !overflow;
+    let pg_up = stores.postgres && checker.pg_health().is_up();
     let replica = match checker.replica() {
         None => "off",
         Some(r) if r.is_fresh() && redis_writes => "current",
@@ -74,24 +68,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// Prometheus text. Gauges that describe shared state (queue depth,
-/// deny-list size, last cleanup) are sampled now; a store that does not
-/// answer leaves its gauges at their last value.
+/// deny-list size, last cleanup) are at most [`GAUGES_EVERY`] old, whatever
+/// the scrape rate (see [`crate::probe`]).
+///
+/// [`GAUGES_EVERY`]: crate::probe::GAUGES_EVERY
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let probe = Duration::from_millis(500);
-    let (depth, counts, cleanup) = tokio::join!(
-        tokio::time::timeout(probe, state.deny.queue_depth(&state.queue)),
-        tokio::time::timeout(probe, state.db.counts(now_unix())),
-        tokio::time::timeout(probe, state.deny.cleanup_report()),
-    );
-    if let Ok(Ok(depth)) = depth {
-        instruments::queue_depth(depth);
-    }
-    if let Ok(Ok((tokens, subjects, _))) = counts {
-        instruments::denylist_size(tokens, subjects);
-    }
-    if let Ok(Ok(Some(report))) = cleanup {
-        instruments::last_cleanup(&report);
-    }
+    state.probe.refresh_gauges().await;
     let (checker, stats) = (&state.checker, state.checker.stats());
     instruments::verify_cache(
         LookupStats::get(&stats.verify_cache_hits),

@@ -101,9 +101,14 @@ async fn family_of(state: &AppState, token_id: &str) -> Result<Option<String>, A
     if let Ok(Some(entry)) = state.deny.refresh_entry(token_id).await {
         return Ok(Some(entry.family));
     }
-    match state.db.refresh_row(token_id).await {
-        Ok(row) => Ok(row.map(|r| r.family_id)),
-        Err(_) => Err(ApiError::unavailable(
+    // A miss is not trusted here even when Redis is complete: a token
+    // registered a moment ago may still wait for its worker, and the wrong
+    // family would break reuse detection. The rotation is a write, rarer
+    // than checks; its Postgres read is bounded like theirs.
+    let read = state.db.refresh_row(token_id);
+    match tokio::time::timeout(crate::check::PG_LOOKUP_TIMEOUT, read).await {
+        Ok(Ok(row)) => Ok(row.map(|r| r.family_id)),
+        _ => Err(ApiError::unavailable(
             "cannot read the refresh-token registry",
         )),
     }

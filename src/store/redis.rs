@@ -10,46 +10,95 @@ use serde::{Deserialize, Serialize};
 /// Most recent revocation events kept in `{prefix}events` (approximate trim).
 pub const EVENTS_MAXLEN: u64 = 100_000;
 
+/// Lua shared by the write scripts: moves one key in its kind's count hash
+/// (`{prefix}count:jti` / `count:sub`: field = the minute the key ends,
+/// value = how many keys end then) from the minute `old` (a unix time, or
+/// negative for a key that did not exist) to the minute `new`. A count is
+/// never taken below zero (keys written before counting began).
+const COUNT_MOVE: &str = r"
+local function count_move(hash, old, new)
+  if old >= 0 then
+    local from = math.floor(old / 60)
+    if tonumber(redis.call('HGET', hash, from) or '0') > 0 then
+      redis.call('HINCRBY', hash, from, -1)
+    end
+  end
+  redis.call('HINCRBY', hash, math.floor(new / 60), 1)
+end
+";
+
 /// Sets an entry unless one ending as late or later is already there and,
 /// when it changed anything, appends the event that local replicas follow —
-/// in the same script, so the stream never lags the deny-list. Ends are
+/// in the same script, so the stream never lags the deny-list — and moves
+/// the entry in the count hash. Ends are
 /// compared as absolute times (`EXPIRETIME`, Redis 7.0), so a rebuild or
 /// cleanup that finds an entry as it would write it leaves it alone (a
 /// rounded remaining TTL against a floored target rewrote most keys).
-/// KEYS[1] entry key, KEYS[2] event stream; ARGV[1] value, ARGV[2] TTL in
-/// seconds (informational), ARGV[3] token_id, ARGV[4] unix time the entry
-/// ends, ARGV[5] stream MAXLEN. Returns 2 when the key was missing, 1 when
-/// its end was moved later, 0 when unchanged.
+/// KEYS[1] entry key, KEYS[2] event stream, KEYS[3] count hash; ARGV[1]
+/// value, ARGV[2] TTL in seconds (informational), ARGV[3] token_id, ARGV[4]
+/// unix time the entry ends, ARGV[5] stream MAXLEN. Returns 2 when the key
+/// was missing, 1 when its end was moved later, 0 when unchanged.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{COUNT_MOVE}
 local ttl = redis.call('EXPIRETIME', KEYS[1])
 local want = tonumber(ARGV[4])
 if ttl == -2 or (ttl >= 0 and ttl < want) then
   redis.call('SET', KEYS[1], ARGV[1], 'EXAT', want)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 't', 'id', ARGV[3], 'until', ARGV[4])
+  count_move(KEYS[3], ttl, want)
   if ttl == -2 then return 2 end
   return 1
 end
-return 0",
-    )
+return 0"
+    ))
 });
 
-/// Raises a watermark, never lowers it, and appends the event when it did.
-/// KEYS[1] watermark key, KEYS[2] event stream; ARGV[1] not_before, ARGV[2]
-/// TTL in seconds, ARGV[3] subject, ARGV[4] unix time the watermark ends,
-/// ARGV[5] stream MAXLEN. Returns 2 when the key was missing, 1 when raised,
-/// 0 when already as high.
+/// Raises a watermark, never lowers it, appends the event and moves it in
+/// the count hash when it did. KEYS[1] watermark key, KEYS[2] event stream,
+/// KEYS[3] count hash; ARGV[1] not_before, ARGV[2] TTL in seconds, ARGV[3]
+/// subject, ARGV[4] unix time the watermark ends, ARGV[5] stream MAXLEN.
+/// Returns 2 when the key was missing, 1 when raised, 0 when already as high.
 static RAISE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{COUNT_MOVE}
 local cur = tonumber(redis.call('GET', KEYS[1]))
 local nb = tonumber(ARGV[1])
 if cur and cur >= nb then return 0 end
+local old = redis.call('EXPIRETIME', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 's', 'id', ARGV[3], 'nb', ARGV[1], 'until', ARGV[4])
+count_move(KEYS[3], old, redis.call('EXPIRETIME', KEYS[1]))
 if cur then return 1 end
-return 2",
+return 2"
+    ))
+});
+
+/// Sums the count hashes' minutes from the current one on, and drops the
+/// minutes that have passed (their keys have expired). KEYS[1] token count
+/// hash, KEYS[2] subject count hash; ARGV[1] the current minute (unix time
+/// / 60). Returns {tokens, subjects}.
+static COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local totals = {}
+for i, hash in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', hash)
+  local total, passed = 0, {}
+  for j = 1, #fields, 2 do
+    if tonumber(fields[j]) < now then
+      passed[#passed + 1] = fields[j]
+    else
+      total = total + math.max(0, tonumber(fields[j + 1]))
+    end
+  end
+  for j = 1, #passed, 1000 do
+    redis.call('HDEL', hash, unpack(passed, j, math.min(j + 999, #passed)))
+  end
+  totals[i] = total
+end
+return totals",
     )
 });
 
@@ -190,6 +239,7 @@ impl DenyList {
         invocation
             .key(self.jti_key(token_id))
             .key(self.events_key())
+            .key(self.count_key("jti"))
             .arg(value)
             .arg(ttl_secs)
             .arg(token_id)
@@ -208,6 +258,7 @@ impl DenyList {
         invocation
             .key(self.sub_key(subject))
             .key(self.events_key())
+            .key(self.count_key("sub"))
             .arg(not_before)
             .arg(ttl_secs)
             .arg(subject)
@@ -434,13 +485,13 @@ impl DenyList {
         Ok(())
     }
 
-    /// Publishes an empty message on `channel`; failures are only logged
-    /// (a waiter that misses it times out, nothing is lost).
-    pub async fn publish(&self, channel: &str) {
+    /// Publishes `message` on `channel`; failures are only logged (a
+    /// waiter that misses it asks Postgres at its deadline, nothing is lost).
+    pub async fn publish(&self, channel: &str, message: &str) {
         let mut conn = self.conn.clone();
         let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(channel)
-            .arg(1)
+            .arg(message)
             .query_async(&mut conn)
             .await;
         if let Err(error) = sent {
@@ -448,7 +499,30 @@ impl DenyList {
         }
     }
 
-    /// Counts keys under `{prefix}{kind}` (`jti:` or `sub:`) with SCAN.
+    /// `{prefix}count:{kind}`: how many `{kind}:` keys end in each minute.
+    fn count_key(&self, kind: &str) -> String {
+        format!("{}count:{kind}", self.prefix)
+    }
+
+    /// Deny-list entries and watermarks alive as of `now`, from the counts
+    /// the write scripts keep: O(distinct minutes the keys end in), no key
+    /// scan. Keys that expired within the current minute are still counted;
+    /// keys written by a version that did not count, or deleted by hand or
+    /// evicted, are not seen (see the README, "Counts").
+    pub async fn revocation_counts(&self, now: i64) -> redis::RedisResult<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let (tokens, subjects): (u64, u64) = COUNT
+            .key(self.count_key("jti"))
+            .key(self.count_key("sub"))
+            .arg(now.div_euclid(60))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((tokens, subjects))
+    }
+
+    /// Counts keys under `{prefix}{kind}` (`jti:` or `sub:`) with SCAN:
+    /// costs a pass over the whole keyspace; for tools and tests, never on
+    /// a request.
     pub async fn count(&self, kind: &str) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}{kind}*", glob_escape(&self.prefix));

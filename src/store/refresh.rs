@@ -104,18 +104,30 @@ return 1",
     )
 });
 
-/// Reads an entry and whether its family is marked revoked, in one round
-/// trip. KEYS[1] entry; ARGV[1] family marker prefix.
+/// Reads an entry, whether its family is marked revoked and whether the
+/// marker is present (Redis holds the whole registry), in one round trip.
+/// KEYS[1] entry, KEYS[2] marker; ARGV[1] family marker prefix.
 static READ_ENTRY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local complete = redis.call('EXISTS', KEYS[2])
 local cur = redis.call('GET', KEYS[1])
-if not cur then return {false, false} end
+if not cur then return {false, false, complete} end
 local ok, entry = pcall(cjson.decode, cur)
-if not ok then return {cur, false} end
-return {cur, redis.call('GET', ARGV[1] .. entry.family)}",
+if not ok then return {cur, false, complete} end
+return {cur, redis.call('GET', ARGV[1] .. entry.family), complete}",
     )
 });
+
+/// What Redis knows about one refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefreshLookup {
+    /// The registry entry, with its family's revocation folded in.
+    pub entry: Option<RefreshEntry>,
+    /// The marker is present: Redis holds the whole registry, so a miss
+    /// means "never registered" (unless the token is pending in Postgres).
+    pub complete: bool,
+}
 
 impl DenyList {
     /// `{prefix}rt:{token_id}`.
@@ -181,20 +193,31 @@ impl DenyList {
     /// The registry entry of `token_id`, with its family's revocation folded
     /// into the state; `None` when Redis does not have it.
     pub async fn refresh_entry(&self, token_id: &str) -> redis::RedisResult<Option<RefreshEntry>> {
+        Ok(self.refresh_lookup(token_id).await?.entry)
+    }
+
+    /// [`DenyList::refresh_entry`] and whether the registry is complete
+    /// (the marker), in one round trip.
+    pub async fn refresh_lookup(&self, token_id: &str) -> redis::RedisResult<RefreshLookup> {
         let mut conn = self.conn.clone();
-        let (value, family_revoked): (Option<String>, Option<String>) = READ_ENTRY
+        let (value, family_revoked, complete): (Option<String>, Option<String>, i64) = READ_ENTRY
             .key(self.rt_key(token_id))
+            .key(self.marker_key())
             .arg(format!("{}rtf:", self.prefix))
             .invoke_async(&mut conn)
             .await?;
-        Ok(value
+        let entry = value
             .and_then(|v| serde_json::from_str::<RefreshEntry>(&v).ok())
             .map(|mut entry| {
                 if family_revoked.is_some() && entry.state == State::Active {
                     entry.state = State::Revoked;
                 }
                 entry
-            }))
+            });
+        Ok(RefreshLookup {
+            entry,
+            complete: complete == 1,
+        })
     }
 
     /// Marks a family revoked; true for the first caller only (SET NX), which

@@ -78,7 +78,7 @@ pub struct Applier {
     revokes: RevokeBatcher,
     leeway: i64,
     max_lifetime: i64,
-    done_prefix: String,
+    done_channel: String,
     maintenance: Option<Maintenance>,
 }
 
@@ -91,7 +91,7 @@ impl Applier {
             db,
             leeway,
             max_lifetime,
-            done_prefix: done_channel_prefix(prefix),
+            done_channel: done_channel(prefix),
             maintenance: None,
         }
     }
@@ -150,9 +150,7 @@ impl Applier {
             Job::Cleanup(_) | Job::Unknown => "cleanup",
         });
         if let Some(job_id) = job.job_id() {
-            self.deny
-                .publish(&format!("{}{job_id}", self.done_prefix))
-                .await;
+            self.deny.publish(&self.done_channel, job_id).await;
         }
         Ok(applied)
     }
@@ -407,9 +405,10 @@ pub fn capped_expiry(job: &RevokeToken, max_lifetime: i64) -> i64 {
         .min(job.requested_at.saturating_add(max_lifetime))
 }
 
-/// Prefix of the per-job pub/sub channel announcing a job was applied:
-/// `{prefix}done:{job_id}`. Waiters subscribe before pushing; nobody
-/// subscribed means the publish costs Redis next to nothing.
-pub fn done_channel_prefix(prefix: &str) -> String {
-    format!("{prefix}done:")
+/// The pub/sub channel announcing applied jobs, one per deployment:
+/// `{prefix}done`, the message being the job's id. Each API process holds
+/// one subscription to it for all its waiters (see [`crate::completion`]);
+/// nobody subscribed means the publish costs Redis next to nothing.
+pub fn done_channel(prefix: &str) -> String {
+    format!("{prefix}done")
 }

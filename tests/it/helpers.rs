@@ -211,7 +211,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options<'_>) -> Self {
-        let db = TestDb::create().await;
+        Self::spawn_on(TestDb::create().await, options).await
+    }
+
+    /// [`TestApp::spawn_with`] on a database created beforehand (so
+    /// `options.db_url` can name it).
+    pub async fn spawn_on(db: TestDb, options: Options<'_>) -> Self {
         let prefix = unique_prefix();
         let redis = options.redis_url.clone().unwrap_or_else(redis_url);
         let db_url = options.db_url.clone().unwrap_or_else(|| db.url.clone());

@@ -7,6 +7,7 @@
 mod chaos;
 mod durability;
 mod edge_config;
+mod edge_cost;
 mod edge_http;
 mod gateway;
 mod helpers;

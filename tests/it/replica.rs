@@ -195,7 +195,11 @@ enum Op {
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
-        (0u8..4, -100i64..600).prop_map(|(token, exp_offset)| Op::Revoke { token, exp_offset }),
+        // Expiries a few seconds either side of the leeway's edge (now − 30
+        // s) would end while the test runs: its `now` is fixed, the stores'
+        // clocks are not.
+        (0u8..4, prop_oneof![-100i64..-35, -25i64..600])
+            .prop_map(|(token, exp_offset)| Op::Revoke { token, exp_offset }),
         (0u8..3, -50i64..5).prop_map(|(subject, nb_offset)| Op::RevokeAll { subject, nb_offset }),
     ];
     prop::collection::vec(op, 1..12)
