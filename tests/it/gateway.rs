@@ -130,3 +130,136 @@ async fn nginx_auth_request_passes_active_tokens_and_refuses_revoked_ones() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gateway process of the test's own; killed on drop.
+struct Gateway(std::process::Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `/usr/bin/<name>` (or `/usr/local/bin`), or `None` where a developer
+/// machine lacks it; `.ci/run` installs every gateway and sets
+/// `REVOKD_REQUIRE_GATEWAYS`, so CI never skips.
+fn gateway_binary(name: &str) -> Option<String> {
+    let found = ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
+        .iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|path| Path::new(path).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("REVOKD_REQUIRE_GATEWAYS").is_none(),
+            "{name} is required but not installed"
+        );
+        eprintln!("skipped: {name} not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoofed_subjects() {
+    let Some(caddy) = gateway_binary("caddy") else {
+        return;
+    };
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (gateway, upstream) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("revokd-caddy-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = include_str!("../../examples/caddy/Caddyfile")
+        .replace("127.0.0.1:8080", &app.addr.to_string())
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream}"))
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{gateway}"));
+    // The upstream shows what reached it.
+    let config = format!(
+        "{example}\nhttp://127.0.0.1:{upstream} {{\n\trespond \"subject={{http.request.header.X-Auth-Subject}}\" 200\n}}\n"
+    );
+    std::fs::write(dir.join("Caddyfile"), config).unwrap();
+    let child = std::process::Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.join("Caddyfile"))
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _caddy = Gateway(child);
+    eventually(Duration::from_secs(10), "caddy listening", || async {
+        std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{gateway}/orders?a=1");
+    let get = |token: Option<String>, spoof: Option<&'static str>| {
+        let mut request = app.http.get(&base);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(spoof) = spoof {
+            request = request.header("X-Auth-Subject", spoof);
+        }
+        request.send()
+    };
+
+    let alice = app.mint("alice");
+    let response = get(Some(alice.clone()), Some("admin")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "subject=alice");
+    // A token without `sub`: the client's value never passes.
+    let claims = serde_json::json!({ "exp": now_unix() + 600, "jti": "caddy-no-sub" });
+    let key = jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes());
+    let no_sub = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let response = get(Some(no_sub), Some("admin")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "subject=");
+
+    let response = get(None, None).await.unwrap();
+    assert_eq!(response.status(), 401, "no token refused");
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer realm="revokd""#
+    );
+    let verified = app.services.verifier.verify(&alice, now_unix()).unwrap();
+    let job = Job::Revoke(RevokeToken::new(
+        verified.token_id.clone(),
+        verified.sub.clone(),
+        verified.exp,
+    ));
+    app.services
+        .applier()
+        .apply(&job, now_unix())
+        .await
+        .unwrap();
+    let response = get(Some(alice.clone()), None).await.unwrap();
+    assert_eq!(response.status(), 401, "revoked token refused");
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert!(
+        !response.text().await.unwrap().contains("subject="),
+        "upstream not called"
+    );
+
+    // revokd down: closed, the upstream is never called.
+    app.stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = get(Some(app.mint("carol")), None).await.unwrap();
+    assert_ne!(response.status(), 200, "fails closed");
+    assert!(
+        !response.text().await.unwrap().contains("subject="),
+        "upstream not called"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
