@@ -196,6 +196,15 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
         std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
     })
     .await;
+    assert_gateway(&app, gateway).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What every gateway must do in front of revokd: an active token reaches
+/// the upstream with its subject and no client-sent one (also for a token
+/// without `sub`); no token and a revoked one get 401 with revokd's
+/// challenge; with revokd down, closed (no upstream call). Stops `app`.
+async fn assert_gateway(app: &TestApp, gateway: u16) {
     let base = format!("http://127.0.0.1:{gateway}/orders?a=1");
     let get = |token: Option<String>, spoof: Option<&'static str>| {
         let mut request = app.http.get(&base);
@@ -261,5 +270,48 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
         !response.text().await.unwrap().contains("subject="),
         "upstream not called"
     );
+}
+
+#[tokio::test]
+async fn haproxy_lua_auth_request_passes_active_tokens_refuses_others_and_strips_spoofed_subjects()
+{
+    let Some(haproxy) = gateway_binary("haproxy") else {
+        return;
+    };
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let (gateway, upstream) = (free_port(), free_port());
+    let dir =
+        std::env::temp_dir().join(format!("revokd-haproxy-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lua = dir.join("revokd.lua");
+    std::fs::write(&lua, include_str!("../../examples/haproxy/revokd.lua")).unwrap();
+    let example = include_str!("../../examples/haproxy/haproxy.cfg")
+        .replace("/etc/haproxy/revokd.lua", &lua.display().to_string())
+        .replace("127.0.0.1:8080", &app.addr.to_string())
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream}"))
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{gateway}"));
+    // The upstream shows what reached it.
+    let config = format!(
+        "{example}\nfrontend upstream\n    bind 127.0.0.1:{upstream}\n    \
+         http-request return status 200 content-type text/plain lf-string \"subject=%[req.hdr(X-Auth-Subject)]\"\n"
+    );
+    std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
+    let child = std::process::Command::new(haproxy)
+        .args(["-db", "-f"])
+        .arg(dir.join("haproxy.cfg"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _haproxy = Gateway(child);
+    eventually(Duration::from_secs(10), "haproxy listening", || async {
+        std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
+    })
+    .await;
+    assert_gateway(&app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
