@@ -134,6 +134,23 @@ async fn nginx_auth_request_passes_active_tokens_and_refuses_revoked_ones() {
 /// A gateway process of the test's own; killed on drop.
 struct Gateway(std::process::Child);
 
+impl Gateway {
+    /// Runs `command` and waits until it listens on `port`.
+    async fn start(mut command: std::process::Command, port: u16) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway = Gateway(child);
+        eventually(Duration::from_secs(10), "gateway listening", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        gateway
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -181,21 +198,14 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
         "{example}\nhttp://127.0.0.1:{upstream} {{\n\trespond \"subject={{http.request.header.X-Auth-Subject}}\" 200\n}}\n"
     );
     std::fs::write(dir.join("Caddyfile"), config).unwrap();
-    let child = std::process::Command::new(caddy)
+    let mut command = std::process::Command::new(caddy);
+    command
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(dir.join("Caddyfile"))
         .env("HOME", &dir)
         .env("XDG_DATA_HOME", &dir)
-        .env("XDG_CONFIG_HOME", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _caddy = Gateway(child);
-    eventually(Duration::from_secs(10), "caddy listening", || async {
-        std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
-    })
-    .await;
+        .env("XDG_CONFIG_HOME", &dir);
+    let _caddy = Gateway::start(command, gateway).await;
     assert_gateway(&app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -300,18 +310,9 @@ async fn haproxy_lua_auth_request_passes_active_tokens_refuses_others_and_strips
          http-request return status 200 content-type text/plain lf-string \"subject=%[req.hdr(X-Auth-Subject)]\"\n"
     );
     std::fs::write(dir.join("haproxy.cfg"), config).unwrap();
-    let child = std::process::Command::new(haproxy)
-        .args(["-db", "-f"])
-        .arg(dir.join("haproxy.cfg"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _haproxy = Gateway(child);
-    eventually(Duration::from_secs(10), "haproxy listening", || async {
-        std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
-    })
-    .await;
+    let mut command = std::process::Command::new(haproxy);
+    command.args(["-db", "-f"]).arg(dir.join("haproxy.cfg"));
+    let _haproxy = Gateway::start(command, gateway).await;
     assert_gateway(&app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
