@@ -381,6 +381,8 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
         self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        // A spool the test made (Postgres cut) goes with it.
+        let _ = std::fs::remove_dir_all(spool_dir(&self.prefix));
     }
 }
 
