@@ -359,15 +359,25 @@ async fn metrics_expose_the_named_series_after_traffic() {
     app.wait_for_reason(&token, "revoked", std::time::Duration::from_secs(5))
         .await;
 
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The worker counts the job once both stores are written; a check can
+    // see the revocation (Redis) a moment before.
+    let applied = r#"revokd_jobs_applied_total{kind="revoke"}"#;
+    let started = std::time::Instant::now();
+    let text = loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(applied) || started.elapsed() > std::time::Duration::from_secs(5) {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let value = |series: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(series))
