@@ -146,10 +146,9 @@ impl Pending {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// An overlay that lists nothing until told: for a process that never
-    /// polls (benchmarks of the read path).
-    #[doc(hidden)]
-    pub fn mark_loaded(&self) {
+    /// Marks the first poll read, for tests that never poll.
+    #[cfg(test)]
+    fn mark_loaded(&self) {
         self.loaded.store(true, Ordering::Release);
     }
 
@@ -200,7 +199,8 @@ impl Pending {
     }
 
     /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.local_count.load(Ordering::Acquire) == 0
             && !self.overflow.load(Ordering::Acquire)
             && self.polled.load().is_empty()
@@ -271,11 +271,6 @@ impl Pending {
         self.wake.notify_one();
     }
 
-    /// Asks the poller to read Postgres now.
-    pub fn poke(&self) {
-        self.wake.notify_one();
-    }
-
     /// Adds rows just read (new pending rows count at once).
     fn add_polled(&self, rows: &Polled) {
         if rows.is_empty() {
@@ -314,7 +309,8 @@ impl Pending {
         }
     }
 
-    /// Reads Postgres's pending rows every [`POLL_EVERY`] (or when poked)
+    /// Reads Postgres's pending rows every [`POLL_EVERY`] (or when woken by a
+    /// local entry)
     /// until `stop` fires. `replica`: rows leave the overlay only once it is
     /// proven current after they left Postgres's pending set.
     pub async fn follow(

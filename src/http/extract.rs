@@ -16,9 +16,6 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// A JSON body.
 pub struct JsonBody<T>(pub T);
 
-/// A form-encoded body (RFC 7009 / RFC 7662 endpoints).
-pub struct FormBody<T>(pub T);
-
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -65,22 +62,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
             return Ok(OptionalJsonBody(None));
         }
         parse_json(&bytes).map(|v| OptionalJsonBody(Some(v)))
-    }
-}
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FormBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read(req, state).await?;
-        serde_urlencoded::from_bytes(&bytes)
-            .map(FormBody)
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    "the body is not a valid form with a token field",
-                )
-            })
     }
 }
 

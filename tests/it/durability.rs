@@ -398,7 +398,7 @@ async fn wait_survives_its_subscription_being_killed() {
     let db = TestDb::create().await;
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let prefix = unique_prefix();
-    let (api, _worker) = api_and_stalled_worker(&db, &proxy, &prefix, &private.url()).await;
+    let (api, worker) = api_and_stalled_worker(&db, &proxy, &prefix, &private.url()).await;
     let token = mint("waiter");
     let waiting = post_and_wait(&api, &token).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -419,7 +419,16 @@ async fn wait_survives_its_subscription_being_killed() {
     proxy.set_enabled(true);
     let (status, took) = waiting.await.unwrap();
     assert_eq!(status, 200, "applied after {took:?}");
-    assert_eq!(api.reason(&token).await, "revoked");
+    all_say(
+        &[&api, &worker],
+        &[&token],
+        "revoked",
+        Duration::ZERO,
+        "after",
+    )
+    .await;
+    let id = token_id(&api, &token);
+    in_both_stores(&db, &private.url(), &prefix, &[id]).await;
 }
 
 #[tokio::test]
@@ -544,7 +553,7 @@ async fn a_refresh_family_revoked_while_redis_refuses_writes_is_refused_everywhe
         .unwrap()
         .get_connection()
         .unwrap();
-    let [refuse, _] = commands(Refusal::OutOfMemory);
+    let [refuse, restore] = commands(Refusal::OutOfMemory);
     run(&mut conn, &refuse);
     // Revoking the first token revokes its family: the second one too.
     let (status, body) = a.post("/v1/revocations", &json!({ "token": first })).await;
@@ -561,6 +570,18 @@ async fn a_refresh_family_revoked_while_redis_refuses_writes_is_refused_everywhe
     for node in [&a, &b] {
         assert_eq!(refresh_reason(node, second[0]).await, "revoked");
     }
+    // The audit: once Redis takes writes, both tokens are in both stores.
+    run(&mut conn, &restore);
+    let ids = [token_id(&a, &first), token_id(&a, second[0])];
+    in_both_stores(&db, &redis, &prefix, &ids).await;
+    all_say(
+        &[&a, &b],
+        &second,
+        "revoked",
+        Duration::from_secs(5),
+        "after",
+    )
+    .await;
 }
 
 #[tokio::test]
