@@ -37,9 +37,9 @@ use std::{hint::black_box, path::PathBuf, sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use revokd::{
-    replica::{Event, Replica},
+    read::replica::{Event, Replica},
+    read::verify_cache::{Lookup, VerifyCache},
     token::{KeySettings, Minter, Verifier},
-    verify_cache::{Lookup, VerifyCache},
 };
 use revokd_jobs::now_unix;
 use uuid::Uuid;

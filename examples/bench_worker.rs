@@ -109,7 +109,7 @@ struct Outcome {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    revokd::telemetry::init("warn");
+    revokd::app::telemetry::init("warn");
     let settings = Settings::from_env()?;
     let o = run(&settings).await?;
     println!(

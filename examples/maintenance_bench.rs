@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use common::{Bench, delete_prefix, glob_escape, redis_connection, scan};
 use redis::aio::MultiplexedConnection;
-use revokd::maintenance::{CleanupReport, Quiet, RebuildReport};
+use revokd::worker::maintenance::{CleanupReport, Quiet, RebuildReport};
 use revokd_jobs::now_unix;
 use sqlx::PgPool;
 
@@ -98,7 +98,7 @@ fn env_or(name: &str, default: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Bulk statements are slow on purpose: no slow-statement warnings.
-    revokd::telemetry::init("warn,sqlx::query=error");
+    revokd::app::telemetry::init("warn,sqlx::query=error");
     let settings = Settings::from_env()?;
     let bench = Bench::new(&settings.redis_url, &settings.pg_server);
     let outcome = bench

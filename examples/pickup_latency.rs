@@ -3,7 +3,7 @@
 //! Measures the time from just before `Producer::revoke` is called to the
 //! moment the worker announces the revocation applied (Redis deny-list and
 //! Postgres both written) on the channel `{prefix}done`, whose message is the job id (see
-//! `revokd::completion`). The probe is sequential: register for the job's
+//! `revokd::write::completion`). The probe is sequential: register for the job's
 //! completion, start the clock, push, wait, repeat.
 //!
 //! 1. **idle**: `BENCH_N` (default 300) probes on an otherwise empty queue;
@@ -43,7 +43,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use common::{Background, Bench};
-use revokd::{app::Services, completion::Completions};
+use revokd::{app::Services, write::completion::Completions};
 use revokd_jobs::{Producer, RevokeToken, now_unix};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    revokd::telemetry::init("warn");
+    revokd::app::telemetry::init("warn");
     let settings = Settings::from_env()?;
     let bench = Bench::new(&settings.redis_url, &settings.pg_server);
     let outcome = bench
@@ -235,7 +235,8 @@ impl Probe<'_> {
                 .context("push a probe job")?;
             let pushed = started.elapsed();
             let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
-            if completion.wait_until(deadline).await == revokd::completion::Outcome::Applied {
+            if completion.wait_until(deadline).await == revokd::write::completion::Outcome::Applied
+            {
                 samples.applied.push(started.elapsed());
                 samples.push.push(pushed);
             } else {

@@ -8,11 +8,11 @@ use serde_json::json;
 
 use crate::{
     app::{Roles, Services, serve},
-    check::Verdict,
     config::{Config, parse_duration},
-    limits,
-    submit::{SubmitError, Submitted},
+    read::checker::Verdict,
     token::Minter,
+    write::limits,
+    write::submit::{SubmitError, Submitted},
 };
 
 /// revokd: JWT revocation service — deny-list in Redis, durable record in
@@ -174,7 +174,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     match command {
         Command::Serve { roles } => {
             let roles = Roles::parse(&roles).map_err(Failure::input)?;
-            serve(config, roles, crate::shutdown::on_signal()).await?;
+            serve(config, roles, crate::app::shutdown::on_signal()).await?;
             Ok(0)
         }
         Command::Migrate => {
@@ -360,9 +360,9 @@ fn report(
 
 /// The CLI's write path; spooled revocations left by earlier runs are
 /// replayed first when Postgres answers.
-async fn cli_submitter(services: &Services) -> crate::submit::Submitter {
+async fn cli_submitter(services: &Services) -> crate::write::submit::Submitter {
     let checker = Arc::new(services.checker());
-    let replay = crate::submit::replay_spool(
+    let replay = crate::write::submit::replay_spool(
         &services.spool,
         &services.db,
         Some(&checker),
@@ -430,7 +430,7 @@ impl Bar {
     }
 }
 
-impl crate::maintenance::Progress for Bar {
+impl crate::worker::maintenance::Progress for Bar {
     fn phase(&self, name: &str, total: Option<u64>) {
         if let Some(bar) = &self.0 {
             bar.reset();

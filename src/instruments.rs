@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{maintenance::CleanupReport, store::queue::QueueDepth};
+use crate::{store::queue::QueueDepth, worker::maintenance::CleanupReport};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

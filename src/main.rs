@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
     } else {
         "off"
     };
-    revokd::telemetry::init(level);
+    revokd::app::telemetry::init(level);
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {

@@ -12,17 +12,14 @@
 //! as long as it is less than one period late.
 
 use croner::{Cron, errors::CronError, parser::CronParser};
-use revokd_jobs::{Cleanup, Job, new_job_id, now_unix};
+use revokd_jobs::{Cleanup, Job, Producer, new_job_id, now_unix};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Services;
-
-/// Runs the schedule until `stop` fires.
-pub async fn run(services: Services, stop: CancellationToken) -> anyhow::Result<()> {
+/// Pushes a cleanup job with `producer` on each tick of `cron` until `stop`
+/// fires.
+pub async fn run(producer: Producer, cron: String, stop: CancellationToken) -> anyhow::Result<()> {
     let mut scheduler = JobScheduler::new().await?;
-    let producer = services.producer.clone();
-    let cron = services.config.cleanup_cron.clone();
     let invalid =
         |e: &dyn std::fmt::Display| anyhow::anyhow!("invalid REVOKD_CLEANUP_CRON {cron:?}: {e}");
     let schedule = std::sync::Arc::new(parse(&cron).map_err(|e| invalid(&e))?);

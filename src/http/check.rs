@@ -15,7 +15,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, no_token},
 };
-use crate::{check::Verdict, token::VerifiedToken};
+use crate::{read::checker::Verdict, token::VerifiedToken};
 
 /// The read-path routes that take a body.
 pub fn router() -> Router<AppState> {

@@ -164,14 +164,14 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-impl From<crate::submit::SubmitError> for ApiError {
-    fn from(error: crate::submit::SubmitError) -> Self {
+impl From<crate::write::submit::SubmitError> for ApiError {
+    fn from(error: crate::write::submit::SubmitError) -> Self {
         match error {
-            crate::submit::SubmitError::Unavailable => Self::unavailable(error.to_string()),
-            crate::submit::SubmitError::Rejected(_) => {
+            crate::write::submit::SubmitError::Unavailable => Self::unavailable(error.to_string()),
+            crate::write::submit::SubmitError::Rejected(_) => {
                 Self::bad_request("invalid_request", error.to_string())
             }
-            crate::submit::SubmitError::TooManyWaiters(_) => Self::too_many_waiters(),
+            crate::write::submit::SubmitError::TooManyWaiters(_) => Self::too_many_waiters(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod probe;
 pub mod refresh;
 pub mod revoke;
 pub mod server;
@@ -16,12 +17,12 @@ use axum::{Router, extract::DefaultBodyLimit};
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    check::Checker,
     config::Config,
-    refresh::RefreshChecker,
+    read::checker::Checker,
+    read::refresh::RefreshChecker,
     store::redis::watermark_ttl,
     store::{pg::Db, redis::DenyList},
-    submit::Submitter,
+    write::submit::Submitter,
 };
 use auth::KeyRing;
 
@@ -47,7 +48,7 @@ pub struct Shared {
     /// Configuration.
     pub config: Arc<Config>,
     /// What `/readyz` and `/metrics` report, refreshed at most once per interval.
-    pub probe: Arc<crate::probe::Probe>,
+    pub probe: Arc<crate::http::probe::Probe>,
 }
 
 impl Shared {

@@ -10,7 +10,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::{check::LookupStats, instruments};
+use crate::{instruments, read::checker::LookupStats};
 
 /// The operations routes.
 pub fn router() -> Router<AppState> {
@@ -69,9 +69,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 
 /// Prometheus text. Gauges that describe shared state (queue depth,
 /// deny-list size, last cleanup) are at most [`GAUGES_EVERY`] old, whatever
-/// the scrape rate (see [`crate::probe`]).
+/// the scrape rate (see [`crate::http::probe`]).
 ///
-/// [`GAUGES_EVERY`]: crate::probe::GAUGES_EVERY
+/// [`GAUGES_EVERY`]: crate::http::probe::GAUGES_EVERY
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.probe.refresh_gauges().await;
     let (checker, stats) = (&state.checker, state.checker.stats());

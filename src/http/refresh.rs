@@ -52,14 +52,15 @@ async fn register(
     let new = verifier
         .verify(&req.token, now_unix())
         .map_err(|r| invalid("token", r))?;
-    let sub = crate::limits::claims(&new.token_id, new.subject_id.clone()).map_err(unstorable)?;
+    let sub =
+        crate::write::limits::claims(&new.token_id, new.subject_id.clone()).map_err(unstorable)?;
     let mut job = RegisterRefresh::new(new.token_id.clone(), sub, new.exp);
     if let Some(old) = &req.rotated_from {
         // The old token may have expired; its signature must hold.
         let old = verifier
             .verify_signature(old)
             .map_err(|r| invalid("rotated_from", r))?;
-        crate::limits::token_id(&old.token_id).map_err(unstorable)?;
+        crate::write::limits::token_id(&old.token_id).map_err(unstorable)?;
         // Neither can ever be stored: a token replacing itself, or a family
         // spanning two subjects.
         if old.token_id == new.token_id {
@@ -106,7 +107,7 @@ async fn family_of(state: &AppState, token_id: &str) -> Result<Option<String>, A
     // family would break reuse detection. The rotation is a write, rarer
     // than checks; its Postgres read is bounded like theirs.
     let read = state.db.refresh_row(token_id);
-    match tokio::time::timeout(crate::check::PG_LOOKUP_TIMEOUT, read).await {
+    match tokio::time::timeout(crate::read::checker::PG_LOOKUP_TIMEOUT, read).await {
         Ok(Ok(row)) => Ok(row.map(|r| r.family_id)),
         _ => Err(ApiError::unavailable(
             "cannot read the refresh-token registry",

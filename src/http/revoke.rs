@@ -18,7 +18,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, OptionalJsonBody, no_token},
 };
-use crate::{limits, submit::Submitted};
+use crate::{write::limits, write::submit::Submitted};
 
 /// The write routes.
 pub fn router() -> Router<AppState> {

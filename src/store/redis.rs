@@ -347,7 +347,7 @@ impl DenyList {
 
     /// Keeps the last cleanup's counts (`{prefix}cleanup:last`) for `/metrics`
     /// of every process; best effort.
-    pub async fn store_cleanup_report(&self, report: &crate::maintenance::CleanupReport) {
+    pub async fn store_cleanup_report(&self, report: &crate::worker::maintenance::CleanupReport) {
         let mut conn = self.conn.clone();
         let value = serde_json::to_string(report).unwrap_or_default();
         let stored: redis::RedisResult<()> = redis::cmd("SET")
@@ -363,7 +363,7 @@ impl DenyList {
     /// The last cleanup's counts, if any.
     pub async fn cleanup_report(
         &self,
-    ) -> redis::RedisResult<Option<crate::maintenance::CleanupReport>> {
+    ) -> redis::RedisResult<Option<crate::worker::maintenance::CleanupReport>> {
         let mut conn = self.conn.clone();
         let value: Option<String> = redis::cmd("GET")
             .arg(format!("{}cleanup:last", self.prefix))

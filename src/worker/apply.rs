@@ -12,13 +12,14 @@ use super::{
     failure::{self, Verdict},
 };
 use crate::{
-    instruments, limits,
-    maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
+    instruments,
     store::{
         pg::Db,
         redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
         refresh::{RefreshEntry, State},
     },
+    worker::maintenance::{CleanupReport, Maintenance, MaintenanceError, Quiet},
+    write::limits,
 };
 
 /// How long one delivery retries a transient failure in its worker slot
@@ -407,7 +408,7 @@ pub fn capped_expiry(job: &RevokeToken, max_lifetime: i64) -> i64 {
 
 /// The pub/sub channel announcing applied jobs, one per deployment:
 /// `{prefix}done`, the message being the job's id. Each API process holds
-/// one subscription to it for all its waiters (see [`crate::completion`]);
+/// one subscription to it for all its waiters (see [`crate::write::completion`]);
 /// nobody subscribed means the publish costs Redis next to nothing.
 pub fn done_channel(prefix: &str) -> String {
     format!("{prefix}done")

@@ -15,6 +15,7 @@ pub mod apply;
 mod backend;
 pub mod batch;
 pub mod failure;
+pub mod maintenance;
 
 use std::{sync::Arc, time::Duration};
 

@@ -175,7 +175,7 @@ pub struct TestApp {
     pub services: Services,
     pub http: reqwest::Client,
     pub stop: CancellationToken,
-    pub checker_stats: std::sync::Arc<revokd::check::Checker>,
+    pub checker_stats: std::sync::Arc<revokd::read::checker::Checker>,
     /// The roles running in the background, stopped on drop.
     pub tasks: Vec<tokio::task::AbortHandle>,
     // Field order: stop roles before the database goes.
@@ -526,14 +526,14 @@ impl Proxy {
 }
 
 /// The app's replica, once its follower has loaded it and proven it current.
-pub async fn current_replica(app: &TestApp) -> std::sync::Arc<revokd::replica::Replica> {
+pub async fn current_replica(app: &TestApp) -> std::sync::Arc<revokd::read::replica::Replica> {
     let replica = std::sync::Arc::clone(app.services.replica.as_ref().expect("read mode replica"));
     wait_current(&replica).await;
     replica
 }
 
 /// Waits until `replica` may answer.
-pub async fn wait_current(replica: &std::sync::Arc<revokd::replica::Replica>) {
+pub async fn wait_current(replica: &std::sync::Arc<revokd::read::replica::Replica>) {
     let r = std::sync::Arc::clone(replica);
     eventually(Duration::from_secs(10), "replica current", move || {
         let fresh = r.is_fresh();

@@ -9,7 +9,9 @@ use std::{sync::Arc, time::Duration};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use redis::Commands;
-use revokd::{maintenance::Quiet, refresh::RefreshChecker, store::redis::watermark_ttl};
+use revokd::{
+    read::refresh::RefreshChecker, store::redis::watermark_ttl, worker::maintenance::Quiet,
+};
 use revokd_jobs::{jti_id, now_unix, subject_id};
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redis::Commands;
-use revokd::maintenance::Quiet;
+use revokd::worker::maintenance::Quiet;
 use revokd_jobs::{Job, RevokeToken, now_unix};
 
 use crate::helpers::{Options, SECRET, TestApp, eventually};
@@ -268,8 +268,16 @@ async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
     })
     .await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let a = tokio::spawn(revokd::scheduler::run(app.services.clone(), stop.clone()));
-    let b = tokio::spawn(revokd::scheduler::run(app.services.clone(), stop.clone()));
+    let a = tokio::spawn(revokd::scheduler::run(
+        app.services.producer.clone(),
+        app.services.config.cleanup_cron.clone(),
+        stop.clone(),
+    ));
+    let b = tokio::spawn(revokd::scheduler::run(
+        app.services.producer.clone(),
+        app.services.config.cleanup_cron.clone(),
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     stop.cancel();
     a.await.unwrap().unwrap();

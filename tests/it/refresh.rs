@@ -339,7 +339,7 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
     })
     .await;
     let replica = crate::helpers::current_replica(&app).await;
-    use revokd::replica::RefreshState;
+    use revokd::read::replica::RefreshState;
     let now = || revokd_jobs::now_unix();
     let (old, new) = rotated_pair(&app, "yves").await;
     let (old_id, new_id) = (id(&app, &old), id(&app, &new));

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use proptest::prelude::*;
 use redis::Commands;
-use revokd::{check::LookupStats, replica::Replica};
+use revokd::{read::checker::LookupStats, read::replica::Replica};
 use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 
 use crate::helpers::{Options, Proxy, TestApp, eventually};

@@ -4,7 +4,7 @@
 use std::{process::Stdio, time::Duration};
 
 use redis::Commands;
-use revokd::{check::LookupStats, store::pg::Db};
+use revokd::{read::checker::LookupStats, store::pg::Db};
 use revokd_jobs::{Job, Producer, RevokeToken, now_unix};
 
 use crate::helpers::{
@@ -130,11 +130,11 @@ async fn with_neither_store_checks_fail_closed_with_503() {
     let checker = services.checker();
     assert_eq!(
         checker.check(&token, now_unix()).await,
-        revokd::check::Verdict::Unavailable
+        revokd::read::checker::Verdict::Unavailable
     );
     assert_eq!(
         checker.check(&token, now_unix()).await,
-        revokd::check::Verdict::Unavailable
+        revokd::read::checker::Verdict::Unavailable
     );
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use revokd::check::LookupStats;
+use revokd::read::checker::LookupStats;
 use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 use serde_json::json;
 

@@ -479,7 +479,7 @@ async fn wait_true_answers_after_the_local_replica_sees_the_revocation() {
             "visible through the replica at once"
         );
     }
-    assert!(revokd::check::LookupStats::get(&app.checker_stats.stats().replica) >= 5);
+    assert!(revokd::read::checker::LookupStats::get(&app.checker_stats.stats().replica) >= 5);
 }
 
 #[tokio::test]

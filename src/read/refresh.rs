@@ -16,17 +16,17 @@ use std::time::Duration;
 use revokd_jobs::{Job, RevokeFamily};
 
 use crate::{
-    check::{Checker, PG_LOOKUP_TIMEOUT, Unavailable, Verdict},
     config::FailMode,
     instruments,
-    replica::RefreshState,
+    read::checker::{Checker, PG_LOOKUP_TIMEOUT, Unavailable, Verdict},
+    read::replica::RefreshState,
     store::{
         pg::Db,
         redis::DenyList,
         refresh::{RefreshEntry, RefreshLookup, State},
     },
-    submit::Submitter,
     token::{Reason, VerifiedToken},
+    write::submit::Submitter,
 };
 
 /// Longest wait for Postgres to settle a reuse (as for a check's lookup).

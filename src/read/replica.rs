@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
-    resync::Resync,
     store::{
         pg::Db,
         redis::{DenyList, Snapshot},
     },
+    write::resync::Resync,
 };
 
 /// Stream entries read per request.

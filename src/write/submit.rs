@@ -7,7 +7,7 @@
 //! the queue alone is not durable (Redis may restart empty). Not queued
 //! (Redis down or refusing writes), it is still enforced: by this process at
 //! once, by every API process through Postgres's pending rows (see
-//! [`crate::pending`]), and copied into Redis by the resync once Redis takes
+//! [`crate::read::pending`]), and copied into Redis by the resync once Redis takes
 //! writes. Neither Postgres nor the spool taking it: refused (503).
 
 use std::{sync::Arc, time::Duration};
@@ -16,12 +16,12 @@ use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix};
 use tokio::time::Instant;
 
 use crate::{
-    check::Checker,
-    completion::{Completion, Completions, Outcome, TooManyWaiters},
-    replica::Replica,
-    spool::Spool,
+    read::checker::Checker,
+    read::replica::Replica,
     store::pg::Db,
     worker::{apply::capped_expiry, batch::RevokeBatcher},
+    write::completion::{Completion, Completions, Outcome, TooManyWaiters},
+    write::spool::Spool,
 };
 
 /// Longest the write path waits for Postgres before spooling.
@@ -308,7 +308,7 @@ pub async fn replay_spool(
     db: &Db,
     checker: Option<&Checker>,
     max_lifetime: i64,
-) -> sqlx::Result<crate::spool::Replayed> {
+) -> sqlx::Result<crate::write::spool::Replayed> {
     let started_ms = Replica::now_ms();
     let replayed = spool
         .replay(|job| async move {

@@ -11,13 +11,13 @@ use std::{
 
 use crate::{
     config::FailMode,
-    health::Health,
     instruments,
-    pending::{Cover, Pending},
-    replica::Replica,
-    resync::Resync,
+    read::health::Health,
+    read::pending::{Cover, Pending},
+    read::replica::Replica,
+    read::verify_cache::{Lookup, VerifyCache},
     token::{Reason, VerifiedToken, Verifier},
-    verify_cache::{Lookup, VerifyCache},
+    write::resync::Resync,
 };
 
 /// Longest a Postgres fallback lookup may take before the check gives up.

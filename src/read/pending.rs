@@ -30,7 +30,7 @@ use revokd_jobs::{Job, now_unix};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{replica::Replica, store::pg::Db};
+use crate::{read::replica::Replica, store::pg::Db};
 
 /// How often pending rows are read from Postgres.
 const POLL_EVERY: Duration = Duration::from_millis(250);

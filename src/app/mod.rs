@@ -1,6 +1,9 @@
 //! Wiring: builds the stores, the checker and the roles from configuration,
 //! and runs the roles until shutdown.
 
+pub mod shutdown;
+pub mod telemetry;
+
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
@@ -9,18 +12,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    check::Checker,
     config::{Config, ReadMode, redact},
     http::{self, AppState, Shared, auth::KeyRing},
-    maintenance::Maintenance,
-    replica::{Follower, Replica},
-    resync::Resync,
+    read::checker::Checker,
+    read::replica::{Follower, Replica},
     scheduler,
-    spool::Spool,
     store::{self, pg::Db, redis::DenyList},
-    submit::{self, Submitter},
     token::Verifier,
+    worker::maintenance::Maintenance,
     worker::{self, Applier, WorkerDeps},
+    write::resync::Resync,
+    write::spool::Spool,
+    write::submit::{self, Submitter},
 };
 
 /// Postgres connections of a one-shot command (`revoke`, `cleanup`, ...).
@@ -220,7 +223,7 @@ impl Services {
             db: self.db.clone(),
             revokes: crate::worker::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
-            completions: crate::completion::Completions::new(
+            completions: crate::write::completion::Completions::new(
                 &self.config.redis_url,
                 &self.config.key_prefix,
                 self.config.max_waiters,
@@ -240,7 +243,7 @@ impl Services {
             checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
-            probe: crate::probe::Probe::new(
+            probe: crate::http::probe::Probe::new(
                 self.deny_fast.clone(),
                 self.db.clone(),
                 revokd_jobs::queue_config(&self.config.key_prefix),
@@ -385,7 +388,11 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
         tasks.spawn(worker::run(deps, stop.clone()));
     }
     if roles.scheduler {
-        tasks.spawn(scheduler::run(services.clone(), stop.clone()));
+        tasks.spawn(scheduler::run(
+            services.producer.clone(),
+            services.config.cleanup_cron.clone(),
+            stop.clone(),
+        ));
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
