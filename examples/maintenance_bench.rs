@@ -164,7 +164,7 @@ async fn measure(settings: &Settings, bench: &Bench) -> anyhow::Result<()> {
     let load_start = load_average();
     let rows = settings.rows;
     let live = (rows / 100).max(1);
-    let leeway = maintenance.leeway;
+    let leeway = maintenance.ttl.leeway;
     let pg_version: String = sqlx::query_scalar("show server_version")
         .fetch_one(pool)
         .await

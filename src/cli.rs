@@ -11,7 +11,6 @@ use crate::{
     config::{Config, parse_duration},
     read::checker::Verdict,
     token::Minter,
-    write::limits,
     write::submit::{SubmitError, Submitted},
 };
 
@@ -256,11 +255,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                         .verifier
                         .verify_signature(&token)
                         .map_err(|r| Failure::input(format!("invalid token: {}", r.as_str())))?;
-                    {
-                        let sub = limits::claims(&claims.token_id, claims.subject_id)
-                            .map_err(|e| Failure::input(format!("token cannot be stored: {e}")))?;
-                        RevokeToken::new(claims.token_id, sub, claims.exp)
-                    }
+                    RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
                 }
                 None => {
                     let jti =
@@ -285,11 +280,6 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 requested_by: "cli".into(),
                 ..job
             };
-            limits::token_id(&job.token_id).map_err(Failure::input)?;
-            if let Some(sub) = &job.subject {
-                limits::subject(sub).map_err(Failure::input)?;
-            }
-            limits::reason(job.reason.as_deref()).map_err(Failure::input)?;
             let token_id = job.token_id.clone();
             let job_id = job.job_id.clone();
             let submitter = cli_submitter(&services).await;
@@ -307,7 +297,6 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 return Err(Failure::input("--sub must not be empty"));
             }
             let sub = revokd_jobs::subject_id(&sub);
-            limits::reason(reason.as_deref()).map_err(Failure::input)?;
             let services = store_services(config)?;
             let job = RevokeSubject {
                 reason,
@@ -366,7 +355,7 @@ async fn cli_submitter(services: &Services) -> crate::write::submit::Submitter {
         &services.spool,
         &services.db,
         Some(&checker),
-        services.config.max_lifetime_secs(),
+        services.config.ttl_policy(),
     );
     if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(3), replay).await {
         tracing::debug!(%error, "spool not replayed");

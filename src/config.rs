@@ -284,6 +284,14 @@ impl Config {
     pub fn leeway(&self) -> i64 {
         i64::try_from(self.jwt_leeway_secs).unwrap_or(0)
     }
+
+    /// The lifetime rules of stored revocations.
+    pub fn ttl_policy(&self) -> crate::store::TtlPolicy {
+        crate::store::TtlPolicy {
+            leeway: self.leeway(),
+            max_lifetime: self.max_lifetime_secs(),
+        }
+    }
 }
 
 /// A string that never prints: secrets and key lists.

@@ -159,8 +159,7 @@ impl Services {
             self.deny_patient.clone(),
             self.db.clone(),
             &self.config.key_prefix,
-            self.config.leeway(),
-            self.config.max_lifetime_secs(),
+            self.config.ttl_policy(),
         )
         .with_maintenance(self.maintenance(self.deny_patient.clone()))
     }
@@ -171,8 +170,7 @@ impl Services {
             deny,
             db: self.db.clone(),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
-            leeway: self.config.leeway(),
-            max_lifetime: self.config.max_lifetime_secs(),
+            ttl: self.config.ttl_policy(),
             audit_retention: Config::secs(self.config.audit_retention),
             job_retention: Config::secs(self.config.job_retention),
         }
@@ -200,8 +198,7 @@ impl Services {
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
             resync: self.resync(self.deny_fast.clone()),
-            leeway: self.config.leeway(),
-            max_lifetime: self.config.max_lifetime_secs(),
+            ttl: self.config.ttl_policy(),
         })
     }
 
@@ -210,8 +207,7 @@ impl Services {
         Resync {
             deny,
             db: self.db.clone(),
-            leeway: self.config.leeway(),
-            max_lifetime: self.config.max_lifetime_secs(),
+            ttl: self.config.ttl_policy(),
         }
     }
 
@@ -229,7 +225,7 @@ impl Services {
                 self.config.max_waiters,
             ),
             wait_timeout: self.config.wait_timeout,
-            max_lifetime: self.config.max_lifetime_secs(),
+            ttl: self.config.ttl_policy(),
         }
     }
 
@@ -305,7 +301,7 @@ impl Api {
             Arc::clone(&self.state.submitter.spool),
             self.state.db.clone(),
             Some(Arc::clone(&checker)),
-            config.max_lifetime_secs(),
+            config.ttl_policy(),
             stop.clone(),
         );
         let writes = Arc::clone(&checker).watch_redis_writes(stop.clone());
@@ -375,7 +371,7 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
                 Arc::clone(&services.spool),
                 services.db.clone(),
                 None,
-                services.config.max_lifetime_secs(),
+                services.config.ttl_policy(),
                 stop.clone(),
             ));
         }

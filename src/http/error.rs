@@ -168,7 +168,8 @@ impl From<crate::write::submit::SubmitError> for ApiError {
     fn from(error: crate::write::submit::SubmitError) -> Self {
         match error {
             crate::write::submit::SubmitError::Unavailable => Self::unavailable(error.to_string()),
-            crate::write::submit::SubmitError::Rejected(_) => {
+            crate::write::submit::SubmitError::Invalid(_)
+            | crate::write::submit::SubmitError::Rejected(_) => {
                 Self::bad_request("invalid_request", error.to_string())
             }
             crate::write::submit::SubmitError::TooManyWaiters(_) => Self::too_many_waiters(),

@@ -20,7 +20,6 @@ use crate::{
     config::Config,
     read::checker::Checker,
     read::refresh::RefreshChecker,
-    store::redis::watermark_ttl,
     store::{pg::Db, redis::DenyList},
     write::submit::Submitter,
 };
@@ -60,7 +59,7 @@ impl Shared {
             db: &self.db,
             submitter: &self.submitter,
             fail_mode: self.config.fail_mode,
-            family_ttl: watermark_ttl(self.config.leeway(), self.config.max_lifetime_secs()),
+            family_ttl: self.config.ttl_policy().watermark(),
         }
     }
 }

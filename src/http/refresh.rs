@@ -15,7 +15,7 @@ use super::{
     auth::WriteKey,
     error::ApiError,
     extract::JsonBody,
-    revoke::{WaitQuery, answer, unstorable, wait_flag},
+    revoke::{WaitQuery, answer, wait_flag},
 };
 
 /// The refresh-token route.
@@ -52,15 +52,12 @@ async fn register(
     let new = verifier
         .verify(&req.token, now_unix())
         .map_err(|r| invalid("token", r))?;
-    let sub =
-        crate::write::limits::claims(&new.token_id, new.subject_id.clone()).map_err(unstorable)?;
-    let mut job = RegisterRefresh::new(new.token_id.clone(), sub, new.exp);
+    let mut job = RegisterRefresh::new(new.token_id.clone(), new.subject_id.clone(), new.exp);
     if let Some(old) = &req.rotated_from {
         // The old token may have expired; its signature must hold.
         let old = verifier
             .verify_signature(old)
             .map_err(|r| invalid("rotated_from", r))?;
-        crate::write::limits::token_id(&old.token_id).map_err(unstorable)?;
         // Neither can ever be stored: a token replacing itself, or a family
         // spanning two subjects.
         if old.token_id == new.token_id {

@@ -18,7 +18,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, OptionalJsonBody, no_token},
 };
-use crate::{write::limits, write::submit::Submitted};
+use crate::write::submit::Submitted;
 
 /// The write routes.
 pub fn router() -> Router<AppState> {
@@ -65,11 +65,6 @@ pub struct RevocationRequest {
     reason: Option<String>,
 }
 
-/// A validly signed token whose `jti` revokd cannot store.
-pub(super) fn unstorable(e: String) -> ApiError {
-    ApiError::bad_request("invalid_token", format!("token cannot be stored: {e}"))
-}
-
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
@@ -77,7 +72,6 @@ fn bad(message: impl Into<String>) -> ApiError {
 impl RevocationRequest {
     /// The job this request asks for, validated.
     fn into_job(self, state: &AppState, requested_by: String) -> Result<RevokeToken, ApiError> {
-        limits::reason(self.reason.as_deref()).map_err(bad)?;
         let job = match (self.token, self.jti) {
             (Some(_), Some(_)) => return Err(bad("give either token or jti, not both")),
             (Some(token), None) => {
@@ -93,9 +87,7 @@ impl RevocationRequest {
                                 format!("token rejected: {}", reason.as_str()),
                             )
                         })?;
-                let sub =
-                    limits::claims(&claims.token_id, claims.subject_id).map_err(unstorable)?;
-                RevokeToken::new(claims.token_id, sub, claims.exp)
+                RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
             }
             (None, Some(jti)) => {
                 if jti.is_empty() {
@@ -198,7 +190,6 @@ async fn revoke_all(
     let sub = revokd_jobs::subject_id(&sub);
     let wait = wait_flag(query)?;
     let req = req.unwrap_or_default();
-    limits::reason(req.reason.as_deref()).map_err(bad)?;
     let job = RevokeSubject {
         reason: req.reason,
         requested_by: key,
@@ -258,10 +249,9 @@ async fn rfc7009_revoke(
     let Ok(claims) = state.checker.verifier().verify_signature(&token) else {
         return Ok(revoked());
     };
-    let sub = limits::claims(&claims.token_id, claims.subject_id).map_err(unstorable)?;
     let job = RevokeToken {
         requested_by: key,
-        ..RevokeToken::new(claims.token_id, sub, claims.exp)
+        ..RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
     };
     state
         .submitter

@@ -30,7 +30,10 @@ use revokd_jobs::{Job, now_unix};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{read::replica::Replica, store::pg::Db};
+use crate::{
+    read::replica::Replica,
+    store::{TtlPolicy, pg::Db},
+};
 
 /// How often pending rows are read from Postgres.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -210,7 +213,7 @@ impl Pending {
     /// accepted without the queue: enforced here at once. `in_postgres`
     /// false when only the spool holds it (kept until
     /// [`spool_replayed`](Self::spool_replayed)).
-    pub fn add_local(&self, job: &Job, in_postgres: bool, max_lifetime: i64) {
+    pub fn add_local(&self, job: &Job, in_postgres: bool, ttl: TtlPolicy) {
         let now = unix_ms();
         let confirmed = in_postgres.then_some(now);
         let add =
@@ -232,11 +235,7 @@ impl Pending {
                 }
             };
         match job {
-            Job::Revoke(j) => add(
-                &self.local_tokens,
-                &j.token_id,
-                crate::worker::apply::capped_expiry(j, max_lifetime),
-            ),
+            Job::Revoke(j) => add(&self.local_tokens, &j.token_id, ttl.capped_expiry(j)),
             Job::RevokeAll(j) => add(&self.local_subjects, &j.subject, j.not_before),
             Job::RegisterRefresh(j) => {
                 add(&self.local_refresh, &j.token_id, j.expires_at);
@@ -383,6 +382,10 @@ mod tests {
 
     #[test]
     fn local_entries_cover_at_once_and_stay_until_postgres_lists_them() {
+        const TTL: TtlPolicy = TtlPolicy {
+            leeway: 0,
+            max_lifetime: 60,
+        };
         let pending = Pending::new();
         assert!(
             matches!(pending.cover("t", None, None), Cover::PostgresOnly(_)),
@@ -396,9 +399,9 @@ mod tests {
         pending.add_local(
             &Job::Revoke(RevokeToken::new("t", None, i64::MAX)),
             false,
-            60,
+            TTL,
         );
-        pending.add_local(&Job::RevokeAll(RevokeSubject::new("s", 100)), true, 60);
+        pending.add_local(&Job::RevokeAll(RevokeSubject::new("s", 100)), true, TTL);
         let found = Found {
             denied: true,
             not_before: Some(100),

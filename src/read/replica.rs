@@ -27,6 +27,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     store::{
+        TtlPolicy,
         pg::Db,
         redis::{DenyList, Snapshot},
     },
@@ -283,10 +284,8 @@ pub struct Follower {
     /// Copies revocations written to Postgres during a Redis outage into
     /// Redis (and so into the stream) before the replica claims to be current.
     pub resync: Resync,
-    /// Leeway in seconds.
-    pub leeway: i64,
-    /// Maximum token lifetime in seconds.
-    pub max_lifetime: i64,
+    /// Lifetimes of what is loaded.
+    pub ttl: TtlPolicy,
 }
 
 impl Follower {
@@ -459,23 +458,21 @@ impl Follower {
 
     async fn snapshot_from_postgres(&self, now: i64) -> anyhow::Result<Snapshot> {
         let mut snapshot = Snapshot::default();
-        let cap = now.saturating_add(self.max_lifetime);
+        let ttl = self.ttl;
         let mut after = String::new();
         loop {
             let page = self
                 .db
-                .live_tokens_page(&after, now - self.leeway, 10_000)
+                .live_tokens_page(&after, ttl.expired_before(now), 10_000)
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             snapshot.tokens.extend(page.into_iter().map(|r| {
-                (
-                    r.token_id,
-                    r.expires_at.saturating_add(self.leeway).min(cap),
-                )
+                let until = ttl.deny_until(r.expires_at, now);
+                (r.token_id, until)
             }));
         }
-        let until = cap.saturating_add(self.leeway);
+        let until = now.saturating_add(ttl.watermark());
         let mut after = String::new();
         loop {
             let page = self.db.watermarks_page(&after, 10_000).await?;
@@ -489,12 +486,12 @@ impl Follower {
         loop {
             let page = self
                 .db
-                .refresh_page(&after, now - self.leeway, 10_000)
+                .refresh_page(&after, ttl.expired_before(now), 10_000)
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             snapshot.refresh.extend(page.into_iter().map(|r| {
-                let until = r.expires_at.saturating_add(self.leeway).min(cap);
+                let until = ttl.deny_until(r.expires_at, now);
                 (
                     r.token_id,
                     r.family_id,

@@ -6,6 +6,9 @@ pub mod pg;
 pub mod queue;
 pub mod redis;
 pub mod refresh;
+pub mod ttl;
+
+pub use ttl::TtlPolicy;
 
 use std::time::Duration;
 

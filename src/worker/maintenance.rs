@@ -9,8 +9,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
+    TtlPolicy,
     pg::Db,
-    redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
+    redis::{DenyEntry, DenyList},
 };
 
 /// Rows per delete statement or per pipelined Redis batch.
@@ -85,10 +86,8 @@ pub struct Maintenance {
     pub db: Db,
     /// The queue (for vacuuming).
     pub queue: apalis_redis::Config,
-    /// Leeway in seconds.
-    pub leeway: i64,
-    /// Maximum token lifetime in seconds.
-    pub max_lifetime: i64,
+    /// Lifetimes of what is written.
+    pub ttl: TtlPolicy,
     /// Audit retention in seconds.
     pub audit_retention: i64,
     /// Finished-job retention in seconds.
@@ -104,12 +103,12 @@ impl Maintenance {
     ) -> Result<CleanupReport, MaintenanceError> {
         let mut report = CleanupReport::default();
         // A revocation matters until its token fails checks as expired.
-        let expired = now - self.leeway;
+        let expired = self.ttl.expired_before(now);
         progress.phase("expired revocations", None);
         report.tokens_deleted =
             drain(|| self.db.delete_expired_tokens(expired, BATCH), progress).await?;
         progress.phase("outdated watermarks", None);
-        let outdated = now - self.max_lifetime - self.leeway;
+        let outdated = self.ttl.outdated_before(now);
         report.subjects_deleted = drain(
             || self.db.delete_outdated_watermarks(outdated, BATCH),
             progress,
@@ -145,7 +144,7 @@ impl Maintenance {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let server = self.deny.server_id().await?;
         self.deny.begin_rebuild(&id).await?;
-        let cutoff = now - self.leeway;
+        let cutoff = self.ttl.expired_before(now);
         let (tokens, subjects) = self.db.rebuild_size(cutoff).await?;
         progress.phase("revocations into redis", u64::try_from(tokens).ok());
         let mut after = String::new();
@@ -156,7 +155,7 @@ impl Maintenance {
             let entries: Vec<(String, DenyEntry, i64)> = page
                 .into_iter()
                 .filter_map(|row| {
-                    let ttl = deny_ttl(row.expires_at, now, self.leeway, self.max_lifetime)?;
+                    let ttl = self.ttl.deny(row.expires_at, now)?;
                     let entry = DenyEntry {
                         sub: row.subject,
                         exp: row.expires_at,
@@ -171,7 +170,7 @@ impl Maintenance {
             progress.advance(entries.len() as u64);
         }
         progress.phase("watermarks into redis", u64::try_from(subjects).ok());
-        let ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        let ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
             let page = self.db.watermarks_page(&after, BATCH).await?;
@@ -196,7 +195,7 @@ impl Maintenance {
     ) -> Result<u64, MaintenanceError> {
         progress.phase("refresh registry into redis", None);
         let mut written = 0;
-        let family_ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        let family_ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
             let page = self.db.revoked_families_page(&after, BATCH).await?;
@@ -213,7 +212,7 @@ impl Maintenance {
         loop {
             let page = self
                 .db
-                .refresh_page(&after, now - self.leeway, BATCH)
+                .refresh_page(&after, self.ttl.expired_before(now), BATCH)
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
@@ -223,7 +222,7 @@ impl Maintenance {
                     Some((
                         r.token_id.clone(),
                         r.entry(),
-                        deny_ttl(r.expires_at, now, 0, self.max_lifetime)?,
+                        self.ttl.refresh(r.expires_at, now)?,
                     ))
                 })
                 .collect();

@@ -1,11 +1,11 @@
-//! The write path shared by HTTP and the CLI: input bounds ([`limits`]),
+//! The write path shared by HTTP and the CLI: input validation ([`validate`]),
 //! the [`submit`]ter that makes a revocation durable first (Postgres, or
 //! the local [`spool`] when Postgres is down) and then queues it,
 //! [`completion`] for callers that wait until a worker applied the job, and
 //! [`resync`], which copies revocations Redis may not hold yet into Redis.
 
 pub mod completion;
-pub mod limits;
 pub mod resync;
 pub mod spool;
 pub mod submit;
+pub mod validate;

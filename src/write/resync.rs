@@ -7,8 +7,9 @@ use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
+    TtlPolicy,
     pg::Db,
-    redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
+    redis::{DenyEntry, DenyList},
 };
 
 /// Rows moved per round trip batch.
@@ -23,10 +24,8 @@ pub struct Resync {
     pub deny: DenyList,
     /// Source.
     pub db: Db,
-    /// Leeway in seconds.
-    pub leeway: i64,
-    /// Maximum token lifetime in seconds.
-    pub max_lifetime: i64,
+    /// Lifetimes of what is written.
+    pub ttl: TtlPolicy,
 }
 
 /// Why a resync pass stopped.
@@ -67,7 +66,7 @@ impl Resync {
             let entries: Vec<(String, DenyEntry, i64)> = tokens
                 .iter()
                 .filter_map(|row| {
-                    let ttl = deny_ttl(row.expires_at, now, self.leeway, self.max_lifetime)?;
+                    let ttl = self.ttl.deny(row.expires_at, now)?;
                     let entry = DenyEntry {
                         sub: row.subject.clone(),
                         exp: row.expires_at,
@@ -79,7 +78,7 @@ impl Resync {
                 .collect();
             self.deny.deny_many(&entries).await?;
             self.deny
-                .raise_many(&subjects, watermark_ttl(self.leeway, self.max_lifetime))
+                .raise_many(&subjects, self.ttl.watermark())
                 .await?;
             let copied: Vec<(String, i64)> = tokens
                 .into_iter()
@@ -97,7 +96,7 @@ impl Resync {
     /// Postgres) get their Redis marker.
     async fn resync_families(&self) -> Result<u64, ResyncError> {
         let families = self.db.pending_families(BATCH).await?;
-        let ttl = watermark_ttl(self.leeway, self.max_lifetime);
+        let ttl = self.ttl.watermark();
         for (family, reason) in &families {
             self.deny.mark_family_revoked(family, reason, ttl).await?;
         }
@@ -116,7 +115,7 @@ impl Resync {
                 Some((
                     r.token_id.clone(),
                     r.entry(),
-                    deny_ttl(r.expires_at, now, 0, self.max_lifetime)?,
+                    self.ttl.refresh(r.expires_at, now)?,
                 ))
             })
             .collect();

@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use crate::{
     read::checker::Checker,
     read::replica::Replica,
-    store::pg::Db,
-    worker::{apply::capped_expiry, batch::RevokeBatcher},
+    store::{TtlPolicy, pg::Db},
+    worker::batch::RevokeBatcher,
     write::completion::{Completion, Completions, Outcome, TooManyWaiters},
     write::spool::Spool,
+    write::validate::{self, InputError},
 };
 
 /// Longest the write path waits for Postgres before spooling.
@@ -50,6 +51,9 @@ pub enum SubmitError {
     /// It could be made durable nowhere.
     #[error("neither Postgres nor the local spool can record the revocation")]
     Unavailable,
+    /// A field cannot be stored: nothing was recorded.
+    #[error(transparent)]
+    Invalid(#[from] InputError),
     /// Postgres refused its content (it can never be stored).
     #[error("the revocation cannot be stored: {0}")]
     Rejected(String),
@@ -84,7 +88,7 @@ pub struct Submitter {
     /// How long a waiter waits.
     pub wait_timeout: Duration,
     /// Maximum token lifetime in seconds.
-    pub max_lifetime: i64,
+    pub ttl: TtlPolicy,
 }
 
 impl Submitter {
@@ -108,6 +112,7 @@ impl Submitter {
     }
 
     async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
+        validate::request(&job)?;
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
         let durable = self.make_durable(&job).await?;
@@ -116,9 +121,7 @@ impl Submitter {
                 Ok(submitted) => {
                     if durable == Durable::Spool {
                         // Until the spool is replayed, Postgres lacks it.
-                        self.checker
-                            .pending()
-                            .add_local(&job, false, self.max_lifetime);
+                        self.checker.pending().add_local(&job, false, self.ttl);
                     }
                     return Ok(submitted);
                 }
@@ -131,7 +134,7 @@ impl Submitter {
         let in_postgres = durable == Durable::Postgres;
         self.checker
             .pending()
-            .add_local(&job, in_postgres, self.max_lifetime);
+            .add_local(&job, in_postgres, self.ttl);
         crate::instruments::write_degraded(if in_postgres { "postgres" } else { "spool" });
         Ok(if in_postgres {
             Submitted::Degraded
@@ -143,13 +146,7 @@ impl Submitter {
     /// Records `job` in Postgres as pending for Redis, or in the spool.
     async fn make_durable(&self, job: &Job) -> Result<Durable, SubmitError> {
         if self.checker.pg_health().is_up() {
-            let write = record_pending(
-                &self.db,
-                Some(&self.revokes),
-                job,
-                now_unix(),
-                self.max_lifetime,
-            );
+            let write = record_pending(&self.db, Some(&self.revokes), job, now_unix(), self.ttl);
             match tokio::time::timeout(PG_WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => return Ok(Durable::Postgres),
                 Ok(Err(error)) if is_permanent(&error) => {
@@ -263,12 +260,12 @@ pub async fn record_pending(
     revokes: Option<&RevokeBatcher>,
     job: &Job,
     now: i64,
-    max_lifetime: i64,
+    ttl: TtlPolicy,
 ) -> sqlx::Result<()> {
     // A family's members are revoked as tokens too, pending like the rest,
     // so every check (with the refresh hint or not) refuses them.
     let family = |family: String, reason: String, job_id: String, by: String, at: i64| async move {
-        let until = now.saturating_add(max_lifetime);
+        let until = now.saturating_add(ttl.max_lifetime);
         let members = db
             .revoke_family(&family, &reason, &job_id, &by, at, until, now, false)
             .await?;
@@ -276,7 +273,7 @@ pub async fn record_pending(
     };
     match job {
         Job::Revoke(j) => {
-            let expires_at = capped_expiry(j, max_lifetime);
+            let expires_at = ttl.capped_expiry(j);
             let family_id = match revokes {
                 Some(batcher) => batcher.apply_revoke(j, expires_at, now).await?,
                 None => db.record_revoke(j, expires_at, now, false).await?,
@@ -307,12 +304,12 @@ pub async fn replay_spool(
     spool: &Spool,
     db: &Db,
     checker: Option<&Checker>,
-    max_lifetime: i64,
+    ttl: TtlPolicy,
 ) -> sqlx::Result<crate::write::spool::Replayed> {
     let started_ms = Replica::now_ms();
     let replayed = spool
         .replay(|job| async move {
-            match record_pending(db, None, &job, now_unix(), max_lifetime).await {
+            match record_pending(db, None, &job, now_unix(), ttl).await {
                 Err(error) if is_permanent(&error) => {
                     tracing::error!(job_id = job.job_id(), %error, "spooled job Postgres can never store; skipped");
                     Ok(())
@@ -339,11 +336,11 @@ pub async fn keep_replaying(
     spool: Arc<Spool>,
     db: Db,
     checker: Option<Arc<Checker>>,
-    max_lifetime: i64,
+    ttl: TtlPolicy,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        if let Err(error) = replay_spool(&spool, &db, checker.as_deref(), max_lifetime).await {
+        if let Err(error) = replay_spool(&spool, &db, checker.as_deref(), ttl).await {
             tracing::debug!(%error, "spool replay failed; will retry");
         }
         tokio::select! {

@@ -9,9 +9,7 @@ use std::{sync::Arc, time::Duration};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use redis::Commands;
-use revokd::{
-    read::refresh::RefreshChecker, store::redis::watermark_ttl, worker::maintenance::Quiet,
-};
+use revokd::{read::refresh::RefreshChecker, worker::maintenance::Quiet};
 use revokd_jobs::{jti_id, now_unix, subject_id};
 use serde_json::{Value, json};
 
@@ -337,10 +335,7 @@ async fn reuse_during_a_redis_outage_is_recorded_once_by_postgres() {
         db: &services.db,
         submitter: &submitter,
         fail_mode: services.config.fail_mode,
-        family_ttl: watermark_ttl(
-            services.config.leeway(),
-            services.config.max_lifetime_secs(),
-        ),
+        family_ttl: services.config.ttl_policy().watermark(),
     };
     let presentations = (0..20).map(|_| refresh.record_reuse(&entry, &claims));
     let recorded = futures::future::join_all(presentations).await;

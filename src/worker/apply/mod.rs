@@ -1,0 +1,186 @@
+//! Applying jobs to both stores. Redis first, so a revocation is effective
+//! for checks even while Postgres is down; then Postgres, the durable record.
+//! Every step is idempotent: delivery is at-least-once. One file per job
+//! kind; this one holds the dispatch, the in-slot retry and the job is
+//! validated once, on arrival ([`validate::job`]).
+
+mod cleanup;
+mod register_refresh;
+mod revoke;
+mod revoke_all;
+mod revoke_family;
+
+pub use revoke_family::FamilyRequest;
+
+use std::time::Duration;
+
+use revokd_jobs::{Job, now_unix};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    batch::RevokeBatcher,
+    failure::{self, Verdict},
+};
+use crate::{
+    instruments,
+    store::{TtlPolicy, pg::Db, redis::DenyList, refresh::State},
+    worker::maintenance::{CleanupReport, Maintenance, MaintenanceError},
+    write::validate::{self, InputError},
+};
+
+/// How long one delivery retries a transient failure in its worker slot
+/// before the job is handed back to the queue (see [`super::failure`]).
+const IN_SLOT: Duration = Duration::from_secs(2);
+
+/// Why a job was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The payload can never apply; retrying is pointless.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// Redis failed; worth retrying.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Postgres failed: retried or not as [`super::failure::classify`] says.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
+impl From<InputError> for ApplyError {
+    fn from(e: InputError) -> Self {
+        ApplyError::Invalid(e.to_string())
+    }
+}
+
+impl From<MaintenanceError> for ApplyError {
+    fn from(e: MaintenanceError) -> Self {
+        match e {
+            MaintenanceError::Redis(e) => ApplyError::Redis(e),
+            MaintenanceError::Postgres(e) => ApplyError::Postgres(e),
+            MaintenanceError::Interrupted => ApplyError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "redis lost its data during the rebuild",
+            ))),
+        }
+    }
+}
+
+/// What applying a job did, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A token is on the deny-list (or, already expired, only in Postgres).
+    Revoked {
+        /// Whether a Redis key was written.
+        in_redis: bool,
+    },
+    /// A subject watermark was raised (or was already higher).
+    SubjectRevoked,
+    /// A refresh token was registered (or rotated); its stored state.
+    Registered(State),
+    /// A refresh-token family was revoked.
+    FamilyRevoked,
+    /// Maintenance ran.
+    Cleaned(CleanupReport),
+}
+
+/// Applies jobs to Redis and Postgres.
+#[derive(Clone)]
+pub struct Applier {
+    deny: DenyList,
+    db: Db,
+    revokes: RevokeBatcher,
+    ttl: TtlPolicy,
+    done_channel: String,
+    maintenance: Option<Maintenance>,
+}
+
+impl Applier {
+    /// An applier over the given stores.
+    pub fn new(deny: DenyList, db: Db, prefix: &str, ttl: TtlPolicy) -> Self {
+        Self {
+            deny,
+            revokes: RevokeBatcher::new(db.clone()),
+            db,
+            ttl,
+            done_channel: done_channel(prefix),
+            maintenance: None,
+        }
+    }
+
+    /// Lets this applier run cleanup jobs.
+    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = Some(maintenance);
+        self
+    }
+
+    /// Applies `job` once, as of `now`.
+    pub async fn apply(&self, job: &Job, now: i64) -> Result<Applied, ApplyError> {
+        let job = &validate::job(job)?;
+        let applied = match job {
+            Job::Revoke(job) => self.revoke(job, now).await?,
+            Job::RevokeAll(job) => self.revoke_all(job, now).await?,
+            Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
+            Job::RevokeFamily(job) => {
+                let reason = job.reason.as_deref().unwrap_or("revoked");
+                let ids = FamilyRequest {
+                    job_id: &job.job_id,
+                    by: &job.requested_by,
+                    at: job.requested_at,
+                };
+                self.revoke_family(&job.family_id, reason, ids, now).await?;
+                Applied::FamilyRevoked
+            }
+            Job::Cleanup(_) => self.cleanup(now).await?,
+            Job::Unknown => return Err(InputError::UnknownKind.into()),
+        };
+        instruments::job_applied(match job {
+            Job::Revoke(_) => "revoke",
+            Job::RevokeAll(_) => "revoke_all",
+            Job::RegisterRefresh(_) => "register_refresh",
+            Job::RevokeFamily(_) => "revoke_family",
+            Job::Cleanup(_) | Job::Unknown => "cleanup",
+        });
+        if let Some(job_id) = job.job_id() {
+            self.deny.publish(&self.done_channel, job_id).await;
+        }
+        Ok(applied)
+    }
+
+    /// Applies `job`, retrying transient failures a few times within
+    /// [`IN_SLOT`] (a blip of a store) unless `stop` fires; a deterministic
+    /// failure returns at once.
+    pub async fn apply_with_retry(
+        &self,
+        job: &Job,
+        stop: &CancellationToken,
+    ) -> Result<Applied, ApplyError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.apply(job, now_unix()).await {
+                Err(error)
+                    if failure::classify(&error) == Verdict::Transient
+                        && started.elapsed() + delay < IN_SLOT
+                        && !stop.is_cancelled() =>
+                {
+                    instruments::job_retried();
+                    tracing::debug!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The pub/sub channel announcing applied jobs, one per deployment:
+/// `{prefix}done`, the message being the job's id. Each API process holds
+/// one subscription to it for all its waiters (see [`crate::write::completion`]);
+/// nobody subscribed means the publish costs Redis next to nothing.
+pub fn done_channel(prefix: &str) -> String {
+    format!("{prefix}done")
+}

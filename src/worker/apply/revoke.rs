@@ -1,0 +1,36 @@
+//! `revoke`: one token onto the deny-list until it expires, then into
+//! Postgres (group-committed); a refresh token takes its family with it.
+
+use revokd_jobs::RevokeToken;
+
+use super::{Applied, Applier, ApplyError, FamilyRequest};
+use crate::store::redis::DenyEntry;
+
+impl Applier {
+    pub(super) async fn revoke(&self, job: &RevokeToken, now: i64) -> Result<Applied, ApplyError> {
+        let expires_at = self.ttl.capped_expiry(job);
+        let ttl = self.ttl.deny(expires_at, now);
+        if let Some(ttl) = ttl {
+            let entry = DenyEntry {
+                sub: job.subject.clone(),
+                exp: expires_at,
+                revoked_at: job.requested_at,
+                reason: job.reason.clone(),
+            };
+            self.deny.deny(&job.token_id, &entry, ttl).await?;
+        }
+        // Revoking a refresh token revokes its whole family.
+        if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
+            let job_id = format!("{}:family", job.job_id);
+            let ids = FamilyRequest {
+                job_id: &job_id,
+                by: &job.requested_by,
+                at: job.requested_at,
+            };
+            self.revoke_family(&family, "revoked", ids, now).await?;
+        }
+        Ok(Applied::Revoked {
+            in_redis: ttl.is_some(),
+        })
+    }
+}
