@@ -29,6 +29,7 @@ pub mod config;
 pub mod http;
 pub mod instruments;
 pub mod read;
+pub mod retry;
 pub mod scheduler;
 pub mod store;
 pub mod token;

@@ -4,7 +4,7 @@
 pub mod shutdown;
 pub mod telemetry;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use revokd_jobs::Producer;
@@ -16,6 +16,7 @@ use crate::{
     http::{self, AppState, Shared, auth::KeyRing},
     read::checker::Checker,
     read::replica::{Follower, Replica},
+    retry::Backoff,
     scheduler,
     store::{self, pg::Db, redis::DenyList},
     token::Verifier,
@@ -404,19 +405,15 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
 }
 
 async fn prepare_until_done(url: String, stop: CancellationToken) {
-    let mut delay = std::time::Duration::from_millis(200);
-    loop {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    while !stop.is_cancelled() {
         match store::pg::prepare(&url).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "database not ready; retrying")
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => return,
-        }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        backoff.wait(&stop).await;
     }
 }
 

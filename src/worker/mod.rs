@@ -24,6 +24,8 @@ use apalis_redis::RedisStorage;
 use revokd_jobs::{Job, Producer, now_unix, queue_config, wake_channel};
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::Backoff;
+
 pub use apply::{Applied, Applier, ApplyError};
 pub use backend::{Envelope, TolerantCodec, Wake};
 
@@ -70,7 +72,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
         requeue: Producer::new(conn.clone(), &deps.prefix, ""),
         stop: stop.clone(),
     };
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !stop.is_cancelled() {
         let name = format!(
             "revokd-{}-{}",
@@ -112,13 +114,9 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
-            delay = Duration::from_millis(100);
+            backoff.reset();
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        backoff.wait(&stop).await;
     }
     Ok(())
 }

@@ -35,7 +35,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    retry::{self, Backoff},
+};
 
 pub use body::{BodyTimeout, is_body_timeout};
 pub use service::{FIELDS_LIMIT, URI_LIMIT};
@@ -119,7 +122,7 @@ async fn accept(
         () = stop.cancelled() => return None,
         permit = Arc::clone(permits).acquire_owned() => permit.ok()?,
     };
-    let mut pause = FIRST_PAUSE;
+    let mut backoff = None;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return None,
@@ -130,16 +133,16 @@ async fn accept(
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 // Once per streak: at the fd limit this would repeat every second.
-                if pause == FIRST_PAUSE {
+                let backoff = backoff.get_or_insert_with(|| {
                     tracing::warn!(%error, "accept failed; retrying with backoff up to 1 s");
-                } else {
-                    tracing::debug!(%error, pause_ms = pause.as_millis() as u64, "accept failed again");
+                    Backoff::new(FIRST_PAUSE, Duration::from_secs(1))
+                });
+                let pause = backoff.next_delay();
+                tracing::debug!(%error, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
+                retry::pause(pause, stop).await;
+                if stop.is_cancelled() {
+                    return None;
                 }
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }

@@ -14,6 +14,7 @@ pub use revoke_family::FamilyRequest;
 
 use std::time::Duration;
 
+use backon::Retryable as _;
 use revokd_jobs::{Job, now_unix};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ use super::{
     failure::{self, Verdict},
 };
 use crate::{
-    instruments,
+    instruments, retry,
     store::{TtlPolicy, pg::Db, redis::DenyList, refresh::State},
     worker::maintenance::{CleanupReport, Maintenance, MaintenanceError},
     write::validate::{self, InputError},
@@ -155,25 +156,16 @@ impl Applier {
         stop: &CancellationToken,
     ) -> Result<Applied, ApplyError> {
         let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.apply(job, now_unix()).await {
-                Err(error)
-                    if failure::classify(&error) == Verdict::Transient
-                        && started.elapsed() + delay < IN_SLOT
-                        && !stop.is_cancelled() =>
-                {
-                    instruments::job_retried();
-                    tracing::debug!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.cancelled() => {}
-                    }
-                    delay *= 2;
-                }
-                other => return other,
-            }
-        }
+        (|| self.apply(job, now_unix()))
+            .retry(retry::doubling(Duration::from_millis(100), IN_SLOT))
+            .sleep(retry::stoppable(stop))
+            .when(|error| failure::classify(error) == Verdict::Transient && !stop.is_cancelled())
+            .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < IN_SLOT))
+            .notify(|error, delay| {
+                instruments::job_retried();
+                tracing::debug!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
+            })
+            .await
     }
 }
 
