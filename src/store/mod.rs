@@ -3,7 +3,8 @@
 //! - [`redis`]: the deny-list, the refresh-token registry, the keys that
 //!   coordinate processes and a replica's snapshot.
 //! - [`pg`]: the Postgres record, one file per table or concern.
-//! - [`queue`]: the apalis-redis queue seen from the outside (depth, vacuum).
+//! - [`queue`]: the fence around apalis-redis's key layout (depth, vacuum,
+//!   promotion, rescue).
 //! - [`refresh`]: the registry's former path, re-exporting both halves.
 
 pub mod pg;
