@@ -22,13 +22,15 @@
 
 mod job;
 mod producer;
+mod queue;
 
 pub use job::{
     Cleanup, JTI_HASH_PREFIX, Job, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily, RevokeSubject,
     RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id, new_job_id, now_unix,
     subject_id, token_id,
 };
-pub use producer::{ProduceError, Producer, queue_config, wake_channel};
+pub use producer::{ProduceError, Producer};
+pub use queue::{queue_config, wake_channel};
 
 /// Suffix of the queue name under the key prefix: the queue is `{prefix}queue:jobs`.
 pub const QUEUE_SUFFIX: &str = "queue:jobs";

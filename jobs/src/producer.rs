@@ -1,57 +1,18 @@
-//! The producer client: pushes jobs into revokd's apalis-redis queue.
+//! The producer client: pushes jobs into revokd's apalis-redis queue (in the
+//! layout its `queue` module knows).
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use apalis_redis::Config;
 use redis::{
-    AsyncCommands, Client, Script,
+    AsyncCommands, Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use crate::{Job, RegisterRefresh, RevokeSubject, RevokeToken, queue_name};
-
-/// Enqueues jobs in apalis-redis's layout, straight onto the active list.
-/// KEYS: data hash, active list, signal list, meta prefix, idempotency prefix;
-/// ARGV[1] idempotency TTL, then per job: id, payload, idempotency key ('' for
-/// none). Returns how many were queued.
-static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local queued = 0
-for i = 2, #ARGV, 3 do
-  local id, data, key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local fresh = true
-  if #key > 0 then
-    fresh = redis.call('SET', KEYS[5] .. ':' .. key, id, 'NX', 'EX', ARGV[1]) ~= false
-  end
-  if fresh and redis.call('HSETNX', KEYS[1], id, data) == 1 then
-    redis.call('HSET', KEYS[4] .. ':' .. id, 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
-      'idempotency_key', key)
-    redis.call('RPUSH', KEYS[2], id)
-    queued = queued + 1
-  end
-end
-if queued > 0 then
-  redis.call('DEL', KEYS[3])
-  redis.call('LPUSH', KEYS[3], 1)
-end
-return queued",
-    )
-});
-
-/// Parks one job in apalis-redis's scheduled set, from which workers promote
-/// it once due. KEYS: data hash, scheduled set, meta prefix; ARGV: id,
-/// payload, due time (unix seconds).
-static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[3] .. ':' .. ARGV[1], 'attempts', 0, 'max_attempts', 25, 'status', 'Pending',
-  'idempotency_key', '')
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1",
-    )
-});
+use crate::{
+    Job, RegisterRefresh, RevokeSubject, RevokeToken,
+    queue::{self, queue_config, wake_channel},
+};
 
 /// Why a job could not be enqueued.
 #[derive(Debug, thiserror::Error)]
@@ -65,32 +26,6 @@ pub enum ProduceError {
     /// The job could not be serialised.
     #[error("cannot encode job: {0}")]
     Encode(#[from] serde_json::Error),
-}
-
-/// The apalis-redis configuration of revokd's queue under `prefix`.
-///
-/// Workers and producers must agree on it; producers only use the queue name.
-/// Heartbeats every 3 s with 3 missed allowed let a live worker reclaim a
-/// killed worker's jobs within about 12 s (apalis-redis's default is 300 s).
-pub fn queue_config(prefix: &str) -> Config {
-    Config::default()
-        .queue(queue_name(prefix))
-        .batch_size(32)
-        .heartbeat_interval(Duration::from_secs(3))
-        .missed_heartbeats(3)
-        // Jobs take milliseconds, far below one heartbeat: leases buy nothing.
-        .lock_tasks(false)
-        // Completion must be recorded, or jobs stay in flight forever.
-        .persist_results(true)
-        // revokd publishes its own wake-up signal (see `wake_channel`).
-        .emit_events(false)
-        .idempotency_ttl(Some(Duration::from_secs(24 * 3600)))
-}
-
-/// The pub/sub channel a producer publishes on after a push so that idle
-/// workers fetch at once instead of at their next poll tick.
-pub fn wake_channel(prefix: &str) -> String {
-    format!("{}:wake", queue_name(prefix))
 }
 
 /// Pushes revoke and revoke-all jobs into revokd's queue.
@@ -198,23 +133,7 @@ impl Producer {
     /// whose promotion fails once 8,000 jobs are due at once.)
     async fn push_payload(&self, payload: Vec<u8>, key: &str) -> Result<u32, ProduceError> {
         let id = ulid::Ulid::generate().to_string();
-        let ttl = self
-            .config
-            .idempotency_ttl
-            .map(|d| d.as_secs())
-            .unwrap_or(86_400)
-            .max(1);
-        let mut invocation = PUSH.prepare_invoke();
-        invocation
-            .key(self.config.job_data_hash())
-            .key(self.config.active_jobs_list())
-            .key(self.config.signal_list())
-            .key(self.config.job_meta_hash())
-            .key(self.config.idempotency_key_set())
-            .arg(ttl)
-            .arg(id)
-            .arg(payload)
-            .arg(key);
+        let invocation = queue::push(&self.config, &id, payload, key);
         let mut conn = self.conn.clone();
         match invocation.invoke_async(&mut conn).await {
             // The connection was cut under us; the manager reconnects, so try
@@ -236,14 +155,8 @@ impl Producer {
         let due = crate::now_unix()
             .saturating_add(i64::try_from(delay.as_secs()).unwrap_or(i64::MAX))
             .saturating_add(i64::from(delay.subsec_nanos() > 0));
-        let mut invocation = SCHEDULE.prepare_invoke();
-        invocation
-            .key(self.config.job_data_hash())
-            .key(self.config.scheduled_jobs_set())
-            .key(self.config.job_meta_hash())
-            .arg(ulid::Ulid::generate().to_string())
-            .arg(payload)
-            .arg(due);
+        let id = ulid::Ulid::generate().to_string();
+        let invocation = queue::schedule(&self.config, &id, payload, due);
         let mut conn = self.conn.clone();
         let _: i64 = match invocation.invoke_async(&mut conn).await {
             // As in `push_payload`: one more try on a connection cut under us.

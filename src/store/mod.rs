@@ -1,6 +1,11 @@
-//! Storage: the Redis deny-list and the Postgres record (and the refresh-token
-//! registry in [`refresh`], the queue's depth and vacuum in [`queue`]). Every query lives
-//! here, shared by the API, the worker and the scheduler.
+//! Storage: every query lives here, shared by the API, the worker and the
+//! scheduler.
+//! - [`redis`]: the deny-list, the refresh-token registry, the keys that
+//!   coordinate processes and a replica's snapshot.
+//! - [`pg`]: the Postgres record, one file per table or concern.
+//! - [`queue`]: the fence around apalis-redis's key layout (depth, vacuum,
+//!   promotion, rescue).
+//! - [`refresh`]: the registry's former path, re-exporting both halves.
 
 pub mod pg;
 pub mod queue;

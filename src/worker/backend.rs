@@ -1,10 +1,11 @@
 //! The pieces around apalis-redis that make the worker robust: a codec that
-//! never fails, a wake-up strategy that never loses a wake-up, and a rescue
-//! of a failed worker's in-flight jobs.
+//! never fails and a wake-up strategy that never loses a wake-up. What knows
+//! apalis-redis's keys (promotion of scheduled jobs, the rescue of a failed
+//! worker's jobs) lives in [`crate::store::queue`].
 
 use std::{
     sync::{
-        Arc, LazyLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -13,11 +14,12 @@ use std::{
 
 use apalis::prelude::{Codec, PollSnapshot, PollStrategy, PollWith};
 use apalis_core::backend::ext::with_codec::WithCodec;
-use apalis_redis::{Config, RedisStorage};
+use apalis_redis::RedisStorage;
 use futures::{StreamExt, task::AtomicWaker};
-use redis::{Script, aio::ConnectionManager};
 use revokd_jobs::Job;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::store::queue::{keep_promoting, promote_due, rescue};
 
 /// How often an idle worker looks for jobs without being woken (retries and
 /// jobs pushed by producers that do not publish a wake-up).
@@ -152,94 +154,4 @@ async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::P
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
-}
-
-/// Moves due jobs from the scheduled set (retries, jobs pushed with
-/// apalis-redis's own push) to the active list in chunks. apalis-redis's
-/// fetch promotes them all in one `unpack`, which Lua refuses from 8,000 due
-/// jobs on: the worker would then fail every fetch, forever. KEYS: scheduled
-/// set, active list, signal list; ARGV[1] now (unix seconds).
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local total = 0
-while total < 100000 do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, 1000)
-  if #ids == 0 then break end
-  redis.call('RPUSH', KEYS[2], unpack(ids))
-  redis.call('ZREM', KEYS[1], unpack(ids))
-  total = total + #ids
-end
-if total > 0 then
-  redis.call('DEL', KEYS[3])
-  redis.call('LPUSH', KEYS[3], 1)
-end
-return total",
-    )
-});
-
-/// Promotes due scheduled jobs; returns how many.
-pub async fn promote_due(conn: &ConnectionManager, config: &Config) -> redis::RedisResult<u64> {
-    let mut conn = conn.clone();
-    PROMOTE
-        .key(config.scheduled_jobs_set())
-        .key(config.active_jobs_list())
-        .key(config.signal_list())
-        .arg(revokd_jobs::now_unix())
-        .invoke_async(&mut conn)
-        .await
-}
-
-/// Keeps the scheduled set below the size apalis-redis's fetch can promote.
-pub async fn keep_promoting(conn: ConnectionManager, config: Config, stop: CancellationToken) {
-    loop {
-        if let Err(error) = promote_due(&conn, &config).await {
-            tracing::debug!(%error, "cannot promote scheduled jobs yet");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Moves a failed worker's in-flight jobs back to the queue and deregisters
-/// it. KEYS: workers set, the worker's in-flight set, active list, signal
-/// list, worker metadata; ARGV[1]: worker name.
-static RESCUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local jobs = redis.call('SMEMBERS', KEYS[2])
-if #jobs > 0 then
-  redis.call('RPUSH', KEYS[3], unpack(jobs))
-  redis.call('DEL', KEYS[2])
-  redis.call('DEL', KEYS[4])
-  redis.call('LPUSH', KEYS[4], 1)
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[5])
-return #jobs",
-    )
-});
-
-/// Hands a failed worker's jobs back at once instead of after its heartbeat
-/// lapses. Safe: the worker's future has ended, none of its jobs still runs.
-pub async fn rescue(
-    conn: &ConnectionManager,
-    config: &Config,
-    worker: &str,
-) -> redis::RedisResult<u64> {
-    let mut conn = conn.clone();
-    RESCUE
-        .key(config.workers_set())
-        .key(format!("{}:{worker}", config.inflight_jobs_set()))
-        .key(config.active_jobs_list())
-        .key(config.signal_list())
-        .key(format!(
-            "{}:workers:metadata:{worker}",
-            config.queue.as_ref()
-        ))
-        .arg(worker)
-        .invoke_async(&mut conn)
-        .await
 }

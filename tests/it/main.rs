@@ -17,6 +17,7 @@ mod oauth;
 mod pipeline;
 mod poison;
 mod privacy;
+mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;

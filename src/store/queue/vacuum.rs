@@ -1,60 +1,20 @@
-//! The apalis-redis queue seen from the outside: its depth for stats and
-//! metrics, and the vacuum of finished and dead job records (apalis-redis
-//! never expires them).
+//! The vacuum of finished jobs: apalis-redis never expires its done and dead
+//! sets, the payloads and metadata of their jobs, nor the metadata of a
+//! worker that died without deregistering (its `vacuum` scripts read the
+//! whole data hash in one call and leave the sets alone). Deleted here in
+//! batches, by each job's `done_at`.
 
-use super::redis::DenyList;
+use apalis_redis::Config;
 
-/// Jobs in the queue by state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct QueueDepth {
-    /// Waiting to run (queued or scheduled for a retry).
-    pub pending: u64,
-    /// Claimed by a worker.
-    pub running: u64,
-    /// Set aside for good (dead set).
-    pub failed: u64,
-    /// Finished, not yet vacuumed.
-    pub done: u64,
-}
+use super::{inflight_set, worker_metadata_key};
+use crate::store::redis::DenyList;
 
 impl DenyList {
-    /// Depth of the apalis-redis queue, read from its keys directly.
-    pub async fn queue_depth(
-        &self,
-        queue: &apalis_redis::Config,
-    ) -> redis::RedisResult<QueueDepth> {
-        let mut conn = self.conn.clone();
-        let (active, scheduled, failed, done, workers): (u64, u64, u64, u64, Vec<String>) =
-            redis::pipe()
-                .llen(queue.active_jobs_list())
-                .zcard(queue.scheduled_jobs_set())
-                .scard(queue.dead_jobs_set())
-                .scard(queue.done_jobs_set())
-                .zrange(queue.workers_set(), 0, -1)
-                .query_async(&mut conn)
-                .await?;
-        let mut running = 0;
-        if !workers.is_empty() {
-            let mut pipe = redis::pipe();
-            for worker in &workers {
-                pipe.scard(format!("{}:{worker}", queue.inflight_jobs_set()));
-            }
-            let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-            running = counts.iter().sum();
-        }
-        Ok(QueueDepth {
-            pending: active + scheduled,
-            running,
-            failed,
-            done,
-        })
-    }
-
     /// Deletes finished (`done`) and set-aside (`dead`) job records of the
     /// queue older than the cutoffs, in batches; returns how many.
     pub async fn vacuum_jobs(
         &self,
-        queue: &apalis_redis::Config,
+        queue: &Config,
         done_before: i64,
         dead_before: i64,
     ) -> redis::RedisResult<u64> {
@@ -69,18 +29,17 @@ impl DenyList {
         Ok(removed)
     }
 
-    /// apalis-redis leaves the metadata of a worker that died without
-    /// deregistering (a killed process) behind, one hash per worker name;
-    /// drop those whose worker is no longer registered and holds no job.
-    async fn vacuum_dead_workers(&self, queue: &apalis_redis::Config) -> redis::RedisResult<()> {
+    /// Drops the metadata hashes of workers no longer registered and holding
+    /// no job (a killed process leaves one per worker name behind).
+    async fn vacuum_dead_workers(&self, queue: &Config) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let start = format!("{}:workers:metadata:", queue.queue.as_ref());
+        let start = worker_metadata_key(queue, "");
         for keys in self.scan_batches(&start).await? {
             let names: Vec<&str> = keys.iter().map(|k| &k[start.len()..]).collect();
             let mut pipe = redis::pipe();
             for name in &names {
                 pipe.zscore(queue.workers_set(), *name);
-                pipe.scard(format!("{}:{name}", queue.inflight_jobs_set()));
+                pipe.scard(inflight_set(queue, name));
             }
             let found: Vec<(Option<f64>, u64)> = pipe.query_async(&mut conn).await?;
             let gone: Vec<&String> = keys
@@ -99,12 +58,7 @@ impl DenyList {
         Ok(())
     }
 
-    async fn vacuum_set(
-        &self,
-        queue: &apalis_redis::Config,
-        set: &str,
-        cutoff: i64,
-    ) -> redis::RedisResult<u64> {
+    async fn vacuum_set(&self, queue: &Config, set: &str, cutoff: i64) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
         let mut cursor = 0u64;
         let mut removed = 0;

@@ -1,0 +1,114 @@
+//! What Postgres holds and Redis may lack: rows written while Redis or the
+//! queue was unreachable (`in_redis` false), found and marked by the resync,
+//! and whether a job has reached both stores.
+
+use super::{Db, RevokedRow};
+
+impl Db {
+    /// Revocations written while the queue was down and not yet in Redis.
+    pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where not in_redis limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Watermarks written while the queue was down and not yet in Redis.
+    pub async fn pending_watermarks(&self, limit: i64) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "select subject, not_before from subject_watermarks where not in_redis limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
+    /// token_id, expires_at)` for tokens still live at `cutoff`, `("s",
+    /// subject, not_before)` for watermarks, `("r", token_id, expires_at)`
+    /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
+    /// caller can tell there were more.
+    pub async fn pending_revocations(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, String, i64)>> {
+        sqlx::query_as(
+            "(select 't', token_id, expires_at from revoked_tokens
+                  where not in_redis and expires_at >= $1)
+             union all
+             (select 's', subject, not_before from subject_watermarks where not in_redis)
+             union all
+             (select 'r', token_id, expires_at from refresh_tokens
+                  where not in_redis and expires_at >= $1)
+             limit $2",
+        )
+        .bind(cutoff)
+        .bind(limit.saturating_add(1))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Whether `job` has been applied to both stores: its rows are in
+    /// Postgres and marked as written to Redis (by a worker or the resync).
+    pub async fn applied(&self, job: &revokd_jobs::Job) -> sqlx::Result<bool> {
+        use revokd_jobs::Job;
+        let query = match job {
+            Job::Revoke(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis from revoked_tokens where token_id = $1), false)",
+            )
+            .bind(&j.token_id),
+            Job::RevokeAll(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis and not_before >= $2
+                                  from subject_watermarks where subject = $1), false)",
+            )
+            .bind(&j.subject)
+            .bind(j.not_before),
+            Job::RegisterRefresh(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis from refresh_tokens where token_id = $1), false)",
+            )
+            .bind(&j.token_id),
+            Job::RevokeFamily(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis and revoked_at is not null
+                                  from refresh_families where family_id = $1), false)",
+            )
+            .bind(&j.family_id),
+            Job::Cleanup(_) | Job::Unknown => return Ok(false),
+        };
+        query.fetch_one(&self.pool).await
+    }
+
+    /// Marks tokens and watermarks as present in Redis.
+    /// Only rows still holding the copied values are marked: a row changed
+    /// meanwhile stays pending for the next pass.
+    pub async fn mark_in_redis(
+        &self,
+        tokens: &[(String, i64)],
+        subjects: &[(String, i64)],
+    ) -> sqlx::Result<()> {
+        let (token_ids, exps): (Vec<&str>, Vec<i64>) =
+            tokens.iter().map(|(i, e)| (i.as_str(), *e)).unzip();
+        let (subject_ids, nbs): (Vec<&str>, Vec<i64>) =
+            subjects.iter().map(|(i, n)| (i.as_str(), *n)).unzip();
+        sqlx::query(
+            "with t as (
+                 update revoked_tokens r set in_redis = true
+                 from unnest($1::text[], $2::bigint[]) as u(id, exp)
+                 where r.token_id = u.id and r.expires_at = u.exp
+             )
+             update subject_watermarks w set in_redis = true
+             from unnest($3::text[], $4::bigint[]) as u(id, nb)
+             where w.subject = u.id and w.not_before = u.nb",
+        )
+        .bind(token_ids)
+        .bind(exps)
+        .bind(subject_ids)
+        .bind(nbs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! Database setup at start: create the database if missing, then migrate.
+
+use std::str::FromStr;
+
+use sqlx::{
+    Connection, PgConnection,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Creates the database named in `url` if it does not exist, then applies
+/// the migrations. Safe to run from many processes at once.
+pub async fn prepare(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    if PgConnection::connect_with(&options).await.is_err() {
+        let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
+            .await
+            .context("cannot reach Postgres")?;
+        let exists: bool =
+            sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await?;
+        if !exists {
+            let create = format!("create database \"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await
+            {
+                Ok(_) => tracing::info!(database = %name, "created database"),
+                // Another process created it between our check and our create.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e).context("cannot create database"),
+            }
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .context("cannot connect to the database")?;
+    crate::MIGRATOR
+        .run(&pool)
+        .await
+        .context("migrations failed")?;
+    pool.close().await;
+    Ok(())
+}

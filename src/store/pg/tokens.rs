@@ -1,0 +1,242 @@
+//! `revoked_tokens`: one row per revoked token id, with the audit row of
+//! the job that revoked it. Upserts keep the longest expiry and the earliest
+//! revocation, so a job applied twice, or two jobs in any order, converge.
+
+use revokd_jobs::RevokeToken;
+
+use super::Db;
+
+/// A revocation as stored in Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedRow {
+    /// jti or `sha256:<hex>`.
+    pub token_id: String,
+    /// Subject, if any.
+    pub subject: Option<String>,
+    /// Expiry (unix seconds).
+    pub expires_at: i64,
+    /// When revoked (unix seconds).
+    pub revoked_at: i64,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who asked.
+    pub requested_by: String,
+}
+
+/// One revocation for [`Db::apply_revokes`].
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeRow<'a> {
+    /// The job, the audit row's key.
+    pub job_id: &'a str,
+    /// jti or `sha256:<hex>`.
+    pub token_id: &'a str,
+    /// Subject, if any.
+    pub subject: Option<&'a str>,
+    /// Expiry after capping (unix seconds).
+    pub expires_at: i64,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Who asked.
+    pub requested_by: &'a str,
+    /// When asked (unix seconds): the revocation time.
+    pub requested_at: i64,
+    /// When applied (unix seconds).
+    pub applied_at: i64,
+    /// Whether Redis holds it already (a worker wrote it there first);
+    /// false records it as pending for Redis (the write path).
+    pub in_redis: bool,
+}
+
+impl<'a> RevokeRow<'a> {
+    /// The row of a revoke job.
+    pub fn of(job: &'a RevokeToken, expires_at: i64, now: i64) -> Self {
+        Self {
+            job_id: &job.job_id,
+            token_id: &job.token_id,
+            subject: job.subject.as_deref(),
+            expires_at,
+            reason: job.reason.as_deref(),
+            requested_by: &job.requested_by,
+            requested_at: job.requested_at,
+            applied_at: now,
+            in_redis: true,
+        }
+    }
+}
+
+impl Db {
+    /// Records a revocation and its audit row in one statement.
+    /// `expires_at` is the token's expiry after capping.
+    /// Returns the refresh-token family of the token, if it is a registered
+    /// refresh token (whose family must then be revoked too).
+    pub async fn apply_revoke(
+        &self,
+        job: &RevokeToken,
+        expires_at: i64,
+        now: i64,
+    ) -> sqlx::Result<Option<String>> {
+        self.record_revoke(job, expires_at, now, true).await
+    }
+
+    /// Records a revocation; `in_redis` false marks it for the resync to
+    /// Redis (written here directly while the queue was unreachable).
+    pub async fn record_revoke(
+        &self,
+        job: &RevokeToken,
+        expires_at: i64,
+        now: i64,
+        in_redis: bool,
+    ) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "with audit as (
+                 insert into revocation_audit
+                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
+                 values ($1, 'revoke', $2, $3, $4, $5, $6, $7, $8)
+                 on conflict (job_id) do nothing
+             )
+             insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
+             values ($2, $3, $4, $7, $5, $6, $9)
+             on conflict (token_id) do update
+                 set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+                     revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                     -- a longer life written straight to Postgres must reach Redis too
+                     -- Redis holds the row's expiry only if the write that
+                     -- reached it was for that expiry (or a longer one)
+                     in_redis = case when excluded.expires_at > revoked_tokens.expires_at
+                                     then excluded.in_redis
+                                     when excluded.expires_at = revoked_tokens.expires_at
+                                     then revoked_tokens.in_redis or excluded.in_redis
+                                     else revoked_tokens.in_redis end
+             returning (select family_id from refresh_tokens where token_id = $2)",
+        )
+        .bind(&job.job_id)
+        .bind(&job.token_id)
+        .bind(&job.subject)
+        .bind(expires_at)
+        .bind(&job.reason)
+        .bind(&job.requested_by)
+        .bind(job.requested_at)
+        .bind(now)
+        .bind(in_redis)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// [`apply_revoke`](Self::apply_revoke) of many revocations in one
+    /// statement (one transaction, one commit): the worker's group commit.
+    /// Returns each row's refresh-token family, in the order given. Rows
+    /// naming the same token merge as applying them one by one would (the
+    /// longest expiry and the earliest revocation win; the first row's
+    /// subject, reason and requester stay); every row gets its audit entry.
+    pub async fn apply_revokes<'r>(
+        &self,
+        rows: &[RevokeRow<'r>],
+    ) -> sqlx::Result<Vec<Option<String>>> {
+        let column = |f: fn(RevokeRow<'r>) -> Option<&'r str>| {
+            rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
+        };
+        let numbers = |f: fn(RevokeRow<'r>) -> i64| rows.iter().map(|r| f(*r)).collect::<Vec<_>>();
+        let flags: Vec<bool> = rows.iter().map(|r| r.in_redis).collect();
+        let families: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "with input as (
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                                      $6::text[], $7::int8[], $8::int8[], $9::bool[])
+                     with ordinality as t(job_id, token_id, subject, expires_at, reason,
+                                          requested_by, requested_at, applied_at, in_redis, n)
+             ),
+             audit as (
+                 insert into revocation_audit
+                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
+                 select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
+                 from input
+                 order by job_id
+                 on conflict (job_id) do nothing
+             ),
+             merged as (
+                 select distinct on (token_id) token_id, subject, reason, requested_by,
+                        max(expires_at) over same_token as expires_at,
+                        min(requested_at) over same_token as revoked_at,
+                        bool_and(in_redis) over same_token as in_redis
+                 from input
+                 window same_token as (partition by token_id)
+                 order by token_id, n
+             ),
+             upserted as (
+                 insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
+                 select token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis
+                 from merged
+                 -- batches lock rows in key order (audit rows too), so two of
+                 -- them never wait on each other in a cycle
+                 order by token_id
+                 on conflict (token_id) do update
+                     set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+                         revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                         in_redis = case when excluded.expires_at > revoked_tokens.expires_at
+                                         then excluded.in_redis
+                                         when excluded.expires_at = revoked_tokens.expires_at
+                                         then revoked_tokens.in_redis or excluded.in_redis
+                                         else revoked_tokens.in_redis end
+             )
+             select input.n, refresh_tokens.family_id
+             from input left join refresh_tokens using (token_id)
+             order by input.n",
+        )
+        .bind(column(|r| Some(r.job_id)))
+        .bind(column(|r| Some(r.token_id)))
+        .bind(column(|r| r.subject))
+        .bind(numbers(|r| r.expires_at))
+        .bind(column(|r| r.reason))
+        .bind(column(|r| Some(r.requested_by)))
+        .bind(numbers(|r| r.requested_at))
+        .bind(numbers(|r| r.applied_at))
+        .bind(flags)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(families.into_iter().map(|(_, family)| family).collect())
+    }
+
+    /// The stored revocation of `token_id`, if any.
+    pub async fn revoked_token(&self, token_id: &str) -> sqlx::Result<Option<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Live revocations (expiring at or after `cutoff`) after `after` in
+    /// token_id order: keyset pagination for streaming the whole table.
+    pub async fn live_tokens_page(
+        &self,
+        after: &str,
+        cutoff: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<RevokedRow>> {
+        sqlx::query_as(
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where token_id > $1 and expires_at >= $2
+             order by token_id limit $3",
+        )
+        .bind(after)
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Deletes up to `batch` revocations that expired before `cutoff`; the
+    /// expires_at index keeps each batch short.
+    pub async fn delete_expired_tokens(&self, cutoff: i64, batch: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "delete from revoked_tokens where token_id in
+                 (select token_id from revoked_tokens where expires_at < $1 limit $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

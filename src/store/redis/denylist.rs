@@ -1,0 +1,238 @@
+//! The deny-list proper: entries under `{prefix}jti:{token_id}` and subject
+//! watermarks under `{prefix}sub:{subject}`, read in one round trip and
+//! written only through the converging `REVOKE` and `RAISE` scripts,
+//! which also keep the per-minute counts behind [`DenyList::revocation_counts`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DenyList, EVENTS_MAXLEN, glob_escape, scan_page,
+    scripts::{COUNT, RAISE, REVOKE},
+};
+
+/// What a pipelined write did: keys created (were missing) and touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    /// Keys that did not exist.
+    pub created: u64,
+    /// Keys created, extended or raised.
+    pub changed: u64,
+}
+
+impl Written {
+    fn add(&mut self, code: i64) {
+        self.created += u64::from(code == 2);
+        self.changed += u64::from(code > 0);
+    }
+}
+
+/// The value stored under `{prefix}jti:{token_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyEntry {
+    /// The token's subject, if any.
+    pub sub: Option<String>,
+    /// The token's expiry (unix seconds).
+    pub exp: i64,
+    /// When it was revoked (unix seconds).
+    pub revoked_at: i64,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// What Redis knows about one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lookup {
+    /// The marker is present: Redis holds the whole deny-list. When it is
+    /// missing (data lost, rebuild pending) the answer must come from Postgres.
+    pub complete: bool,
+    /// The token_id is on the deny-list.
+    pub denied: bool,
+    /// The subject's revocation watermark, if any.
+    pub not_before: Option<i64>,
+}
+
+impl DenyList {
+    /// One round trip: is the deny-list complete, is `token_id` (or `twin`,
+    /// another id of the same token) denied, and what is `subject`'s
+    /// watermark?
+    pub async fn lookup(
+        &self,
+        token_id: &str,
+        twin: Option<&str>,
+        subject: Option<&str>,
+    ) -> redis::RedisResult<Lookup> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("MGET");
+        // marker, the token's ids, then the subject's watermark.
+        cmd.arg(self.marker_key()).arg(self.jti_key(token_id));
+        if let Some(twin) = twin {
+            cmd.arg(self.jti_key(twin));
+        }
+        if let Some(sub) = subject {
+            cmd.arg(self.sub_key(sub));
+        }
+        let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
+        let ids = 1 + usize::from(twin.is_some());
+        Ok(Lookup {
+            complete: values.first().is_some_and(Option::is_some),
+            denied: values.iter().skip(1).take(ids).any(Option::is_some),
+            not_before: subject
+                .and(values.get(1 + ids))
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse().ok()),
+        })
+    }
+
+    /// The REVOKE call for an entry living `ttl_secs` from `now`.
+    fn revoke_invocation(
+        &self,
+        token_id: &str,
+        entry: &DenyEntry,
+        ttl_secs: i64,
+        now: i64,
+    ) -> redis::ScriptInvocation<'static> {
+        let value = serde_json::to_string(entry).unwrap_or_default();
+        let mut invocation = REVOKE.prepare_invoke();
+        invocation
+            .key(self.jti_key(token_id))
+            .key(self.events_key())
+            .key(self.count_key("jti"))
+            .arg(value)
+            .arg(ttl_secs)
+            .arg(token_id)
+            .arg(now.saturating_add(ttl_secs))
+            .arg(EVENTS_MAXLEN);
+        invocation
+    }
+
+    fn raise_invocation(
+        &self,
+        subject: &str,
+        not_before: i64,
+        ttl_secs: i64,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = RAISE.prepare_invoke();
+        invocation
+            .key(self.sub_key(subject))
+            .key(self.events_key())
+            .key(self.count_key("sub"))
+            .arg(not_before)
+            .arg(ttl_secs)
+            .arg(subject)
+            .arg(revokd_jobs::now_unix().saturating_add(ttl_secs))
+            .arg(EVENTS_MAXLEN);
+        invocation
+    }
+
+    /// Puts `token_id` on the deny-list for `ttl_secs` (must be > 0), keeping
+    /// a longer TTL already there.
+    pub async fn deny(
+        &self,
+        token_id: &str,
+        entry: &DenyEntry,
+        ttl_secs: i64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .revoke_invocation(token_id, entry, ttl_secs, revokd_jobs::now_unix())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Raises `subject`'s watermark to `not_before` (never lowers it).
+    pub async fn raise_watermark(
+        &self,
+        subject: &str,
+        not_before: i64,
+        ttl_secs: i64,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .raise_invocation(subject, not_before, ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes many entries in one pipelined round trip (same rules as
+    /// [`DenyList::deny`]).
+    pub async fn deny_many(
+        &self,
+        entries: &[(String, DenyEntry, i64)],
+    ) -> redis::RedisResult<Written> {
+        self.deny_many_as_of(entries, revokd_jobs::now_unix()).await
+    }
+
+    /// [`DenyList::deny_many`] with TTLs computed as of `now`: each entry
+    /// ends at `now + ttl`, so TTLs the caller derived from the same `now`
+    /// give the same end on every run (a rebuild rewrites nothing unchanged).
+    pub async fn deny_many_as_of(
+        &self,
+        entries: &[(String, DenyEntry, i64)],
+        now: i64,
+    ) -> redis::RedisResult<Written> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&REVOKE).ignore();
+        for (token_id, entry, ttl) in entries {
+            pipe.invoke_script(&self.revoke_invocation(token_id, entry, *ttl, now));
+        }
+        self.run_counted(pipe).await
+    }
+
+    /// Raises many watermarks in one pipelined round trip.
+    pub async fn raise_many(
+        &self,
+        marks: &[(String, i64)],
+        ttl_secs: i64,
+    ) -> redis::RedisResult<Written> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&RAISE).ignore();
+        for (subject, not_before) in marks {
+            pipe.invoke_script(&self.raise_invocation(subject, *not_before, ttl_secs));
+        }
+        self.run_counted(pipe).await
+    }
+
+    async fn run_counted(&self, pipe: redis::Pipeline) -> redis::RedisResult<Written> {
+        let mut conn = self.conn.clone();
+        let codes: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let mut written = Written::default();
+        codes.into_iter().for_each(|c| written.add(c));
+        Ok(written)
+    }
+
+    /// Deny-list entries and watermarks alive as of `now`, from the counts
+    /// the write scripts keep: O(distinct minutes the keys end in), no key
+    /// scan. Keys that expired within the current minute are still counted;
+    /// keys written by a version that did not count, or deleted by hand or
+    /// evicted, are not seen (see the README, "Counts").
+    pub async fn revocation_counts(&self, now: i64) -> redis::RedisResult<(u64, u64)> {
+        let mut conn = self.conn.clone();
+        let (tokens, subjects): (u64, u64) = COUNT
+            .key(self.count_key("jti"))
+            .key(self.count_key("sub"))
+            .arg(now.div_euclid(60))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((tokens, subjects))
+    }
+
+    /// Counts keys under `{prefix}{kind}` (`jti:` or `sub:`) with SCAN:
+    /// costs a pass over the whole keyspace; for tools and tests, never on
+    /// a request.
+    pub async fn count(&self, kind: &str) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}{kind}*", glob_escape(&self.prefix));
+        let mut cursor = 0u64;
+        let mut total = 0u64;
+        loop {
+            let (next, keys) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
+            total += keys.len() as u64;
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The deny-list's and registry's Lua scripts, one file each under `lua/`.
+//! Every write goes through one of them, so that a write, its event on the
+//! stream replicas follow and its count move in one atomic step, and repeated
+//! or reordered jobs converge on the same state.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Sets an entry unless one ending as late or later is already there and,
+/// when it changed anything, appends the event that local replicas follow —
+/// in the same script, so the stream never lags the deny-list — and moves
+/// the entry in the count hash. Ends are compared as absolute times
+/// (`EXPIRETIME`, Redis 7.0), so a rebuild or cleanup that finds an entry as
+/// it would write it leaves it alone (a rounded remaining TTL against a
+/// floored target rewrote most keys).
+/// KEYS[1] entry key, KEYS[2] event stream, KEYS[3] count hash; ARGV[1]
+/// value, ARGV[2] TTL in seconds (informational), ARGV[3] token_id, ARGV[4]
+/// unix time the entry ends, ARGV[5] stream MAXLEN. Returns 2 when the key
+/// was missing, 1 when its end was moved later, 0 when unchanged.
+pub(super) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/count_move.lua"),
+        include_str!("lua/revoke.lua")
+    ))
+});
+
+/// Raises a watermark, never lowers it, appends the event and moves it in
+/// the count hash when it did. KEYS[1] watermark key, KEYS[2] event stream,
+/// KEYS[3] count hash; ARGV[1] not_before, ARGV[2] TTL in seconds, ARGV[3]
+/// subject, ARGV[4] unix time the watermark ends, ARGV[5] stream MAXLEN.
+/// Returns 2 when the key was missing, 1 when raised, 0 when already as high.
+pub(super) static RAISE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/count_move.lua"),
+        include_str!("lua/raise.lua")
+    ))
+});
+
+/// Sums the count hashes' minutes from the current one on, and drops the
+/// minutes that have passed (their keys have expired). KEYS[1] token count
+/// hash, KEYS[2] subject count hash; ARGV[1] the current minute (unix time
+/// / 60). Returns {tokens, subjects}.
+pub(super) static COUNT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/count.lua")));
+
+/// Sets the marker only if the rebuild's own key survived. KEYS[1] rebuild
+/// key, KEYS[2] marker; ARGV[1] the server's run id.
+pub(super) static FINISH_REBUILD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/finish_rebuild.lua")));
+
+/// Deletes a key (a lease, the marker) only if its value matches. KEYS[1]
+/// the key; ARGV[1] the expected value (a lease's holder).
+pub(super) static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+
+/// Writes a refresh-token entry, raising its state (never lowering it) and
+/// forcing `revoked` when the family is marked revoked; its end only moves
+/// later. An entry already as it would be written, ending as late or later,
+/// is left alone (no write, no event), so a rebuild rewrites nothing
+/// unchanged. KEYS[1] entry, KEYS[2] family marker, KEYS[3] event stream;
+/// ARGV[1] subject ('' for none), ARGV[2] family, ARGV[3] exp, ARGV[4] state
+/// rank, ARGV[5] unix time the entry ends, ARGV[6] token_id, ARGV[7] stream
+/// MAXLEN. Returns the state rank stored.
+pub(super) static SET_REFRESH_ENTRY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/set_refresh_entry.lua")));
+
+/// Marks a family revoked (SET NX) and, for the first caller, appends the
+/// event replicas follow. KEYS[1] family marker, KEYS[2] event stream;
+/// ARGV[1] reason, ARGV[2] TTL, ARGV[3] family, ARGV[4] stream MAXLEN,
+/// ARGV[5] unix time the marker ends. Returns 1 for the first caller.
+pub(super) static MARK_FAMILY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/mark_family.lua")));
+
+/// Reads a refresh-token entry, whether its family is marked revoked and
+/// whether the marker is present (Redis holds the whole registry), in one
+/// round trip. KEYS[1] entry, KEYS[2] marker; ARGV[1] family marker prefix.
+pub(super) static READ_REFRESH_ENTRY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/read_refresh_entry.lua")));
