@@ -159,7 +159,6 @@ impl Services {
         Applier::new(
             self.deny_patient.clone(),
             self.db.clone(),
-            &self.config.key_prefix,
             self.config.ttl_policy(),
         )
         .with_maintenance(self.maintenance(self.deny_patient.clone()))

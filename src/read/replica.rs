@@ -325,7 +325,7 @@ impl Follower {
     async fn follow(&self, last_id: &mut Option<String>) -> anyhow::Result<()> {
         let client = Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let stream = self.deny.events_key();
+        let stream = self.deny.keys().events();
         if let Err(error) = self.resync.run_once().await {
             tracing::debug!(%error, "resync before following failed");
         }

@@ -7,12 +7,14 @@
 //!   promotion, rescue).
 //! - [`refresh`]: the registry's former path, re-exporting both halves.
 
+pub mod keys;
 pub mod pg;
 pub mod queue;
 pub mod redis;
 pub mod refresh;
 pub mod ttl;
 
+pub use keys::Keys;
 pub use ttl::TtlPolicy;
 
 use std::time::Duration;

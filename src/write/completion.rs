@@ -26,7 +26,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::apply::done_channel;
+use crate::store::Keys;
 
 /// Longest a waiter waits for the shared subscription to be (re)established.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,7 +74,7 @@ impl Completions {
         Self {
             hub: Arc::new(Hub {
                 redis_url: redis_url.to_owned(),
-                channel: done_channel(prefix),
+                channel: Keys::new(prefix).done_channel(),
                 waiters: Mutex::new(Waiters::default()),
                 live: watch::Sender::new(false),
                 permits: Arc::new(Semaphore::new(max_waiters)),

@@ -289,7 +289,7 @@ async fn with_postgres_down_jobs_are_handed_back_not_held_and_apply_when_it_retu
         || {
             let denied = ids
                 .iter()
-                .filter(|id| redis.exists::<_, bool>(deny.jti_key(id)).unwrap())
+                .filter(|id| redis.exists::<_, bool>(deny.keys().jti(id)).unwrap())
                 .count();
             async move { denied == total }
         },

@@ -13,28 +13,13 @@ use super::{
 };
 
 impl DenyList {
-    /// `{prefix}cleanup:last`.
-    fn cleanup_key(&self) -> String {
-        format!("{}cleanup:last", self.prefix)
-    }
-
-    /// `{prefix}rebuilding:{id}`.
-    fn rebuild_key(&self, id: &str) -> String {
-        format!("{}rebuilding:{id}", self.prefix)
-    }
-
-    /// `{prefix}lease:{name}`.
-    fn lease_key(&self, name: &str) -> String {
-        format!("{}lease:{name}", self.prefix)
-    }
-
     /// Keeps the last cleanup's counts (`{prefix}cleanup:last`, as JSON) for
     /// `/metrics` of every process; best effort.
     pub async fn store_cleanup_report<T: Serialize>(&self, report: &T) {
         let mut conn = self.conn.clone();
         let value = serde_json::to_string(report).unwrap_or_default();
         let stored: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(self.cleanup_key())
+            .arg(self.keys.cleanup_last())
             .arg(value)
             .query_async(&mut conn)
             .await;
@@ -47,7 +32,7 @@ impl DenyList {
     pub async fn cleanup_report<T: DeserializeOwned>(&self) -> redis::RedisResult<Option<T>> {
         let mut conn = self.conn.clone();
         let value: Option<String> = redis::cmd("GET")
-            .arg(self.cleanup_key())
+            .arg(self.keys.cleanup_last())
             .query_async(&mut conn)
             .await?;
         Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
@@ -57,7 +42,7 @@ impl DenyList {
     pub async fn marker_present(&self) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         redis::cmd("EXISTS")
-            .arg(self.marker_key())
+            .arg(self.keys.marker())
             .query_async(&mut conn)
             .await
     }
@@ -67,7 +52,7 @@ impl DenyList {
     pub async fn begin_rebuild(&self, id: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("SET")
-            .arg(self.rebuild_key(id))
+            .arg(self.keys.rebuilding(id))
             .arg(1)
             .arg("EX")
             .arg(3600)
@@ -81,8 +66,8 @@ impl DenyList {
     pub async fn finish_rebuild(&self, id: &str, server: &str) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let done: i64 = FINISH_REBUILD
-            .key(self.rebuild_key(id))
-            .key(self.marker_key())
+            .key(self.keys.rebuilding(id))
+            .key(self.keys.marker())
             .arg(server)
             .invoke_async(&mut conn)
             .await?;
@@ -111,7 +96,7 @@ impl DenyList {
     pub async fn marker_current(&self) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let marker: Option<String> = redis::cmd("GET")
-            .arg(self.marker_key())
+            .arg(self.keys.marker())
             .query_async(&mut conn)
             .await?;
         let Some(marker) = marker else {
@@ -121,7 +106,7 @@ impl DenyList {
             return Ok(true);
         }
         let _: i64 = RELEASE
-            .key(self.marker_key())
+            .key(self.keys.marker())
             .arg(&marker)
             .invoke_async(&mut conn)
             .await?;
@@ -140,7 +125,7 @@ impl DenyList {
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let taken: Option<String> = redis::cmd("SET")
-            .arg(self.lease_key(name))
+            .arg(self.keys.lease(name))
             .arg(holder)
             .arg("NX")
             .arg("PX")
@@ -154,7 +139,7 @@ impl DenyList {
     pub async fn release_lease(&self, name: &str, holder: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = RELEASE
-            .key(self.lease_key(name))
+            .key(self.keys.lease(name))
             .arg(holder)
             .invoke_async(&mut conn)
             .await?;

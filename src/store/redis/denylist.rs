@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DenyList, EVENTS_MAXLEN, glob_escape, scan_page,
+    DenyList, EVENTS_MAXLEN, scan_page,
     scripts::{COUNT, RAISE, REVOKE},
 };
 
@@ -64,12 +64,12 @@ impl DenyList {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("MGET");
         // marker, the token's ids, then the subject's watermark.
-        cmd.arg(self.marker_key()).arg(self.jti_key(token_id));
+        cmd.arg(self.keys.marker()).arg(self.keys.jti(token_id));
         if let Some(twin) = twin {
-            cmd.arg(self.jti_key(twin));
+            cmd.arg(self.keys.jti(twin));
         }
         if let Some(sub) = subject {
-            cmd.arg(self.sub_key(sub));
+            cmd.arg(self.keys.sub(sub));
         }
         let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
         let ids = 1 + usize::from(twin.is_some());
@@ -94,9 +94,9 @@ impl DenyList {
         let value = serde_json::to_string(entry).unwrap_or_default();
         let mut invocation = REVOKE.prepare_invoke();
         invocation
-            .key(self.jti_key(token_id))
-            .key(self.events_key())
-            .key(self.count_key("jti"))
+            .key(self.keys.jti(token_id))
+            .key(self.keys.events())
+            .key(self.keys.count("jti"))
             .arg(value)
             .arg(ttl_secs)
             .arg(token_id)
@@ -113,9 +113,9 @@ impl DenyList {
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = RAISE.prepare_invoke();
         invocation
-            .key(self.sub_key(subject))
-            .key(self.events_key())
-            .key(self.count_key("sub"))
+            .key(self.keys.sub(subject))
+            .key(self.keys.events())
+            .key(self.keys.count("sub"))
             .arg(not_before)
             .arg(ttl_secs)
             .arg(subject)
@@ -210,8 +210,8 @@ impl DenyList {
     pub async fn revocation_counts(&self, now: i64) -> redis::RedisResult<(u64, u64)> {
         let mut conn = self.conn.clone();
         let (tokens, subjects): (u64, u64) = COUNT
-            .key(self.count_key("jti"))
-            .key(self.count_key("sub"))
+            .key(self.keys.count("jti"))
+            .key(self.keys.count("sub"))
             .arg(now.div_euclid(60))
             .invoke_async(&mut conn)
             .await?;
@@ -223,7 +223,7 @@ impl DenyList {
     /// a request.
     pub async fn count(&self, kind: &str) -> redis::RedisResult<u64> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}{kind}*", glob_escape(&self.prefix));
+        let pattern = self.keys.pattern(kind);
         let mut cursor = 0u64;
         let mut total = 0u64;
         loop {

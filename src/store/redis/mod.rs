@@ -14,10 +14,10 @@ pub mod denylist;
 pub mod registry;
 mod scripts;
 pub mod snapshot;
-#[cfg(test)]
-mod tests;
 
 use redis::aio::ConnectionManager;
+
+use super::Keys;
 
 pub use denylist::{DenyEntry, Lookup, Written};
 pub use registry::{RefreshEntry, RefreshLookup, State};
@@ -30,7 +30,7 @@ pub const EVENTS_MAXLEN: u64 = 100_000;
 #[derive(Clone)]
 pub struct DenyList {
     pub(in crate::store) conn: ConnectionManager,
-    pub(in crate::store) prefix: String,
+    pub(in crate::store) keys: Keys,
 }
 
 impl DenyList {
@@ -38,43 +38,13 @@ impl DenyList {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
         Self {
             conn,
-            prefix: prefix.to_owned(),
+            keys: Keys::new(prefix),
         }
     }
 
-    /// `{prefix}jti:{token_id}`.
-    pub fn jti_key(&self, token_id: &str) -> String {
-        format!("{}jti:{token_id}", self.prefix)
-    }
-
-    /// `{prefix}sub:{subject}`.
-    pub fn sub_key(&self, subject: &str) -> String {
-        format!("{}sub:{subject}", self.prefix)
-    }
-
-    /// `{prefix}rt:{token_id}`.
-    pub fn rt_key(&self, token_id: &str) -> String {
-        format!("{}rt:{token_id}", self.prefix)
-    }
-
-    /// `{prefix}rtf:{family}`: present once the family is revoked.
-    pub fn rtf_key(&self, family: &str) -> String {
-        format!("{}rtf:{family}", self.prefix)
-    }
-
-    /// `{prefix}events`: the stream of applied revocations replicas follow.
-    pub fn events_key(&self) -> String {
-        format!("{}events", self.prefix)
-    }
-
-    /// `{prefix}marker`: present while Redis holds the whole deny-list.
-    pub fn marker_key(&self) -> String {
-        format!("{}marker", self.prefix)
-    }
-
-    /// `{prefix}count:{kind}`: how many `{kind}:` keys end in each minute.
-    fn count_key(&self, kind: &str) -> String {
-        format!("{}count:{kind}", self.prefix)
+    /// The key and channel names this handle uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// A write Redis must accept (`{prefix}writable`, expiring): fails
@@ -83,7 +53,7 @@ impl DenyList {
     pub async fn probe_write(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("SET")
-            .arg(format!("{}writable", self.prefix))
+            .arg(self.keys.writable())
             .arg(revokd_jobs::now_unix())
             .arg("PX")
             .arg(10_000)
@@ -149,20 +119,4 @@ pub(in crate::store) fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Seconds a deny-list entry lives: until the token's expiry plus leeway,
-/// capped at the maximum token lifetime. `None` for a token that checks
-/// already call expired (past `exp` + leeway): it gets no Redis key.
-pub fn deny_ttl(expires_at: i64, now: i64, leeway: i64, max_lifetime: i64) -> Option<i64> {
-    let ttl = expires_at
-        .saturating_add(leeway)
-        .saturating_sub(now)
-        .min(max_lifetime);
-    (ttl > 0).then_some(ttl)
-}
-
-/// Seconds a watermark lives: once every token issued before it has expired.
-pub fn watermark_ttl(leeway: i64, max_lifetime: i64) -> i64 {
-    max_lifetime.saturating_add(leeway).max(1)
 }

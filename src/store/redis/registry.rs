@@ -68,9 +68,9 @@ impl DenyList {
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = SET_REFRESH_ENTRY.prepare_invoke();
         invocation
-            .key(self.rt_key(token_id))
-            .key(self.rtf_key(&entry.family))
-            .key(self.events_key())
+            .key(self.keys.rt(token_id))
+            .key(self.keys.rtf(&entry.family))
+            .key(self.keys.events())
             .arg(entry.sub.as_deref().unwrap_or(""))
             .arg(&entry.family)
             .arg(entry.exp)
@@ -120,9 +120,9 @@ impl DenyList {
         let mut conn = self.conn.clone();
         let (value, family_revoked, complete): (Option<String>, Option<String>, i64) =
             READ_REFRESH_ENTRY
-                .key(self.rt_key(token_id))
-                .key(self.marker_key())
-                .arg(format!("{}rtf:", self.prefix))
+                .key(self.keys.rt(token_id))
+                .key(self.keys.marker())
+                .arg(self.keys.rtf_prefix())
                 .invoke_async(&mut conn)
                 .await?;
         let entry = value
@@ -149,8 +149,8 @@ impl DenyList {
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let first: i64 = MARK_FAMILY
-            .key(self.rtf_key(family))
-            .key(self.events_key())
+            .key(self.keys.rtf(family))
+            .key(self.keys.events())
             .arg(reason)
             .arg(ttl.max(1))
             .arg(family)

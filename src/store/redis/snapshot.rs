@@ -3,7 +3,7 @@
 //! time each ends. Reads the key kinds of [`super::denylist`] and
 //! [`super::registry`]; nothing else.
 
-use super::{DenyList, glob_escape, registry::RefreshEntry, scan_page};
+use super::{DenyList, registry::RefreshEntry, scan_page};
 
 /// Everything a replica holds, with the unix time each entry ends.
 #[derive(Debug, Default)]
@@ -77,7 +77,7 @@ impl DenyList {
         let now = revokd_jobs::now_unix();
         let mut conn = self.conn.clone();
         let mut snapshot = Snapshot::default();
-        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let pattern = self.keys.pattern("");
         let mut cursor = 0u64;
         loop {
             let (next, keys) = scan_page(&mut conn, cursor, &pattern, SCAN_COUNT).await?;
@@ -86,7 +86,7 @@ impl DenyList {
             let wanted: Vec<(SnapshotKind, &str, &str)> = keys
                 .iter()
                 .filter_map(|key| {
-                    let rest = key.strip_prefix(self.prefix.as_str())?;
+                    let rest = key.strip_prefix(self.keys.prefix())?;
                     SnapshotKind::ALL.iter().find_map(|&kind| {
                         rest.strip_prefix(kind.tag())
                             .map(|id| (kind, key.as_str(), id))

@@ -97,13 +97,13 @@ pub struct Applier {
 
 impl Applier {
     /// An applier over the given stores.
-    pub fn new(deny: DenyList, db: Db, prefix: &str, ttl: TtlPolicy) -> Self {
+    pub fn new(deny: DenyList, db: Db, ttl: TtlPolicy) -> Self {
         Self {
+            done_channel: deny.keys().done_channel(),
             deny,
             revokes: RevokeBatcher::new(db.clone()),
             db,
             ttl,
-            done_channel: done_channel(prefix),
             maintenance: None,
         }
     }
@@ -167,12 +167,4 @@ impl Applier {
             })
             .await
     }
-}
-
-/// The pub/sub channel announcing applied jobs, one per deployment:
-/// `{prefix}done`, the message being the job's id. Each API process holds
-/// one subscription to it for all its waiters (see [`crate::write::completion`]);
-/// nobody subscribed means the publish costs Redis next to nothing.
-pub fn done_channel(prefix: &str) -> String {
-    format!("{prefix}done")
 }
