@@ -327,7 +327,7 @@ impl Pending {
                     // A row absent from this read left the pending set before
                     // the read returned: its Redis write (and stream event)
                     // came earlier still.
-                    let read_ms = unix_ms();
+                    let read_at = tokio::time::Instant::now();
                     let overflow = rows.len() as i64 > LIMIT;
                     let mut polled = Polled::default();
                     for (kind, key, value) in &rows {
@@ -354,7 +354,7 @@ impl Pending {
                     }
                     if let Some(replica) = &replica {
                         replica
-                            .wait_current_since(read_ms, Duration::from_secs(2))
+                            .wait_current_since(read_at, Duration::from_secs(2))
                             .await;
                     }
                     self.replace_polled(polled, started_ms);

@@ -194,7 +194,7 @@ impl Submitter {
         // "Visible to checks" includes this process's replica.
         if let Some(replica) = self.checker.replica() {
             replica
-                .wait_current_since(Replica::now_ms(), Duration::from_secs(1))
+                .wait_current_since(Instant::now(), Duration::from_secs(1))
                 .await;
         }
         Ok(Submitted::Applied)

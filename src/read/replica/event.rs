@@ -1,0 +1,59 @@
+//! One change on the `{prefix}events` stream, as the deny-list's Lua scripts
+//! append it (field `k` names the kind), and how a stream entry is parsed.
+//! An entry of an unknown kind or with a missing field parses to `None` and
+//! the follower skips it.
+
+use std::collections::HashMap;
+
+/// One change read from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A token on the deny-list until `until`.
+    Token { id: String, until: i64 },
+    /// A subject watermark.
+    Subject {
+        id: String,
+        not_before: i64,
+        until: i64,
+    },
+    /// A refresh-token registry entry (state rank 0 active, 1 rotated, 2 revoked).
+    Refresh {
+        id: String,
+        family: String,
+        state: u8,
+        until: i64,
+    },
+    /// A revoked refresh-token family.
+    Family { id: String, until: i64 },
+}
+
+impl Event {
+    /// Parses a stream entry's fields; `None` for an entry it does not know.
+    pub(super) fn parse(map: &HashMap<String, redis::Value>) -> Option<Self> {
+        let text =
+            |k: &str| -> Option<String> { redis::from_redis_value(map.get(k)?.clone()).ok() };
+        let num = |k: &str| -> Option<i64> { text(k)?.parse().ok() };
+        match text("k")?.as_str() {
+            "t" => Some(Self::Token {
+                id: text("id")?,
+                until: num("until")?,
+            }),
+            "s" => Some(Self::Subject {
+                id: text("id")?,
+                not_before: num("nb")?,
+                until: num("until")?,
+            }),
+            "r" => Some(Self::Refresh {
+                id: text("id")?,
+                family: text("fam")?,
+                state: u8::try_from(num("st")?).ok()?,
+                until: num("until")?,
+            }),
+            "f" => Some(Self::Family {
+                id: text("id")?,
+                until: num("until")?,
+            }),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! [`Follower`]: the task that keeps a [`Replica`] current. Each connection
+//! first resyncs revocations Postgres holds that Redis lacks (so they are on
+//! the stream), loads a snapshot when it has no place in the stream or the
+//! stream was trimmed past it, then reads the stream with XREAD from the last
+//! seen id. Any error drops the proof of being current and reconnects.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{Client, aio::MultiplexedConnection};
+use revokd_jobs::now_unix;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Replica};
+use crate::{
+    store::{TtlPolicy, pg::Db, redis::DenyList},
+    write::resync::Resync,
+};
+
+/// Stream entries read per request.
+const READ_COUNT: usize = 1_000;
+/// How long one read blocks when there is nothing new.
+const BLOCK_MS: u64 = 100;
+
+/// What the follower needs.
+#[derive(Clone)]
+pub struct Follower {
+    /// The replica to fill.
+    pub replica: Arc<Replica>,
+    /// Redis URL (the follower uses a dedicated connection: XREAD BLOCK
+    /// would stall a shared one).
+    pub redis_url: String,
+    /// The deny-list (key names, snapshot reads).
+    pub deny: DenyList,
+    /// Postgres, for a snapshot while Redis's deny-list is incomplete.
+    pub db: Db,
+    /// Copies revocations written to Postgres during a Redis outage into
+    /// Redis (and so into the stream) before the replica claims to be current.
+    pub resync: Resync,
+    /// Lifetimes of what is loaded.
+    pub ttl: TtlPolicy,
+}
+
+impl Follower {
+    /// Loads and follows until `stop` fires, reconnecting forever.
+    pub async fn run(self, stop: CancellationToken) {
+        let sweeper = {
+            let replica = Arc::clone(&self.replica);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(10)) => replica.sweep(now_unix()),
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        let mut last_id: Option<String> = None;
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.follow(&mut last_id) => outcome,
+                () = stop.cancelled() => break,
+            };
+            self.replica.freshness.invalidate();
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "replica stream interrupted; checks use redis/postgres until it resumes");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        sweeper.abort();
+    }
+
+    /// One connection's life: (re)load if needed, then read the stream.
+    async fn follow(&self, last_id: &mut Option<String>) -> anyhow::Result<()> {
+        let client = Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let stream = self.deny.keys().events();
+        if let Err(error) = self.resync.run_once().await {
+            tracing::debug!(%error, "resync before following failed");
+        }
+        if stream_trimmed_past(&mut conn, &stream, last_id.as_deref()).await? {
+            *last_id = Some(self.load(&mut conn, &stream).await?);
+        }
+        loop {
+            let id = last_id.clone().unwrap_or_else(|| "0-0".into());
+            let sent = Instant::now();
+            let reply: redis::streams::StreamReadReply = tokio::time::timeout(
+                Duration::from_millis(BLOCK_MS + 2_000),
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(READ_COUNT)
+                    .arg("BLOCK")
+                    .arg(BLOCK_MS)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&id)
+                    .query_async(&mut conn),
+            )
+            .await??;
+            let mut read = 0;
+            for key in reply.keys {
+                for entry in key.ids {
+                    read += 1;
+                    if let Some(event) = Event::parse(&entry.map) {
+                        self.replica.apply(&event);
+                    }
+                    *last_id = Some(entry.id);
+                }
+            }
+            if read < READ_COUNT {
+                self.replica.freshness.proven_at(sent);
+            } else if stream_trimmed_past(&mut conn, &stream, last_id.as_deref()).await? {
+                // We fell further behind than the stream keeps: start over.
+                *last_id = Some(self.load(&mut conn, &stream).await?);
+            }
+        }
+    }
+}
+
+/// True when entries after `last_id` were trimmed away (a gap).
+async fn stream_trimmed_past(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    last_id: Option<&str>,
+) -> redis::RedisResult<bool> {
+    let Some(last) = last_id else { return Ok(true) };
+    let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    // Conservative: the first kept entry being newer than ours may mean
+    // nothing was lost, but a reload is cheaper than a doubt.
+    Ok(first.ids.first().is_some_and(|e| id_lt(last, &e.id)))
+}
+
+/// Stream ids compare as (ms, seq).
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+pub(super) fn id_lt(a: &str, b: &str) -> bool {
+    parse_id(a) < parse_id(b)
+}

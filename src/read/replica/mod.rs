@@ -1,0 +1,225 @@
+//! The local replica: the deny-list and subject watermarks in process memory,
+//! so a check costs a hash lookup instead of a Redis round trip.
+//!
+//! Loaded at start (from Redis, or Postgres when Redis's marker is missing),
+//! then kept current from the `{prefix}events` stream that the deny-list's
+//! Lua scripts append to atomically with every change, read from the last
+//! seen id so a reconnect leaves no gap. A reply from the stream that
+//! returned fewer entries than asked proves the replica was current when the
+//! request was sent; when no such proof is younger than
+//! `REVOKD_REPLICA_MAX_LAG` (stream broken, lagging, not loaded) the replica
+//! declines and checks fall back to Redis and Postgres.
+//!
+//! - this file: [`Replica`], the in-memory maps, their lookups, and how an
+//!   [`Event`] changes them.
+//! - `freshness`: whether the replica may answer, on the monotonic clock.
+//! - `event`: [`Event`], one change on the stream, and its parsing.
+//! - `follower`: [`Follower`], the task that reads the stream, reconnects,
+//!   and resyncs before the replica claims to be current.
+//! - `snapshot`: the load, from Redis or page by page from Postgres.
+
+mod event;
+mod follower;
+mod freshness;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+use xxhash_rust::xxh3::xxh3_128;
+
+pub use event::Event;
+pub use follower::Follower;
+use freshness::Freshness;
+
+/// In-memory deny-list. Keys are 128-bit hashes of token ids and subjects:
+/// 16 bytes instead of a string, no collision in practice.
+#[derive(Debug)]
+pub struct Replica {
+    /// token hash → unix time the entry ends.
+    tokens: DashMap<u128, i64>,
+    /// subject hash → (not_before, unix time the watermark ends).
+    subjects: DashMap<u128, (i64, i64)>,
+    /// refresh token hash → (family hash, state rank, unix time it ends).
+    refresh: DashMap<u128, (u128, u8, i64)>,
+    /// revoked family hash → unix time the marker ends.
+    families: DashMap<u128, i64>,
+    freshness: Freshness,
+}
+
+/// What the replica knows about a refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshState {
+    /// Not in the replica (never registered, or registered while Redis was
+    /// down): ask Redis, then Postgres.
+    Missing,
+    /// Registered and usable.
+    Active,
+    /// Rotated: a presentation is reuse (handled through Redis).
+    Rotated,
+    /// Revoked, itself or with its family.
+    Revoked,
+}
+
+/// Unix milliseconds on the wall clock.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+impl Replica {
+    /// An empty replica that declines until loaded and proven current.
+    pub fn new(max_lag: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            tokens: DashMap::new(),
+            subjects: DashMap::new(),
+            refresh: DashMap::new(),
+            families: DashMap::new(),
+            freshness: Freshness::new(max_lag),
+        })
+    }
+
+    /// Whether the replica may answer now.
+    pub fn is_fresh(&self) -> bool {
+        self.freshness.is_fresh()
+    }
+
+    /// `(denied, not_before)` like a Redis lookup, or `None` when the replica
+    /// cannot prove it is current.
+    pub fn lookup(
+        &self,
+        token_id: &str,
+        subject: Option<&str>,
+        now: i64,
+    ) -> Option<(bool, Option<i64>)> {
+        if !self.is_fresh() {
+            return None;
+        }
+        let denied = self.denies(token_id, now);
+        let not_before = subject.and_then(|s| {
+            self.subjects
+                .get(&xxh3_128(s.as_bytes()))
+                .and_then(|e| (e.1 > now).then_some(e.0))
+        });
+        Some((denied, not_before))
+    }
+
+    /// Whether `token_id` is on the deny-list as of `now`; the caller has
+    /// checked freshness (through [`lookup`](Self::lookup)).
+    pub fn denies(&self, token_id: &str, now: i64) -> bool {
+        self.tokens
+            .get(&xxh3_128(token_id.as_bytes()))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Marks the replica loaded and proven current now, as the follower does
+    /// after a snapshot. For benchmarks and tests that fill it with `apply`.
+    #[doc(hidden)]
+    pub fn mark_current(&self) {
+        self.freshness.loaded();
+        self.freshness.proven_at(Instant::now());
+    }
+
+    /// Waits (up to `timeout`) until the replica has been proven current by a
+    /// read sent at or after `since`, so a change applied before then is
+    /// visible to checks it answers. Returns at once when it is not fresh
+    /// (checks then bypass it anyway).
+    pub async fn wait_current_since(&self, since: Instant, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.is_fresh() && !self.freshness.proven_since(since) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Unix milliseconds now (the wall clock; the pending overlay's stamps).
+    pub fn now_ms() -> i64 {
+        unix_ms()
+    }
+
+    /// A refresh token's state, or `None` when the replica cannot prove it
+    /// is current.
+    pub fn lookup_refresh(&self, token_id: &str, now: i64) -> Option<RefreshState> {
+        if !self.is_fresh() {
+            return None;
+        }
+        let Some(entry) = self.refresh.get(&xxh3_128(token_id.as_bytes())).map(|e| *e) else {
+            return Some(RefreshState::Missing);
+        };
+        let (family, state, until) = entry;
+        if until <= now {
+            return Some(RefreshState::Missing);
+        }
+        let family_revoked = self.families.get(&family).is_some_and(|until| *until > now);
+        Some(match (state, family_revoked) {
+            (1, _) => RefreshState::Rotated,
+            (_, true) | (2.., _) => RefreshState::Revoked,
+            _ => RefreshState::Active,
+        })
+    }
+
+    /// Applies one change; order does not matter (longest life, highest
+    /// watermark win).
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::Token { id, until } => {
+                let mut entry = self.tokens.entry(xxh3_128(id.as_bytes())).or_insert(*until);
+                *entry = (*entry).max(*until);
+            }
+            Event::Subject {
+                id,
+                not_before,
+                until,
+            } => {
+                let mut entry = self
+                    .subjects
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert((*not_before, *until));
+                *entry = (entry.0.max(*not_before), entry.1.max(*until));
+            }
+            Event::Refresh {
+                id,
+                family,
+                state,
+                until,
+            } => {
+                let family = xxh3_128(family.as_bytes());
+                let mut entry = self
+                    .refresh
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert((family, *state, *until));
+                *entry = (family, entry.1.max(*state), entry.2.max(*until));
+            }
+            Event::Family { id, until } => {
+                let mut entry = self
+                    .families
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert(*until);
+                *entry = (*entry).max(*until);
+            }
+        }
+    }
+
+    /// Drops entries that have ended.
+    pub fn sweep(&self, now: i64) {
+        self.tokens.retain(|_, until| *until > now);
+        self.subjects.retain(|_, (_, until)| *until > now);
+        self.refresh.retain(|_, (_, _, until)| *until > now);
+        self.families.retain(|_, until| *until > now);
+    }
+
+    /// Entries held: (tokens, subjects).
+    pub fn len(&self) -> (usize, usize) {
+        (self.tokens.len(), self.subjects.len())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.subjects.is_empty()
+    }
+}
