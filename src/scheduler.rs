@@ -27,10 +27,9 @@ pub async fn run(producer: Producer, cron: String, stop: CancellationToken) -> a
         let producer = producer.clone();
         let schedule = schedule.clone();
         Box::pin(async move {
-            let millis = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or_default();
+            // Cron ticks fall on whole seconds: the clock in seconds names
+            // the same latest tick as the clock in milliseconds.
+            let millis = now_unix().saturating_mul(1000);
             let tick = scheduled_tick(&schedule, millis).unwrap_or(millis.div_euclid(1000));
             let job = Job::Cleanup(Cleanup {
                 job_id: new_job_id(),

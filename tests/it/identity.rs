@@ -233,6 +233,8 @@ async fn a_token_with_a_crit_header_is_malformed() {
 }
 
 /// Sleeps until `offset` past the start of the next wall-clock second.
+// The test is about second boundaries of the wall clock itself.
+#[allow(clippy::disallowed_methods)]
 async fn sleep_into_next_second(offset: Duration) {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

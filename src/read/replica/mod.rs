@@ -67,10 +67,7 @@ pub enum RefreshState {
 
 /// Unix milliseconds on the wall clock.
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
+    revokd_jobs::now_unix_ms()
 }
 
 impl Replica {
