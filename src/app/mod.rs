@@ -316,7 +316,11 @@ impl Api {
         ];
         let limits = http::server::Limits::from(&**config);
         http::server::serve(self.listener, http::router(self.state), limits, stop).await;
-        background.iter().for_each(tokio::task::JoinHandle::abort);
+        // Ended, not only told to end: nothing writes after `run` returns.
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
         Ok(())
     }
 }

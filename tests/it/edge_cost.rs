@@ -238,6 +238,7 @@ async fn stats_count_only_this_deployment_among_200k_foreign_keys() {
     assert_eq!(stats["postgres"]["revoked_tokens"], 3, "{stats}");
     assert_eq!(stats["queue"]["pending"], 0, "{stats}");
     drop(foreign);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -265,6 +266,7 @@ async fn redis_counts_follow_creations_extensions_and_expiry_minutes() {
     assert_eq!(deny.revocation_counts(now).await.unwrap(), (2, 1));
     // Once "short" and the watermark have ended, only "long" counts.
     assert_eq!(deny.revocation_counts(now + 1_200).await.unwrap(), (1, 0));
+    app.stop().await;
 }
 
 /// `n` requests to each of `/metrics` and `/readyz`, 8 at a time; the
@@ -449,4 +451,5 @@ async fn waiters_share_one_subscription_and_beyond_the_bound_get_429() {
         .await;
     assert_eq!(status, 504);
     assert_eq!(completion_subscribers(&app.prefix), 1);
+    Arc::into_inner(app).expect("waits ended").stop().await;
 }

@@ -106,6 +106,7 @@ async fn a_head_trickled_slower_than_the_header_timeout_is_cut() {
         after >= Duration::from_millis(900),
         "closed after {after:?}"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -141,6 +142,7 @@ async fn a_body_trickled_slower_than_the_body_timeout_is_answered_408_and_closed
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["error"], "timeout");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -167,6 +169,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_
         idle >= Duration::from_millis(1800) && idle < Duration::from_millis(3500),
         "closed after {idle:?} idle"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -185,6 +188,7 @@ async fn a_declared_length_over_the_limit_is_answered_413_at_once() {
         assert_eq!(body["error"], "payload_too_large");
         read_to_close(&mut stream, Duration::from_secs(1)).await;
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -215,6 +219,7 @@ async fn beyond_the_connection_cap_a_new_client_waits_until_others_close() {
     assert_eq!(status, 200);
     let fresh = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -266,6 +271,7 @@ async fn refusals_made_from_the_head_have_the_json_shape() {
             "{answer}"
         );
     }
+    app.stop().await;
 }
 
 /// Used CPU time (user + system) of a process, from /proc.
@@ -363,7 +369,7 @@ async fn on_shutdown_a_request_in_flight_is_answered_idle_connections_close_and_
     );
     busy.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    app.stop.cancel();
+    app.shutdown.cancel();
     read_to_close(&mut idle, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -377,4 +383,5 @@ async fn on_shutdown_a_request_in_flight_is_answered_idle_connections_close_and_
     assert_eq!(status, 200);
     assert_eq!(answer["reason"], "malformed");
     read_to_close(&mut busy, Duration::from_secs(2)).await;
+    app.stop().await;
 }

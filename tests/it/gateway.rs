@@ -77,7 +77,7 @@ async fn nginx_auth_request_passes_active_tokens_refuses_others_and_strips_spoof
         std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
     })
     .await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -156,7 +156,7 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
         .env("XDG_DATA_HOME", &dir)
         .env("XDG_CONFIG_HOME", &dir);
     let _caddy = Gateway::start(command, gateway).await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -164,10 +164,11 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
 /// the upstream with its subject and no client-sent one (also for a token
 /// without `sub`); no token and a revoked one get 401 with revokd's
 /// challenge; with revokd down, closed (no upstream call). Stops `app`.
-async fn assert_gateway(app: &TestApp, gateway: u16) {
+async fn assert_gateway(app: TestApp, gateway: u16) {
     let base = format!("http://127.0.0.1:{gateway}/orders?a=1");
+    let http = app.http.clone();
     let get = |token: Option<String>, spoof: Option<&'static str>| {
-        let mut request = app.http.get(&base);
+        let mut request = http.get(&base);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -222,7 +223,7 @@ async fn assert_gateway(app: &TestApp, gateway: u16) {
     );
 
     // revokd down: closed, the upstream is never called.
-    app.stop.cancel();
+    app.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let response = get(Some(app.mint("carol")), None).await.unwrap();
     assert_ne!(response.status(), 200, "fails closed");
@@ -263,6 +264,6 @@ async fn haproxy_lua_auth_request_passes_active_tokens_refuses_others_and_strips
     let mut command = std::process::Command::new(haproxy);
     command.args(["-db", "-f"]).arg(dir.join("haproxy.cfg"));
     let _haproxy = Gateway::start(command, gateway).await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

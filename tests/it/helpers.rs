@@ -87,18 +87,28 @@ pub struct PrefixGuard {
     pub prefix: String,
 }
 
-impl Drop for PrefixGuard {
-    fn drop(&mut self) {
+impl PrefixGuard {
+    /// Deletes the prefix's keys now, in one pass: for when nothing writes
+    /// under it any more (every role of the test has ended).
+    pub fn clean(mut self) {
+        self.delete_keys(&[0]);
+        self.prefix.clear();
+    }
+
+    /// One pass after each pause (milliseconds).
+    fn delete_keys(&self, pauses: &[u64]) {
+        // An empty prefix would be every key of the shared server.
+        if self.prefix.is_empty() {
+            return;
+        }
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
             return;
         };
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
             return;
         };
-        // Again after a pause: a background task on another thread may
-        // still land a last write after the first pass.
-        for pause in [0, 200, 800] {
-            std::thread::sleep(Duration::from_millis(pause));
+        for pause in pauses {
+            std::thread::sleep(Duration::from_millis(*pause));
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}*", glob_escape(&self.prefix)))
                 .query(&mut conn)
@@ -113,6 +123,15 @@ impl Drop for PrefixGuard {
                 .arg(ours)
                 .query(&mut conn);
         }
+    }
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        // Dropped while roles may still run (a test that panicked, or one
+        // that aborts its tasks): again after a pause, for a background task
+        // on another thread that lands a last write after the first pass.
+        self.delete_keys(&[0, 200, 800]);
     }
 }
 
@@ -174,12 +193,14 @@ pub struct TestApp {
     pub prefix: String,
     pub services: Services,
     pub http: reqwest::Client,
-    pub stop: CancellationToken,
+    /// Fires the app's shutdown (what SIGTERM does to `serve`).
+    pub shutdown: CancellationToken,
     pub checker_stats: std::sync::Arc<revokd::read::checker::Checker>,
-    /// The roles running in the background, stopped on drop.
-    pub tasks: Vec<tokio::task::AbortHandle>,
+    /// The roles running in the background: awaited by
+    /// [`TestApp::stop`], aborted on drop.
+    pub tasks: Roles,
     // Field order: stop roles before the database goes.
-    pub _guard: PrefixGuard,
+    guard: Option<PrefixGuard>,
     pub db: TestDb,
 }
 
@@ -230,22 +251,21 @@ impl TestApp {
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
         let checker_stats = api.checker();
-        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        let mut tasks = Roles::default();
+        tasks.spawn("api", api.run(stop.clone()));
         // As `serve` does for the api and worker roles: watch the marker,
         // rebuild Redis from Postgres when it is gone.
         let guard = services
             .maintenance(services.deny_patient.clone())
             .guard(stop.clone());
-        tasks.push(tokio::spawn(guard).abort_handle());
+        tasks.spawn("marker guard", guard);
         if options.worker {
-            tasks.push(
-                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
-            );
+            tasks.spawn("worker", worker::run(worker_deps(&services), stop.clone()));
         }
         if options.replica
             && let Some(follower) = services.follower()
         {
-            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
+            tasks.spawn("replica follower", follower.run(stop.clone()));
         }
         // As a client of `serve` would, once it is ready: the pending
         // revocations have been read once.
@@ -272,14 +292,14 @@ impl TestApp {
             tasks,
             // The shared server, also when the app reached it through a proxy
             // (a private redis-server of a test is simply killed).
-            _guard: PrefixGuard {
+            guard: Some(PrefixGuard {
                 url: redis_url(),
                 prefix: prefix.clone(),
-            },
+            }),
             prefix,
             services,
             http: reqwest::Client::new(),
-            stop,
+            shutdown: stop,
             checker_stats,
             db,
         }
@@ -377,12 +397,67 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Shuts the app down as SIGTERM does and waits for every role to end;
+    /// then its keys, spool and database go. Without it (a test that
+    /// panics) drop aborts the roles and cleans up with pauses.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.tasks.join().await;
+        if let Some(guard) = self.guard.take() {
+            guard.clean();
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.stop.cancel();
-        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        self.shutdown.cancel();
+        self.tasks.abort();
         // A spool the test made (Postgres cut) goes with it.
         let _ = std::fs::remove_dir_all(spool_dir(&self.prefix));
+    }
+}
+
+/// How long a role may take to end once its shutdown has fired.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Roles of an app or node running in the background, by name.
+#[derive(Default)]
+pub struct Roles(Vec<(&'static str, tokio::task::JoinHandle<()>)>);
+
+impl Roles {
+    /// Runs `role` in the background.
+    pub fn spawn<F>(&mut self, name: &'static str, role: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
+        let handle = tokio::spawn(async move {
+            let _ = role.await;
+        });
+        self.0.push((name, handle));
+    }
+
+    /// Waits for every role to end (its shutdown has fired); fails the test
+    /// naming a role that does not end within [`STOP_WITHIN`].
+    pub async fn join(&mut self) {
+        for (name, handle) in std::mem::take(&mut self.0) {
+            let abort = handle.abort_handle();
+            match tokio::time::timeout(STOP_WITHIN, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => panic!("{name} ended abnormally: {error}"),
+                Err(_) => {
+                    abort.abort();
+                    panic!("{name} still running {STOP_WITHIN:?} after shutdown");
+                }
+            }
+        }
+    }
+
+    /// Aborts every role without waiting.
+    pub fn abort(&self) {
+        self.0.iter().for_each(|(_, handle)| handle.abort());
     }
 }
 
@@ -550,7 +625,7 @@ pub struct Node {
     pub services: Services,
     pub http: reqwest::Client,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::AbortHandle>,
+    tasks: Roles,
 }
 
 pub struct NodeOptions<'a> {
@@ -576,7 +651,8 @@ impl Node {
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
         let pending = std::sync::Arc::clone(api.checker().pending());
-        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        let mut tasks = Roles::default();
+        tasks.spawn("api", api.run(stop.clone()));
         eventually(Duration::from_secs(5), "pending revocations read", || {
             let loaded = pending.is_loaded();
             async move { loaded }
@@ -585,16 +661,14 @@ impl Node {
         let guard = services
             .maintenance(services.deny_patient.clone())
             .guard(stop.clone());
-        tasks.push(tokio::spawn(guard).abort_handle());
+        tasks.spawn("marker guard", guard);
         if options.worker {
-            tasks.push(
-                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
-            );
+            tasks.spawn("worker", worker::run(worker_deps(&services), stop.clone()));
             let resync = services.resync(services.deny_patient.clone());
-            tasks.push(tokio::spawn(resync.run(stop.clone())).abort_handle());
+            tasks.spawn("resync", resync.run(stop.clone()));
         }
         if let Some(follower) = services.follower() {
-            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
+            tasks.spawn("replica follower", follower.run(stop.clone()));
         }
         Self {
             addr,
@@ -641,7 +715,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        self.tasks.abort();
     }
 }
 

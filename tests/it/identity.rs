@@ -110,6 +110,7 @@ async fn tokens_with_unstorable_jtis_are_revocable_by_token_and_by_jti() {
         assert_eq!(body["token_id"], jti_id(&format!("{jti}-b")));
         assert_eq!(app.check(&by_jti).await.1["reason"], "revoked", "{kind}");
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -148,6 +149,7 @@ async fn revoke_all_of_a_subject_revokd_cannot_store_revokes_its_tokens() {
             .await
             .unwrap();
     assert_eq!(stored, 2);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -196,6 +198,7 @@ async fn a_jti_spelling_another_tokens_hashed_id_never_shares_its_revocation() {
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["token_id"], hashed);
     assert_active(&app.check(&jtiless).await.1);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -213,6 +216,7 @@ async fn an_iat_beyond_the_leeway_is_not_yet_valid_even_from_the_verify_cache() 
         assert_eq!(app.check(&ahead).await.1["reason"], "not_yet_valid");
         assert_active(&app.check(&skewed).await.1);
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -232,6 +236,7 @@ async fn a_token_with_a_crit_header_is_malformed() {
     let (status, body) = write(&app, "/v1/revocations", json!({ "token": token })).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "invalid_token");
+    app.stop().await;
 }
 
 /// Sleeps until `offset` past the start of the next wall-clock second.
@@ -299,6 +304,7 @@ async fn a_second_rebuild_writes_no_key_and_adds_no_event() {
     let cleanup = maintenance.cleanup(now_unix(), &Quiet).await.unwrap();
     assert_eq!(cleanup.redis_restored, 0);
     assert_eq!(redis.xlen::<_, u64>(&events).unwrap(), before);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -366,6 +372,7 @@ async fn reuse_during_a_redis_outage_is_recorded_once_by_postgres() {
     .unwrap();
     assert_eq!(reason.as_deref(), Some("reused"));
     assert!(!in_redis, "the resync copies the marker once Redis is back");
+    app.stop().await;
 }
 
 /// Runs the built binary; (exit code, stdout, stderr).
@@ -446,4 +453,5 @@ async fn cli_revoke_and_revoke_all_hash_ids_as_the_check_does() {
 
     let (code, _, stderr) = revokd(&[&common[..], &["revoke-all", "--sub", ""]].concat());
     assert_eq!(code, Some(2), "{stderr}");
+    app.stop().await;
 }

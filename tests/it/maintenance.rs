@@ -92,6 +92,7 @@ async fn cleanup_purges_200k_expired_rows_in_batches_and_keeps_live_ones() {
         Default::default(),
         "a second run finds nothing to do"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -173,6 +174,7 @@ async fn cleanup_vacuums_finished_and_dead_jobs_past_retention() {
         report.jobs_vacuumed, 1,
         "a dead job past the audit retention goes too"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -211,6 +213,7 @@ async fn losing_every_key_rebuilds_the_deny_list_within_5_seconds_without_a_comm
     .await;
     assert!(lost.elapsed() < Duration::from_secs(5));
     assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +308,7 @@ async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
         ticks.len(),
         "one cleanup job per tick, not one per scheduler"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -337,4 +341,5 @@ async fn a_rebuild_cut_short_by_data_loss_does_not_set_the_marker() {
     deny.begin_rebuild("whole").await.unwrap();
     assert!(deny.finish_rebuild("whole", "server").await.unwrap());
     assert!(deny.marker_present().await.unwrap());
+    app.stop().await;
 }

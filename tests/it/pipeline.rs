@@ -39,6 +39,7 @@ async fn revoke_job_pushed_through_the_queue_makes_check_answer_revoked() {
     assert_eq!(row.subject.as_deref(), Some("alice"));
     assert_eq!(row.reason.as_deref(), Some("logout"));
     assert_eq!(row.requested_by, "test");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -86,6 +87,7 @@ async fn deny_list_ttl_runs_to_expiry_plus_leeway_capped_at_max_lifetime() {
         app.db.db.revoked_token("expired").await.unwrap().is_some(),
         "but a postgres row"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -113,6 +115,7 @@ async fn revoke_all_revokes_older_tokens_and_keeps_newer_ones() {
     );
     assert_eq!(app.check(&newer).await.1["active"], true);
     assert_eq!(app.check(&other_subject).await.1["active"], true);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -138,6 +141,7 @@ async fn an_older_watermark_arriving_later_does_not_move_it_back() {
         ttl > 30 * 86_400 - 5,
         "watermark lives max lifetime + leeway, got {ttl}"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -189,6 +193,7 @@ async fn applying_any_job_twice_changes_nothing() {
     assert_eq!(snapshot(&app), redis_once);
     assert_eq!(rows(&app).await, pg_once);
     assert_eq!(pg_once.2, 2, "one audit row per request");
+    app.stop().await;
 }
 
 // The CLI runs as a blocking child process: the worker needs its own thread.
@@ -253,6 +258,7 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
     // Issued in the watermark's second or later: active.
     let newer = app.mint("hank");
     assert_eq!(app.check(&newer).await.1["active"], true);
+    app.stop().await;
 }
 
 /// One batched statement merges its rows as applying them one by one
@@ -354,6 +360,7 @@ async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
     expected.extend(["j1", "j2", "j3", "j4", "j5"].map(String::from));
     expected.sort();
     assert_eq!(audit, expected);
+    app.stop().await;
 }
 
 /// Revocations applied concurrently (as a worker runs them) are grouped
@@ -410,4 +417,5 @@ async fn concurrent_revocations_reach_both_stores_as_sequential_ones_do() {
             "tok-{i}: ttl {ttl} is the longest life plus leeway"
         );
     }
+    app.stop().await;
 }

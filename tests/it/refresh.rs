@@ -136,6 +136,7 @@ async fn rotation_then_reuse_revokes_the_whole_family() {
     for member in [&first, &second, &third] {
         assert_eq!(app.check(member).await.1["reason"], "revoked");
     }
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +194,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
             .await
             .unwrap();
     assert_eq!(n, 1, "exactly one reuse event");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -245,6 +247,7 @@ async fn unregistered_refresh_tokens_and_access_tokens_are_unknown() {
         .unwrap();
     assert_eq!(introspected["token_type"], "refresh_token");
     assert_eq!(check_refresh(&app, "garbage").await["reason"], "malformed");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -302,6 +305,7 @@ async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
         || async { check_refresh(&app, &c).await["active"] == false },
     )
     .await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -328,6 +332,7 @@ async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
     )
     .await;
     assert_eq!(check_refresh(&app, &new).await["active"], true);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -369,4 +374,5 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
         replica.lookup_refresh("never-registered", now()),
         Some(RefreshState::Missing)
     );
+    app.stop().await;
 }

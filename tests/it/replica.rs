@@ -89,6 +89,7 @@ async fn revocations_and_revoke_alls_reach_the_replica_and_checks_use_it() {
         replica.lookup(&claims.token_id, None, claims.exp + 3_600),
         Some((false, None))
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -149,6 +150,7 @@ async fn a_cut_stream_connection_resumes_without_losing_an_event() {
         async move { seen }
     })
     .await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -185,6 +187,7 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
         "the stale replica did not answer"
     );
     proxy.set_enabled(true);
+    app.stop().await;
 }
 
 #[derive(Debug, Clone)]
@@ -290,4 +293,5 @@ async fn agree(mut ops: Vec<Op>, dup: usize) {
             "subject {id}"
         );
     }
+    app.stop().await;
 }

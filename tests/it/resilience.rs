@@ -69,6 +69,7 @@ async fn with_redis_hung_checks_come_from_postgres_without_a_timeout_each() {
         (ready["ready"].as_bool(), ready["redis"].as_str()),
         (Some(true), Some("down"))
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -112,6 +113,7 @@ async fn redis_unreachable_then_back_switches_reads_back_to_redis() {
         },
     )
     .await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -136,6 +138,7 @@ async fn with_neither_store_checks_fail_closed_with_503() {
         checker.check(&token, now_unix()).await,
         revokd::read::checker::Verdict::Unavailable
     );
+    app.stop().await;
 }
 
 async fn count_rows(db: &Db) -> i64 {
@@ -254,6 +257,7 @@ async fn a_killed_redis_connection_does_not_stop_the_worker() {
         .await
         .unwrap();
     app.wait_for_row("after").await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -298,6 +302,7 @@ async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
         .await
         .unwrap();
     app.wait_for_row("later").await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +350,7 @@ async fn a_backlog_of_10k_scheduled_jobs_does_not_stall_the_worker() {
     stop.cancel();
     worker.abort();
     let _ = worker.await;
+    app.stop().await;
 }
 
 /// A child process killed (SIGKILL) when dropped.

@@ -99,6 +99,7 @@ async fn bad_tokens_get_their_documented_reason() {
             }
         }
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -136,6 +137,7 @@ async fn a_tampered_signature_or_an_unknown_kid_is_invalid_signature() {
     )
     .unwrap();
     assert_eq!(app.check(&with_kid).await.1["reason"], "invalid_signature");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -159,6 +161,7 @@ async fn hmac_token_presented_to_an_rsa_configured_service_is_rejected() {
         (200, Some("invalid_signature")),
         "{body}"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -278,6 +281,7 @@ async fn http_edges_answer_with_the_json_error_shape() {
         (ready["redis"].as_str(), ready["postgres"].as_str()),
         (Some("up"), Some("up"))
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -338,6 +342,7 @@ async fn check_keys_protect_check_and_introspect_when_set() {
         .await
         .unwrap();
     assert_eq!(basic_wrong.status(), 401);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -392,6 +397,7 @@ async fn metrics_expose_the_named_series_after_traffic() {
     assert!(value(r#"revokd_jobs_applied_total{kind="revoke"}"#) >= 1.0);
     assert!(value(r#"revokd_queue_jobs{state="pending"}"#) >= 0.0);
     assert!(value(r#"revokd_denylist_entries{kind="token"}"#) >= 0.0);
+    app.stop().await;
 }
 
 /// The verify cache skips the signature of a token seen before, never the
@@ -467,6 +473,7 @@ async fn tokens_served_from_the_verify_cache_are_still_revoked_and_still_expire(
         LookupStats::get(&stats.verify_cache_hits) > hits + 2,
         "the revoked and expired answers came from cached verifications"
     );
+    app.stop().await;
 }
 
 /// ECDSA signatures are malleable: `r || (n − s)` verifies like `r || s`.
@@ -531,5 +538,6 @@ async fn revoking_a_jti_less_ecdsa_token_revokes_its_malleated_twin() {
         let db = &app.db.db;
         assert!(db.lookup(&own, Some(&other), Some("yuri")).await.unwrap().0);
         assert!(!db.lookup(&own, None, Some("yuri")).await.unwrap().0);
+        app.stop().await;
     }
 }

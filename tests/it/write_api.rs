@@ -147,6 +147,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
     assert_eq!(stats["redis"]["revoked_tokens"], 3, "{stats}");
     assert_eq!(stats["redis"]["revoked_subjects"], 1, "{stats}");
     assert_eq!(stats["queue"]["pending"], 0, "{stats}");
+    app.stop().await;
 }
 
 fn urlencode(s: &str) -> String {
@@ -206,6 +207,7 @@ async fn protected_endpoints_answer_401_with_the_json_shape() {
             assert_eq!(body["error"], code, "{method} {path} with {auth:?}");
         }
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -221,6 +223,7 @@ async fn wait_true_answers_after_the_check_sees_the_revocation() {
     );
     let (status, _) = post(&app, "/v1/subjects/rae/revoke-all?wait=true", json!({})).await;
     assert_eq!(status, 200);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -240,6 +243,7 @@ async fn wait_true_without_a_worker_times_out_with_504_and_the_job_id() {
     );
     assert_eq!(body["error"], "timeout");
     assert!(body["job_id"].is_string());
+    app.stop().await;
 }
 
 // The CLI runs as a blocking child process: the server needs its own thread.
@@ -308,6 +312,7 @@ async fn with_redis_down_revocations_go_to_postgres_and_reach_redis_when_it_retu
     .await;
     assert!(back.elapsed() < Duration::from_secs(5));
     assert_eq!(app.check(&over_http).await.1["reason"], "revoked");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -341,6 +346,7 @@ async fn with_postgres_down_revocations_are_accepted_and_applied_when_it_returns
         || async { db.db.revoked_token(&id).await.unwrap().is_some() },
     )
     .await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -459,6 +465,7 @@ async fn bad_input_gets_a_4xx_with_the_json_error_shape_and_never_a_500() {
             .status(),
         200
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -480,6 +487,7 @@ async fn wait_true_answers_after_the_local_replica_sees_the_revocation() {
         );
     }
     assert!(revokd::read::checker::LookupStats::get(&app.checker_stats.stats().replica) >= 5);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -506,4 +514,5 @@ async fn check_keys_are_checked_before_the_body() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    app.stop().await;
 }
