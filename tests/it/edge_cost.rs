@@ -406,6 +406,7 @@ async fn waiters_share_one_subscription_and_beyond_the_bound_get_429() {
         completion_subscribers(&app.prefix) > 0
     })
     .await;
+    // No second subscription a while later: an absence, so the wait is the point.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         completion_subscribers(&app.prefix),

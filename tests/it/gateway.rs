@@ -223,9 +223,9 @@ async fn assert_gateway(app: TestApp, gateway: u16) {
     );
 
     // revokd down: closed, the upstream is never called.
-    app.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let response = get(Some(app.mint("carol")), None).await.unwrap();
+    let carol = app.mint("carol");
+    app.stop().await;
+    let response = get(Some(carol), None).await.unwrap();
     assert_ne!(response.status(), 200, "fails closed");
     assert!(
         !response.text().await.unwrap().contains("subject="),

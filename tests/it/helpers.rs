@@ -320,6 +320,12 @@ impl TestApp {
             .expect("mint")
     }
 
+    /// A token for `sub` issued `ago` seconds ago (so a revoke-all made now
+    /// is later than its `iat`, without waiting for the clock).
+    pub fn mint_issued_ago(&self, sub: &str, ago: i64) -> String {
+        mint_issued_ago(sub, ago)
+    }
+
     pub async fn producer(&self) -> Producer {
         Producer::connect(&self.services.config.redis_url, &self.prefix, "test")
             .await
@@ -739,10 +745,15 @@ pub async fn check_reason(http: &reqwest::Client, url: &str, token: &str) -> Str
 
 /// A token for `sub` signed with the test secret.
 pub fn mint(sub: &str) -> String {
+    mint_issued_ago(sub, 0)
+}
+
+/// [`mint`], issued `ago` seconds ago.
+pub fn mint_issued_ago(sub: &str, ago: i64) -> String {
     let config = test_config("mint:", &redis_url(), "postgres://unused/x", &[]);
     Minter::new(&config.key_settings())
         .expect("minter")
-        .mint(sub, 900, true, now_unix())
+        .mint(sub, 900, true, now_unix() - ago)
         .expect("mint")
 }
 

@@ -281,12 +281,20 @@ async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
         app.services.config.cleanup_cron.clone(),
         stop.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let mut redis = app.redis();
+    let tick_keys = format!("{}queue:jobs:idempotency:cleanup:*", app.prefix);
+    eventually(Duration::from_secs(10), "three ticks", || {
+        let ticks: Vec<String> = redis::cmd("KEYS")
+            .arg(&tick_keys)
+            .query(&mut redis)
+            .unwrap();
+        async move { ticks.len() >= 3 }
+    })
+    .await;
     stop.cancel();
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
 
-    let mut redis = app.redis();
     let ticks: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}queue:jobs:idempotency:cleanup:*", app.prefix))
         .query(&mut redis)

@@ -242,8 +242,8 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
 
-    let older = app.mint("hank");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Issued a second before the watermark revoke-all sets now.
+    let older = app.mint_issued_ago("hank", 1);
     let out = std::process::Command::new(bin)
         .args(common)
         .args(["revoke-all", "--sub", "hank", "--wait"])

@@ -187,6 +187,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
         n == 1
     })
     .await;
+    // No second event a while later: an absence, so the wait is the point.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n: i64 =
         sqlx::query_scalar("select count(*) from revocation_audit where kind = 'refresh_reuse'")

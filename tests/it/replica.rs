@@ -138,11 +138,16 @@ async fn a_cut_stream_connection_resumes_without_losing_an_event() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(
-        !replica.is_fresh(),
-        "a replica that cannot read the stream stops answering"
-    );
+    let r = Arc::clone(&replica);
+    eventually(
+        Duration::from_secs(5),
+        "a replica that cannot read the stream stops answering",
+        move || {
+            let stale = !r.is_fresh();
+            async move { stale }
+        },
+    )
+    .await;
     proxy.set_enabled(true);
     let r = Arc::clone(&replica);
     eventually(Duration::from_secs(10), "event made while cut", move || {
@@ -162,7 +167,7 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
         ..Default::default()
     })
     .await;
-    crate::helpers::current_replica(&app).await;
+    let replica = crate::helpers::current_replica(&app).await;
     let token = app.mint("zed");
     assert_eq!(app.check(&token).await.1["active"], true);
     let stats = app.checker_stats.stats();
@@ -178,7 +183,11 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
         .apply_revoke(&job, job.expires_at, now_unix())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    eventually(Duration::from_secs(5), "the replica stale", move || {
+        let stale = !replica.is_fresh();
+        async move { stale }
+    })
+    .await;
     let before = LookupStats::get(&stats.replica);
     assert_eq!(app.check(&token).await.1["reason"], "revoked");
     assert_eq!(
@@ -248,10 +257,18 @@ async fn agree(mut ops: Vec<Op>, dup: usize) {
     }
     // Duplicates are the same job (same job_id) delivered twice.
     jobs.push(jobs[dup % jobs.len()].clone());
+    // A last revocation: events apply in order, so once the replica has it,
+    // it has every job before it.
+    jobs.push(Job::Revoke(RevokeToken::new("last", None, now + 600)));
     for job in &jobs {
         applier.apply(job, now).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = Arc::clone(&replica);
+    eventually(Duration::from_secs(5), "the last event", move || {
+        let seen = r.lookup("last", None, now) == Some((true, None));
+        async move { seen }
+    })
+    .await;
     fresh(&replica).await;
     let mut redis = app.redis();
     let leeway = app.services.config.leeway();

@@ -250,6 +250,7 @@ async fn a_killed_redis_connection_does_not_stop_the_worker() {
             .arg("SKIPME")
             .arg("yes")
             .query(&mut admin);
+        // Repeated cuts, each after the worker reconnected: the pace is the point.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     producer
@@ -283,15 +284,15 @@ async fn an_undecodable_payload_is_set_aside_and_jobs_behind_it_apply() {
     app.wait_for_row("behind").await;
     let mut redis = app.redis();
     let dead_key = format!("{}queue:jobs:dead", app.prefix);
-    let mut dead = 0;
-    for _ in 0..100 {
-        dead = redis.scard(&dead_key).unwrap();
-        if dead == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(dead, 2, "both bad payloads kept visible in the dead set");
+    eventually(
+        Duration::from_secs(5),
+        "both bad payloads kept visible in the dead set",
+        || {
+            let dead: u64 = redis.scard(&dead_key).unwrap();
+            async move { dead == 2 }
+        },
+    )
+    .await;
     // The worker is still alive: one more job applies.
     producer
         .push(&Job::Revoke(RevokeToken::new(

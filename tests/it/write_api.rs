@@ -332,6 +332,7 @@ async fn with_postgres_down_revocations_are_accepted_and_applied_when_it_returns
     assert_eq!(status, 202, "{body}");
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
+    // The worker had time to try: an absence, so the wait is the point.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let id = token_id(&app, &token);
     assert!(
