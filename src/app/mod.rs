@@ -175,6 +175,7 @@ impl Services {
             max_lifetime: self.config.max_lifetime_secs(),
             audit_retention: Config::secs(self.config.audit_retention),
             job_retention: Config::secs(self.config.job_retention),
+            batch: crate::worker::maintenance::BATCH,
         }
     }
 
@@ -212,6 +213,7 @@ impl Services {
             db: self.db.clone(),
             leeway: self.config.leeway(),
             max_lifetime: self.config.max_lifetime_secs(),
+            batch: crate::write::resync::BATCH,
         }
     }
 

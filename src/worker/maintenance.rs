@@ -13,8 +13,8 @@ use crate::store::{
     redis::{DenyEntry, DenyList, deny_ttl, watermark_ttl},
 };
 
-/// Rows per delete statement or per pipelined Redis batch.
-const BATCH: i64 = 5_000;
+/// Rows per delete statement or per pipelined Redis batch, unless set.
+pub const BATCH: i64 = 5_000;
 /// How often workers look for the marker.
 const MARKER_EVERY: Duration = Duration::from_millis(500);
 
@@ -93,6 +93,9 @@ pub struct Maintenance {
     pub audit_retention: i64,
     /// Finished-job retention in seconds.
     pub job_retention: i64,
+    /// Rows per delete statement or per pipelined Redis batch ([`BATCH`];
+    /// tests prove the batching with a handful of rows).
+    pub batch: i64,
 }
 
 impl Maintenance {
@@ -106,21 +109,35 @@ impl Maintenance {
         // A revocation matters until its token fails checks as expired.
         let expired = now - self.leeway;
         progress.phase("expired revocations", None);
-        report.tokens_deleted =
-            drain(|| self.db.delete_expired_tokens(expired, BATCH), progress).await?;
+        report.tokens_deleted = drain(
+            || self.db.delete_expired_tokens(expired, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("outdated watermarks", None);
         let outdated = now - self.max_lifetime - self.leeway;
         report.subjects_deleted = drain(
-            || self.db.delete_outdated_watermarks(outdated, BATCH),
+            || self.db.delete_outdated_watermarks(outdated, self.batch),
+            self.batch,
             progress,
         )
         .await?;
         progress.phase("audit log", None);
         let old = now - self.audit_retention;
-        report.audit_deleted = drain(|| self.db.delete_old_audit(old, BATCH), progress).await?;
+        report.audit_deleted = drain(
+            || self.db.delete_old_audit(old, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("refresh tokens", None);
-        report.refresh_deleted =
-            drain(|| self.db.delete_expired_refresh(expired, BATCH), progress).await?;
+        report.refresh_deleted = drain(
+            || self.db.delete_expired_refresh(expired, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("queue records", None);
         let finished = now - self.job_retention;
         // Set-aside jobs are what an operator must see: kept as long as the audit log.
@@ -150,7 +167,7 @@ impl Maintenance {
         progress.phase("revocations into redis", u64::try_from(tokens).ok());
         let mut after = String::new();
         loop {
-            let page = self.db.live_tokens_page(&after, cutoff, BATCH).await?;
+            let page = self.db.live_tokens_page(&after, cutoff, self.batch).await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             let entries: Vec<(String, DenyEntry, i64)> = page
@@ -174,7 +191,7 @@ impl Maintenance {
         let ttl = watermark_ttl(self.leeway, self.max_lifetime);
         let mut after = String::new();
         loop {
-            let page = self.db.watermarks_page(&after, BATCH).await?;
+            let page = self.db.watermarks_page(&after, self.batch).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             report.subjects += page.len() as u64;
@@ -199,7 +216,7 @@ impl Maintenance {
         let family_ttl = watermark_ttl(self.leeway, self.max_lifetime);
         let mut after = String::new();
         loop {
-            let page = self.db.revoked_families_page(&after, BATCH).await?;
+            let page = self.db.revoked_families_page(&after, self.batch).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             for (family, reason) in &page {
@@ -213,7 +230,7 @@ impl Maintenance {
         loop {
             let page = self
                 .db
-                .refresh_page(&after, now - self.leeway, BATCH)
+                .refresh_page(&after, now - self.leeway, self.batch)
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
@@ -275,8 +292,12 @@ impl Maintenance {
     }
 }
 
-/// Repeats a bounded delete until a batch comes back short.
-async fn drain<F, Fut>(mut batch: F, progress: &dyn Progress) -> Result<u64, MaintenanceError>
+/// Repeats a bounded delete (of up to `size` rows) until a batch comes back short.
+async fn drain<F, Fut>(
+    mut batch: F,
+    size: i64,
+    progress: &dyn Progress,
+) -> Result<u64, MaintenanceError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = sqlx::Result<u64>>,
@@ -286,7 +307,7 @@ where
         let n = batch().await?;
         total += n;
         progress.advance(n);
-        if n < BATCH as u64 {
+        if n < size as u64 {
             return Ok(total);
         }
     }

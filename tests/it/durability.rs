@@ -706,3 +706,39 @@ async fn a_resync_pass_ends_while_revocations_keep_arriving() {
     }
     writer.abort();
 }
+
+#[tokio::test]
+async fn a_resync_pass_copies_every_pending_row_page_by_page() {
+    let db = TestDb::create().await;
+    let prefix = unique_prefix();
+    let redis = crate::helpers::redis_url();
+    let guard = crate::helpers::PrefixGuard {
+        url: redis.clone(),
+        prefix: prefix.clone(),
+    };
+    let config = crate::helpers::test_config(&prefix, &redis, &db.url, &[]);
+    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let resync = revokd::write::resync::Resync {
+        batch: 5,
+        ..services.resync(services.deny_patient.clone())
+    };
+    let now = revokd_jobs::now_unix();
+    for i in 0..12 {
+        let job = revokd_jobs::RevokeToken::new(format!("pending-{i}"), None, now + 600);
+        db.db
+            .record_revoke(&job, job.expires_at, now, false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(resync.run_once().await.unwrap(), 12, "three pages of 5");
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..12 {
+        let there: bool = conn.exists(format!("{prefix}jti:pending-{i}")).unwrap();
+        assert!(there, "pending-{i} copied into redis");
+    }
+    assert_eq!(resync.run_once().await.unwrap(), 0, "nothing left pending");
+    guard.clean();
+}
