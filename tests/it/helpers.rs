@@ -476,6 +476,21 @@ pub fn worker_deps(services: &Services) -> WorkerDeps {
     }
 }
 
+/// Reports that `what` (a gateway, a client library) is not installed:
+/// the caller skips, but only on a developer machine. Under CI (`CI` set,
+/// as CI services do) or when one of `required_by` is set (`.ci/run` sets
+/// them) the test fails instead.
+#[track_caller]
+pub fn missing_program(what: &str, required_by: &[&str]) {
+    let required = std::iter::once("CI")
+        .chain(required_by.iter().copied())
+        .find(|var| std::env::var_os(var).is_some());
+    if let Some(var) = required {
+        panic!("{what} is required ({var} is set) but not installed");
+    }
+    eprintln!("skipped: {what} not installed");
+}
+
 /// Waits until `probe` returns true or the deadline passes.
 pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut probe: F)
 where
