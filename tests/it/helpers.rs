@@ -42,17 +42,11 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A copy of the migrated template database.
     pub async fn create() -> Self {
         let name = format!("revokd_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin);
-        let url = format!("{base}/{name}");
-        revokd::store::pg::prepare(&url)
-            .await
-            .expect("create and migrate test database");
+        crate::template::create_from_template(&name).await;
+        let url = crate::template::database_url(&name);
         let db = Db::connect_lazy(&url).expect("pool");
         Self { name, url, db }
     }

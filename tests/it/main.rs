@@ -20,5 +20,6 @@ mod privacy;
 mod refresh;
 mod replica;
 mod resilience;
+mod template;
 mod verification;
 mod write_api;
