@@ -124,19 +124,6 @@ fn background_allowance(elapsed: Duration, per_sec: u64) -> u64 {
     (elapsed.as_secs() + 1) * per_sec + 6
 }
 
-async fn refresh_check(app: &TestApp, token: &str) -> Value {
-    let body = json!({ "token": token, "token_type_hint": "refresh_token" });
-    app.http
-        .post(app.url("/v1/check"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn refresh_checks_of_unregistered_tokens_cost_no_postgres_query_while_redis_is_complete() {
     let (app, pg) = counted_app(&[]).await;
@@ -147,13 +134,13 @@ async fn refresh_checks_of_unregistered_tokens_cost_no_postgres_query_while_redi
         !app.checker_stats.pending().refresh_pending("nobody")
     })
     .await;
-    assert_eq!(refresh_check(&app, &first).await["reason"], "unknown");
+    assert_eq!(app.check_refresh(&first).await["reason"], "unknown");
 
     const N: u64 = 200;
     let tokens: Vec<String> = (0..N).map(|i| app.mint(&format!("user-{i}"))).collect();
     let (before, started) = (pg.count(), Instant::now());
     for token in &tokens {
-        let body = refresh_check(&app, token).await;
+        let body = app.check_refresh(token).await;
         assert_eq!(body["reason"], "unknown", "{body}");
     }
     let (spent, elapsed) = (pg.count() - before, started.elapsed());

@@ -326,6 +326,28 @@ impl TestApp {
             .expect("producer")
     }
 
+    /// The token's id, as revokd computes it (the signature checked).
+    pub fn token_id(&self, token: &str) -> String {
+        self.services
+            .verifier
+            .verify_signature(token)
+            .expect("a token of this app")
+            .token_id
+    }
+
+    /// `/v1/check` with the refresh-token hint: the body.
+    pub async fn check_refresh(&self, token: &str) -> Value {
+        let body = serde_json::json!({ "token": token, "token_type_hint": "refresh_token" });
+        let response = self.http.post(self.url("/v1/check")).json(&body).send();
+        response
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
+    }
+
+    /// `/v1/check`: the status and the body.
     pub async fn check(&self, token: &str) -> (u16, Value) {
         let response = self
             .http
@@ -468,6 +490,23 @@ pub fn worker_deps(services: &Services) -> WorkerDeps {
         prefix: services.config.key_prefix.clone(),
         concurrency: 8,
     }
+}
+
+/// Asserts a `/v1/check` answer: 200 and `want`, which is `active` or the
+/// reason; on failure, the whole answer and the caller's line.
+#[track_caller]
+pub fn assert_answer(answer: &(u16, Value), want: &str) {
+    let (status, body) = answer;
+    let got = match (&body["active"], &body["reason"]) {
+        (Value::Bool(true), _) => "active",
+        (_, Value::String(reason)) => reason.as_str(),
+        _ => "(neither)",
+    };
+    assert_eq!(
+        (*status, got),
+        (200, want),
+        "check answered {status} {body}"
+    );
 }
 
 /// Reports that `what` (a gateway, a client library) is not installed:

@@ -9,7 +9,7 @@ use redis::Commands;
 use revokd::{read::checker::LookupStats, read::replica::Replica};
 use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 
-use crate::helpers::{Options, Proxy, TestApp, eventually};
+use crate::helpers::{Options, Proxy, TestApp, assert_answer, eventually};
 
 async fn fresh(replica: &Arc<Replica>) {
     crate::helpers::wait_current(replica).await;
@@ -72,8 +72,8 @@ async fn revocations_and_revoke_alls_reach_the_replica_and_checks_use_it() {
         Some((false, None))
     );
     let before = LookupStats::get(&app.checker_stats.stats().replica);
-    assert_eq!(app.check(&token).await.1["reason"], "revoked");
-    assert_eq!(app.check(&older_token).await.1["reason"], "subject_revoked");
+    assert_answer(&app.check(&token).await, "revoked");
+    assert_answer(&app.check(&older_token).await, "subject_revoked");
     assert_eq!(
         app.check(&app.mint("yuri")).await.1["active"],
         true,
@@ -169,7 +169,7 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
     .await;
     let replica = crate::helpers::current_replica(&app).await;
     let token = app.mint("zed");
-    assert_eq!(app.check(&token).await.1["active"], true);
+    assert_answer(&app.check(&token).await, "active");
     let stats = app.checker_stats.stats();
     assert!(LookupStats::get(&stats.replica) >= 1);
 
@@ -189,7 +189,7 @@ async fn a_replica_that_cannot_prove_freshness_leaves_checks_to_redis() {
     })
     .await;
     let before = LookupStats::get(&stats.replica);
-    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    assert_answer(&app.check(&token).await, "revoked");
     assert_eq!(
         LookupStats::get(&stats.replica),
         before,
