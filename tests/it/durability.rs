@@ -709,13 +709,8 @@ async fn a_resync_pass_ends_while_revocations_keep_arriving() {
 
 #[tokio::test]
 async fn a_resync_pass_copies_every_pending_row_page_by_page() {
-    let db = TestDb::create().await;
-    let prefix = unique_prefix();
+    let (db, prefix, guard) = crate::helpers::own_deployment().await;
     let redis = crate::helpers::redis_url();
-    let guard = crate::helpers::PrefixGuard {
-        url: redis.clone(),
-        prefix: prefix.clone(),
-    };
     let config = crate::helpers::test_config(&prefix, &redis, &db.url, &[]);
     let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
     let resync = revokd::write::resync::Resync {

@@ -11,8 +11,7 @@ use tokio::{
 };
 
 use crate::helpers::{
-    Options, PrefixGuard, SECRET, TestApp, TestDb, eventually, free_port, healthy, redis_url,
-    spool_dir, unique_prefix,
+    Options, SECRET, TestApp, eventually, free_port, healthy, own_deployment, redis_url, spool_dir,
 };
 
 async fn app(extra: &'static [&'static str]) -> TestApp {
@@ -286,12 +285,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 #[tokio::test]
 async fn running_out_of_file_descriptors_neither_spins_nor_keeps_healthz_down() {
-    let db = TestDb::create().await;
-    let prefix = unique_prefix();
-    let _guard = PrefixGuard {
-        url: redis_url(),
-        prefix: prefix.clone(),
-    };
+    let (db, prefix, _guard) = own_deployment().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let spool = spool_dir(&prefix);

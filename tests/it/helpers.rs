@@ -141,6 +141,17 @@ fn glob_escape(s: &str) -> String {
         .collect()
 }
 
+/// A database and a key prefix of a deployment the test runs itself (as
+/// processes or nodes); the guard deletes the prefix's keys when dropped.
+pub async fn own_deployment() -> (TestDb, String, PrefixGuard) {
+    let prefix = unique_prefix();
+    let guard = PrefixGuard {
+        url: redis_url(),
+        prefix: prefix.clone(),
+    };
+    (TestDb::create().await, prefix, guard)
+}
+
 /// A unique key prefix.
 pub fn unique_prefix() -> String {
     format!("revokd-test-{}:", uuid::Uuid::new_v4().simple())

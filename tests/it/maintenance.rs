@@ -261,8 +261,9 @@ async fn losing_every_key_rebuilds_the_deny_list_within_5_seconds_without_a_comm
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_rebuild_streams_revocations_and_watermarks_in_batches() {
+/// An app without a worker whose Postgres holds `n` live revocations
+/// (`r-1`...), of 100 subjects, that Redis lacks; and the `now` they are live at.
+async fn app_with_revocations(n: u64) -> (TestApp, i64) {
     let app = TestApp::spawn_with(Options {
         worker: false,
         ..Default::default()
@@ -273,10 +274,16 @@ async fn a_rebuild_streams_revocations_and_watermarks_in_batches() {
         &app,
         &format!(
             "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
-         select 'r-' || g, 'u', {now} + 3600, {now}, 't' from generate_series(1, 12) g"
+         select 'r-' || g, 'u' || (g % 100), {now} + 3600, {now}, 't' from generate_series(1, {n}) g"
         ),
     )
     .await;
+    (app, now)
+}
+
+#[tokio::test]
+async fn a_rebuild_streams_revocations_and_watermarks_in_batches() {
+    let (app, now) = app_with_revocations(12).await;
     exec(
         &app,
         &format!(
@@ -315,21 +322,7 @@ async fn rehydrate_streams_100k_entries_and_reports_the_count() {
 
 /// `revokd rehydrate` of `n` revocations.
 async fn rehydrate(n: u64) {
-    let app = TestApp::spawn_with(Options {
-        worker: false,
-        ..Default::default()
-    })
-    .await;
-    let now = now_unix();
-    exec(
-        &app,
-        &format!(
-            "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
-         select 'r-' || g, 'u' || (g % 100), {} + 3600, {}, 't' from generate_series(1, {n}) g",
-            now, now
-        ),
-    )
-    .await;
+    let (app, _) = app_with_revocations(n).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
         .args(["--jwt-secret", SECRET, "--key-prefix", &app.prefix])
         .args([

@@ -10,8 +10,8 @@ use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 use serde_json::json;
 
 use crate::helpers::{
-    Options, PrefixGuard, SECRET, TestApp, TestDb, assert_answer, check_reason, eventually,
-    free_port, healthy, mint, redis_url, serve, unique_prefix,
+    Options, SECRET, TestApp, assert_answer, check_reason, eventually, free_port, healthy, mint,
+    own_deployment, redis_url, serve,
 };
 
 fn b64(bytes: &[u8]) -> String {
@@ -353,12 +353,7 @@ async fn check_keys_protect_check_and_introspect_when_set() {
 /// counts are exact.
 #[tokio::test]
 async fn metrics_count_exactly_the_traffic_of_their_process() {
-    let db = TestDb::create().await;
-    let prefix = unique_prefix();
-    let _guard = PrefixGuard {
-        url: redis_url(),
-        prefix: prefix.clone(),
-    };
+    let (db, prefix, _guard) = own_deployment().await;
     let port = free_port();
     let extra = ["--read-mode", "redis"];
     let _process = serve(
