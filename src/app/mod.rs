@@ -173,6 +173,7 @@ impl Services {
             ttl: self.config.ttl_policy(),
             audit_retention: Config::secs(self.config.audit_retention),
             job_retention: Config::secs(self.config.job_retention),
+            batch: crate::worker::maintenance::BATCH,
         }
     }
 
@@ -208,6 +209,7 @@ impl Services {
             deny,
             db: self.db.clone(),
             ttl: self.config.ttl_policy(),
+            batch: crate::write::resync::BATCH,
         }
     }
 
@@ -312,7 +314,11 @@ impl Api {
         ];
         let limits = http::server::Limits::from(&**config);
         http::server::serve(self.listener, http::router(self.state), limits, stop).await;
-        background.iter().for_each(tokio::task::JoinHandle::abort);
+        // Ended, not only told to end: nothing writes after `run` returns.
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
         Ok(())
     }
 }

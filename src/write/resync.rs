@@ -12,8 +12,8 @@ use crate::store::{
     redis::{DenyEntry, DenyList},
 };
 
-/// Rows moved per round trip batch.
-const BATCH: i64 = 500;
+/// Rows moved per round trip batch, unless set.
+pub const BATCH: i64 = 500;
 /// How often the worker role looks for pending rows.
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -26,6 +26,9 @@ pub struct Resync {
     pub db: Db,
     /// Lifetimes of what is written.
     pub ttl: TtlPolicy,
+    /// Rows moved per round trip ([`BATCH`]; tests prove the paging with a
+    /// handful of rows).
+    pub batch: i64,
 }
 
 /// Why a resync pass stopped.
@@ -49,8 +52,8 @@ impl Resync {
         loop {
             let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
             moved += families + refresh;
-            let tokens = self.db.pending_tokens(BATCH).await?;
-            let subjects = self.db.pending_watermarks(BATCH).await?;
+            let tokens = self.db.pending_tokens(self.batch).await?;
+            let subjects = self.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,
                 refresh,
@@ -58,7 +61,7 @@ impl Resync {
                 subjects.len() as u64,
             ]
             .iter()
-            .all(|&n| n < BATCH as u64);
+            .all(|&n| n < self.batch as u64);
             if tokens.is_empty() && subjects.is_empty() {
                 return Ok(moved);
             }
@@ -95,7 +98,7 @@ impl Resync {
     /// Family revocations decided while Redis was down (reuse detected from
     /// Postgres) get their Redis marker.
     async fn resync_families(&self) -> Result<u64, ResyncError> {
-        let families = self.db.pending_families(BATCH).await?;
+        let families = self.db.pending_families(self.batch).await?;
         let ttl = self.ttl.watermark();
         for (family, reason) in &families {
             self.deny.mark_family_revoked(family, reason, ttl).await?;
@@ -107,7 +110,7 @@ impl Resync {
 
     /// Refresh-token registrations written straight to Postgres.
     async fn resync_refresh(&self) -> Result<u64, ResyncError> {
-        let rows = self.db.pending_refresh(BATCH).await?;
+        let rows = self.db.pending_refresh(self.batch).await?;
         let now = now_unix();
         let entries: Vec<_> = rows
             .iter()

@@ -21,5 +21,6 @@ mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;
+mod template;
 mod verification;
 mod write_api;

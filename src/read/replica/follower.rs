@@ -72,6 +72,7 @@ impl Follower {
             }
         }
         sweeper.abort();
+        let _ = sweeper.await;
     }
 
     /// One connection's life: (re)load if needed, then read the stream.
