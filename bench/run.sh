@@ -225,7 +225,7 @@ wrk_run() {
 
 # log_wrk FILE KEY — one progress line from wrk's own text.
 log_wrk() {
-  log "  $2: $(awk '/^Requests\/sec:/ { printf "%.0f req/s", $2 } $1 == "99%" { printf ", p99 %s", $2 }' "$1")"
+  log "  $2: $(awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { p99 = $2 } END { printf "%.0f req/s, p99 %s", rps, p99 }' "$1")"
 }
 
 CLK_TCK=$(getconf CLK_TCK)
