@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    TtlPolicy,
+    StoreError, TtlPolicy,
     pg::Db,
     redis::{DenyEntry, DenyList},
 };
@@ -50,6 +50,20 @@ pub struct CleanupReport {
     pub refresh_deleted: u64,
 }
 
+impl CleanupReport {
+    /// Every count by name, as logged and exported.
+    pub fn counts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("tokens_deleted", self.tokens_deleted),
+            ("subjects_deleted", self.subjects_deleted),
+            ("audit_deleted", self.audit_deleted),
+            ("refresh_deleted", self.refresh_deleted),
+            ("jobs_vacuumed", self.jobs_vacuumed),
+            ("redis_restored", self.redis_restored),
+        ]
+    }
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RebuildReport {
@@ -61,20 +75,6 @@ pub struct RebuildReport {
     pub restored: u64,
     /// Refresh-token registry entries and revoked-family markers written.
     pub refresh: u64,
-}
-
-/// Why maintenance stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Postgres failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    /// Redis lost its data while the rebuild ran; it must run again.
-    #[error("redis lost its data during the rebuild")]
-    Interrupted,
 }
 
 /// Maintenance over both stores.
@@ -103,7 +103,7 @@ impl Maintenance {
         &self,
         now: i64,
         progress: &dyn Progress,
-    ) -> Result<CleanupReport, MaintenanceError> {
+    ) -> Result<CleanupReport, StoreError> {
         let mut report = CleanupReport::default();
         // A revocation matters until its token fails checks as expired.
         let expired = self.ttl.expired_before(now);
@@ -156,7 +156,7 @@ impl Maintenance {
         &self,
         now: i64,
         progress: &dyn Progress,
-    ) -> Result<RebuildReport, MaintenanceError> {
+    ) -> Result<RebuildReport, StoreError> {
         let mut report = RebuildReport::default();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let server = self.deny.server_id().await?;
@@ -199,17 +199,13 @@ impl Maintenance {
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
         if !self.deny.finish_rebuild(&id, &server).await? {
-            return Err(MaintenanceError::Interrupted);
+            return Err(StoreError::Interrupted);
         }
         Ok(report)
     }
 
     /// Writes the refresh-token registry and revoked-family markers.
-    async fn rebuild_refresh(
-        &self,
-        now: i64,
-        progress: &dyn Progress,
-    ) -> Result<u64, MaintenanceError> {
+    async fn rebuild_refresh(&self, now: i64, progress: &dyn Progress) -> Result<u64, StoreError> {
         progress.phase("refresh registry into redis", None);
         let mut written = 0;
         let family_ttl = self.ttl.watermark();
@@ -292,11 +288,7 @@ impl Maintenance {
 }
 
 /// Repeats a bounded delete (of up to `size` rows) until a batch comes back short.
-async fn drain<F, Fut>(
-    mut batch: F,
-    size: i64,
-    progress: &dyn Progress,
-) -> Result<u64, MaintenanceError>
+async fn drain<F, Fut>(mut batch: F, size: i64, progress: &dyn Progress) -> Result<u64, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = sqlx::Result<u64>>,

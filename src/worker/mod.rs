@@ -13,7 +13,6 @@
 
 pub mod apply;
 mod backend;
-pub mod batch;
 pub mod failure;
 pub mod maintenance;
 

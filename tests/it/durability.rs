@@ -713,7 +713,7 @@ async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     let redis = crate::helpers::redis_url();
     let config = crate::helpers::test_config(&prefix, &redis, &db.url, &[]);
     let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
-    let resync = revokd::write::resync::Resync {
+    let resync = revokd::store::resync::Resync {
         batch: 5,
         ..services.resync(services.deny_patient.clone())
     };

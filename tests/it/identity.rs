@@ -343,7 +343,7 @@ async fn reuse_during_a_redis_outage_is_recorded_once_by_postgres() {
         db: &services.db,
         submitter: &submitter,
         fail_mode: services.config.fail_mode,
-        family_ttl: services.config.ttl_policy().watermark(),
+        family_ttl: services.ttl_policy().watermark(),
     };
     let presentations = (0..20).map(|_| refresh.record_reuse(&entry, &claims));
     let recorded = futures::future::join_all(presentations).await;

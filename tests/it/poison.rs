@@ -149,12 +149,12 @@ async fn postgres_errors_of_classes_21_22_23_are_dead_and_others_transient() {
         "rt-1",
     );
     let error = db.db.register_refresh(&self_rotation, now, true).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_cardinality"));
     // A NUL byte in text: SQLSTATE 22021.
     let nul = RevokeToken::new("nul", None, now + 600).reason("a\0b");
     let error = db.db.apply_revoke(&nul, nul.expires_at, now).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_data"));
     // A check constraint: SQLSTATE 23514.
     sqlx::query("alter table revoked_tokens add constraint no_x check (token_id <> 'x')")
@@ -163,14 +163,14 @@ async fn postgres_errors_of_classes_21_22_23_are_dead_and_others_transient() {
         .unwrap();
     let x = RevokeToken::new("x", None, now + 600);
     let error = db.db.apply_revoke(&x, x.expires_at, now).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_integrity"));
     // Anything else about the server is worth retrying: here 42P01.
     let error = sqlx::query("select * from no_such_table")
         .execute(db.db.pool())
         .await
         .unwrap_err();
-    assert_eq!(classify(&ApplyError::Postgres(error)), Verdict::Transient);
+    assert_eq!(classify(&ApplyError::from(error)), Verdict::Transient);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Replica};
 use crate::{
+    store::resync::Resync,
     store::{TtlPolicy, pg::Db, redis::DenyList},
-    write::resync::Resync,
 };
 
 /// Stream entries read per request.

@@ -7,7 +7,7 @@ use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    TtlPolicy,
+    StoreError, TtlPolicy,
     pg::Db,
     redis::{DenyEntry, DenyList},
 };
@@ -31,23 +31,12 @@ pub struct Resync {
     pub batch: i64,
 }
 
-/// Why a resync pass stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ResyncError {
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Postgres failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-}
-
 impl Resync {
     /// Copies the pending rows into Redis; returns how many. A pass ends
     /// with the first batch that comes back short: rows keep becoming
     /// pending under write load (each accepted revocation is, until its
     /// worker has run), and a pass that waited for none would never end.
-    pub async fn run_once(&self) -> Result<u64, ResyncError> {
+    pub async fn run_once(&self) -> Result<u64, StoreError> {
         let mut moved = 0;
         loop {
             let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
@@ -97,7 +86,7 @@ impl Resync {
 
     /// Family revocations decided while Redis was down (reuse detected from
     /// Postgres) get their Redis marker.
-    async fn resync_families(&self) -> Result<u64, ResyncError> {
+    async fn resync_families(&self) -> Result<u64, StoreError> {
         let families = self.db.pending_families(self.batch).await?;
         let ttl = self.ttl.watermark();
         for (family, reason) in &families {
@@ -109,7 +98,7 @@ impl Resync {
     }
 
     /// Refresh-token registrations written straight to Postgres.
-    async fn resync_refresh(&self) -> Result<u64, ResyncError> {
+    async fn resync_refresh(&self) -> Result<u64, StoreError> {
         let rows = self.db.pending_refresh(self.batch).await?;
         let now = now_unix();
         let entries: Vec<_> = rows
