@@ -225,7 +225,7 @@ impl Probe<'_> {
             .reason("bench");
             let completion = self
                 .completions
-                .subscribe(&job.job_id)
+                .subscribe(&job.meta.job_id)
                 .await
                 .context("subscribe to a probe's completion")?;
             let started = Instant::now();

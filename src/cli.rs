@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{JobMeta, RevokeSubject, RevokeToken, now_unix};
 use serde_json::json;
 
 use crate::{
@@ -277,11 +277,11 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let job = RevokeToken {
                 reason,
-                requested_by: "cli".into(),
+                meta: job.meta.clone().by("cli"),
                 ..job
             };
             let token_id = job.token_id.clone();
-            let job_id = job.job_id.clone();
+            let job_id = job.meta.job_id.clone();
             let submitter = cli_submitter(&services).await;
             report(
                 submitter.revoke(job, wait).await,
@@ -300,10 +300,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             let services = store_services(config)?;
             let job = RevokeSubject {
                 reason,
-                requested_by: "cli".into(),
+                meta: JobMeta::now().by("cli"),
                 ..RevokeSubject::new(sub, now_unix())
             };
-            let (job_id, not_before) = (job.job_id.clone(), job.not_before);
+            let (job_id, not_before) = (job.meta.job_id.clone(), job.not_before);
             let submitter = cli_submitter(&services).await;
             report(
                 submitter.revoke_all(job, wait).await,

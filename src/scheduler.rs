@@ -12,7 +12,7 @@
 //! as long as it is less than one period late.
 
 use croner::{Cron, errors::CronError, parser::CronParser};
-use revokd_jobs::{Cleanup, Job, Producer, new_job_id, now_unix};
+use revokd_jobs::{Cleanup, Job, JobMeta, Producer, now_unix};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +32,7 @@ pub async fn run(producer: Producer, cron: String, stop: CancellationToken) -> a
             let millis = now_unix().saturating_mul(1000);
             let tick = scheduled_tick(&schedule, millis).unwrap_or(millis.div_euclid(1000));
             let job = Job::Cleanup(Cleanup {
-                job_id: new_job_id(),
-                requested_at: now_unix(),
+                meta: JobMeta::now(),
             });
             match producer.push_once(&job, &format!("cleanup:{tick}")).await {
                 Ok(true) => tracing::info!(tick = %tick, "cleanup job pushed"),

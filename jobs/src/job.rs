@@ -27,24 +27,74 @@ pub enum Job {
 }
 
 impl Job {
-    /// The job's own id, used in responses and to wait for completion.
-    pub fn job_id(&self) -> Option<&str> {
+    /// What every job carries: its id, who asked and when. `None` for a
+    /// kind this version does not know.
+    pub fn meta(&self) -> Option<&JobMeta> {
         match self {
-            Job::Revoke(j) => Some(&j.job_id),
-            Job::RevokeAll(j) => Some(&j.job_id),
-            Job::Cleanup(j) => Some(&j.job_id),
-            Job::RegisterRefresh(j) => Some(&j.job_id),
-            Job::RevokeFamily(j) => Some(&j.job_id),
+            Job::Revoke(j) => Some(&j.meta),
+            Job::RevokeAll(j) => Some(&j.meta),
+            Job::Cleanup(j) => Some(&j.meta),
+            Job::RegisterRefresh(j) => Some(&j.meta),
+            Job::RevokeFamily(j) => Some(&j.meta),
             Job::Unknown => None,
         }
+    }
+
+    /// The job's own id, used in responses and to wait for completion.
+    pub fn job_id(&self) -> Option<&str> {
+        self.meta().map(|m| m.job_id.as_str())
+    }
+
+    /// The kind as the `kind` tag spells it (`unknown` for one this
+    /// version does not know).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Revoke(_) => "revoke",
+            Job::RevokeAll(_) => "revoke_all",
+            Job::Cleanup(_) => "cleanup",
+            Job::RegisterRefresh(_) => "register_refresh",
+            Job::RevokeFamily(_) => "revoke_family",
+            Job::Unknown => "unknown",
+        }
+    }
+}
+
+/// What every job carries, flattened into its JSON: `job_id`,
+/// `requested_by` (omitted when empty) and `requested_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMeta {
+    /// Unique id of this request (UUID v7 text).
+    pub job_id: String,
+    /// Who asked (an API key's name, an application name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested_by: String,
+    /// When the request was made (unix seconds).
+    pub requested_at: i64,
+}
+
+impl JobMeta {
+    /// A request made now, with a fresh job id and no requester yet.
+    pub fn now() -> Self {
+        Self {
+            job_id: new_job_id(),
+            requested_by: String::new(),
+            requested_at: now_unix(),
+        }
+    }
+
+    /// The same request, asked by `by`.
+    pub fn by(mut self, by: impl Into<String>) -> Self {
+        self.requested_by = by.into();
+        self
     }
 }
 
 /// Revoke one token: put its `token_id` on the deny-list until it expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeToken {
-    /// Unique id of this request (UUID v7 text).
-    pub job_id: String,
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
     /// The token's id: its `jti`, or a hash (see [`token_id`], [`jti_id`]).
     pub token_id: String,
     /// The token's subject as [`subject_id`] gives it, if it has a `sub`.
@@ -55,24 +105,17 @@ pub struct RevokeToken {
     /// Why it was revoked (free text, e.g. `logout`).
     #[serde(default)]
     pub reason: Option<String>,
-    /// Who asked (an API key's name, an application name).
-    #[serde(default)]
-    pub requested_by: String,
-    /// When the request was made (unix seconds).
-    pub requested_at: i64,
 }
 
 impl RevokeToken {
     /// A revocation of `token_id` requested now, with a fresh job id.
     pub fn new(token_id: impl Into<String>, subject: Option<String>, expires_at: i64) -> Self {
         Self {
-            job_id: new_job_id(),
+            meta: JobMeta::now(),
             token_id: token_id.into(),
             subject,
             expires_at,
             reason: None,
-            requested_by: String::new(),
-            requested_at: now_unix(),
         }
     }
 
@@ -86,8 +129,9 @@ impl RevokeToken {
 /// Revoke every token of `subject` whose `iat` is earlier than `not_before`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeSubject {
-    /// Unique id of this request (UUID v7 text).
-    pub job_id: String,
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
     /// The subject whose tokens are revoked, as [`subject_id`] gives it.
     pub subject: String,
     /// Tokens issued strictly before this moment (unix seconds) are revoked.
@@ -95,23 +139,16 @@ pub struct RevokeSubject {
     /// Why (free text, e.g. `password_change`).
     #[serde(default)]
     pub reason: Option<String>,
-    /// Who asked.
-    #[serde(default)]
-    pub requested_by: String,
-    /// When the request was made (unix seconds).
-    pub requested_at: i64,
 }
 
 impl RevokeSubject {
     /// A revoke-all of `subject` as of `not_before`, with a fresh job id.
     pub fn new(subject: impl Into<String>, not_before: i64) -> Self {
         Self {
-            job_id: new_job_id(),
+            meta: JobMeta::now(),
             subject: subject.into(),
             not_before,
             reason: None,
-            requested_by: String::new(),
-            requested_at: now_unix(),
         }
     }
 
@@ -126,8 +163,9 @@ impl RevokeSubject {
 /// token replaces that one: the old becomes `rotated`, the new joins its family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterRefresh {
-    /// Unique id of this request.
-    pub job_id: String,
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
     /// The new refresh token's `token_id`.
     pub token_id: String,
     /// Its subject, as [`subject_id`] gives it.
@@ -140,11 +178,6 @@ pub struct RegisterRefresh {
     /// The token this one replaces, if this is a rotation.
     #[serde(default)]
     pub rotated_from: Option<RotatedFrom>,
-    /// Who asked.
-    #[serde(default)]
-    pub requested_by: String,
-    /// When the request was made (unix seconds).
-    pub requested_at: i64,
 }
 
 /// The token a rotation replaces.
@@ -161,14 +194,12 @@ impl RegisterRefresh {
     pub fn new(token_id: impl Into<String>, subject: Option<String>, expires_at: i64) -> Self {
         let token_id = token_id.into();
         Self {
-            job_id: new_job_id(),
+            meta: JobMeta::now(),
             family_id: token_id.clone(),
             token_id,
             subject,
             expires_at,
             rotated_from: None,
-            requested_by: String::new(),
-            requested_at: now_unix(),
         }
     }
 
@@ -183,29 +214,23 @@ impl RegisterRefresh {
 /// Revokes a whole refresh-token family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeFamily {
-    /// Unique id of this request.
-    pub job_id: String,
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
     /// The family.
     pub family_id: String,
     /// Why (`reused`, `revoked`, ...).
     #[serde(default)]
     pub reason: Option<String>,
-    /// Who asked.
-    #[serde(default)]
-    pub requested_by: String,
-    /// When the request was made (unix seconds).
-    pub requested_at: i64,
 }
 
 impl RevokeFamily {
     /// A revocation of `family_id`.
     pub fn new(family_id: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
-            job_id: new_job_id(),
+            meta: JobMeta::now(),
             family_id: family_id.into(),
             reason: Some(reason.into()),
-            requested_by: String::new(),
-            requested_at: now_unix(),
         }
     }
 }
@@ -213,10 +238,9 @@ impl RevokeFamily {
 /// Maintenance: purge expired rows, re-check Redis against Postgres.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cleanup {
-    /// Unique id of this request.
-    pub job_id: String,
-    /// When the request was made (unix seconds).
-    pub requested_at: i64,
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
 }
 
 /// A new job id: a UUID v7, so ids sort by creation time.
@@ -315,6 +339,31 @@ mod tests {
         let text = serde_json::to_string(&job).unwrap();
         assert!(text.contains(r#""kind":"revoke""#), "{text}");
         assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+    }
+
+    #[test]
+    fn job_meta_is_flat_on_the_wire() {
+        let mut job = RevokeToken::new("j1", None, 10);
+        job.meta = JobMeta {
+            job_id: "id-1".into(),
+            requested_by: "app".into(),
+            requested_at: 5,
+        };
+        let value = serde_json::to_value(Job::Revoke(job)).unwrap();
+        assert_eq!(value["job_id"], "id-1");
+        assert_eq!(value["requested_by"], "app");
+        assert_eq!(value["requested_at"], 5);
+        assert!(value.get("meta").is_none(), "{value}");
+        // Older producers' cleanup jobs carry no requester.
+        let old = r#"{"kind":"cleanup","job_id":"c","requested_at":7}"#;
+        let job: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            job.meta()
+                .map(|m| (m.requested_at, m.requested_by.as_str())),
+            Some((7, ""))
+        );
+        assert_eq!(job.kind(), "cleanup");
+        assert_eq!(serde_json::to_string(&job).unwrap(), old);
     }
 
     #[test]

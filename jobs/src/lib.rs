@@ -25,9 +25,9 @@ mod producer;
 mod queue;
 
 pub use job::{
-    Cleanup, JTI_HASH_PREFIX, Job, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily, RevokeSubject,
-    RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id, new_job_id, now_unix,
-    now_unix_ms, subject_id, token_id,
+    Cleanup, JTI_HASH_PREFIX, Job, JobMeta, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily,
+    RevokeSubject, RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id,
+    new_job_id, now_unix, now_unix_ms, subject_id, token_id,
 };
 pub use producer::{ProduceError, Producer};
 pub use queue::{queue_config, wake_channel};

@@ -78,16 +78,16 @@ impl Producer {
 
     /// Enqueues a revocation of one token; returns its job id.
     pub async fn revoke(&self, mut job: RevokeToken) -> Result<String, ProduceError> {
-        if job.requested_by.is_empty() {
-            job.requested_by.clone_from(&self.requested_by);
+        if job.meta.requested_by.is_empty() {
+            job.meta.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::Revoke(job)).await
     }
 
     /// Enqueues a revoke-all of a subject; returns its job id.
     pub async fn revoke_all(&self, mut job: RevokeSubject) -> Result<String, ProduceError> {
-        if job.requested_by.is_empty() {
-            job.requested_by.clone_from(&self.requested_by);
+        if job.meta.requested_by.is_empty() {
+            job.meta.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::RevokeAll(job)).await
     }
@@ -95,8 +95,8 @@ impl Producer {
     /// Enqueues the registration of a refresh token (or a rotation, see
     /// [`RegisterRefresh::rotating`]); returns its job id.
     pub async fn register_refresh(&self, mut job: RegisterRefresh) -> Result<String, ProduceError> {
-        if job.requested_by.is_empty() {
-            job.requested_by.clone_from(&self.requested_by);
+        if job.meta.requested_by.is_empty() {
+            job.meta.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::RegisterRefresh(job)).await
     }

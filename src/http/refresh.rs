@@ -80,10 +80,10 @@ async fn register(
         );
     }
     let job = RegisterRefresh {
-        requested_by: key,
+        meta: job.meta.clone().by(key),
         ..job
     };
-    let (job_id, family_id) = (job.job_id.clone(), job.family_id.clone());
+    let (job_id, family_id) = (job.meta.job_id.clone(), job.family_id.clone());
     let submitted = state
         .submitter
         .job(Job::RegisterRefresh(job), wait)

@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use revokd_jobs::{RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{JobMeta, RevokeSubject, RevokeToken, now_unix};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -117,7 +117,7 @@ impl RevocationRequest {
         };
         Ok(RevokeToken {
             reason: self.reason,
-            requested_by,
+            meta: job.meta.clone().by(requested_by),
             ..job
         })
     }
@@ -156,7 +156,7 @@ async fn revoke(
 ) -> Result<Response, ApiError> {
     let wait = wait_flag(query)?;
     let job = req.into_job(&state, key)?;
-    let (job_id, token_id) = (job.job_id.clone(), job.token_id.clone());
+    let (job_id, token_id) = (job.meta.job_id.clone(), job.token_id.clone());
     let submitted = state
         .submitter
         .revoke(job, wait)
@@ -192,10 +192,10 @@ async fn revoke_all(
     let req = req.unwrap_or_default();
     let job = RevokeSubject {
         reason: req.reason,
-        requested_by: key,
+        meta: JobMeta::now().by(key),
         ..RevokeSubject::new(sub, now_unix())
     };
-    let (job_id, not_before) = (job.job_id.clone(), job.not_before);
+    let (job_id, not_before) = (job.meta.job_id.clone(), job.not_before);
     let submitted = state
         .submitter
         .revoke_all(job, wait)
@@ -250,7 +250,7 @@ async fn rfc7009_revoke(
         return Ok(revoked());
     };
     let job = RevokeToken {
-        requested_by: key,
+        meta: JobMeta::now().by(key),
         ..RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
     };
     state

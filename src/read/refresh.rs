@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use revokd_jobs::{Job, RevokeFamily};
+use revokd_jobs::{Job, JobMeta, RevokeFamily};
 
 use crate::{
     config::FailMode,
@@ -152,8 +152,10 @@ impl RefreshChecker<'_> {
         let family = entry.family.as_str();
         let job = RevokeFamily {
             // One audit row per family, whichever path records it.
-            job_id: format!("reuse:{family}"),
-            requested_by: "reuse-detection".into(),
+            meta: JobMeta {
+                job_id: format!("reuse:{family}"),
+                ..JobMeta::now().by("reuse-detection")
+            },
             ..RevokeFamily::new(family, "reused")
         };
         let marked = if self.checker.redis_health().is_up() {

@@ -52,7 +52,7 @@ impl TtlPolicy {
 
     /// [`Self::cap`] of a revocation.
     pub fn capped_expiry(&self, job: &RevokeToken) -> i64 {
-        self.cap(job.expires_at, job.requested_at)
+        self.cap(job.expires_at, job.meta.requested_at)
     }
 
     /// Tokens that expired before this moment are past every check's

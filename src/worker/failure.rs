@@ -50,19 +50,10 @@ pub fn classify(error: &ApplyError) -> Verdict {
 /// its age (`now - requested_at`), between 1 s and 30 s. A fresh job comes
 /// back at once; during a long outage each job tries twice a minute.
 pub fn requeue_delay(job: &Job, now: i64) -> Duration {
-    let age = requested_at(job).map_or(0, |at| now.saturating_sub(at).max(0));
+    let age = job
+        .meta()
+        .map_or(0, |m| now.saturating_sub(m.requested_at).max(0));
     Duration::from_secs(u64::try_from(age / 4).unwrap_or(0)).clamp(MIN_DELAY, MAX_DELAY)
-}
-
-fn requested_at(job: &Job) -> Option<i64> {
-    match job {
-        Job::Revoke(j) => Some(j.requested_at),
-        Job::RevokeAll(j) => Some(j.requested_at),
-        Job::Cleanup(j) => Some(j.requested_at),
-        Job::RegisterRefresh(j) => Some(j.requested_at),
-        Job::RevokeFamily(j) => Some(j.requested_at),
-        Job::Unknown => None,
-    }
 }
 
 #[cfg(test)]
@@ -97,7 +88,7 @@ mod tests {
         let now = now_unix();
         let aged = |age: i64| {
             let mut job = RevokeToken::new("t", None, now + 60);
-            job.requested_at = now - age;
+            job.meta.requested_at = now - age;
             requeue_delay(&Job::Revoke(job), now)
         };
         assert_eq!(aged(0), MIN_DELAY);

@@ -287,8 +287,8 @@ pub async fn record_pending(
                 None => db.record_revoke(j, expires_at, now, false).await?,
             };
             if let Some(id) = family_id {
-                let job_id = format!("{}:family", j.job_id);
-                let (by, at) = (j.requested_by.clone(), j.requested_at);
+                let job_id = format!("{}:family", j.meta.job_id);
+                let (by, at) = (j.meta.requested_by.clone(), j.meta.requested_at);
                 family(id, "revoked".into(), job_id, by, at).await?;
             }
             Ok(())
@@ -297,8 +297,8 @@ pub async fn record_pending(
         Job::RegisterRefresh(j) => db.register_refresh(j, now, false).await.map(|_| ()),
         Job::RevokeFamily(j) => {
             let reason = j.reason.clone().unwrap_or_else(|| "revoked".into());
-            let (id, by) = (j.job_id.clone(), j.requested_by.clone());
-            family(j.family_id.clone(), reason, id, by, j.requested_at).await
+            let (id, by) = (j.meta.job_id.clone(), j.meta.requested_by.clone());
+            family(j.family_id.clone(), reason, id, by, j.meta.requested_at).await
         }
         // Maintenance is not a revocation: nothing to record.
         Job::Cleanup(_) | Job::Unknown => Ok(()),

@@ -12,7 +12,7 @@
 //! `revokd_jobs::token_id`/`jti_id`/`subject_id` first, which hash whatever
 //! revokd cannot store verbatim, so every id they give passes.
 
-use revokd_jobs::{Job, RegisterRefresh, RevokeFamily, RevokeSubject, RevokeToken};
+use revokd_jobs::{Job, JobMeta, RegisterRefresh, RevokeFamily, RevokeSubject, RevokeToken};
 
 /// Longest `token_id` (a `jti`, or a `sha256:`/`jti-sha256:` hash), in bytes.
 pub const MAX_TOKEN_ID: usize = 256;
@@ -95,7 +95,10 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
             Job::Revoke(RevokeToken {
                 subject: j.subject.clone().filter(|s| subject(s).is_ok()),
                 reason: informational(j.reason.as_deref()),
-                requested_by: requester(&j.requested_by),
+                meta: JobMeta {
+                    requested_by: requester(&j.meta.requested_by),
+                    ..j.meta.clone()
+                },
                 ..j.clone()
             })
         }
@@ -103,7 +106,10 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
             subject(&j.subject)?;
             Job::RevokeAll(RevokeSubject {
                 reason: informational(j.reason.as_deref()),
-                requested_by: requester(&j.requested_by),
+                meta: JobMeta {
+                    requested_by: requester(&j.meta.requested_by),
+                    ..j.meta.clone()
+                },
                 ..j.clone()
             })
         }
@@ -120,7 +126,10 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
             }
             j.subject.as_deref().map(subject).transpose()?;
             Job::RegisterRefresh(RegisterRefresh {
-                requested_by: requester(&j.requested_by),
+                meta: JobMeta {
+                    requested_by: requester(&j.meta.requested_by),
+                    ..j.meta.clone()
+                },
                 ..j.clone()
             })
         }
@@ -128,7 +137,10 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
             token_id(&j.family_id)?;
             Job::RevokeFamily(RevokeFamily {
                 reason: informational(j.reason.as_deref()),
-                requested_by: requester(&j.requested_by),
+                meta: JobMeta {
+                    requested_by: requester(&j.meta.requested_by),
+                    ..j.meta.clone()
+                },
                 ..j.clone()
             })
         }

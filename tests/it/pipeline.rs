@@ -283,10 +283,8 @@ async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
     .await
     .unwrap();
     // An earlier revocation of "b" that the batch must extend, not shorten.
-    let earlier = RevokeToken {
-        requested_at: now - 100,
-        ..RevokeToken::new("b", Some("hank".into()), now + 900).reason("first")
-    };
+    let mut earlier = RevokeToken::new("b", Some("hank".into()), now + 900).reason("first");
+    earlier.meta.requested_at = now - 100;
     db.apply_revoke(&earlier, now + 900, now).await.unwrap();
 
     let row = |job_id: &'static str, token_id: &'static str, exp: i64, at: i64, reason| {
@@ -348,7 +346,7 @@ async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
     .fetch_all(db.pool())
     .await
     .unwrap();
-    let mut expected = vec![earlier.job_id.clone()];
+    let mut expected = vec![earlier.meta.job_id.clone()];
     expected.extend(["j1", "j2", "j3", "j4", "j5"].map(String::from));
     expected.sort();
     assert_eq!(audit, expected);
@@ -371,14 +369,12 @@ async fn concurrent_revocations_reach_both_stores_as_sequential_ones_do() {
     let mut jobs = Vec::new();
     for i in 0..40 {
         for k in 0..3_i64 {
-            let job = RevokeToken {
-                requested_at: now - 10 + k,
-                ..RevokeToken::new(
-                    format!("tok-{i}"),
-                    Some(format!("user-{i}")),
-                    now + 100 * (k + 1),
-                )
-            };
+            let mut job = RevokeToken::new(
+                format!("tok-{i}"),
+                Some(format!("user-{i}")),
+                now + 100 * (k + 1),
+            );
+            job.meta.requested_at = now - 10 + k;
             jobs.push(Job::Revoke(job));
         }
     }

@@ -216,7 +216,7 @@ async fn poison_jobs_go_to_the_dead_set_and_a_revocation_behind_them_applies_in_
     // revocation.
     let mut unstorable =
         RevokeToken::new("nul-fields", Some("s\0b".into()), now + 600).reason("re\0son");
-    unstorable.requested_by = "a\0pp".into();
+    unstorable.meta.requested_by = "a\0pp".into();
     producer.push(&Job::Revoke(unstorable)).await.unwrap();
 
     // The genuine revocation behind them, as a user sends it.

@@ -80,15 +80,15 @@ impl Db {
                                      else refresh_tokens.in_redis or excluded.in_redis end
              returning state",
         )
-        .bind(&job.job_id)
+        .bind(&job.meta.job_id)
         .bind(&job.family_id)
         .bind(&job.subject)
         .bind(job.expires_at)
         .bind(&job.token_id)
         .bind(old_id)
         .bind(old_exp)
-        .bind(&job.requested_by)
-        .bind(job.requested_at)
+        .bind(&job.meta.requested_by)
+        .bind(job.meta.requested_at)
         .bind(now)
         .bind(in_redis)
         .fetch_one(self.pool())

@@ -40,12 +40,12 @@ impl Db {
                                      else subject_watermarks.in_redis or excluded.in_redis end
                  where subject_watermarks.not_before <= excluded.not_before",
         )
-        .bind(&job.job_id)
+        .bind(&job.meta.job_id)
         .bind(&job.subject)
         .bind(job.not_before)
         .bind(&job.reason)
-        .bind(&job.requested_by)
-        .bind(job.requested_at)
+        .bind(&job.meta.requested_by)
+        .bind(job.meta.requested_at)
         .bind(now)
         .bind(in_redis)
         .execute(&self.pool)

@@ -51,13 +51,13 @@ impl<'a> RevokeRow<'a> {
     /// The row of a revoke job.
     pub fn of(job: &'a RevokeToken, expires_at: i64, now: i64) -> Self {
         Self {
-            job_id: &job.job_id,
+            job_id: &job.meta.job_id,
             token_id: &job.token_id,
             subject: job.subject.as_deref(),
             expires_at,
             reason: job.reason.as_deref(),
-            requested_by: &job.requested_by,
-            requested_at: job.requested_at,
+            requested_by: &job.meta.requested_by,
+            requested_at: job.meta.requested_at,
             applied_at: now,
             in_redis: true,
         }
@@ -109,13 +109,13 @@ impl Db {
                                      else revoked_tokens.in_redis end
              returning (select family_id from refresh_tokens where token_id = $2)",
         )
-        .bind(&job.job_id)
+        .bind(&job.meta.job_id)
         .bind(&job.token_id)
         .bind(&job.subject)
         .bind(expires_at)
         .bind(&job.reason)
-        .bind(&job.requested_by)
-        .bind(job.requested_at)
+        .bind(&job.meta.requested_by)
+        .bind(job.meta.requested_at)
         .bind(now)
         .bind(in_redis)
         .fetch_one(&self.pool)

@@ -122,9 +122,9 @@ impl Applier {
             Job::RevokeFamily(job) => {
                 let reason = job.reason.as_deref().unwrap_or("revoked");
                 let ids = FamilyRequest {
-                    job_id: &job.job_id,
-                    by: &job.requested_by,
-                    at: job.requested_at,
+                    job_id: &job.meta.job_id,
+                    by: &job.meta.requested_by,
+                    at: job.meta.requested_at,
                 };
                 self.revoke_family(&job.family_id, reason, ids, now).await?;
                 Applied::FamilyRevoked
@@ -132,13 +132,8 @@ impl Applier {
             Job::Cleanup(_) => self.cleanup(now).await?,
             Job::Unknown => return Err(InputError::UnknownKind.into()),
         };
-        instruments::job_applied(match job {
-            Job::Revoke(_) => "revoke",
-            Job::RevokeAll(_) => "revoke_all",
-            Job::RegisterRefresh(_) => "register_refresh",
-            Job::RevokeFamily(_) => "revoke_family",
-            Job::Cleanup(_) | Job::Unknown => "cleanup",
-        });
+        // An unknown kind was refused above.
+        instruments::job_applied(job.kind());
         if let Some(job_id) = job.job_id() {
             self.deny.publish(&self.done_channel, job_id).await;
         }

@@ -13,7 +13,7 @@ impl Applier {
         job: &RegisterRefresh,
         now: i64,
     ) -> Result<Applied, ApplyError> {
-        let expires_at = self.ttl.cap(job.expires_at, job.requested_at);
+        let expires_at = self.ttl.cap(job.expires_at, job.meta.requested_at);
         let entry = |exp: i64, state| RefreshEntry {
             sub: job.subject.clone(),
             family: job.family_id.clone(),
@@ -25,7 +25,7 @@ impl Applier {
             entries.push((job.token_id.clone(), entry(expires_at, State::Active), ttl));
         }
         if let Some(old) = &job.rotated_from {
-            let old_exp = self.ttl.cap(old.expires_at, job.requested_at);
+            let old_exp = self.ttl.cap(old.expires_at, job.meta.requested_at);
             if let Some(ttl) = self.ttl.refresh(old_exp, now) {
                 entries.push((old.token_id.clone(), entry(old_exp, State::Rotated), ttl));
             }

@@ -14,18 +14,18 @@ impl Applier {
             let entry = DenyEntry {
                 sub: job.subject.clone(),
                 exp: expires_at,
-                revoked_at: job.requested_at,
+                revoked_at: job.meta.requested_at,
                 reason: job.reason.clone(),
             };
             self.deny.deny(&job.token_id, &entry, ttl).await?;
         }
         // Revoking a refresh token revokes its whole family.
         if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
-            let job_id = format!("{}:family", job.job_id);
+            let job_id = format!("{}:family", job.meta.job_id);
             let ids = FamilyRequest {
                 job_id: &job_id,
-                by: &job.requested_by,
-                at: job.requested_at,
+                by: &job.meta.requested_by,
+                at: job.meta.requested_at,
             };
             self.revoke_family(&family, "revoked", ids, now).await?;
         }

@@ -18,11 +18,11 @@ impl Applier {
         self.db.apply_revoke_all(job, now).await?;
         // Sign out everywhere covers refresh-token families too.
         for family in self.db.live_families_of(&job.subject).await? {
-            let job_id = format!("{}:{family}", job.job_id);
+            let job_id = format!("{}:{family}", job.meta.job_id);
             let ids = FamilyRequest {
                 job_id: &job_id,
-                by: &job.requested_by,
-                at: job.requested_at,
+                by: &job.meta.requested_by,
+                at: job.meta.requested_at,
             };
             self.revoke_family(&family, "subject_revoked", ids, now)
                 .await?;
