@@ -20,7 +20,7 @@ use crate::{
     },
     retry::Backoff,
     scheduler,
-    store::{self, TtlPolicy, pg::Db, redis::DenyList, resync::Resync},
+    store::{self, Stores, TtlPolicy, pg::Db, redis::DenyList, resync::Resync},
     token::Verifier,
     worker::{self, Applier, WorkerDeps, maintenance::Maintenance},
     write::{
@@ -164,21 +164,24 @@ impl Services {
         }
     }
 
+    /// Both stores, the deny-list over `deny`'s connection.
+    pub fn stores(&self, deny: DenyList) -> Stores {
+        Stores {
+            deny,
+            db: self.db.clone(),
+        }
+    }
+
     /// The job applier.
     pub fn applier(&self) -> Applier {
-        Applier::new(
-            self.deny_patient.clone(),
-            self.db.clone(),
-            self.ttl_policy(),
-        )
-        .with_maintenance(self.maintenance(self.deny_patient.clone()))
+        Applier::new(self.stores(self.deny_patient.clone()), self.ttl_policy())
+            .with_maintenance(self.maintenance(self.deny_patient.clone()))
     }
 
     /// Cleanup and rebuild over `deny`.
     pub fn maintenance(&self, deny: DenyList) -> Maintenance {
         Maintenance {
-            deny,
-            db: self.db.clone(),
+            stores: self.stores(deny),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
             ttl: self.ttl_policy(),
             audit_retention: Config::secs(self.config.audit_retention),
@@ -216,8 +219,7 @@ impl Services {
     /// Copies revocations written during a Redis outage into `deny`.
     pub fn resync(&self, deny: DenyList) -> Resync {
         Resync {
-            deny,
-            db: self.db.clone(),
+            stores: self.stores(deny),
             ttl: self.ttl_policy(),
             batch: crate::store::resync::BATCH,
         }

@@ -177,7 +177,7 @@ impl Checker {
 
     /// Opens Postgres's breaker; a probe closes it once Postgres answers.
     pub fn postgres_failed(&self) {
-        let db = self.resync.db.clone();
+        let db = self.resync.stores.db.clone();
         self.pg_health.mark_down(move || {
             let db = db.clone();
             async move { db.ping().await.is_ok() }
@@ -253,14 +253,14 @@ impl Checker {
             async move {
                 // Answering is not enough: Redis must take writes again
                 // (not OOM, READONLY, MISCONF, NOREPLICAS).
-                if resync.deny.probe_write().await.is_err() {
+                if resync.stores.deny.probe_write().await.is_err() {
                     return false;
                 }
                 match resync.run_once().await {
                     Ok(_) => true,
                     Err(error) => {
                         tracing::debug!(%error, "resync before trusting redis failed");
-                        resync.db.ping().await.is_err()
+                        resync.stores.db.ping().await.is_err()
                     }
                 }
             }
@@ -275,7 +275,7 @@ impl Checker {
     pub async fn watch_redis_writes(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             if self.redis_health.is_up()
-                && let Err(error) = self.resync.deny.probe_write().await
+                && let Err(error) = self.resync.stores.deny.probe_write().await
             {
                 tracing::warn!(%error, "redis refuses writes; checks go to postgres until it takes them");
                 self.redis_failed();
@@ -314,7 +314,7 @@ impl Checker {
                     return Ok((denied, not_before, Source::Replica));
                 }
             }
-            match self.resync.deny.lookup(token_id, twin, sub).await {
+            match self.resync.stores.deny.lookup(token_id, twin, sub).await {
                 Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
                     let (denied, not_before) = pending.merge(found.denied, found.not_before);
@@ -342,7 +342,7 @@ impl Checker {
         }
         match tokio::time::timeout(
             PG_LOOKUP_TIMEOUT,
-            self.resync.db.lookup(token_id, twin, sub),
+            self.resync.stores.db.lookup(token_id, twin, sub),
         )
         .await
         {

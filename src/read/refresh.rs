@@ -23,8 +23,7 @@ use crate::{
     read::replica::RefreshState,
     store::{
         pg::Db,
-        redis::DenyList,
-        refresh::{RefreshEntry, RefreshLookup, State},
+        redis::{DenyList, RefreshEntry, RefreshLookup, State},
     },
     token::{Reason, VerifiedToken},
 };

@@ -5,14 +5,12 @@
 //! - [`pg`]: the Postgres record, one file per table or concern.
 //! - [`queue`]: the fence around apalis-redis's key layout (depth, vacuum,
 //!   promotion, rescue).
-//! - [`refresh`]: the registry's former path, re-exporting both halves.
 
 pub mod error;
 pub mod keys;
 pub mod pg;
 pub mod queue;
 pub mod redis;
-pub mod refresh;
 pub mod resync;
 pub mod ttl;
 
@@ -50,4 +48,14 @@ pub fn patient_redis(url: &str) -> Result<ConnectionManager, ::redis::RedisError
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
     ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// Both stores of one deployment: the Redis deny-list and the Postgres
+/// record, as the worker, maintenance and resync write them together.
+#[derive(Clone)]
+pub struct Stores {
+    /// The Redis deny-list (and registry, coordination keys).
+    pub deny: redis::DenyList,
+    /// The Postgres record.
+    pub db: pg::Db,
 }

@@ -6,11 +6,7 @@ use std::time::Duration;
 use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{
-    StoreError, TtlPolicy,
-    pg::Db,
-    redis::{DenyEntry, DenyList},
-};
+use crate::store::{StoreError, Stores, TtlPolicy, redis::DenyEntry};
 
 /// Rows moved per round trip batch, unless set.
 pub const BATCH: i64 = 500;
@@ -20,10 +16,8 @@ const EVERY: Duration = Duration::from_secs(1);
 /// What it takes to copy pending rows into Redis.
 #[derive(Clone)]
 pub struct Resync {
-    /// Destination.
-    pub deny: DenyList,
-    /// Source.
-    pub db: Db,
+    /// Source (Postgres) and destination (the deny-list).
+    pub stores: Stores,
     /// Lifetimes of what is written.
     pub ttl: TtlPolicy,
     /// Rows moved per round trip ([`BATCH`]; tests prove the paging with a
@@ -41,8 +35,8 @@ impl Resync {
         loop {
             let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
             moved += families + refresh;
-            let tokens = self.db.pending_tokens(self.batch).await?;
-            let subjects = self.db.pending_watermarks(self.batch).await?;
+            let tokens = self.stores.db.pending_tokens(self.batch).await?;
+            let subjects = self.stores.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,
                 refresh,
@@ -68,15 +62,16 @@ impl Resync {
                     Some((row.token_id.clone(), entry, ttl))
                 })
                 .collect();
-            self.deny.deny_many(&entries).await?;
-            self.deny
+            self.stores.deny.deny_many(&entries).await?;
+            self.stores
+                .deny
                 .raise_many(&subjects, self.ttl.watermark())
                 .await?;
             let copied: Vec<(String, i64)> = tokens
                 .into_iter()
                 .map(|r| (r.token_id, r.expires_at))
                 .collect();
-            self.db.mark_in_redis(&copied, &subjects).await?;
+            self.stores.db.mark_in_redis(&copied, &subjects).await?;
             moved += (copied.len() + subjects.len()) as u64;
             if last {
                 return Ok(moved);
@@ -87,19 +82,22 @@ impl Resync {
     /// Family revocations decided while Redis was down (reuse detected from
     /// Postgres) get their Redis marker.
     async fn resync_families(&self) -> Result<u64, StoreError> {
-        let families = self.db.pending_families(self.batch).await?;
+        let families = self.stores.db.pending_families(self.batch).await?;
         let ttl = self.ttl.watermark();
         for (family, reason) in &families {
-            self.deny.mark_family_revoked(family, reason, ttl).await?;
+            self.stores
+                .deny
+                .mark_family_revoked(family, reason, ttl)
+                .await?;
         }
         let ids: Vec<String> = families.into_iter().map(|(f, _)| f).collect();
-        self.db.mark_families_in_redis(&ids).await?;
+        self.stores.db.mark_families_in_redis(&ids).await?;
         Ok(ids.len() as u64)
     }
 
     /// Refresh-token registrations written straight to Postgres.
     async fn resync_refresh(&self) -> Result<u64, StoreError> {
-        let rows = self.db.pending_refresh(self.batch).await?;
+        let rows = self.stores.db.pending_refresh(self.batch).await?;
         let now = now_unix();
         let entries: Vec<_> = rows
             .iter()
@@ -111,9 +109,9 @@ impl Resync {
                 ))
             })
             .collect();
-        self.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries).await?;
         let copied: Vec<(String, i16)> = rows.into_iter().map(|r| (r.token_id, r.state)).collect();
-        self.db.mark_refresh_in_redis(&copied).await?;
+        self.stores.db.mark_refresh_in_redis(&copied).await?;
         Ok(copied.len() as u64)
     }
 

@@ -8,11 +8,7 @@ use revokd_jobs::now_unix;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{
-    StoreError, TtlPolicy,
-    pg::Db,
-    redis::{DenyEntry, DenyList},
-};
+use crate::store::{StoreError, Stores, TtlPolicy, redis::DenyEntry};
 
 /// Rows per delete statement or per pipelined Redis batch, unless set.
 pub const BATCH: i64 = 5_000;
@@ -80,10 +76,8 @@ pub struct RebuildReport {
 /// Maintenance over both stores.
 #[derive(Clone)]
 pub struct Maintenance {
-    /// Redis deny-list.
-    pub deny: DenyList,
-    /// Postgres record.
-    pub db: Db,
+    /// The deny-list and the Postgres record.
+    pub stores: Stores,
     /// The queue (for vacuuming).
     pub queue: apalis_redis::Config,
     /// Lifetimes of what is written.
@@ -109,7 +103,7 @@ impl Maintenance {
         let expired = self.ttl.expired_before(now);
         progress.phase("expired revocations", None);
         report.tokens_deleted = drain(
-            || self.db.delete_expired_tokens(expired, self.batch),
+            || self.stores.db.delete_expired_tokens(expired, self.batch),
             self.batch,
             progress,
         )
@@ -117,7 +111,11 @@ impl Maintenance {
         progress.phase("outdated watermarks", None);
         let outdated = self.ttl.outdated_before(now);
         report.subjects_deleted = drain(
-            || self.db.delete_outdated_watermarks(outdated, self.batch),
+            || {
+                self.stores
+                    .db
+                    .delete_outdated_watermarks(outdated, self.batch)
+            },
             self.batch,
             progress,
         )
@@ -125,14 +123,14 @@ impl Maintenance {
         progress.phase("audit log", None);
         let old = now - self.audit_retention;
         report.audit_deleted = drain(
-            || self.db.delete_old_audit(old, self.batch),
+            || self.stores.db.delete_old_audit(old, self.batch),
             self.batch,
             progress,
         )
         .await?;
         progress.phase("refresh tokens", None);
         report.refresh_deleted = drain(
-            || self.db.delete_expired_refresh(expired, self.batch),
+            || self.stores.db.delete_expired_refresh(expired, self.batch),
             self.batch,
             progress,
         )
@@ -141,11 +139,15 @@ impl Maintenance {
         let finished = now - self.job_retention;
         // Set-aside jobs are what an operator must see: kept as long as the audit log.
         let dead = now - self.audit_retention;
-        report.jobs_vacuumed = self.deny.vacuum_jobs(&self.queue, finished, dead).await?;
+        report.jobs_vacuumed = self
+            .stores
+            .deny
+            .vacuum_jobs(&self.queue, finished, dead)
+            .await?;
         report.redis_restored = self.rebuild(now, progress).await?.restored;
         // Reading the counts drops the minutes that have passed, so the
         // count hashes stay small even when nobody asks for stats.
-        self.deny.revocation_counts(now).await?;
+        self.stores.deny.revocation_counts(now).await?;
         Ok(report)
     }
 
@@ -159,14 +161,18 @@ impl Maintenance {
     ) -> Result<RebuildReport, StoreError> {
         let mut report = RebuildReport::default();
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let server = self.deny.server_id().await?;
-        self.deny.begin_rebuild(&id).await?;
+        let server = self.stores.deny.server_id().await?;
+        self.stores.deny.begin_rebuild(&id).await?;
         let cutoff = self.ttl.expired_before(now);
-        let (tokens, subjects) = self.db.rebuild_size(cutoff).await?;
+        let (tokens, subjects) = self.stores.db.rebuild_size(cutoff).await?;
         progress.phase("revocations into redis", u64::try_from(tokens).ok());
         let mut after = String::new();
         loop {
-            let page = self.db.live_tokens_page(&after, cutoff, self.batch).await?;
+            let page = self
+                .stores
+                .db
+                .live_tokens_page(&after, cutoff, self.batch)
+                .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             let entries: Vec<(String, DenyEntry, i64)> = page
@@ -183,22 +189,27 @@ impl Maintenance {
                 })
                 .collect();
             report.tokens += entries.len() as u64;
-            report.restored += self.deny.deny_many_as_of(&entries, now).await?.created;
+            report.restored += self
+                .stores
+                .deny
+                .deny_many_as_of(&entries, now)
+                .await?
+                .created;
             progress.advance(entries.len() as u64);
         }
         progress.phase("watermarks into redis", u64::try_from(subjects).ok());
         let ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
-            let page = self.db.watermarks_page(&after, self.batch).await?;
+            let page = self.stores.db.watermarks_page(&after, self.batch).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             report.subjects += page.len() as u64;
-            report.restored += self.deny.raise_many(&page, ttl).await?.created;
+            report.restored += self.stores.deny.raise_many(&page, ttl).await?.created;
             progress.advance(page.len() as u64);
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
-        if !self.deny.finish_rebuild(&id, &server).await? {
+        if !self.stores.deny.finish_rebuild(&id, &server).await? {
             return Err(StoreError::Interrupted);
         }
         Ok(report)
@@ -211,11 +222,16 @@ impl Maintenance {
         let family_ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
-            let page = self.db.revoked_families_page(&after, self.batch).await?;
+            let page = self
+                .stores
+                .db
+                .revoked_families_page(&after, self.batch)
+                .await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             for (family, reason) in &page {
-                self.deny
+                self.stores
+                    .deny
                     .mark_family_revoked(family, reason, family_ttl)
                     .await?;
             }
@@ -224,6 +240,7 @@ impl Maintenance {
         let mut after = String::new();
         loop {
             let page = self
+                .stores
                 .db
                 .refresh_page(&after, self.ttl.expired_before(now), self.batch)
                 .await?;
@@ -239,7 +256,10 @@ impl Maintenance {
                     ))
                 })
                 .collect();
-            self.deny.set_refresh_entries_as_of(&entries, now).await?;
+            self.stores
+                .deny
+                .set_refresh_entries_as_of(&entries, now)
+                .await?;
             written += entries.len() as u64;
             progress.advance(entries.len() as u64);
         }
@@ -254,8 +274,9 @@ impl Maintenance {
         let holder = uuid::Uuid::new_v4().to_string();
         loop {
             if !stop.is_cancelled()
-                && let Ok(false) = self.deny.marker_current().await
+                && let Ok(false) = self.stores.deny.marker_current().await
                 && let Ok(true) = self
+                    .stores
                     .deny
                     .try_lease("rebuild", &holder, Duration::from_secs(60))
                     .await
@@ -277,7 +298,7 @@ impl Maintenance {
                     ),
                     Err(error) => tracing::warn!(%error, "rebuild failed; will retry"),
                 }
-                let _ = self.deny.release_lease("rebuild", &holder).await;
+                let _ = self.stores.deny.release_lease("rebuild", &holder).await;
             }
             tokio::select! {
                 () = tokio::time::sleep(MARKER_EVERY) => {}

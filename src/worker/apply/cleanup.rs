@@ -22,7 +22,7 @@ impl Applier {
             redis_restored = report.redis_restored,
             "cleanup done"
         );
-        self.deny.store_cleanup_report(&report).await;
+        self.stores.deny.store_cleanup_report(&report).await;
         Ok(Applied::Cleaned(report))
     }
 }

@@ -21,12 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::failure::{self, Verdict};
 use crate::{
     instruments, retry,
-    store::{
-        StoreError, TtlPolicy,
-        pg::{Db, batch::RevokeBatcher},
-        redis::DenyList,
-        refresh::State,
-    },
+    store::{StoreError, Stores, TtlPolicy, pg::batch::RevokeBatcher, redis::State},
     worker::maintenance::{CleanupReport, Maintenance},
     write::validate::{self, InputError},
 };
@@ -85,8 +80,7 @@ pub enum Applied {
 /// Applies jobs to Redis and Postgres.
 #[derive(Clone)]
 pub struct Applier {
-    deny: DenyList,
-    db: Db,
+    stores: Stores,
     revokes: RevokeBatcher,
     ttl: TtlPolicy,
     done_channel: String,
@@ -95,12 +89,11 @@ pub struct Applier {
 
 impl Applier {
     /// An applier over the given stores.
-    pub fn new(deny: DenyList, db: Db, ttl: TtlPolicy) -> Self {
+    pub fn new(stores: Stores, ttl: TtlPolicy) -> Self {
         Self {
-            done_channel: deny.keys().done_channel(),
-            deny,
-            revokes: RevokeBatcher::new(db.clone()),
-            db,
+            done_channel: stores.deny.keys().done_channel(),
+            revokes: RevokeBatcher::new(stores.db.clone()),
+            stores,
             ttl,
             maintenance: None,
         }
@@ -135,7 +128,7 @@ impl Applier {
         // An unknown kind was refused above.
         instruments::job_applied(job.kind());
         if let Some(job_id) = job.job_id() {
-            self.deny.publish(&self.done_channel, job_id).await;
+            self.stores.deny.publish(&self.done_channel, job_id).await;
         }
         Ok(applied)
     }

@@ -5,7 +5,7 @@
 use revokd_jobs::RegisterRefresh;
 
 use super::{Applied, Applier, ApplyError};
-use crate::store::refresh::{RefreshEntry, State};
+use crate::store::redis::{RefreshEntry, State};
 
 impl Applier {
     pub(super) async fn register_refresh(
@@ -30,15 +30,16 @@ impl Applier {
                 entries.push((old.token_id.clone(), entry(old_exp, State::Rotated), ttl));
             }
         }
-        self.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries).await?;
         let job = RegisterRefresh {
             expires_at,
             ..job.clone()
         };
-        let state = self.db.register_refresh(&job, now, true).await?;
+        let state = self.stores.db.register_refresh(&job, now, true).await?;
         if state == State::Revoked {
             // The family was revoked while Redis did not know: tell it now.
-            self.deny
+            self.stores
+                .deny
                 .mark_family_revoked(&job.family_id, "revoked", self.ttl.watermark())
                 .await?;
         }

@@ -12,12 +12,13 @@ impl Applier {
         job: &RevokeSubject,
         now: i64,
     ) -> Result<Applied, ApplyError> {
-        self.deny
+        self.stores
+            .deny
             .raise_watermark(&job.subject, job.not_before, self.ttl.watermark())
             .await?;
-        self.db.apply_revoke_all(job, now).await?;
+        self.stores.db.apply_revoke_all(job, now).await?;
         // Sign out everywhere covers refresh-token families too.
-        for family in self.db.live_families_of(&job.subject).await? {
+        for family in self.stores.db.live_families_of(&job.subject).await? {
             let job_id = format!("{}:{family}", job.meta.job_id);
             let ids = FamilyRequest {
                 job_id: &job_id,

@@ -27,11 +27,13 @@ impl Applier {
         now: i64,
     ) -> Result<(), ApplyError> {
         validate::token_id(family)?;
-        self.deny
+        self.stores
+            .deny
             .mark_family_revoked(family, reason, self.ttl.watermark())
             .await?;
         let expires_at = now.saturating_add(self.ttl.max_lifetime);
         let members = self
+            .stores
             .db
             .revoke_family(
                 family,
@@ -54,7 +56,7 @@ impl Applier {
                 ))
             })
             .collect();
-        self.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries).await?;
         // Every member is revoked as a token too, so a check without the
         // refresh hint (or a gateway) refuses it as well.
         let denied: Vec<_> = members
@@ -69,8 +71,9 @@ impl Applier {
                 Some((m.token_id.clone(), entry, self.ttl.deny(m.expires_at, now)?))
             })
             .collect();
-        self.deny.deny_many(&denied).await?;
-        self.db
+        self.stores.deny.deny_many(&denied).await?;
+        self.stores
+            .db
             .revoke_members(&members, reason, request.by, request.at, true)
             .await?;
         Ok(())
