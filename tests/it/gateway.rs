@@ -280,6 +280,20 @@ async fn envoy_grpc_ext_authz_passes_active_tokens_refuses_others_and_strips_spo
     envoy(include_str!("../../examples/envoy/envoy-grpc.yaml")).await;
 }
 
+/// Istio's sidecars have no filter that strips client-sent `X-Auth-*`
+/// ahead of ext_authz (examples/istio/): revokd's answer alone replaces them.
+#[tokio::test]
+async fn envoy_grpc_ext_authz_strips_spoofed_subjects_without_a_stripping_filter_as_istio_runs_it()
+{
+    let example = include_str!("../../examples/envoy/envoy-grpc.yaml");
+    let authz = "          - name: envoy.filters.http.ext_authz";
+    let (head, rest) = example
+        .split_once("          - name: envoy.filters.http.header_mutation")
+        .unwrap();
+    let (_, tail) = rest.split_once(authz).unwrap();
+    envoy(&format!("{head}{authz}{tail}")).await;
+}
+
 /// Envoy on `example` (ports filled in) in front of [`echo_upstream`], with
 /// revokd's HTTP API and gRPC ext_authz service.
 async fn envoy(example: &str) {

@@ -12,7 +12,7 @@ use envoy_types::{
 use revokd::{http::grpc::ExtAuthz, store::pg::Db};
 use tonic::Code;
 
-use crate::helpers::{Options, TestApp, free_port};
+use crate::helpers::{Options, TestApp, free_port, mint, test_config};
 
 /// A check of a request carrying `authorization`.
 fn request(authorization: Option<&str>) -> tonic::Request<CheckRequest> {
@@ -104,18 +104,13 @@ async fn grpc_ext_authz_allows_active_tokens_with_the_headers_of_v1_auth_and_ref
 
 #[tokio::test]
 async fn grpc_ext_authz_fails_closed_with_503_when_no_store_answers() {
-    let app = TestApp::spawn_with(Options {
-        worker: false,
-        redis_url: Some(format!("redis://127.0.0.1:{}", free_port())),
-        ..Default::default()
-    })
-    .await;
-    let token = app.mint("olga");
-    let dead_db =
-        Db::connect_lazy(&format!("postgres://postgres@127.0.0.1:{}/x", free_port())).unwrap();
-    let services = revokd::app::Services::with_db((*app.services.config).clone(), dead_db).unwrap();
+    let redis = format!("redis://127.0.0.1:{}", free_port());
+    let pg = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let config = test_config("grpc-dead:", &redis, &pg, &[]);
+    let db = Db::connect_lazy(&config.database_url).unwrap();
+    let services = revokd::app::Services::with_db(config, db).unwrap();
     let authz = ExtAuthz::new(Arc::new(services.checker()));
-    let bearer = format!("Bearer {token}");
+    let bearer = format!("Bearer {}", mint("olga"));
     let response = authz.check(request(Some(&bearer))).await.unwrap();
     let (code, status, headers) = parts(response.into_inner());
     assert_eq!((code, status), (Code::Unavailable, 503), "as /v1/auth");
