@@ -28,9 +28,9 @@
 //! `--` to change that:
 //!
 //! ```text
-//! cargo bench --bench verify
-//! cargo bench --bench verify -- --measurement-time 5 ES256
-//! cargo bench --bench verify -- replica_lookup
+//! cargo bench --features bench --bench verify
+//! cargo bench --features bench --bench verify -- --measurement-time 5 ES256
+//! cargo bench --features bench --bench verify -- replica_lookup
 //! ```
 
 use std::{hint::black_box, path::PathBuf, sync::Arc, time::Duration};

@@ -8,8 +8,8 @@
 //! verification, the deny-list lookup, the response headers.
 //!
 //! ```text
-//! cargo run --release --example bench_bare -- 127.0.0.1:18080
-//! BENCH_BARE_LISTEN=127.0.0.1:18080 cargo run --release --example bench_bare
+//! cargo run --release --features bench --example bench_bare -- 127.0.0.1:18080
+//! BENCH_BARE_LISTEN=127.0.0.1:18080 cargo run --release --features bench --example bench_bare
 //! ```
 //!
 //! The address is the first argument, else `BENCH_BARE_LISTEN`, else

@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! BENCH_URL=http://127.0.0.1:8080 BENCH_API_KEY=app-key JWT_SECRET=quick-start-secret-change-me-0123456789 \
-//!     cargo run --release --example bench_propagation
+//!     cargo run --release --features bench --example bench_propagation
 //! ```
 //!
 //! Environment: `BENCH_URL` (default `http://127.0.0.1:8080`),

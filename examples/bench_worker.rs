@@ -23,8 +23,8 @@
 //! `core:apalis:queues:list` and drops its database `revokd_bench_<uuid>`.
 //!
 //! ```text
-//! cargo run --release --example bench_worker
-//! BENCH_JOBS=10000 cargo run --release --example bench_worker
+//! cargo run --release --features bench --example bench_worker
+//! BENCH_JOBS=10000 cargo run --release --features bench --example bench_worker
 //! ```
 //!
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),

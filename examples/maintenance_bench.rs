@@ -36,8 +36,8 @@
 //! left behind by a killed run expire within about an hour.
 //!
 //! ```text
-//! cargo run --release --example maintenance_bench
-//! BENCH_ROWS=100000 cargo run --release --example maintenance_bench
+//! cargo run --release --features bench --example maintenance_bench
+//! BENCH_ROWS=100000 cargo run --release --features bench --example maintenance_bench
 //! ```
 //!
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),

@@ -21,7 +21,7 @@
 //! drops that database; nothing else on the (shared) servers is touched.
 //!
 //! ```text
-//! cargo run --release --example pickup_latency
+//! cargo run --release --features bench --example pickup_latency
 //! ```
 //!
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),

@@ -355,7 +355,7 @@ async fn cli_submitter(services: &Services) -> crate::write::submit::Submitter {
         &services.spool,
         &services.db,
         Some(&checker),
-        services.config.ttl_policy(),
+        services.ttl_policy(),
     );
     if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(3), replay).await {
         tracing::debug!(%error, "spool not replayed");

@@ -245,26 +245,6 @@ impl Config {
         }
     }
 
-    /// Checks the settings parsed only when a role starts (the cleanup cron,
-    /// the key lists), so that `serve` refuses a bad one before anything
-    /// listens. The keys and URLs are checked when the services are built.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        crate::scheduler::parse(&self.cleanup_cron).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid REVOKD_CLEANUP_CRON {:?}: {e} (6 fields, with seconds: \"0 */10 * * * *\")",
-                self.cleanup_cron
-            )
-        })?;
-        for (name, keys) in [
-            ("REVOKD_API_KEYS", &self.api_keys),
-            ("REVOKD_CHECK_KEYS", &self.check_keys),
-        ] {
-            crate::http::auth::KeyRing::parse(keys.expose())
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        }
-        Ok(())
-    }
-
     /// The spool directory: `REVOKD_SPOOL_DIR`, else under
     /// `$XDG_STATE_HOME`, else `revokd-spool` in the working directory.
     pub fn spool_dir(&self) -> PathBuf {
@@ -290,14 +270,6 @@ impl Config {
     /// Leeway in seconds as a signed number.
     pub fn leeway(&self) -> i64 {
         i64::try_from(self.jwt_leeway_secs).unwrap_or(0)
-    }
-
-    /// The lifetime rules of stored revocations.
-    pub fn ttl_policy(&self) -> crate::store::TtlPolicy {
-        crate::store::TtlPolicy {
-            leeway: self.leeway(),
-            max_lifetime: self.max_lifetime_secs(),
-        }
     }
 }
 

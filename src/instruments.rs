@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{store::queue::QueueDepth, worker::maintenance::CleanupReport};
+use crate::store::queue::QueueDepth;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -250,15 +250,8 @@ pub fn denylist_size(tokens: i64, subjects: i64) {
 }
 
 /// The counts of the last cleanup, as stored by the worker that ran it.
-pub fn last_cleanup(report: &CleanupReport) {
-    let counts = [
-        ("tokens_deleted", report.tokens_deleted),
-        ("subjects_deleted", report.subjects_deleted),
-        ("audit_deleted", report.audit_deleted),
-        ("jobs_vacuumed", report.jobs_vacuumed),
-        ("redis_restored", report.redis_restored),
-    ];
-    for (what, n) in counts {
+pub fn last_cleanup(counts: &[(&'static str, u64)]) {
+    for &(what, n) in counts {
         gauge!("revokd_last_cleanup", "count" => what).set(n as f64);
     }
 }

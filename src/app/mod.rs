@@ -14,17 +14,19 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Config, ReadMode, redact},
     http::{self, AppState, Shared, auth::KeyRing, grpc::ExtAuthz},
-    read::checker::Checker,
-    read::replica::{Follower, Replica},
+    read::{
+        checker::Checker,
+        replica::{Follower, Replica},
+    },
     retry::Backoff,
     scheduler,
-    store::{self, pg::Db, redis::DenyList},
+    store::{self, TtlPolicy, pg::Db, redis::DenyList, resync::Resync},
     token::Verifier,
-    worker::maintenance::Maintenance,
-    worker::{self, Applier, WorkerDeps},
-    write::resync::Resync,
-    write::spool::Spool,
-    write::submit::{self, Submitter},
+    worker::{self, Applier, WorkerDeps, maintenance::Maintenance},
+    write::{
+        spool::Spool,
+        submit::{self, Submitter},
+    },
 };
 
 /// Postgres connections of a one-shot command (`revoke`, `cleanup`, ...).
@@ -154,12 +156,20 @@ impl Services {
         })
     }
 
+    /// The lifetime rules of stored revocations, from the settings.
+    pub fn ttl_policy(&self) -> TtlPolicy {
+        TtlPolicy {
+            leeway: self.config.leeway(),
+            max_lifetime: self.config.max_lifetime_secs(),
+        }
+    }
+
     /// The job applier.
     pub fn applier(&self) -> Applier {
         Applier::new(
             self.deny_patient.clone(),
             self.db.clone(),
-            self.config.ttl_policy(),
+            self.ttl_policy(),
         )
         .with_maintenance(self.maintenance(self.deny_patient.clone()))
     }
@@ -170,9 +180,10 @@ impl Services {
             deny,
             db: self.db.clone(),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
-            ttl: self.config.ttl_policy(),
+            ttl: self.ttl_policy(),
             audit_retention: Config::secs(self.config.audit_retention),
             job_retention: Config::secs(self.config.job_retention),
+            batch: crate::worker::maintenance::BATCH,
         }
     }
 
@@ -198,7 +209,7 @@ impl Services {
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
             resync: self.resync(self.deny_fast.clone()),
-            ttl: self.config.ttl_policy(),
+            ttl: self.ttl_policy(),
         })
     }
 
@@ -207,7 +218,8 @@ impl Services {
         Resync {
             deny,
             db: self.db.clone(),
-            ttl: self.config.ttl_policy(),
+            ttl: self.ttl_policy(),
+            batch: crate::store::resync::BATCH,
         }
     }
 
@@ -217,7 +229,7 @@ impl Services {
             producer: self.producer.clone(),
             checker,
             db: self.db.clone(),
-            revokes: crate::worker::batch::RevokeBatcher::pending(self.db.clone()),
+            revokes: crate::store::pg::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
             completions: crate::write::completion::Completions::new(
                 &self.config.redis_url,
@@ -225,7 +237,7 @@ impl Services {
                 self.config.max_waiters,
             ),
             wait_timeout: self.config.wait_timeout,
-            ttl: self.config.ttl_policy(),
+            ttl: self.ttl_policy(),
         }
     }
 
@@ -236,6 +248,7 @@ impl Services {
             submitter: Arc::new(self.submitter(Arc::clone(&checker))),
             queue: revokd_jobs::queue_config(&self.config.key_prefix),
             config: Arc::clone(&self.config),
+            ttl: self.ttl_policy(),
             checker,
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
@@ -317,7 +330,7 @@ impl Api {
             Arc::clone(&self.state.submitter.spool),
             self.state.db.clone(),
             Some(Arc::clone(&checker)),
-            config.ttl_policy(),
+            self.state.ttl,
             stop.clone(),
         );
         let writes = Arc::clone(&checker).watch_redis_writes(stop.clone());
@@ -346,7 +359,11 @@ impl Api {
             stop.clone(),
         );
         let (grpc, ()) = tokio::join!(grpc, http);
-        background.iter().for_each(tokio::task::JoinHandle::abort);
+        // Ended, not only told to end: nothing writes after `run` returns.
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
         grpc
     }
 }
@@ -355,7 +372,7 @@ impl Api {
 /// retried in the background while Postgres is unreachable.
 pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> anyhow::Result<()> {
     // Every setting is checked before anything is served.
-    config.validate()?;
+    validate(&config)?;
     let services = Services::build_for(config, roles)?;
     let url = services.config.database_url.clone();
     // Normally the database is ready before anything is served; when Postgres
@@ -408,7 +425,7 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
                 Arc::clone(&services.spool),
                 services.db.clone(),
                 None,
-                services.config.ttl_policy(),
+                services.ttl_policy(),
                 stop.clone(),
             ));
         }
@@ -438,6 +455,25 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
     }
     migrated.abort();
     result
+}
+
+/// Checks the settings parsed only when a role starts (the cleanup cron,
+/// the key lists), so that `serve` refuses a bad one before anything
+/// listens. The keys and URLs are checked when the services are built.
+pub fn validate(config: &Config) -> anyhow::Result<()> {
+    scheduler::parse(&config.cleanup_cron).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid REVOKD_CLEANUP_CRON {:?}: {e} (6 fields, with seconds: \"0 */10 * * * *\")",
+            config.cleanup_cron
+        )
+    })?;
+    for (name, keys) in [
+        ("REVOKD_API_KEYS", &config.api_keys),
+        ("REVOKD_CHECK_KEYS", &config.check_keys),
+    ] {
+        KeyRing::parse(keys.expose()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn prepare_until_done(url: String, stop: CancellationToken) {

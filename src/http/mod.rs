@@ -47,6 +47,8 @@ pub struct Shared {
     pub queue: apalis_redis::Config,
     /// Configuration.
     pub config: Arc<Config>,
+    /// Lifetimes of what is stored.
+    pub ttl: crate::store::TtlPolicy,
     /// What `/readyz` and `/metrics` report, refreshed at most once per interval.
     pub probe: Arc<crate::http::probe::Probe>,
 }
@@ -58,9 +60,9 @@ impl Shared {
             checker: &self.checker,
             deny: &self.deny,
             db: &self.db,
-            submitter: &self.submitter,
+            submitter: self.submitter.as_ref(),
             fail_mode: self.config.fail_mode,
-            family_ttl: self.config.ttl_policy().watermark(),
+            family_ttl: self.ttl.watermark(),
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::time::{Instant, timeout};
 use crate::{
     instruments,
     store::{pg::Db, redis::DenyList},
+    worker::maintenance::CleanupReport,
 };
 
 /// Oldest store state `/readyz` answers with.
@@ -120,7 +121,7 @@ impl Probe {
             timeout(PROBE_TIMEOUT, self.deny.queue_depth(&self.queue)),
             // A table-wide count: bounded by the interval, not by scrapes.
             timeout(Duration::from_secs(5), self.db.counts(now_unix())),
-            timeout(PROBE_TIMEOUT, self.deny.cleanup_report()),
+            timeout(PROBE_TIMEOUT, self.deny.cleanup_report::<CleanupReport>(),),
         );
         if let Ok(Ok(depth)) = depth {
             instruments::queue_depth(depth);
@@ -129,7 +130,7 @@ impl Probe {
             instruments::denylist_size(tokens, subjects);
         }
         if let Ok(Ok(Some(report))) = cleanup {
-            instruments::last_cleanup(&report);
+            instruments::last_cleanup(&report.counts());
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::{
     read::pending::{Cover, Pending},
     read::replica::Replica,
     read::verify_cache::{Lookup, VerifyCache},
+    store::resync::Resync,
     token::{Reason, VerifiedToken, Verifier},
-    write::resync::Resync,
 };
 
 /// Longest a Postgres fallback lookup may take before the check gives up.

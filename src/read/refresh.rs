@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use revokd_jobs::{Job, RevokeFamily};
 
 use crate::{
@@ -26,11 +27,18 @@ use crate::{
         refresh::{RefreshEntry, RefreshLookup, State},
     },
     token::{Reason, VerifiedToken},
-    write::submit::Submitter,
 };
 
 /// Longest wait for Postgres to settle a reuse (as for a check's lookup).
 const CLAIM_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Where the read path records a revocation it decided itself (reuse of a
+/// rotated refresh token): the write path's submitter, behind this trait so
+/// that the read path does not depend on the write path.
+pub trait RecordJob: Send + Sync {
+    /// Makes `job` durable and queues it, without waiting for it to apply.
+    fn record(&self, job: Job) -> BoxFuture<'_, Result<(), String>>;
+}
 
 /// What a refresh check needs.
 pub struct RefreshChecker<'a> {
@@ -40,8 +48,8 @@ pub struct RefreshChecker<'a> {
     pub deny: &'a DenyList,
     /// Postgres registry.
     pub db: &'a Db,
-    /// Pushes the family revocation on reuse.
-    pub submitter: &'a Submitter,
+    /// Records the family revocation on reuse (the write path's submitter).
+    pub submitter: &'a dyn RecordJob,
     /// Fail mode when no store answers.
     pub fail_mode: FailMode,
     /// TTL of a family marker (maximum lifetime + leeway).
@@ -182,7 +190,7 @@ impl RefreshChecker<'_> {
             "refresh token reuse: a rotated token was presented again; family revoked"
         );
         instruments::refresh_reuse();
-        if let Err(error) = self.submitter.job(Job::RevokeFamily(job), false).await {
+        if let Err(error) = self.submitter.record(Job::RevokeFamily(job)).await {
             tracing::error!(family_id = family, %error, "cannot record the family revocation");
         }
         true

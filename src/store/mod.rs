@@ -7,13 +7,16 @@
 //!   promotion, rescue).
 //! - [`refresh`]: the registry's former path, re-exporting both halves.
 
+pub mod error;
 pub mod keys;
 pub mod pg;
 pub mod queue;
 pub mod redis;
 pub mod refresh;
+pub mod resync;
 pub mod ttl;
 
+pub use error::StoreError;
 pub use keys::Keys;
 pub use ttl::TtlPolicy;
 

@@ -42,25 +42,7 @@ pub enum Verdict {
 pub fn classify(error: &ApplyError) -> Verdict {
     match error {
         ApplyError::Invalid(_) => Verdict::Dead("invalid"),
-        ApplyError::Redis(_) => Verdict::Transient,
-        ApplyError::Postgres(error) => classify_postgres(error),
-    }
-}
-
-/// Classifies a Postgres failure.
-pub fn classify_postgres(error: &sqlx::Error) -> Verdict {
-    match error {
-        sqlx::Error::Database(e) => match e.code().as_deref().map(|c| c.get(..2)) {
-            Some(Some("21")) => Verdict::Dead("postgres_cardinality"),
-            Some(Some("22")) => Verdict::Dead("postgres_data"),
-            Some(Some("23")) => Verdict::Dead("postgres_integrity"),
-            _ => Verdict::Transient,
-        },
-        sqlx::Error::Encode(_) => Verdict::Dead("postgres_encode"),
-        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
-            Verdict::Dead("postgres_decode")
-        }
-        _ => Verdict::Transient,
+        ApplyError::Store(error) => error.refused().map_or(Verdict::Transient, Verdict::Dead),
     }
 }
 
@@ -96,16 +78,16 @@ mod tests {
             Verdict::Dead("invalid")
         );
         let io = sqlx::Error::Io(std::io::Error::other("connection refused"));
-        assert_eq!(classify(&ApplyError::Postgres(io)), Verdict::Transient);
+        assert_eq!(classify(&ApplyError::from(io)), Verdict::Transient);
         assert_eq!(
-            classify(&ApplyError::Postgres(sqlx::Error::PoolTimedOut)),
+            classify(&ApplyError::from(sqlx::Error::PoolTimedOut)),
             Verdict::Transient
         );
         let redis = redis::RedisError::from((redis::ErrorKind::Io, "gone"));
-        assert_eq!(classify(&ApplyError::Redis(redis)), Verdict::Transient);
+        assert_eq!(classify(&ApplyError::from(redis)), Verdict::Transient);
         let decode = sqlx::Error::Decode("bad".into());
         assert_eq!(
-            classify(&ApplyError::Postgres(decode)),
+            classify(&ApplyError::from(decode)),
             Verdict::Dead("postgres_decode")
         );
     }

@@ -9,13 +9,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    TtlPolicy,
+    StoreError, TtlPolicy,
     pg::Db,
     redis::{DenyEntry, DenyList},
 };
 
-/// Rows per delete statement or per pipelined Redis batch.
-const BATCH: i64 = 5_000;
+/// Rows per delete statement or per pipelined Redis batch, unless set.
+pub const BATCH: i64 = 5_000;
 /// How often workers look for the marker.
 const MARKER_EVERY: Duration = Duration::from_millis(500);
 
@@ -50,6 +50,20 @@ pub struct CleanupReport {
     pub refresh_deleted: u64,
 }
 
+impl CleanupReport {
+    /// Every count by name, as logged and exported.
+    pub fn counts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("tokens_deleted", self.tokens_deleted),
+            ("subjects_deleted", self.subjects_deleted),
+            ("audit_deleted", self.audit_deleted),
+            ("refresh_deleted", self.refresh_deleted),
+            ("jobs_vacuumed", self.jobs_vacuumed),
+            ("redis_restored", self.redis_restored),
+        ]
+    }
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RebuildReport {
@@ -61,20 +75,6 @@ pub struct RebuildReport {
     pub restored: u64,
     /// Refresh-token registry entries and revoked-family markers written.
     pub refresh: u64,
-}
-
-/// Why maintenance stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Postgres failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    /// Redis lost its data while the rebuild ran; it must run again.
-    #[error("redis lost its data during the rebuild")]
-    Interrupted,
 }
 
 /// Maintenance over both stores.
@@ -92,6 +92,9 @@ pub struct Maintenance {
     pub audit_retention: i64,
     /// Finished-job retention in seconds.
     pub job_retention: i64,
+    /// Rows per delete statement or per pipelined Redis batch ([`BATCH`];
+    /// tests prove the batching with a handful of rows).
+    pub batch: i64,
 }
 
 impl Maintenance {
@@ -100,26 +103,40 @@ impl Maintenance {
         &self,
         now: i64,
         progress: &dyn Progress,
-    ) -> Result<CleanupReport, MaintenanceError> {
+    ) -> Result<CleanupReport, StoreError> {
         let mut report = CleanupReport::default();
         // A revocation matters until its token fails checks as expired.
         let expired = self.ttl.expired_before(now);
         progress.phase("expired revocations", None);
-        report.tokens_deleted =
-            drain(|| self.db.delete_expired_tokens(expired, BATCH), progress).await?;
+        report.tokens_deleted = drain(
+            || self.db.delete_expired_tokens(expired, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("outdated watermarks", None);
         let outdated = self.ttl.outdated_before(now);
         report.subjects_deleted = drain(
-            || self.db.delete_outdated_watermarks(outdated, BATCH),
+            || self.db.delete_outdated_watermarks(outdated, self.batch),
+            self.batch,
             progress,
         )
         .await?;
         progress.phase("audit log", None);
         let old = now - self.audit_retention;
-        report.audit_deleted = drain(|| self.db.delete_old_audit(old, BATCH), progress).await?;
+        report.audit_deleted = drain(
+            || self.db.delete_old_audit(old, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("refresh tokens", None);
-        report.refresh_deleted =
-            drain(|| self.db.delete_expired_refresh(expired, BATCH), progress).await?;
+        report.refresh_deleted = drain(
+            || self.db.delete_expired_refresh(expired, self.batch),
+            self.batch,
+            progress,
+        )
+        .await?;
         progress.phase("queue records", None);
         let finished = now - self.job_retention;
         // Set-aside jobs are what an operator must see: kept as long as the audit log.
@@ -139,7 +156,7 @@ impl Maintenance {
         &self,
         now: i64,
         progress: &dyn Progress,
-    ) -> Result<RebuildReport, MaintenanceError> {
+    ) -> Result<RebuildReport, StoreError> {
         let mut report = RebuildReport::default();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let server = self.deny.server_id().await?;
@@ -149,7 +166,7 @@ impl Maintenance {
         progress.phase("revocations into redis", u64::try_from(tokens).ok());
         let mut after = String::new();
         loop {
-            let page = self.db.live_tokens_page(&after, cutoff, BATCH).await?;
+            let page = self.db.live_tokens_page(&after, cutoff, self.batch).await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             let entries: Vec<(String, DenyEntry, i64)> = page
@@ -173,7 +190,7 @@ impl Maintenance {
         let ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
-            let page = self.db.watermarks_page(&after, BATCH).await?;
+            let page = self.db.watermarks_page(&after, self.batch).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             report.subjects += page.len() as u64;
@@ -182,23 +199,19 @@ impl Maintenance {
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
         if !self.deny.finish_rebuild(&id, &server).await? {
-            return Err(MaintenanceError::Interrupted);
+            return Err(StoreError::Interrupted);
         }
         Ok(report)
     }
 
     /// Writes the refresh-token registry and revoked-family markers.
-    async fn rebuild_refresh(
-        &self,
-        now: i64,
-        progress: &dyn Progress,
-    ) -> Result<u64, MaintenanceError> {
+    async fn rebuild_refresh(&self, now: i64, progress: &dyn Progress) -> Result<u64, StoreError> {
         progress.phase("refresh registry into redis", None);
         let mut written = 0;
         let family_ttl = self.ttl.watermark();
         let mut after = String::new();
         loop {
-            let page = self.db.revoked_families_page(&after, BATCH).await?;
+            let page = self.db.revoked_families_page(&after, self.batch).await?;
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             for (family, reason) in &page {
@@ -212,7 +225,7 @@ impl Maintenance {
         loop {
             let page = self
                 .db
-                .refresh_page(&after, self.ttl.expired_before(now), BATCH)
+                .refresh_page(&after, self.ttl.expired_before(now), self.batch)
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
@@ -274,8 +287,8 @@ impl Maintenance {
     }
 }
 
-/// Repeats a bounded delete until a batch comes back short.
-async fn drain<F, Fut>(mut batch: F, progress: &dyn Progress) -> Result<u64, MaintenanceError>
+/// Repeats a bounded delete (of up to `size` rows) until a batch comes back short.
+async fn drain<F, Fut>(mut batch: F, size: i64, progress: &dyn Progress) -> Result<u64, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = sqlx::Result<u64>>,
@@ -285,7 +298,7 @@ where
         let n = batch().await?;
         total += n;
         progress.advance(n);
-        if n < BATCH as u64 {
+        if n < size as u64 {
             return Ok(total);
         }
     }

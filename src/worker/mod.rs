@@ -13,7 +13,6 @@
 
 pub mod apply;
 mod backend;
-pub mod batch;
 pub mod failure;
 pub mod maintenance;
 
@@ -56,17 +55,19 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
     let conn = crate::store::patient_redis(&deps.redis_url)?;
     let config = queue_config(&deps.prefix);
     let wake = Arc::new(Wake::default());
-    tokio::spawn(backend::listen_for_wakeups(
-        deps.redis_url.clone(),
-        wake_channel(&deps.prefix),
-        Arc::clone(&wake),
-        stop.clone(),
-    ));
-    tokio::spawn(backend::keep_promoting(
-        conn.clone(),
-        config.clone(),
-        stop.clone(),
-    ));
+    let helpers = [
+        tokio::spawn(backend::listen_for_wakeups(
+            deps.redis_url.clone(),
+            wake_channel(&deps.prefix),
+            Arc::clone(&wake),
+            stop.clone(),
+        )),
+        tokio::spawn(backend::keep_promoting(
+            conn.clone(),
+            config.clone(),
+            stop.clone(),
+        )),
+    ];
     let ctx = HandlerCtx {
         applier: deps.applier.clone(),
         requeue: Producer::new(conn.clone(), &deps.prefix, ""),
@@ -117,6 +118,11 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             backoff.reset();
         }
         backoff.wait(&stop).await;
+    }
+    // Ended, not only told to end: nothing writes after `run` returns.
+    for helper in helpers {
+        helper.abort();
+        let _ = helper.await;
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! [`resync`], which copies revocations Redis may not hold yet into Redis.
 
 pub mod completion;
-pub mod resync;
 pub mod spool;
 pub mod submit;
 pub mod validate;

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use crate::{
     read::checker::Checker,
     read::replica::Replica,
+    store::pg::batch::RevokeBatcher,
     store::{TtlPolicy, pg::Db},
-    worker::batch::RevokeBatcher,
     write::completion::{Completion, Completions, Outcome, TooManyWaiters},
     write::spool::Spool,
     write::validate::{self, InputError},
@@ -237,12 +237,20 @@ impl Submitter {
     }
 }
 
+impl crate::read::refresh::RecordJob for Submitter {
+    fn record(&self, job: Job) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.job(job, false)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Whether Postgres refused the content itself (asking again cannot help).
 fn is_permanent(error: &sqlx::Error) -> bool {
-    matches!(
-        crate::worker::failure::classify_postgres(error),
-        crate::worker::failure::Verdict::Dead(_)
-    )
+    crate::store::error::refused_by_postgres(error).is_some()
 }
 
 fn short(error: &sqlx::Error) -> String {

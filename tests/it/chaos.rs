@@ -97,6 +97,7 @@ async fn load(ports: [u16; 2], tally: Arc<Mutex<Tally>>, stop: CancellationToken
                 None => tally.refused += 1,
             }
         }
+        // A steady trickle of revocations, not a flood: the pace is the point.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -166,6 +167,8 @@ async fn chaos_every_accepted_revocation_survives_kills_restarts_and_cuts() {
     let lanes: Vec<_> = (0..3)
         .map(|lane| tokio::spawn(load(d.api_ports, Arc::clone(&tally), stop.clone(), lane)))
         .collect();
+    // The scenario's timeline: faults land while load runs, so the pauses
+    // between them are the point.
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
     let mut timeline = Vec::new();
     let started = Instant::now();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::helpers::{
     Node, NodeOptions, PrivateRedis, Proxy, TestDb, check_reason, eventually, free_port, healthy,
-    in_both_stores, mint, proxied, serve, spool_dir, unique_prefix,
+    in_both_stores, mint, mint_issued_ago, proxied, serve, spool_dir, unique_prefix,
 };
 
 fn token_id(node: &Node, token: &str) -> String {
@@ -111,12 +111,11 @@ async fn redis_writes_refused(how: Refusal) {
     // Only ever reads: nothing it does meets a refused write.
     let reader = Node::start(node(false, true)).await;
     marker_set(&a).await;
-    let (logout, reset) = (mint("ann"), mint("bob"));
+    // The revoke-all's watermark must be later than the token's iat.
+    let (logout, reset) = (mint("ann"), mint_issued_ago("bob", 1));
     let both = [logout.as_str(), reset.as_str()];
     let five = Duration::from_secs(5);
     all_say(&[&a, &b, &reader], &both, "active", five, "before").await;
-    // The revoke-all's watermark must be later than the token's iat.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let mut conn = redis::Client::open(redis.as_str())
         .unwrap()
@@ -145,7 +144,8 @@ async fn redis_writes_refused(how: Refusal) {
         ready["redis_writes"] == "refused" && ready["replica"] == "stale"
     })
     .await;
-    // Still so a while later (no stale "current" replica takes over).
+    // Still so a while later (no stale "current" replica takes over): the
+    // wait is the point, an absence over time.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     all_say(&all, &logout, "revoked", Duration::ZERO, "later").await;
     all_say(&all, &reset, "subject_revoked", Duration::ZERO, "later").await;
@@ -230,6 +230,8 @@ async fn double_fault_postgres_cut_then_redis_restarts_empty_loses_nothing() {
     .await;
     // The queue, the deny-list and the stream are gone; Postgres is still cut.
     private.restart();
+    // Checks made once the node has met the empty Redis, not before: the
+    // wait is the point (no state of the node says it has met it).
     tokio::time::sleep(Duration::from_millis(500)).await;
     all_say(
         &[&a],
@@ -376,6 +378,42 @@ async fn api_and_stalled_worker(
     (api, worker)
 }
 
+/// Waits until a `?wait=true` request has recorded its revocation in `db`
+/// and listens for its completion on `redis`.
+async fn until_waiting(db: &TestDb, redis: &str, prefix: &str) {
+    eventually(
+        Duration::from_secs(5),
+        "the revocation recorded",
+        || async {
+            let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
+                .fetch_one(db.db.pool())
+                .await
+                .unwrap();
+            rows > 0
+        },
+    )
+    .await;
+    subscribed(redis, prefix).await;
+}
+
+/// Waits until something listens for completions on `redis`.
+async fn subscribed(redis: &str, prefix: &str) {
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let channel = format!("{prefix}done");
+    eventually(Duration::from_secs(5), "the wait subscribed", || {
+        let numsub: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query(&mut conn)
+            .unwrap();
+        async move { numsub.first().is_some_and(|(_, n)| *n > 0) }
+    })
+    .await;
+}
+
 async fn post_and_wait(api: &Node, token: &str) -> tokio::task::JoinHandle<(u16, Duration)> {
     let (http, url) = (api.http.clone(), api.url("/v1/revocations?wait=true"));
     let body = json!({ "token": token });
@@ -401,7 +439,7 @@ async fn wait_survives_its_subscription_being_killed() {
     let (api, worker) = api_and_stalled_worker(&db, &proxy, &prefix, &private.url()).await;
     let token = mint("waiter");
     let waiting = post_and_wait(&api, &token).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_waiting(&db, &private.url(), &prefix).await;
     let mut conn = redis::Client::open(private.url())
         .unwrap()
         .get_connection()
@@ -411,7 +449,7 @@ async fn wait_survives_its_subscription_being_killed() {
         .query(&mut conn)
         .unwrap();
     assert!(killed > 0, "no subscription to kill");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    subscribed(&private.url(), &prefix).await;
     assert!(
         !waiting.is_finished(),
         "a dropped subscription ended the wait"
@@ -441,9 +479,10 @@ async fn wait_racing_a_redis_crash_answers_once_applied_not_with_an_early_504() 
     let (api, worker) = api_and_stalled_worker(&db, &proxy, &prefix, &redis).await;
     let token = mint("crash");
     let waiting = post_and_wait(&api, &token).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_waiting(&db, &redis, &prefix).await;
     // The queue (and the job in it) is lost.
     private.kill();
+    // A while without Redis: the wait is the point.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!waiting.is_finished(), "the crash ended the wait");
     private.restart();
@@ -653,10 +692,48 @@ async fn a_resync_pass_ends_while_revocations_keep_arriving() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(5), "revocations arriving", || async {
+        let rows: i64 = sqlx::query_scalar("select count(*) from revoked_tokens")
+            .fetch_one(db.db.pool())
+            .await
+            .unwrap();
+        rows >= 50
+    })
+    .await;
     for _ in 0..3 {
         let pass = tokio::time::timeout(Duration::from_secs(5), resync.run_once()).await;
         assert!(matches!(pass, Ok(Ok(_))), "a pass did not end: {pass:?}");
     }
     writer.abort();
+}
+
+#[tokio::test]
+async fn a_resync_pass_copies_every_pending_row_page_by_page() {
+    let (db, prefix, guard) = crate::helpers::own_deployment().await;
+    let redis = crate::helpers::redis_url();
+    let config = crate::helpers::test_config(&prefix, &redis, &db.url, &[]);
+    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let resync = revokd::store::resync::Resync {
+        batch: 5,
+        ..services.resync(services.deny_patient.clone())
+    };
+    let now = revokd_jobs::now_unix();
+    for i in 0..12 {
+        let job = revokd_jobs::RevokeToken::new(format!("pending-{i}"), None, now + 600);
+        db.db
+            .record_revoke(&job, job.expires_at, now, false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(resync.run_once().await.unwrap(), 12, "three pages of 5");
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..12 {
+        let there: bool = conn.exists(format!("{prefix}jti:pending-{i}")).unwrap();
+        assert!(there, "pending-{i} copied into redis");
+    }
+    assert_eq!(resync.run_once().await.unwrap(), 0, "nothing left pending");
+    guard.clean();
 }

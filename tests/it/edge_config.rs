@@ -483,6 +483,7 @@ async fn a_serving_process_opens_no_more_postgres_connections_than_configured_an
     let answers = loop {
         tokio::select! {
             answers = &mut load => break answers,
+            // Sampling the connection count while load runs: the pace is the point.
             () = tokio::time::sleep(Duration::from_millis(5)) => {
                 most = most.max(connections_to(&admin, &db.name).await);
             }
@@ -490,6 +491,7 @@ async fn a_serving_process_opens_no_more_postgres_connections_than_configured_an
     };
     for _ in 0..20 {
         most = most.max(connections_to(&admin, &db.name).await);
+        // ... and for a while after (connections the pool opens late).
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     for answer in answers {

@@ -11,8 +11,7 @@ use tokio::{
 };
 
 use crate::helpers::{
-    Options, PrefixGuard, SECRET, TestApp, TestDb, free_port, healthy, redis_url, spool_dir,
-    unique_prefix,
+    Options, SECRET, TestApp, eventually, free_port, healthy, own_deployment, redis_url, spool_dir,
 };
 
 async fn app(extra: &'static [&'static str]) -> TestApp {
@@ -86,6 +85,7 @@ async fn a_head_trickled_slower_than_the_header_timeout_is_cut() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     let trickle = async {
         for i in 0.. {
+            // A header line every 300 ms: the trickle is the point.
             tokio::time::sleep(Duration::from_millis(300)).await;
             if slow
                 .write_all(format!("X-{i}: a\r\n").as_bytes())
@@ -106,6 +106,7 @@ async fn a_head_trickled_slower_than_the_header_timeout_is_cut() {
         after >= Duration::from_millis(900),
         "closed after {after:?}"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -122,6 +123,7 @@ async fn a_body_trickled_slower_than_the_body_timeout_is_answered_408_and_closed
     let (mut read, mut write) = stream.into_split();
     let trickle = tokio::spawn(async move {
         for _ in 0..40 {
+            // A byte every 200 ms: the trickle is the point.
             tokio::time::sleep(Duration::from_millis(200)).await;
             if write.write_all(b" ").await.is_err() {
                 return;
@@ -141,6 +143,7 @@ async fn a_body_trickled_slower_than_the_body_timeout_is_answered_408_and_closed
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["error"], "timeout");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -152,7 +155,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_
         .await
         .unwrap();
     assert_eq!(status, 200);
-    // Idle longer than the header timeout: still served.
+    // Idle longer than the header timeout (the wait is the point): still served.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stream.write_all(HEALTHZ).await.unwrap();
     let (status, _) = read_response(&mut stream, Duration::from_secs(2))
@@ -167,6 +170,7 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_
         idle >= Duration::from_millis(1800) && idle < Duration::from_millis(3500),
         "closed after {idle:?} idle"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -185,6 +189,7 @@ async fn a_declared_length_over_the_limit_is_answered_413_at_once() {
         assert_eq!(body["error"], "payload_too_large");
         read_to_close(&mut stream, Duration::from_secs(1)).await;
     }
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -215,6 +220,7 @@ async fn beyond_the_connection_cap_a_new_client_waits_until_others_close() {
     assert_eq!(status, 200);
     let fresh = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(fresh.status(), 200);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -266,6 +272,7 @@ async fn refusals_made_from_the_head_have_the_json_shape() {
             "{answer}"
         );
     }
+    app.stop().await;
 }
 
 /// Used CPU time (user + system) of a process, from /proc.
@@ -278,12 +285,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 #[tokio::test]
 async fn running_out_of_file_descriptors_neither_spins_nor_keeps_healthz_down() {
-    let db = TestDb::create().await;
-    let prefix = unique_prefix();
-    let _guard = PrefixGuard {
-        url: redis_url(),
-        prefix: prefix.clone(),
-    };
+    let (db, prefix, _guard) = own_deployment().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let spool = spool_dir(&prefix);
@@ -316,6 +318,7 @@ async fn running_out_of_file_descriptors_neither_spins_nor_keeps_healthz_down() 
     for _ in 0..200 {
         held.push(TcpStream::connect(&listen).await.unwrap());
     }
+    // CPU spent over 2 s at the limit, once settled: the waits are the point.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = cpu_time(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -362,14 +365,15 @@ async fn on_shutdown_a_request_in_flight_is_answered_idle_connections_close_and_
         body.len()
     );
     busy.write_all(head.as_bytes()).await.unwrap();
+    // The server reads the head before shutdown fires (nothing to observe:
+    // the wait is the point).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    app.stop.cancel();
+    app.shutdown.cancel();
     read_to_close(&mut idle, Duration::from_secs(2)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        TcpStream::connect(app.addr).await.is_err(),
-        "still accepting"
-    );
+    eventually(Duration::from_secs(2), "accept stopped", || async {
+        TcpStream::connect(app.addr).await.is_err()
+    })
+    .await;
     busy.write_all(body).await.unwrap();
     let (status, answer) = read_response(&mut busy, Duration::from_secs(2))
         .await
@@ -377,4 +381,5 @@ async fn on_shutdown_a_request_in_flight_is_answered_idle_connections_close_and_
     assert_eq!(status, 200);
     assert_eq!(answer["reason"], "malformed");
     read_to_close(&mut busy, Duration::from_secs(2)).await;
+    app.stop().await;
 }

@@ -7,7 +7,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use revokd_jobs::{Job, RevokeToken, now_unix};
 
-use crate::helpers::{Options, TestApp, eventually, free_port};
+use crate::helpers::{Options, TestApp, eventually, free_port, missing_program};
 
 /// nginx started on a config of the test's own; stopped on drop.
 struct Nginx(std::process::Child);
@@ -19,21 +19,9 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_binary() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 #[tokio::test]
 async fn nginx_auth_request_passes_active_tokens_refuses_others_and_strips_spoofed_subjects() {
-    let Some(nginx) = nginx_binary() else {
-        // .ci/run installs nginx and sets REVOKD_REQUIRE_NGINX, so CI never skips.
-        assert!(
-            std::env::var_os("REVOKD_REQUIRE_NGINX").is_none(),
-            "nginx is required but not installed"
-        );
-        eprintln!("skipped: nginx not installed (apt-get install nginx-light)");
+    let Some(nginx) = gateway_binary("nginx") else {
         return;
     };
     let app = TestApp::spawn_with(Options {
@@ -78,7 +66,7 @@ async fn nginx_auth_request_passes_active_tokens_refuses_others_and_strips_spoof
         std::net::TcpStream::connect(("127.0.0.1", gateway)).is_ok()
     })
     .await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -109,22 +97,30 @@ impl Drop for Gateway {
     }
 }
 
-/// `/usr/bin/<name>` (or `/usr/local/bin`, or the CI venv's `bin` where
-/// Envoy's PyPI wheel puts it), or `None` where a developer machine lacks
-/// it; `.ci/run` installs every gateway and sets `REVOKD_REQUIRE_GATEWAYS`,
-/// so CI never skips.
+/// `/usr/bin/<name>` (or `/usr/local/bin`, `/usr/sbin`, `/usr/local/sbin`,
+/// or the CI venv's `bin`, where Envoy's PyPI wheel puts it), or `None`
+/// where a developer machine lacks it; `.ci/run` installs every gateway and
+/// sets `REVOKD_REQUIRE_GATEWAYS` (and, for nginx, the older
+/// `REVOKD_REQUIRE_NGINX`), so CI fails instead of skipping.
+#[track_caller]
 fn gateway_binary(name: &str) -> Option<String> {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-venv/bin");
-    let found = ["/usr/bin", "/usr/local/bin", "/usr/sbin", venv]
-        .iter()
-        .map(|dir| format!("{dir}/{name}"))
-        .find(|path| Path::new(path).exists());
+    let found = [
+        "/usr/bin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/local/sbin",
+        venv,
+    ]
+    .iter()
+    .map(|dir| format!("{dir}/{name}"))
+    .find(|path| Path::new(path).exists());
     if found.is_none() {
-        assert!(
-            std::env::var_os("REVOKD_REQUIRE_GATEWAYS").is_none(),
-            "{name} is required but not installed"
-        );
-        eprintln!("skipped: {name} not installed");
+        let required_by: &[&str] = match name {
+            "nginx" => &["REVOKD_REQUIRE_GATEWAYS", "REVOKD_REQUIRE_NGINX"],
+            _ => &["REVOKD_REQUIRE_GATEWAYS"],
+        };
+        missing_program(name, required_by);
     }
     found
 }
@@ -159,7 +155,7 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
         .env("XDG_DATA_HOME", &dir)
         .env("XDG_CONFIG_HOME", &dir);
     let _caddy = Gateway::start(command, gateway).await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -167,10 +163,11 @@ async fn caddy_forward_auth_passes_active_tokens_refuses_others_and_strips_spoof
 /// the upstream with its subject and no client-sent one (also for a token
 /// without `sub`); no token and a revoked one get 401 with revokd's
 /// challenge; with revokd down, closed (no upstream call). Stops `app`.
-async fn assert_gateway(app: &TestApp, gateway: u16) {
+async fn assert_gateway(app: TestApp, gateway: u16) {
     let base = format!("http://127.0.0.1:{gateway}/orders?a=1");
+    let http = app.http.clone();
     let get = |token: Option<String>, spoof: Option<&'static str>| {
-        let mut request = app.http.get(&base);
+        let mut request = http.get(&base);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -225,9 +222,9 @@ async fn assert_gateway(app: &TestApp, gateway: u16) {
     );
 
     // revokd down: closed, the upstream is never called.
-    app.stop.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let response = get(Some(app.mint("carol")), None).await.unwrap();
+    let carol = app.mint("carol");
+    app.stop().await;
+    let response = get(Some(carol), None).await.unwrap();
     assert_ne!(response.status(), 200, "fails closed");
     assert!(
         !response.text().await.unwrap().contains("subject="),
@@ -266,7 +263,7 @@ async fn haproxy_lua_auth_request_passes_active_tokens_refuses_others_and_strips
     let mut command = std::process::Command::new(haproxy);
     command.args(["-db", "-f"]).arg(dir.join("haproxy.cfg"));
     let _haproxy = Gateway::start(command, gateway).await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -336,7 +333,7 @@ async fn envoy(example: &str) {
             "error",
         ]);
     let _envoy = Gateway::start(command, gateway).await;
-    assert_gateway(&app, gateway).await;
+    assert_gateway(app, gateway).await;
     let _ = std::fs::remove_file(&file);
 }
 

@@ -42,17 +42,11 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A copy of the migrated template database.
     pub async fn create() -> Self {
         let name = format!("revokd_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = pg_admin_url();
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin);
-        let url = format!("{base}/{name}");
-        revokd::store::pg::prepare(&url)
-            .await
-            .expect("create and migrate test database");
+        crate::template::create_from_template(&name).await;
+        let url = crate::template::database_url(&name);
         let db = Db::connect_lazy(&url).expect("pool");
         Self { name, url, db }
     }
@@ -87,18 +81,28 @@ pub struct PrefixGuard {
     pub prefix: String,
 }
 
-impl Drop for PrefixGuard {
-    fn drop(&mut self) {
+impl PrefixGuard {
+    /// Deletes the prefix's keys now, in one pass: for when nothing writes
+    /// under it any more (every role of the test has ended).
+    pub fn clean(mut self) {
+        self.delete_keys(&[0]);
+        self.prefix.clear();
+    }
+
+    /// One pass after each pause (milliseconds).
+    fn delete_keys(&self, pauses: &[u64]) {
+        // An empty prefix would be every key of the shared server.
+        if self.prefix.is_empty() {
+            return;
+        }
         let Ok(client) = redis::Client::open(self.url.as_str()) else {
             return;
         };
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
             return;
         };
-        // Again after a pause: a background task on another thread may
-        // still land a last write after the first pass.
-        for pause in [0, 200, 800] {
-            std::thread::sleep(Duration::from_millis(pause));
+        for pause in pauses {
+            std::thread::sleep(Duration::from_millis(*pause));
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}*", glob_escape(&self.prefix)))
                 .query(&mut conn)
@@ -116,6 +120,15 @@ impl Drop for PrefixGuard {
     }
 }
 
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        // Dropped while roles may still run (a test that panicked, or one
+        // that aborts its tasks): again after a pause, for a background task
+        // on another thread that lands a last write after the first pass.
+        self.delete_keys(&[0, 200, 800]);
+    }
+}
+
 fn glob_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
@@ -126,6 +139,17 @@ fn glob_escape(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A database and a key prefix of a deployment the test runs itself (as
+/// processes or nodes); the guard deletes the prefix's keys when dropped.
+pub async fn own_deployment() -> (TestDb, String, PrefixGuard) {
+    let prefix = unique_prefix();
+    let guard = PrefixGuard {
+        url: redis_url(),
+        prefix: prefix.clone(),
+    };
+    (TestDb::create().await, prefix, guard)
 }
 
 /// A unique key prefix.
@@ -174,12 +198,14 @@ pub struct TestApp {
     pub prefix: String,
     pub services: Services,
     pub http: reqwest::Client,
-    pub stop: CancellationToken,
+    /// Fires the app's shutdown (what SIGTERM does to `serve`).
+    pub shutdown: CancellationToken,
     pub checker_stats: std::sync::Arc<revokd::read::checker::Checker>,
-    /// The roles running in the background, stopped on drop.
-    pub tasks: Vec<tokio::task::AbortHandle>,
+    /// The roles running in the background: awaited by
+    /// [`TestApp::stop`], aborted on drop.
+    pub tasks: Roles,
     // Field order: stop roles before the database goes.
-    pub _guard: PrefixGuard,
+    guard: Option<PrefixGuard>,
     pub db: TestDb,
 }
 
@@ -230,22 +256,21 @@ impl TestApp {
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
         let checker_stats = api.checker();
-        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        let mut tasks = Roles::default();
+        tasks.spawn("api", api.run(stop.clone()));
         // As `serve` does for the api and worker roles: watch the marker,
         // rebuild Redis from Postgres when it is gone.
         let guard = services
             .maintenance(services.deny_patient.clone())
             .guard(stop.clone());
-        tasks.push(tokio::spawn(guard).abort_handle());
+        tasks.spawn("marker guard", guard);
         if options.worker {
-            tasks.push(
-                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
-            );
+            tasks.spawn("worker", worker::run(worker_deps(&services), stop.clone()));
         }
         if options.replica
             && let Some(follower) = services.follower()
         {
-            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
+            tasks.spawn("replica follower", follower.run(stop.clone()));
         }
         // As a client of `serve` would, once it is ready: the pending
         // revocations have been read once.
@@ -272,14 +297,14 @@ impl TestApp {
             tasks,
             // The shared server, also when the app reached it through a proxy
             // (a private redis-server of a test is simply killed).
-            _guard: PrefixGuard {
+            guard: Some(PrefixGuard {
                 url: redis_url(),
                 prefix: prefix.clone(),
-            },
+            }),
             prefix,
             services,
             http: reqwest::Client::new(),
-            stop,
+            shutdown: stop,
             checker_stats,
             db,
         }
@@ -300,12 +325,40 @@ impl TestApp {
             .expect("mint")
     }
 
+    /// A token for `sub` issued `ago` seconds ago (so a revoke-all made now
+    /// is later than its `iat`, without waiting for the clock).
+    pub fn mint_issued_ago(&self, sub: &str, ago: i64) -> String {
+        mint_issued_ago(sub, ago)
+    }
+
     pub async fn producer(&self) -> Producer {
         Producer::connect(&self.services.config.redis_url, &self.prefix, "test")
             .await
             .expect("producer")
     }
 
+    /// The token's id, as revokd computes it (the signature checked).
+    pub fn token_id(&self, token: &str) -> String {
+        self.services
+            .verifier
+            .verify_signature(token)
+            .expect("a token of this app")
+            .token_id
+    }
+
+    /// `/v1/check` with the refresh-token hint: the body.
+    pub async fn check_refresh(&self, token: &str) -> Value {
+        let body = serde_json::json!({ "token": token, "token_type_hint": "refresh_token" });
+        let response = self.http.post(self.url("/v1/check")).json(&body).send();
+        response
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
+    }
+
+    /// `/v1/check`: the status and the body.
     pub async fn check(&self, token: &str) -> (u16, Value) {
         let response = self
             .http
@@ -377,12 +430,67 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Shuts the app down as SIGTERM does and waits for every role to end;
+    /// then its keys, spool and database go. Without it (a test that
+    /// panics) drop aborts the roles and cleans up with pauses.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.tasks.join().await;
+        if let Some(guard) = self.guard.take() {
+            guard.clean();
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.stop.cancel();
-        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        self.shutdown.cancel();
+        self.tasks.abort();
         // A spool the test made (Postgres cut) goes with it.
         let _ = std::fs::remove_dir_all(spool_dir(&self.prefix));
+    }
+}
+
+/// How long a role may take to end once its shutdown has fired.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Roles of an app or node running in the background, by name.
+#[derive(Default)]
+pub struct Roles(Vec<(&'static str, tokio::task::JoinHandle<()>)>);
+
+impl Roles {
+    /// Runs `role` in the background.
+    pub fn spawn<F>(&mut self, name: &'static str, role: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send,
+    {
+        let handle = tokio::spawn(async move {
+            let _ = role.await;
+        });
+        self.0.push((name, handle));
+    }
+
+    /// Waits for every role to end (its shutdown has fired); fails the test
+    /// naming a role that does not end within [`STOP_WITHIN`].
+    pub async fn join(&mut self) {
+        for (name, handle) in std::mem::take(&mut self.0) {
+            let abort = handle.abort_handle();
+            match tokio::time::timeout(STOP_WITHIN, handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => panic!("{name} ended abnormally: {error}"),
+                Err(_) => {
+                    abort.abort();
+                    panic!("{name} still running {STOP_WITHIN:?} after shutdown");
+                }
+            }
+        }
+    }
+
+    /// Aborts every role without waiting.
+    pub fn abort(&self) {
+        self.0.iter().for_each(|(_, handle)| handle.abort());
     }
 }
 
@@ -393,6 +501,38 @@ pub fn worker_deps(services: &Services) -> WorkerDeps {
         prefix: services.config.key_prefix.clone(),
         concurrency: 8,
     }
+}
+
+/// Asserts a `/v1/check` answer: 200 and `want`, which is `active` or the
+/// reason; on failure, the whole answer and the caller's line.
+#[track_caller]
+pub fn assert_answer(answer: &(u16, Value), want: &str) {
+    let (status, body) = answer;
+    let got = match (&body["active"], &body["reason"]) {
+        (Value::Bool(true), _) => "active",
+        (_, Value::String(reason)) => reason.as_str(),
+        _ => "(neither)",
+    };
+    assert_eq!(
+        (*status, got),
+        (200, want),
+        "check answered {status} {body}"
+    );
+}
+
+/// Reports that `what` (a gateway, a client library) is not installed:
+/// the caller skips, but only on a developer machine. Under CI (`CI` set,
+/// as CI services do) or when one of `required_by` is set (`.ci/run` sets
+/// them) the test fails instead.
+#[track_caller]
+pub fn missing_program(what: &str, required_by: &[&str]) {
+    let required = std::iter::once("CI")
+        .chain(required_by.iter().copied())
+        .find(|var| std::env::var_os(var).is_some());
+    if let Some(var) = required {
+        panic!("{what} is required ({var} is set) but not installed");
+    }
+    eprintln!("skipped: {what} not installed");
 }
 
 /// Waits until `probe` returns true or the deadline passes.
@@ -550,7 +690,7 @@ pub struct Node {
     pub services: Services,
     pub http: reqwest::Client,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::AbortHandle>,
+    tasks: Roles,
 }
 
 pub struct NodeOptions<'a> {
@@ -576,7 +716,8 @@ impl Node {
         let api = Api::bind(&services).await.expect("bind");
         let addr = api.local_addr().expect("addr");
         let pending = std::sync::Arc::clone(api.checker().pending());
-        let mut tasks = vec![tokio::spawn(api.run(stop.clone())).abort_handle()];
+        let mut tasks = Roles::default();
+        tasks.spawn("api", api.run(stop.clone()));
         eventually(Duration::from_secs(5), "pending revocations read", || {
             let loaded = pending.is_loaded();
             async move { loaded }
@@ -585,16 +726,14 @@ impl Node {
         let guard = services
             .maintenance(services.deny_patient.clone())
             .guard(stop.clone());
-        tasks.push(tokio::spawn(guard).abort_handle());
+        tasks.spawn("marker guard", guard);
         if options.worker {
-            tasks.push(
-                tokio::spawn(worker::run(worker_deps(&services), stop.clone())).abort_handle(),
-            );
+            tasks.spawn("worker", worker::run(worker_deps(&services), stop.clone()));
             let resync = services.resync(services.deny_patient.clone());
-            tasks.push(tokio::spawn(resync.run(stop.clone())).abort_handle());
+            tasks.spawn("resync", resync.run(stop.clone()));
         }
         if let Some(follower) = services.follower() {
-            tasks.push(tokio::spawn(follower.run(stop.clone())).abort_handle());
+            tasks.spawn("replica follower", follower.run(stop.clone()));
         }
         Self {
             addr,
@@ -641,7 +780,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
+        self.tasks.abort();
     }
 }
 
@@ -665,10 +804,15 @@ pub async fn check_reason(http: &reqwest::Client, url: &str, token: &str) -> Str
 
 /// A token for `sub` signed with the test secret.
 pub fn mint(sub: &str) -> String {
+    mint_issued_ago(sub, 0)
+}
+
+/// [`mint`], issued `ago` seconds ago.
+pub fn mint_issued_ago(sub: &str, ago: i64) -> String {
     let config = test_config("mint:", &redis_url(), "postgres://unused/x", &[]);
     Minter::new(&config.key_settings())
         .expect("minter")
-        .mint(sub, 900, true, now_unix())
+        .mint(sub, 900, true, now_unix() - ago)
         .expect("mint")
 }
 

@@ -22,5 +22,6 @@ mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;
+mod template;
 mod verification;
 mod write_api;

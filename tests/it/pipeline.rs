@@ -6,15 +6,7 @@ use redis::Commands;
 use revokd::{store::redis::DenyEntry, worker::Applied};
 use revokd_jobs::{Job, RevokeSubject, RevokeToken, now_unix};
 
-use crate::helpers::{Options, TestApp};
-
-fn jti_of(app: &TestApp, token: &str) -> String {
-    app.services
-        .verifier
-        .verify(token, now_unix())
-        .expect("valid")
-        .token_id
-}
+use crate::helpers::{Options, TestApp, assert_answer};
 
 #[tokio::test]
 async fn revoke_job_pushed_through_the_queue_makes_check_answer_revoked() {
@@ -28,17 +20,18 @@ async fn revoke_job_pushed_through_the_queue_makes_check_answer_revoked() {
     let producer = app.producer().await;
     let exp = now_unix() + 900;
     producer
-        .revoke(RevokeToken::new(jti_of(&app, &token), Some("alice".into()), exp).reason("logout"))
+        .revoke(RevokeToken::new(app.token_id(&token), Some("alice".into()), exp).reason("logout"))
         .await
         .unwrap();
 
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
     // Redis is written first, Postgres right after.
-    let row = app.wait_for_row(&jti_of(&app, &token)).await;
+    let row = app.wait_for_row(&app.token_id(&token)).await;
     assert_eq!(row.subject.as_deref(), Some("alice"));
     assert_eq!(row.reason.as_deref(), Some("logout"));
     assert_eq!(row.requested_by, "test");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -86,6 +79,7 @@ async fn deny_list_ttl_runs_to_expiry_plus_leeway_capped_at_max_lifetime() {
         app.db.db.revoked_token("expired").await.unwrap().is_some(),
         "but a postgres row"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -105,14 +99,15 @@ async fn revoke_all_revokes_older_tokens_and_keeps_newer_ones() {
         .await
         .unwrap();
 
-    assert_eq!(app.check(&older).await.1["reason"], "subject_revoked");
+    assert_answer(&app.check(&older).await, "subject_revoked");
     assert_eq!(
         app.check(&same_second).await.1["active"],
         true,
         "same second as the watermark stays active"
     );
-    assert_eq!(app.check(&newer).await.1["active"], true);
-    assert_eq!(app.check(&other_subject).await.1["active"], true);
+    assert_answer(&app.check(&newer).await, "active");
+    assert_answer(&app.check(&other_subject).await, "active");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -138,6 +133,7 @@ async fn an_older_watermark_arriving_later_does_not_move_it_back() {
         ttl > 30 * 86_400 - 5,
         "watermark lives max lifetime + leeway, got {ttl}"
     );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -189,6 +185,7 @@ async fn applying_any_job_twice_changes_nothing() {
     assert_eq!(snapshot(&app), redis_once);
     assert_eq!(rows(&app).await, pg_once);
     assert_eq!(pg_once.2, 2, "one audit row per request");
+    app.stop().await;
 }
 
 // The CLI runs as a blocking child process: the worker needs its own thread.
@@ -218,9 +215,9 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
         String::from_utf8_lossy(&out.stderr)
     );
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(printed["token_id"], jti_of(&app, &token));
+    assert_eq!(printed["token_id"], app.token_id(&token));
     // --wait returned, so the revocation is already visible.
-    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    assert_answer(&app.check(&token).await, "revoked");
 
     let out = std::process::Command::new(bin)
         .args(common)
@@ -237,8 +234,8 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
 
-    let older = app.mint("hank");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Issued a second before the watermark revoke-all sets now.
+    let older = app.mint_issued_ago("hank", 1);
     let out = std::process::Command::new(bin)
         .args(common)
         .args(["revoke-all", "--sub", "hank", "--wait"])
@@ -249,10 +246,11 @@ async fn cli_revoke_and_revoke_all_push_jobs_that_the_worker_applies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(app.check(&older).await.1["reason"], "subject_revoked");
+    assert_answer(&app.check(&older).await, "subject_revoked");
     // Issued in the watermark's second or later: active.
     let newer = app.mint("hank");
-    assert_eq!(app.check(&newer).await.1["active"], true);
+    assert_answer(&app.check(&newer).await, "active");
+    app.stop().await;
 }
 
 /// One batched statement merges its rows as applying them one by one
@@ -354,6 +352,7 @@ async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
     expected.extend(["j1", "j2", "j3", "j4", "j5"].map(String::from));
     expected.sort();
     assert_eq!(audit, expected);
+    app.stop().await;
 }
 
 /// Revocations applied concurrently (as a worker runs them) are grouped
@@ -410,4 +409,5 @@ async fn concurrent_revocations_reach_both_stores_as_sequential_ones_do() {
             "tok-{i}: ttl {ttl} is the longest life plus leeway"
         );
     }
+    app.stop().await;
 }

@@ -13,7 +13,7 @@ use revokd::worker::{
 use revokd_jobs::{Job, RegisterRefresh, RevokeSubject, RevokeToken, RotatedFrom, now_unix};
 use serde_json::json;
 
-use crate::helpers::{Options, Proxy, TestApp, TestDb, eventually};
+use crate::helpers::{Options, Proxy, TestApp, TestDb, assert_answer, eventually};
 
 const KEYS: &[&str] = &["--api-keys", "app:poison-key"];
 
@@ -101,6 +101,7 @@ async fn sixty_four_poison_requests_are_each_400_and_nothing_is_queued() {
     for table in ["revocation_audit", "revoked_tokens", "refresh_tokens"] {
         assert_eq!(count(&app, table).await, 0, "nothing written to {table}");
     }
+    app.stop().await;
 }
 
 // The CLI runs as a blocking child process.
@@ -132,6 +133,7 @@ async fn cli_refuses_a_reason_with_control_characters() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("control characters"));
     }
     assert_eq!(count(&app, "revocation_audit").await, 0);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -147,12 +149,12 @@ async fn postgres_errors_of_classes_21_22_23_are_dead_and_others_transient() {
         "rt-1",
     );
     let error = db.db.register_refresh(&self_rotation, now, true).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_cardinality"));
     // A NUL byte in text: SQLSTATE 22021.
     let nul = RevokeToken::new("nul", None, now + 600).reason("a\0b");
     let error = db.db.apply_revoke(&nul, nul.expires_at, now).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_data"));
     // A check constraint: SQLSTATE 23514.
     sqlx::query("alter table revoked_tokens add constraint no_x check (token_id <> 'x')")
@@ -161,14 +163,14 @@ async fn postgres_errors_of_classes_21_22_23_are_dead_and_others_transient() {
         .unwrap();
     let x = RevokeToken::new("x", None, now + 600);
     let error = db.db.apply_revoke(&x, x.expires_at, now).await;
-    let error = ApplyError::Postgres(error.unwrap_err());
+    let error = ApplyError::from(error.unwrap_err());
     assert_eq!(classify(&error), Verdict::Dead("postgres_integrity"));
     // Anything else about the server is worth retrying: here 42P01.
     let error = sqlx::query("select * from no_such_table")
         .execute(db.db.pool())
         .await
         .unwrap_err();
-    assert_eq!(classify(&ApplyError::Postgres(error)), Verdict::Transient);
+    assert_eq!(classify(&ApplyError::from(error)), Verdict::Transient);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +231,7 @@ async fn poison_jobs_go_to_the_dead_set_and_a_revocation_behind_them_applies_in_
         .await;
     assert_eq!(status, 200, "applied within the wait timeout: {body}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(app.check(&token).await.1["reason"], "revoked");
+    assert_answer(&app.check(&token).await, "revoked");
 
     let row = app.wait_for_row("nul-fields").await;
     assert_eq!(
@@ -256,6 +258,7 @@ async fn poison_jobs_go_to_the_dead_set_and_a_revocation_behind_them_applies_in_
             .await
             .unwrap();
     assert_eq!(refused, 0);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,4 +321,5 @@ async fn with_postgres_down_jobs_are_handed_back_not_held_and_apply_when_it_retu
     )
     .await;
     assert_eq!(dead_set(&app), 0);
+    app.stop().await;
 }

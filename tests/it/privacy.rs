@@ -109,4 +109,5 @@ async fn a_token_without_jti_is_tracked_by_its_hash_and_never_stored_raw() {
             assert!(!row.contains(signature), "raw token found in {table}");
         }
     }
+    app.stop().await;
 }

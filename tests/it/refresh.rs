@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, eventually};
+use crate::helpers::{Options, TestApp, assert_answer, eventually};
 
 const KEYS: &[&str] = &["--api-keys", "auth:ak-1"];
 
@@ -25,31 +25,10 @@ async fn rotated_pair(app: &TestApp, sub: &str) -> (String, String) {
     (old, new)
 }
 
-async fn check_refresh(app: &TestApp, token: &str) -> Value {
-    let body = json!({ "token": token, "token_type_hint": "refresh_token" });
-    app.http
-        .post(app.url("/v1/check"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn id(app: &TestApp, token: &str) -> String {
-    app.services
-        .verifier
-        .verify_signature(token)
-        .unwrap()
-        .token_id
-}
-
 fn state_in_redis(app: &TestApp, token: &str) -> Option<String> {
     let value: Option<String> = app
         .redis()
-        .get(format!("{}rt:{}", app.prefix, id(app, token)))
+        .get(format!("{}rt:{}", app.prefix, app.token_id(token)))
         .unwrap();
     value.map(|v| {
         serde_json::from_str::<Value>(&v).unwrap()["state"]
@@ -76,10 +55,10 @@ async fn rotation_then_reuse_revokes_the_whole_family() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["family_id"],
-        id(&app, &first),
+        app.token_id(&first),
         "the first token names the family"
     );
-    assert_eq!(check_refresh(&app, &first).await["active"], true);
+    assert_eq!(app.check_refresh(&first).await["active"], true);
 
     let second = app.mint("rita");
     let (status, body) = write(
@@ -89,9 +68,9 @@ async fn rotation_then_reuse_revokes_the_whole_family() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["family_id"], id(&app, &first));
+    assert_eq!(body["family_id"], app.token_id(&first));
     assert_eq!(state_in_redis(&app, &first).as_deref(), Some("rotated"));
-    assert_eq!(check_refresh(&app, &second).await["active"], true);
+    assert_eq!(app.check_refresh(&second).await["active"], true);
     let third = app.mint("rita");
     let (status, _) = write(
         &app,
@@ -102,12 +81,12 @@ async fn rotation_then_reuse_revokes_the_whole_family() {
     assert_eq!(status, 200);
 
     // The first token, rotated long ago, presented again: reuse.
-    assert_eq!(check_refresh(&app, &first).await["reason"], "reused");
+    assert_eq!(app.check_refresh(&first).await["reason"], "reused");
     for member in [&first, &second, &third] {
-        assert_eq!(check_refresh(&app, member).await["active"], false);
+        assert_eq!(app.check_refresh(member).await["active"], false);
     }
-    assert_eq!(check_refresh(&app, &third).await["reason"], "revoked");
-    let family = id(&app, &first);
+    assert_eq!(app.check_refresh(&third).await["reason"], "revoked");
+    let family = app.token_id(&first);
     eventually(
         Duration::from_secs(5),
         "family revoked in postgres",
@@ -130,12 +109,13 @@ async fn rotation_then_reuse_revokes_the_whole_family() {
     .await;
     // Rotated members stay rotated: presenting one again is reuse every time.
     assert_eq!(state_in_redis(&app, &second).as_deref(), Some("rotated"));
-    assert_eq!(check_refresh(&app, &first).await["reason"], "reused");
-    assert_eq!(check_refresh(&app, &second).await["reason"], "reused");
+    assert_eq!(app.check_refresh(&first).await["reason"], "reused");
+    assert_eq!(app.check_refresh(&second).await["reason"], "reused");
     // Every member is deny-listed too: a check without the hint refuses it.
     for member in [&first, &second, &third] {
-        assert_eq!(app.check(member).await.1["reason"], "revoked");
+        assert_answer(&app.check(member).await, "revoked");
     }
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +152,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
         assert_eq!(reason, "reused");
     }
     assert_eq!(
-        check_refresh(&app, &new).await["reason"],
+        app.check_refresh(&new).await["reason"],
         "revoked",
         "the family ends fully revoked"
     );
@@ -186,6 +166,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
         n == 1
     })
     .await;
+    // No second event a while later: an absence, so the wait is the point.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n: i64 =
         sqlx::query_scalar("select count(*) from revocation_audit where kind = 'refresh_reuse'")
@@ -193,6 +174,7 @@ async fn fifty_concurrent_presentations_of_a_rotated_token_record_one_reuse() {
             .await
             .unwrap();
     assert_eq!(n, 1, "exactly one reuse event");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -208,7 +190,7 @@ async fn unregistered_refresh_tokens_and_access_tokens_are_unknown() {
         true,
         "fine as an access token"
     );
-    assert_eq!(check_refresh(&app, &access).await["reason"], "unknown");
+    assert_eq!(app.check_refresh(&access).await["reason"], "unknown");
     let form = [
         ("token", access.as_str()),
         ("token_type_hint", "refresh_token"),
@@ -244,7 +226,8 @@ async fn unregistered_refresh_tokens_and_access_tokens_are_unknown() {
         .await
         .unwrap();
     assert_eq!(introspected["token_type"], "refresh_token");
-    assert_eq!(check_refresh(&app, "garbage").await["reason"], "malformed");
+    assert_eq!(app.check_refresh("garbage").await["reason"], "malformed");
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -266,7 +249,7 @@ async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
     // Revoking the rotated first token revokes its family, the live one included.
     let (status, _) = write(&app, "/v1/revocations?wait=true", json!({ "token": a1 })).await;
     assert_eq!(status, 200);
-    assert_eq!(check_refresh(&app, &a2).await["reason"], "revoked");
+    assert_eq!(app.check_refresh(&a2).await["reason"], "revoked");
 
     let b = app.mint("vic");
     write(&app, "/v1/refresh-tokens?wait=true", json!({ "token": b })).await;
@@ -274,7 +257,7 @@ async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
     assert_eq!(status, 200);
     let families: Option<i64> =
         sqlx::query_scalar("select revoked_at from refresh_families where family_id = $1")
-            .bind(id(&app, &b))
+            .bind(app.token_id(&b))
             .fetch_one(app.db.db.pool())
             .await
             .unwrap();
@@ -282,7 +265,7 @@ async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
         families.is_some(),
         "revoke-all revoked the subject's family"
     );
-    assert_eq!(check_refresh(&app, &b).await["active"], false);
+    assert_eq!(app.check_refresh(&b).await["active"], false);
 
     let c = app.mint("wim");
     write(&app, "/v1/refresh-tokens?wait=true", json!({ "token": c })).await;
@@ -299,9 +282,10 @@ async fn revoking_a_refresh_token_or_its_subject_revokes_families() {
     eventually(
         Duration::from_secs(5),
         "rfc 7009 revoked the family",
-        || async { check_refresh(&app, &c).await["active"] == false },
+        || async { app.check_refresh(&c).await["active"] == false },
     )
     .await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -327,7 +311,8 @@ async fn refresh_state_is_rebuilt_from_postgres_after_redis_data_loss() {
         },
     )
     .await;
-    assert_eq!(check_refresh(&app, &new).await["active"], true);
+    assert_eq!(app.check_refresh(&new).await["active"], true);
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -342,7 +327,7 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
     use revokd::read::replica::RefreshState;
     let now = || revokd_jobs::now_unix();
     let (old, new) = rotated_pair(&app, "yves").await;
-    let (old_id, new_id) = (id(&app, &old), id(&app, &new));
+    let (old_id, new_id) = (app.token_id(&old), app.token_id(&new));
     eventually(
         Duration::from_secs(5),
         "registrations in the replica",
@@ -353,8 +338,8 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
         },
     )
     .await;
-    assert_eq!(check_refresh(&app, &new).await["active"], true);
-    assert_eq!(check_refresh(&app, &old).await["reason"], "reused");
+    assert_eq!(app.check_refresh(&new).await["active"], true);
+    assert_eq!(app.check_refresh(&old).await["reason"], "reused");
     eventually(
         Duration::from_secs(5),
         "family revocation in the replica",
@@ -364,9 +349,10 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
         },
     )
     .await;
-    assert_eq!(check_refresh(&app, &new).await["reason"], "revoked");
+    assert_eq!(app.check_refresh(&new).await["reason"], "revoked");
     assert_eq!(
         replica.lookup_refresh("never-registered", now()),
         Some(RefreshState::Missing)
     );
+    app.stop().await;
 }

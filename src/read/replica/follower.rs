@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Replica};
 use crate::{
+    store::resync::Resync,
     store::{TtlPolicy, pg::Db, redis::DenyList},
-    write::resync::Resync,
 };
 
 /// Stream entries read per request.
@@ -72,6 +72,7 @@ impl Follower {
             }
         }
         sweeper.abort();
+        let _ = sweeper.await;
     }
 
     /// One connection's life: (re)load if needed, then read the stream.

@@ -5,6 +5,7 @@
 //! twice changes nothing.
 
 pub mod audit;
+pub mod batch;
 pub mod pending;
 pub mod refresh;
 pub mod setup;

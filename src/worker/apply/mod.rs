@@ -18,14 +18,16 @@ use backon::Retryable as _;
 use revokd_jobs::{Job, now_unix};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    batch::RevokeBatcher,
-    failure::{self, Verdict},
-};
+use super::failure::{self, Verdict};
 use crate::{
     instruments, retry,
-    store::{TtlPolicy, pg::Db, redis::DenyList, refresh::State},
-    worker::maintenance::{CleanupReport, Maintenance, MaintenanceError},
+    store::{
+        StoreError, TtlPolicy,
+        pg::{Db, batch::RevokeBatcher},
+        redis::DenyList,
+        refresh::State,
+    },
+    worker::maintenance::{CleanupReport, Maintenance},
     write::validate::{self, InputError},
 };
 
@@ -39,12 +41,9 @@ pub enum ApplyError {
     /// The payload can never apply; retrying is pointless.
     #[error("invalid job: {0}")]
     Invalid(String),
-    /// Redis failed; worth retrying.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Postgres failed: retried or not as [`super::failure::classify`] says.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
+    /// A store failed: retried or not as [`super::failure::classify`] says.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<InputError> for ApplyError {
@@ -53,16 +52,15 @@ impl From<InputError> for ApplyError {
     }
 }
 
-impl From<MaintenanceError> for ApplyError {
-    fn from(e: MaintenanceError) -> Self {
-        match e {
-            MaintenanceError::Redis(e) => ApplyError::Redis(e),
-            MaintenanceError::Postgres(e) => ApplyError::Postgres(e),
-            MaintenanceError::Interrupted => ApplyError::Redis(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "redis lost its data during the rebuild",
-            ))),
-        }
+impl From<redis::RedisError> for ApplyError {
+    fn from(e: redis::RedisError) -> Self {
+        ApplyError::Store(e.into())
+    }
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        ApplyError::Store(e.into())
     }
 }
 

@@ -147,7 +147,7 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
             ),
             // Postgres refused a row (or a value could not be encoded or
             // decoded): write them one by one, so only that row's job fails,
-            // with its own error, and is set aside (see `super::failure`).
+            // with its own error, and is set aside (see `crate::worker::failure`).
             Ok(Err(error)) if refused(&error) => tracing::warn!(
                 %error,
                 rows = batch.len(),
@@ -182,7 +182,7 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
 /// reaching Postgres.
 fn refused(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(_))
-        || super::failure::classify_postgres(error) != super::failure::Verdict::Transient
+        || crate::store::error::refused_by_postgres(error).is_some()
 }
 
 /// An error like `error` for each job of a failed batch (`sqlx::Error` is

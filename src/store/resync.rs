@@ -7,13 +7,13 @@ use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    TtlPolicy,
+    StoreError, TtlPolicy,
     pg::Db,
     redis::{DenyEntry, DenyList},
 };
 
-/// Rows moved per round trip batch.
-const BATCH: i64 = 500;
+/// Rows moved per round trip batch, unless set.
+pub const BATCH: i64 = 500;
 /// How often the worker role looks for pending rows.
 const EVERY: Duration = Duration::from_secs(1);
 
@@ -26,17 +26,9 @@ pub struct Resync {
     pub db: Db,
     /// Lifetimes of what is written.
     pub ttl: TtlPolicy,
-}
-
-/// Why a resync pass stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ResyncError {
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Postgres failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
+    /// Rows moved per round trip ([`BATCH`]; tests prove the paging with a
+    /// handful of rows).
+    pub batch: i64,
 }
 
 impl Resync {
@@ -44,13 +36,13 @@ impl Resync {
     /// with the first batch that comes back short: rows keep becoming
     /// pending under write load (each accepted revocation is, until its
     /// worker has run), and a pass that waited for none would never end.
-    pub async fn run_once(&self) -> Result<u64, ResyncError> {
+    pub async fn run_once(&self) -> Result<u64, StoreError> {
         let mut moved = 0;
         loop {
             let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
             moved += families + refresh;
-            let tokens = self.db.pending_tokens(BATCH).await?;
-            let subjects = self.db.pending_watermarks(BATCH).await?;
+            let tokens = self.db.pending_tokens(self.batch).await?;
+            let subjects = self.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,
                 refresh,
@@ -58,7 +50,7 @@ impl Resync {
                 subjects.len() as u64,
             ]
             .iter()
-            .all(|&n| n < BATCH as u64);
+            .all(|&n| n < self.batch as u64);
             if tokens.is_empty() && subjects.is_empty() {
                 return Ok(moved);
             }
@@ -94,8 +86,8 @@ impl Resync {
 
     /// Family revocations decided while Redis was down (reuse detected from
     /// Postgres) get their Redis marker.
-    async fn resync_families(&self) -> Result<u64, ResyncError> {
-        let families = self.db.pending_families(BATCH).await?;
+    async fn resync_families(&self) -> Result<u64, StoreError> {
+        let families = self.db.pending_families(self.batch).await?;
         let ttl = self.ttl.watermark();
         for (family, reason) in &families {
             self.deny.mark_family_revoked(family, reason, ttl).await?;
@@ -106,8 +98,8 @@ impl Resync {
     }
 
     /// Refresh-token registrations written straight to Postgres.
-    async fn resync_refresh(&self) -> Result<u64, ResyncError> {
-        let rows = self.db.pending_refresh(BATCH).await?;
+    async fn resync_refresh(&self) -> Result<u64, StoreError> {
+        let rows = self.db.pending_refresh(self.batch).await?;
         let now = now_unix();
         let entries: Vec<_> = rows
             .iter()
