@@ -45,6 +45,13 @@ pub struct Config {
     )]
     pub listen: String,
 
+    /// Address the gRPC ext_authz service (Envoy's
+    /// `envoy.service.auth.v3.Authorization/Check`, as Istio and Envoy's
+    /// `grpc_service` call it) listens on, in each process running the API;
+    /// it answers as `/v1/auth` does. Off when unset.
+    #[arg(long, env = "REVOKD_GRPC_LISTEN", global = true)]
+    pub grpc_listen: Option<String>,
+
     /// Prefix of every Redis key revokd creates, the queue's included.
     #[arg(long, env = "REVOKD_KEY_PREFIX", default_value = revokd_jobs::DEFAULT_PREFIX, global = true)]
     pub key_prefix: String,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, ReadMode, redact},
-    http::{self, AppState, Shared, auth::KeyRing},
+    http::{self, AppState, Shared, auth::KeyRing, grpc::ExtAuthz},
     read::{
         checker::Checker,
         replica::{Follower, Replica},
@@ -276,17 +276,27 @@ impl Services {
 /// A bound API listener, so tests can run the real server on port 0.
 pub struct Api {
     listener: TcpListener,
+    /// The gRPC ext_authz listener, when `REVOKD_GRPC_LISTEN` is set.
+    grpc: Option<TcpListener>,
     state: AppState,
 }
 
 impl Api {
-    /// Binds `config.listen`.
+    /// Binds `config.listen`, and `config.grpc_listen` when set.
     pub async fn bind(services: &Services) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&services.config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", services.config.listen))?;
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        };
+        let listener = bind(services.config.listen.clone()).await?;
+        let grpc = match &services.config.grpc_listen {
+            Some(addr) => Some(bind(addr.clone()).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            grpc,
             state: services.http_state()?,
         })
     }
@@ -301,8 +311,14 @@ impl Api {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` fires; meanwhile keeps the checks' overlay of
-    /// pending revocations current and replays the spool.
+    /// The bound gRPC ext_authz address, when one is configured.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves HTTP (and gRPC ext_authz when bound) until `stop` fires;
+    /// meanwhile keeps the checks' overlay of pending revocations current
+    /// and replays the spool. A failing gRPC server stops the process.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let checker = Arc::clone(&self.state.checker);
         let config = &self.state.config;
@@ -326,13 +342,31 @@ impl Api {
             tokio::spawn(writes),
         ];
         let limits = http::server::Limits::from(&**config);
-        http::server::serve(self.listener, http::router(self.state), limits, stop).await;
+        let grpc = async {
+            let Some(listener) = self.grpc else {
+                return Ok(());
+            };
+            let served = ExtAuthz::new(Arc::clone(&checker))
+                .serve(listener, stop.clone())
+                .await
+                .context("gRPC ext_authz");
+            // The API role fails as a whole: its gRPC half is part of it.
+            stop.cancel();
+            served
+        };
+        let http = http::server::serve(
+            self.listener,
+            http::router(self.state),
+            limits,
+            stop.clone(),
+        );
+        let (grpc, ()) = tokio::join!(grpc, http);
         // Ended, not only told to end: nothing writes after `run` returns.
         for task in background {
             task.abort();
             let _ = task.await;
         }
-        Ok(())
+        grpc
     }
 }
 
@@ -375,6 +409,9 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
     if roles.api {
         let api = Api::bind(&services).await?;
         tracing::info!(addr = %api.local_addr()?, "API listening");
+        if let Some(addr) = api.grpc_addr() {
+            tracing::info!(%addr, "gRPC ext_authz listening");
+        }
         tasks.spawn(api.run(stop.clone()));
     }
     if roles.worker {

@@ -1,4 +1,6 @@
-//! Read path endpoints: `POST /v1/check`, `GET /v1/auth`, `POST /introspect`.
+//! Read path endpoints: `POST /v1/check`, `GET /v1/auth`, `POST /introspect`,
+//! and the gateways' decision `/v1/auth` shares with the gRPC ext_authz
+//! service.
 
 use axum::{
     Json, Router,
@@ -15,7 +17,10 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, no_token},
 };
-use crate::{read::checker::Verdict, token::VerifiedToken};
+use crate::{
+    read::checker::{Checker, Verdict},
+    token::VerifiedToken,
+};
 
 /// The read-path routes that take a body.
 pub fn router() -> Router<AppState> {
@@ -121,19 +126,35 @@ async fn check(
     }
 }
 
-static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
-static X_AUTH_TOKEN_ID: HeaderName = HeaderName::from_static("x-auth-token-id");
+/// The subject header of an allowed request.
+pub static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+/// The token-id header of an allowed request.
+pub static X_AUTH_TOKEN_ID: HeaderName = HeaderName::from_static("x-auth-token-id");
 
 async fn forward_auth(State(state): State<AppState>, request: Request) -> Response {
     // The whole request is the extractor, so the token is read in place.
-    let (parts, _) = request.into_parts();
-    let Some(token) = bearer(&parts.headers) else {
-        // RFC 6750 3.1: a request without credentials gets no error code.
+    let authorization = request.headers().get(header::AUTHORIZATION);
+    let authorization = authorization.and_then(|v| v.to_str().ok());
+    auth_decision(&state.checker, authorization, "/v1/auth").await
+}
+
+/// The gateways' decision for a request whose `Authorization` header is
+/// `authorization`, as `/v1/auth` answers it (the gRPC ext_authz service
+/// translates the same answer): 200 with `X-Auth-Subject` and
+/// `X-Auth-Token-Id`; 401 with a Bearer challenge (no error code without
+/// credentials, RFC 6750 3.1); 503 when no store can answer. `route`
+/// names the caller in the log of a 503.
+pub async fn auth_decision(
+    checker: &Checker,
+    authorization: Option<&str>,
+    route: &'static str,
+) -> Response {
+    let Some(token) = authorization.and_then(bearer) else {
         return ApiError::unauthorized("missing or malformed Bearer token")
             .with_challenge(r#"Bearer realm="revokd""#)
             .into_response();
     };
-    match state.checker.check(token, now_unix()).await {
+    match checker.check(token, now_unix()).await {
         Verdict::Active(t) => {
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
@@ -156,19 +177,16 @@ async fn forward_auth(State(state): State<AppState>, request: Request) -> Respon
         }
         Verdict::Unavailable => {
             // As the trace layer of the other routes reports a 5xx.
-            tracing::error!(
-                path = "/v1/auth",
-                status = 503,
-                "no store can answer the check"
-            );
+            tracing::error!(path = route, status = 503, "no store can answer the check");
             ApiError::unavailable("no store can answer").into_response()
         }
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
+/// The token of an `Authorization: Bearer <token>` value (any case of the
+/// scheme).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }

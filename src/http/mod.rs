@@ -4,6 +4,7 @@ pub mod auth;
 pub mod check;
 pub mod error;
 pub mod extract;
+pub mod grpc;
 pub mod ops;
 pub mod probe;
 pub mod refresh;

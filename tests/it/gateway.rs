@@ -1,5 +1,6 @@
-//! nginx `auth_request` in front of a static upstream, using the example
-//! configuration in examples/nginx/: an active token passes (and its subject
+//! Each gateway in front of a static upstream, using the example
+//! configurations in examples/ (nginx, Caddy, HAProxy, Envoy with the HTTP
+//! and the gRPC ext_authz service): an active token passes (and its subject
 //! reaches the upstream), a revoked one is refused with 401.
 
 use std::{path::Path, process::Stdio, time::Duration};
@@ -96,16 +97,24 @@ impl Drop for Gateway {
     }
 }
 
-/// `/usr/bin/<name>` (or `/usr/local/bin`, `/usr/sbin`, `/usr/local/sbin`),
-/// or `None` where a developer machine lacks it; `.ci/run` installs every
-/// gateway and sets `REVOKD_REQUIRE_GATEWAYS` (and, for nginx, the older
+/// `/usr/bin/<name>` (or `/usr/local/bin`, `/usr/sbin`, `/usr/local/sbin`,
+/// or the CI venv's `bin`, where Envoy's PyPI wheel puts it), or `None`
+/// where a developer machine lacks it; `.ci/run` installs every gateway and
+/// sets `REVOKD_REQUIRE_GATEWAYS` (and, for nginx, the older
 /// `REVOKD_REQUIRE_NGINX`), so CI fails instead of skipping.
 #[track_caller]
 fn gateway_binary(name: &str) -> Option<String> {
-    let found = ["/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin"]
-        .iter()
-        .map(|dir| format!("{dir}/{name}"))
-        .find(|path| Path::new(path).exists());
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-venv/bin");
+    let found = [
+        "/usr/bin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/local/sbin",
+        venv,
+    ]
+    .iter()
+    .map(|dir| format!("{dir}/{name}"))
+    .find(|path| Path::new(path).exists());
     if found.is_none() {
         let required_by: &[&str] = match name {
             "nginx" => &["REVOKD_REQUIRE_GATEWAYS", "REVOKD_REQUIRE_NGINX"],
@@ -256,4 +265,91 @@ async fn haproxy_lua_auth_request_passes_active_tokens_refuses_others_and_strips
     let _haproxy = Gateway::start(command, gateway).await;
     assert_gateway(app, gateway).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn envoy_http_ext_authz_passes_active_tokens_refuses_others_and_strips_spoofed_subjects() {
+    envoy(include_str!("../../examples/envoy/envoy-http.yaml")).await;
+}
+
+#[tokio::test]
+async fn envoy_grpc_ext_authz_passes_active_tokens_refuses_others_and_strips_spoofed_subjects() {
+    envoy(include_str!("../../examples/envoy/envoy-grpc.yaml")).await;
+}
+
+/// Istio's sidecars have no filter that strips client-sent `X-Auth-*`
+/// ahead of ext_authz (examples/istio/): revokd's answer alone replaces them.
+#[tokio::test]
+async fn envoy_grpc_ext_authz_strips_spoofed_subjects_without_a_stripping_filter_as_istio_runs_it()
+{
+    let example = include_str!("../../examples/envoy/envoy-grpc.yaml");
+    let authz = "          - name: envoy.filters.http.ext_authz";
+    let (head, rest) = example
+        .split_once("          - name: envoy.filters.http.header_mutation")
+        .unwrap();
+    let (_, tail) = rest.split_once(authz).unwrap();
+    envoy(&format!("{head}{authz}{tail}")).await;
+}
+
+/// Envoy on `example` (ports filled in) in front of [`echo_upstream`], with
+/// revokd's HTTP API and gRPC ext_authz service.
+async fn envoy(example: &str) {
+    let Some(envoy) = gateway_binary("envoy") else {
+        return;
+    };
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &["--grpc-listen", &grpc],
+        ..Default::default()
+    })
+    .await;
+    let (gateway, upstream) = (free_port(), echo_upstream().await);
+    let grpc_port = grpc.rsplit(':').next().unwrap();
+    let config = example
+        .replace("127.0.0.1:8080", &app.addr.to_string())
+        .replace(
+            "port_value: 8080",
+            &format!("port_value: {}", app.addr.port()),
+        )
+        .replace("port_value: 9191", &format!("port_value: {grpc_port}"))
+        .replace("port_value: 9000", &format!("port_value: {upstream}"))
+        .replace("port_value: 8000", &format!("port_value: {gateway}"));
+    let file = std::env::temp_dir().join(format!(
+        "revokd-envoy-{}.yaml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, config).unwrap();
+    let mut command = std::process::Command::new(envoy);
+    command
+        .arg("-c")
+        .arg(&file)
+        // Tests run several at once: no shared memory between them.
+        .args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "error",
+        ]);
+    let _envoy = Gateway::start(command, gateway).await;
+    assert_gateway(app, gateway).await;
+    let _ = std::fs::remove_file(&file);
+}
+
+/// An app that shows what reached it (`subject=` and every `X-Auth-Subject`
+/// value); its port.
+async fn echo_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let subjects: Vec<&str> = headers
+            .get_all("x-auth-subject")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        format!("subject={}", subjects.join(","))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
 }

@@ -10,6 +10,7 @@ mod edge_config;
 mod edge_cost;
 mod edge_http;
 mod gateway;
+mod grpc;
 mod helpers;
 mod identity;
 mod maintenance;
