@@ -10,18 +10,19 @@
 //! - [`token`]: JWT verification (jsonwebtoken), `token_id`, minting.
 //! - [`read`]: the read path — verify (cached), then pending revocations, the
 //!   local replica, Redis, Postgres, behind circuit breakers; refresh tokens.
-//! - [`write`]: the write path shared by HTTP and CLI — bounds, durable first
-//!   (Postgres or the local spool), then queued; waiting for completion;
-//!   resync of what Redis may not hold yet.
+//! - [`write`]: the write path shared by HTTP and CLI — validation, durable
+//!   first (Postgres or the local spool), then queued; waiting for completion.
 //! - [`worker`]: supervised apalis workers applying jobs to both stores, and
 //!   maintenance (cleanup, rebuild of Redis from Postgres).
 //! - [`scheduler`]: the cron role pushing cleanup jobs once per tick.
-//! - [`store`]: the Redis deny-list, the Postgres record and the queue; every query.
+//! - [`store`]: every query — the Redis deny-list, the Postgres record, the
+//!   queue's apalis-redis layout, key names, TTL rules, the resync of Redis
+//!   from Postgres.
 //! - [`http`]: the axum API (`check`, `revoke`, `ops`, errors, extractors, API
-//!   keys), `probe` (what `/readyz` and `/metrics` report) and `server`, the
-//!   hyper server under it (timeouts, connection cap).
+//!   keys), `grpc` (Envoy's ext_authz), `probe` (what `/readyz` and
+//!   `/metrics` report) and `server`, the hyper server under it.
 //! - [`app`]: wiring of services and roles, telemetry and shutdown; [`cli`]: the command line.
-//! - [`instruments`]: Prometheus metrics.
+//! - [`instruments`]: Prometheus metrics; [`retry`]: the one backoff policy.
 
 pub mod app;
 pub mod cli;

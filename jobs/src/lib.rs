@@ -1,6 +1,6 @@
 //! # revokd-jobs
 //!
-//! The wire contract between applications and [revokd](https://example.invalid/revokd):
+//! The wire contract between applications and revokd, the JWT revocation service:
 //! the job payloads revokd's workers apply, the queue names they live under, and
 //! a small [`Producer`] that pushes them into the apalis-redis queue.
 //!

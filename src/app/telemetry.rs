@@ -1,4 +1,4 @@
-//! Logging: `RUST_LOG` filters (default `info` for `serve`, `warn` otherwise),
+//! Logging: `RUST_LOG` filters (default `info` for `serve`, `off` for one-shot commands),
 //! output on stderr so command output on stdout stays clean; colour only
 //! when stderr is a terminal, so a log file holds no escape codes.
 
