@@ -6,7 +6,7 @@ use std::time::Duration;
 use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreError, Stores, TtlPolicy, redis::DenyEntry};
+use crate::store::{StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
 
 /// Rows moved per round trip batch, unless set.
 pub const BATCH: i64 = 500;
@@ -99,16 +99,7 @@ impl Resync {
     async fn resync_refresh(&self) -> Result<u64, StoreError> {
         let rows = self.stores.db.pending_refresh(self.batch).await?;
         let now = now_unix();
-        let entries: Vec<_> = rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    r.token_id.clone(),
-                    r.entry(),
-                    self.ttl.refresh(r.expires_at, now)?,
-                ))
-            })
-            .collect();
+        let entries = RefreshRow::redis_entries(&rows, &self.ttl, now);
         self.stores.deny.set_refresh_entries(&entries).await?;
         let copied: Vec<(String, i16)> = rows.into_iter().map(|r| (r.token_id, r.state)).collect();
         self.stores.db.mark_refresh_in_redis(&copied).await?;

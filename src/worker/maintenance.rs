@@ -8,7 +8,7 @@ use revokd_jobs::now_unix;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreError, Stores, TtlPolicy, redis::DenyEntry};
+use crate::store::{StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
 
 /// Rows per delete statement or per pipelined Redis batch, unless set.
 pub const BATCH: i64 = 5_000;
@@ -246,16 +246,7 @@ impl Maintenance {
                 .await?;
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
-            let entries: Vec<_> = page
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.token_id.clone(),
-                        r.entry(),
-                        self.ttl.refresh(r.expires_at, now)?,
-                    ))
-                })
-                .collect();
+            let entries = RefreshRow::redis_entries(&page, &self.ttl, now);
             self.stores
                 .deny
                 .set_refresh_entries_as_of(&entries, now)

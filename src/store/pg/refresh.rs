@@ -6,7 +6,10 @@
 use revokd_jobs::RegisterRefresh;
 
 use super::Db;
-use crate::store::redis::registry::{RefreshEntry, State};
+use crate::store::{
+    TtlPolicy,
+    redis::registry::{RefreshEntry, State},
+};
 
 /// A registry row as Postgres has it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -32,6 +35,24 @@ impl RefreshRow {
             exp: self.expires_at,
             state: State::from_rank(i64::from(self.state)),
         }
+    }
+
+    /// The Redis registry entries of `rows` written as of `now`, with their
+    /// TTLs; rows already past their expiry get none.
+    pub fn redis_entries(
+        rows: &[RefreshRow],
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> Vec<(String, RefreshEntry, i64)> {
+        rows.iter()
+            .filter_map(|r| {
+                Some((
+                    r.token_id.clone(),
+                    r.entry(),
+                    ttl.refresh(r.expires_at, now)?,
+                ))
+            })
+            .collect()
     }
 }
 

@@ -3,7 +3,10 @@
 //! token too.
 
 use super::{Applier, ApplyError};
-use crate::{store::redis::DenyEntry, write::validate};
+use crate::{
+    store::{pg::RefreshRow, redis::DenyEntry},
+    write::validate,
+};
 
 /// Who asked for a family revocation, for the audit log.
 #[derive(Clone, Copy)]
@@ -46,16 +49,7 @@ impl Applier {
                 true,
             )
             .await?;
-        let entries: Vec<_> = members
-            .iter()
-            .filter_map(|m| {
-                Some((
-                    m.token_id.clone(),
-                    m.entry(),
-                    self.ttl.refresh(m.expires_at, now)?,
-                ))
-            })
-            .collect();
+        let entries = RefreshRow::redis_entries(&members, &self.ttl, now);
         self.stores.deny.set_refresh_entries(&entries).await?;
         // Every member is revoked as a token too, so a check without the
         // refresh hint (or a gateway) refuses it as well.
