@@ -47,16 +47,22 @@
 //! (default `warn,sqlx::query=error`, on stderr). The table goes to stdout,
 //! progress to stderr.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use common::{Bench, delete_prefix, glob_escape, redis_connection, scan};
 use redis::aio::MultiplexedConnection;
 use revokd::worker::maintenance::{CleanupReport, Quiet, RebuildReport};
 use revokd_jobs::now_unix;
 use sqlx::PgPool;
+use testkit::{
+    bench::{Bench, delete_prefix, env_or, redis_connection, scan},
+    glob_escape,
+};
+
+/// The allocator `revokd` runs with (`src/main.rs`), so the service code
+/// this example runs in-process is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Rows per delete statement, as `Maintenance::cleanup` uses.
 const BATCH: i64 = 5_000;
@@ -89,10 +95,6 @@ impl Settings {
             rows,
         })
     }
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 #[tokio::main]

@@ -21,6 +21,5 @@ mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;
-mod template;
 mod verification;
 mod write_api;
