@@ -36,8 +36,6 @@
 //! steady_per_s=R first_row_ms=F` (`steady_per_s`: the rate from the first
 //! row to the last); progress to stderr.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -47,10 +45,15 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use common::{Background, Bench};
 use revokd_jobs::{Producer, RevokeToken, now_unix};
+use testkit::bench::{Background, Bench};
 use tokio::task::JoinSet;
 use uuid::Uuid;
+
+/// The allocator `revokd` runs with (`src/main.rs`), so the service code
+/// this example runs in-process is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Longest the drain may take before the run fails.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);

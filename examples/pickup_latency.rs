@@ -31,8 +31,6 @@
 //! `BENCH_LOAD_RATE`, `RUST_LOG` (default `warn`, on stderr). The table goes
 //! to stdout, progress to stderr.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -42,12 +40,17 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use common::{Background, Bench};
 use revokd::{app::Services, write::completion::Completions};
 use revokd_jobs::{Producer, RevokeToken, now_unix};
+use testkit::bench::{Background, Bench, env_or};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// The allocator `revokd` runs with (`src/main.rs`), so the service code
+/// this example runs in-process is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Background producers in the loaded scenario.
 const LOAD_PRODUCERS: usize = 4;
@@ -87,10 +90,6 @@ impl Settings {
                 .context("BENCH_LOAD_RATE must be a number of jobs per second")?,
         })
     }
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
 #[tokio::main]

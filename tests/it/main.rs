@@ -22,6 +22,5 @@ mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;
-mod template;
 mod verification;
 mod write_api;

@@ -15,7 +15,7 @@ use std::{sync::OnceLock, time::Duration};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::pg_admin_url;
+use crate::{config::pg_admin_url, pg};
 
 /// Serialises the builds of every test process on this server.
 const BUILD_LOCK: i64 = 0x7265_766f_6b64_0001;
@@ -112,12 +112,7 @@ async fn exists(admin: &mut PgConnection, name: &str) -> bool {
 
 /// The URL of database `name` on the test server.
 pub fn database_url(name: &str) -> String {
-    let admin = pg_admin_url();
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .unwrap_or(admin);
-    format!("{base}/{name}")
+    pg::database_url(&pg_admin_url(), name)
 }
 
 /// Creates database `name` as a copy of the template.

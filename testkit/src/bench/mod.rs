@@ -1,6 +1,5 @@
 //! Setup and teardown shared by the benchmark examples that run against real
-//! servers (`pickup_latency`, `bench_worker`, `maintenance_bench`), used with
-//! `mod common;` (Cargo does not build `examples/common/mod.rs` as an example).
+//! servers (`pickup_latency`, `bench_worker`, `maintenance_bench`).
 //!
 //! A [`Bench`] owns a unique Redis key prefix `revokd-bench-<uuid>:` and a
 //! fresh Postgres database `revokd_bench_<uuid>`. [`Bench::measure`] runs a
@@ -10,33 +9,37 @@
 //! drops the database, whatever the outcome. Nothing else on the (shared)
 //! servers is touched.
 
-use std::{str::FromStr, time::Duration};
+mod redis_ops;
+
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Parser as _;
-use redis::aio::MultiplexedConnection;
 use revokd::{
     app::Services,
     cli::Cli,
     store::pg::Db,
     worker::{self, WorkerDeps},
 };
-use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The allocator `revokd` runs with (`src/main.rs`), so the service code
-/// these examples run in-process is measured as it runs in production.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub use self::redis_ops::{delete_prefix, redis_connection, scan};
+use crate::{
+    pg::{database_url, drop_database},
+    prefix::{QUEUES_LIST, queue_entry},
+};
 
 /// HMAC secret of the bench configuration (no token is ever verified).
 const SECRET: &str = "bench-secret-that-is-long-enough-for-hs256";
-/// apalis's global list of queues, where a running worker registers its own.
-const QUEUES_LIST: &str = "core:apalis:queues:list";
 /// How long background tasks get to stop before they are aborted.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The variable `name`, or `default` when it is unset.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
 
 /// One run's own Redis prefix and Postgres database.
 pub struct Bench {
@@ -131,7 +134,8 @@ impl Bench {
                 eprintln!("Redis cleanup failed: {error:#}");
             }
         }
-        if let Err(error) = drop_database(&self.db_url, db_name).await {
+        let admin = database_url(&self.db_url, "postgres");
+        if let Err(error) = drop_database(&admin, db_name).await {
             cleanup_failed = true;
             eprintln!("dropping database {db_name} failed: {error:#}");
         }
@@ -149,7 +153,7 @@ impl Bench {
         let deleted = delete_prefix(&mut conn, &self.prefix).await?;
         let _: u64 = redis::cmd("ZREM")
             .arg(QUEUES_LIST)
-            .arg(format!("{}queue:jobs:workers", self.prefix))
+            .arg(queue_entry(&self.prefix))
             .query_async(&mut conn)
             .await
             .context("ZREM")?;
@@ -160,7 +164,6 @@ impl Bench {
 impl Background {
     /// Starts revokd's worker (`revokd::worker::run`, concurrency from the
     /// configuration) on the bench prefix, until [`Background::stop`].
-    #[allow(dead_code, reason = "not every example runs a worker")]
     pub fn start_worker(&mut self, bench: &Bench, services: &Services) {
         self.tasks.spawn(worker::run(
             WorkerDeps {
@@ -187,115 +190,4 @@ impl Background {
             while self.tasks.join_next().await.is_some() {}
         }
     }
-}
-
-/// `server` with its database (if any) replaced by `name`, query kept.
-fn database_url(server: &str, name: &str) -> String {
-    let (head, query) = match server.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (server, None),
-    };
-    let authority = head.find("://").map_or(0, |i| i + 3);
-    let base = match head[authority..].find('/') {
-        Some(slash) => &head[..authority + slash],
-        None => head,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-/// A connection to `redis_url`, failing after 5 s.
-pub async fn redis_connection(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
-    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("connect to Redis: timed out")?
-    .context("connect to Redis")
-}
-
-/// Deletes every key under `prefix`: SCAN (not KEYS: the server is shared)
-/// with a DEL of each batch found, repeated until a full pass finds nothing.
-/// Returns keys deleted.
-pub async fn delete_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> anyhow::Result<u64> {
-    let pattern = format!("{}*", glob_escape(prefix));
-    let mut deleted = 0;
-    for _pass in 0..10 {
-        let mut found = 0;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = scan(conn, cursor, &pattern).await?;
-            found += batch.len();
-            for chunk in batch.chunks(500) {
-                let n: u64 = redis::cmd("DEL")
-                    .arg(chunk)
-                    .query_async(conn)
-                    .await
-                    .context("DEL")?;
-                deleted += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if found == 0 {
-            return Ok(deleted);
-        }
-    }
-    bail!("keys under {prefix} kept appearing after 10 passes")
-}
-
-/// One `SCAN cursor MATCH pattern COUNT 1000`: the next cursor and the keys
-/// of this step.
-pub async fn scan<K: redis::FromRedisValue>(
-    conn: &mut MultiplexedConnection,
-    cursor: u64,
-    pattern: &str,
-) -> anyhow::Result<(u64, Vec<K>)> {
-    redis::cmd("SCAN")
-        .arg(cursor)
-        .arg("MATCH")
-        .arg(pattern)
-        .arg("COUNT")
-        .arg(1000)
-        .query_async(conn)
-        .await
-        .context("SCAN")
-}
-
-/// `s` with the glob metacharacters of a `SCAN MATCH` pattern escaped.
-pub fn glob_escape(s: &str) -> String {
-    let mut escaped = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "*?[]\\".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-/// Drops the bench database (ending any connection still on it).
-async fn drop_database(db_url: &str, name: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(db_url)
-        .context("database URL")?
-        .database("postgres");
-    let mut admin = PgConnection::connect_with(&options)
-        .await
-        .context("connect to Postgres")?;
-    let sql = format!(
-        "drop database if exists \"{}\" with (force)",
-        name.replace('"', "\"\"")
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-        .context("drop database")?;
-    admin.close().await.context("close admin connection")?;
-    Ok(())
 }

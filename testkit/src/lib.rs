@@ -1,0 +1,54 @@
+//! revokd's shared harness, for its integration tests (`tests/it`) and its
+//! benchmark examples; dev-only (`publish = false`). Everything is
+//! re-exported at the root, so a test writes `testkit::TestApp`.
+//!
+//! - `config` — where the shared servers are; a test app's configuration.
+//! - `pg`, `template`, `db` — database URLs; the migrated template database;
+//!   [`TestDb`], a copy of it per test.
+//! - `prefix` — unique Redis key prefixes and [`PrefixGuard`], which deletes
+//!   exactly their keys.
+//! - `roles` — the roles an app runs in the background, awaited on stop.
+//! - `app`, `app_api` — [`TestApp`], the real API and worker in-process, and
+//!   its endpoint helpers.
+//! - `node` — [`Node`], another process of a deployment, in-process.
+//! - `process` — revokd as a process of its own ([`Process`]).
+//! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
+//!   takes a store down and back.
+//! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
+//!   condition; assertions and skips.
+//! - [`bench`] — a benchmark's own prefix and database, cleaned up whatever
+//!   the outcome.
+
+// Harness code: a failure is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod app;
+mod app_api;
+mod assert;
+pub mod bench;
+mod config;
+mod db;
+mod mint;
+mod node;
+mod pg;
+mod prefix;
+mod process;
+mod proxy;
+mod redis_server;
+mod roles;
+mod template;
+mod wait;
+
+pub use app::{Options, TestApp};
+pub use assert::{assert_answer, missing_program};
+pub use config::{SECRET, pg_admin_url, redis_url, spool_dir, test_config};
+pub use db::TestDb;
+pub use mint::{mint, mint_issued_ago};
+pub use node::{Node, NodeOptions, check_reason};
+pub use pg::{database_url, drop_database};
+pub use prefix::{PrefixGuard, glob_escape, own_deployment, unique_prefix};
+pub use process::{Process, healthy, log_to, revokd_command};
+pub use proxy::{Proxy, proxied};
+pub use redis_server::{PrivateRedis, free_port};
+pub use roles::{Roles, worker_deps};
+pub use wait::{current_replica, eventually, in_both_stores, wait_current};
