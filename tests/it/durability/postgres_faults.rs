@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use revokd::store::redis::DenyList;
 use serde_json::json;
 
 use super::{all_say, marker_set, token_id};
@@ -196,8 +197,10 @@ async fn api_and_stalled_worker(
     (api, worker)
 }
 
-/// Waits until a `?wait=true` request has recorded its revocation in `db`
-/// and listens for its completion on `redis`.
+/// Waits until a `?wait=true` request has recorded its revocation in `db`,
+/// queued it on `redis` and listens for its completion there. (Killing
+/// Redis before the job is queued is another case: the request is then
+/// answered at once, durable in Postgres, as degraded.)
 async fn until_waiting(db: &TestDb, redis: &str, prefix: &str) {
     eventually(
         Duration::from_secs(5),
@@ -210,6 +213,17 @@ async fn until_waiting(db: &TestDb, redis: &str, prefix: &str) {
             rows > 0
         },
     )
+    .await;
+    let deny = DenyList::new(revokd::store::fast_redis(redis).unwrap(), prefix);
+    let queue = revokd_jobs::queue_config(prefix);
+    eventually(Duration::from_secs(5), "the job queued", || {
+        let (deny, queue) = (deny.clone(), queue.clone());
+        async move {
+            deny.queue_depth(&queue)
+                .await
+                .is_ok_and(|d| d.pending + d.running > 0)
+        }
+    })
     .await;
     subscribed(redis, prefix).await;
 }
