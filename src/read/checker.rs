@@ -253,7 +253,13 @@ impl Checker {
             async move {
                 // Answering is not enough: Redis must take writes again
                 // (not OOM, READONLY, MISCONF, NOREPLICAS).
-                if resync.stores.deny.probe_write().await.is_err() {
+                if resync
+                    .stores
+                    .deny
+                    .probe_write(revokd_jobs::now_unix())
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
                 match resync.run_once().await {
@@ -275,7 +281,12 @@ impl Checker {
     pub async fn watch_redis_writes(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             if self.redis_health.is_up()
-                && let Err(error) = self.resync.stores.deny.probe_write().await
+                && let Err(error) = self
+                    .resync
+                    .stores
+                    .deny
+                    .probe_write(revokd_jobs::now_unix())
+                    .await
             {
                 tracing::warn!(%error, "redis refuses writes; checks go to postgres until it takes them");
                 self.redis_failed();

@@ -159,7 +159,7 @@ impl RefreshChecker<'_> {
         };
         let marked = if self.checker.redis_health().is_up() {
             self.deny
-                .mark_family_revoked(family, "reused", self.family_ttl)
+                .mark_family_revoked(family, "reused", self.family_ttl, revokd_jobs::now_unix())
                 .await
                 .inspect_err(|error| tracing::debug!(%error, "redis family marker failed"))
                 .ok()

@@ -33,7 +33,12 @@ impl Resync {
     pub async fn run_once(&self) -> Result<u64, StoreError> {
         let mut moved = 0;
         loop {
-            let (families, refresh) = (self.resync_families().await?, self.resync_refresh().await?);
+            // Each batch is written as of the clock when it starts.
+            let now = now_unix();
+            let (families, refresh) = (
+                self.resync_families(now).await?,
+                self.resync_refresh(now).await?,
+            );
             moved += families + refresh;
             let tokens = self.stores.db.pending_tokens(self.batch).await?;
             let subjects = self.stores.db.pending_watermarks(self.batch).await?;
@@ -48,7 +53,6 @@ impl Resync {
             if tokens.is_empty() && subjects.is_empty() {
                 return Ok(moved);
             }
-            let now = now_unix();
             let entries: Vec<(String, DenyEntry, i64)> = tokens
                 .iter()
                 .filter_map(|row| {
@@ -62,10 +66,10 @@ impl Resync {
                     Some((row.token_id.clone(), entry, ttl))
                 })
                 .collect();
-            self.stores.deny.deny_many(&entries).await?;
+            self.stores.deny.deny_many(&entries, now).await?;
             self.stores
                 .deny
-                .raise_many(&subjects, self.ttl.watermark())
+                .raise_many(&subjects, self.ttl.watermark(), now)
                 .await?;
             let copied: Vec<(String, i64)> = tokens
                 .into_iter()
@@ -81,13 +85,13 @@ impl Resync {
 
     /// Family revocations decided while Redis was down (reuse detected from
     /// Postgres) get their Redis marker.
-    async fn resync_families(&self) -> Result<u64, StoreError> {
+    async fn resync_families(&self, now: i64) -> Result<u64, StoreError> {
         let families = self.stores.db.pending_families(self.batch).await?;
         let ttl = self.ttl.watermark();
         for (family, reason) in &families {
             self.stores
                 .deny
-                .mark_family_revoked(family, reason, ttl)
+                .mark_family_revoked(family, reason, ttl, now)
                 .await?;
         }
         let ids: Vec<String> = families.into_iter().map(|(f, _)| f).collect();
@@ -96,11 +100,10 @@ impl Resync {
     }
 
     /// Refresh-token registrations written straight to Postgres.
-    async fn resync_refresh(&self) -> Result<u64, StoreError> {
+    async fn resync_refresh(&self, now: i64) -> Result<u64, StoreError> {
         let rows = self.stores.db.pending_refresh(self.batch).await?;
-        let now = now_unix();
         let entries = RefreshRow::redis_entries(&rows, &self.ttl, now);
-        self.stores.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries, now).await?;
         let copied: Vec<(String, i16)> = rows.into_iter().map(|r| (r.token_id, r.state)).collect();
         self.stores.db.mark_refresh_in_redis(&copied).await?;
         Ok(copied.len() as u64)

@@ -189,12 +189,7 @@ impl Maintenance {
                 })
                 .collect();
             report.tokens += entries.len() as u64;
-            report.restored += self
-                .stores
-                .deny
-                .deny_many_as_of(&entries, now)
-                .await?
-                .created;
+            report.restored += self.stores.deny.deny_many(&entries, now).await?.created;
             progress.advance(entries.len() as u64);
         }
         progress.phase("watermarks into redis", u64::try_from(subjects).ok());
@@ -205,7 +200,7 @@ impl Maintenance {
             let Some((last, _)) = page.last() else { break };
             after.clone_from(last);
             report.subjects += page.len() as u64;
-            report.restored += self.stores.deny.raise_many(&page, ttl).await?.created;
+            report.restored += self.stores.deny.raise_many(&page, ttl, now).await?.created;
             progress.advance(page.len() as u64);
         }
         report.refresh = self.rebuild_refresh(now, progress).await?;
@@ -232,7 +227,7 @@ impl Maintenance {
             for (family, reason) in &page {
                 self.stores
                     .deny
-                    .mark_family_revoked(family, reason, family_ttl)
+                    .mark_family_revoked(family, reason, family_ttl, now)
                     .await?;
             }
             written += page.len() as u64;
@@ -247,10 +242,7 @@ impl Maintenance {
             let Some(last) = page.last() else { break };
             after.clone_from(&last.token_id);
             let entries = RefreshRow::redis_entries(&page, &self.ttl, now);
-            self.stores
-                .deny
-                .set_refresh_entries_as_of(&entries, now)
-                .await?;
+            self.stores.deny.set_refresh_entries(&entries, now).await?;
             written += entries.len() as u64;
             progress.advance(entries.len() as u64);
         }

@@ -104,7 +104,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             Err(error) => tracing::warn!(worker = %name, %error, "worker failed; restarting"),
         }
         // A fetch that failed on a huge scheduled backlog must not fail again.
-        if let Err(error) = backend::promote_due(&conn, &config).await {
+        if let Err(error) = backend::promote_due(&conn, &config, revokd_jobs::now_unix()).await {
             tracing::debug!(%error, "cannot promote scheduled jobs yet");
         }
         match backend::rescue(&conn, &config, &name).await {

@@ -254,13 +254,25 @@ async fn redis_counts_follow_creations_extensions_and_expiry_minutes() {
         reason: None,
     };
     let now = revokd_jobs::now_unix();
-    deny.deny("short", &entry, 100).await.unwrap();
-    deny.deny("long", &entry, 5_000).await.unwrap();
+    deny.deny("short", &entry, 100, revokd_jobs::now_unix())
+        .await
+        .unwrap();
+    deny.deny("long", &entry, 5_000, revokd_jobs::now_unix())
+        .await
+        .unwrap();
     // Extended and repeated: still one key each.
-    deny.deny("short", &entry, 200).await.unwrap();
-    deny.deny("long", &entry, 5_000).await.unwrap();
-    deny.raise_watermark("s", 10, 1_000).await.unwrap();
-    deny.raise_watermark("s", 20, 1_000).await.unwrap();
+    deny.deny("short", &entry, 200, revokd_jobs::now_unix())
+        .await
+        .unwrap();
+    deny.deny("long", &entry, 5_000, revokd_jobs::now_unix())
+        .await
+        .unwrap();
+    deny.raise_watermark("s", 10, 1_000, revokd_jobs::now_unix())
+        .await
+        .unwrap();
+    deny.raise_watermark("s", 20, 1_000, revokd_jobs::now_unix())
+        .await
+        .unwrap();
     assert_eq!(deny.revocation_counts(now).await.unwrap(), (2, 1));
     // Once "short" and the watermark have ended, only "long" counts.
     assert_eq!(deny.revocation_counts(now + 1_200).await.unwrap(), (1, 0));

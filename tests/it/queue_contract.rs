@@ -124,7 +124,9 @@ async fn a_job_stock_apalis_redis_pushes_is_applied_and_vacuumed_by_revokd() {
         .unwrap();
     assert_eq!(deny.queue_depth(&config).await.unwrap().pending, 1);
     assert_eq!(
-        promote_due(&conn, &config).await.unwrap(),
+        promote_due(&conn, &config, revokd_jobs::now_unix())
+            .await
+            .unwrap(),
         1,
         "revokd promotes the job from where stock apalis-redis parked it"
     );

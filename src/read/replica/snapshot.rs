@@ -41,7 +41,7 @@ impl Follower {
         let now = now_unix();
         let started = std::time::Instant::now();
         let snapshot = if self.deny.marker_present().await.unwrap_or(false) {
-            self.deny.snapshot().await?
+            self.deny.snapshot(now).await?
         } else {
             self.snapshot_from_postgres(now).await?
         };

@@ -15,14 +15,18 @@ const EVERY: Duration = Duration::from_millis(500);
 /// `lua/promote.lua`.
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
 
-/// Promotes due scheduled jobs; returns how many.
-pub async fn promote_due(conn: &ConnectionManager, config: &Config) -> redis::RedisResult<u64> {
+/// Promotes the scheduled jobs due at `now`; returns how many.
+pub async fn promote_due(
+    conn: &ConnectionManager,
+    config: &Config,
+    now: i64,
+) -> redis::RedisResult<u64> {
     let mut conn = conn.clone();
     PROMOTE
         .key(config.scheduled_jobs_set())
         .key(config.active_jobs_list())
         .key(config.signal_list())
-        .arg(revokd_jobs::now_unix())
+        .arg(now)
         .invoke_async(&mut conn)
         .await
 }
@@ -31,7 +35,7 @@ pub async fn promote_due(conn: &ConnectionManager, config: &Config) -> redis::Re
 /// until `stop` fires.
 pub async fn keep_promoting(conn: ConnectionManager, config: Config, stop: CancellationToken) {
     loop {
-        if let Err(error) = promote_due(&conn, &config).await {
+        if let Err(error) = promote_due(&conn, &config, revokd_jobs::now_unix()).await {
             tracing::debug!(%error, "cannot promote scheduled jobs yet");
         }
         tokio::select! {

@@ -110,6 +110,7 @@ impl DenyList {
         subject: &str,
         not_before: i64,
         ttl_secs: i64,
+        now: i64,
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = RAISE.prepare_invoke();
         invocation
@@ -119,55 +120,50 @@ impl DenyList {
             .arg(not_before)
             .arg(ttl_secs)
             .arg(subject)
-            .arg(revokd_jobs::now_unix().saturating_add(ttl_secs))
+            .arg(now.saturating_add(ttl_secs))
             .arg(EVENTS_MAXLEN);
         invocation
     }
 
-    /// Puts `token_id` on the deny-list for `ttl_secs` (must be > 0), keeping
-    /// a longer TTL already there.
+    /// Puts `token_id` on the deny-list for `ttl_secs` (must be > 0) from
+    /// `now`, keeping a longer TTL already there.
     pub async fn deny(
         &self,
         token_id: &str,
         entry: &DenyEntry,
         ttl_secs: i64,
+        now: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = self
-            .revoke_invocation(token_id, entry, ttl_secs, revokd_jobs::now_unix())
+            .revoke_invocation(token_id, entry, ttl_secs, now)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
 
-    /// Raises `subject`'s watermark to `not_before` (never lowers it).
+    /// Raises `subject`'s watermark to `not_before` (never lowers it), for
+    /// `ttl_secs` from `now`.
     pub async fn raise_watermark(
         &self,
         subject: &str,
         not_before: i64,
         ttl_secs: i64,
+        now: i64,
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = self
-            .raise_invocation(subject, not_before, ttl_secs)
+            .raise_invocation(subject, not_before, ttl_secs, now)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
 
     /// Writes many entries in one pipelined round trip (same rules as
-    /// [`DenyList::deny`]).
+    /// [`DenyList::deny`]): each entry ends at `now + ttl`, so TTLs the
+    /// caller derived from the same `now` give the same end on every run (a
+    /// rebuild rewrites nothing unchanged).
     pub async fn deny_many(
-        &self,
-        entries: &[(String, DenyEntry, i64)],
-    ) -> redis::RedisResult<Written> {
-        self.deny_many_as_of(entries, revokd_jobs::now_unix()).await
-    }
-
-    /// [`DenyList::deny_many`] with TTLs computed as of `now`: each entry
-    /// ends at `now + ttl`, so TTLs the caller derived from the same `now`
-    /// give the same end on every run (a rebuild rewrites nothing unchanged).
-    pub async fn deny_many_as_of(
         &self,
         entries: &[(String, DenyEntry, i64)],
         now: i64,
@@ -185,11 +181,12 @@ impl DenyList {
         &self,
         marks: &[(String, i64)],
         ttl_secs: i64,
+        now: i64,
     ) -> redis::RedisResult<Written> {
         let mut pipe = redis::pipe();
         pipe.load_script(&RAISE).ignore();
         for (subject, not_before) in marks {
-            pipe.invoke_script(&self.raise_invocation(subject, *not_before, ttl_secs));
+            pipe.invoke_script(&self.raise_invocation(subject, *not_before, ttl_secs, now));
         }
         self.run_counted(pipe).await
     }

@@ -49,12 +49,13 @@ impl DenyList {
 
     /// A write Redis must accept (`{prefix}writable`, expiring): fails
     /// while Redis answers but refuses writes (`OOM`, `READONLY`, `MISCONF`,
-    /// `NOREPLICAS`).
-    pub async fn probe_write(&self) -> redis::RedisResult<()> {
+    /// `NOREPLICAS`). The value is the writer's clock, `now`, for whoever
+    /// looks.
+    pub async fn probe_write(&self, now: i64) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("SET")
             .arg(self.keys.writable())
-            .arg(revokd_jobs::now_unix())
+            .arg(now)
             .arg("PX")
             .arg(10_000)
             .query_async::<()>(&mut conn)

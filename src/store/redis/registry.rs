@@ -81,19 +81,9 @@ impl DenyList {
         invocation
     }
 
-    /// Writes registry entries in one pipelined round trip; returns the
-    /// states stored.
+    /// Writes registry entries in one pipelined round trip, each ending at
+    /// `now + ttl` (see [`DenyList::deny_many`]); returns the states stored.
     pub async fn set_refresh_entries(
-        &self,
-        entries: &[(String, RefreshEntry, i64)],
-    ) -> redis::RedisResult<Vec<State>> {
-        self.set_refresh_entries_as_of(entries, revokd_jobs::now_unix())
-            .await
-    }
-
-    /// [`DenyList::set_refresh_entries`] with TTLs computed as of `now`
-    /// (each entry ends at `now + ttl`; see `DenyList::deny_many_as_of`).
-    pub async fn set_refresh_entries_as_of(
         &self,
         entries: &[(String, RefreshEntry, i64)],
         now: i64,
@@ -146,6 +136,7 @@ impl DenyList {
         family: &str,
         reason: &str,
         ttl: i64,
+        now: i64,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let first: i64 = MARK_FAMILY
@@ -155,7 +146,7 @@ impl DenyList {
             .arg(ttl.max(1))
             .arg(family)
             .arg(EVENTS_MAXLEN)
-            .arg(revokd_jobs::now_unix().saturating_add(ttl.max(1)))
+            .arg(now.saturating_add(ttl.max(1)))
             .invoke_async(&mut conn)
             .await?;
         Ok(first == 1)

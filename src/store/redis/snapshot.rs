@@ -69,12 +69,12 @@ impl Snapshot {
 
 impl DenyList {
     /// Every deny-list entry, watermark, refresh-token entry and revoked
-    /// family, with the unix time each ends; SCAN plus pipelined reads.
-    pub async fn snapshot(&self) -> redis::RedisResult<Snapshot> {
+    /// family alive at `now`, with the unix time each ends; SCAN plus
+    /// pipelined reads.
+    pub async fn snapshot(&self, now: i64) -> redis::RedisResult<Snapshot> {
         /// Keys asked for per SCAN call: one pass over the keyspace, each
         /// batch's values fetched in one pipeline before the next SCAN.
         const SCAN_COUNT: usize = 5_000;
-        let now = revokd_jobs::now_unix();
         let mut conn = self.conn.clone();
         let mut snapshot = Snapshot::default();
         let pattern = self.keys.pattern("");

@@ -30,7 +30,7 @@ impl Applier {
                 entries.push((old.token_id.clone(), entry(old_exp, State::Rotated), ttl));
             }
         }
-        self.stores.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries, now).await?;
         let job = RegisterRefresh {
             expires_at,
             ..job.clone()
@@ -40,7 +40,7 @@ impl Applier {
             // The family was revoked while Redis did not know: tell it now.
             self.stores
                 .deny
-                .mark_family_revoked(&job.family_id, "revoked", self.ttl.watermark())
+                .mark_family_revoked(&job.family_id, "revoked", self.ttl.watermark(), now)
                 .await?;
         }
         Ok(Applied::Registered(state))

@@ -17,7 +17,10 @@ impl Applier {
                 revoked_at: job.meta.requested_at,
                 reason: job.reason.clone(),
             };
-            self.stores.deny.deny(&job.token_id, &entry, ttl).await?;
+            self.stores
+                .deny
+                .deny(&job.token_id, &entry, ttl, now)
+                .await?;
         }
         // Revoking a refresh token revokes its whole family.
         if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {

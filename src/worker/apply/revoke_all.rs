@@ -14,7 +14,7 @@ impl Applier {
     ) -> Result<Applied, ApplyError> {
         self.stores
             .deny
-            .raise_watermark(&job.subject, job.not_before, self.ttl.watermark())
+            .raise_watermark(&job.subject, job.not_before, self.ttl.watermark(), now)
             .await?;
         self.stores.db.apply_revoke_all(job, now).await?;
         // Sign out everywhere covers refresh-token families too.

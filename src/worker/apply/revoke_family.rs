@@ -32,7 +32,7 @@ impl Applier {
         validate::token_id(family)?;
         self.stores
             .deny
-            .mark_family_revoked(family, reason, self.ttl.watermark())
+            .mark_family_revoked(family, reason, self.ttl.watermark(), now)
             .await?;
         let expires_at = now.saturating_add(self.ttl.max_lifetime);
         let members = self
@@ -50,7 +50,7 @@ impl Applier {
             )
             .await?;
         let entries = RefreshRow::redis_entries(&members, &self.ttl, now);
-        self.stores.deny.set_refresh_entries(&entries).await?;
+        self.stores.deny.set_refresh_entries(&entries, now).await?;
         // Every member is revoked as a token too, so a check without the
         // refresh hint (or a gateway) refuses it as well.
         let denied: Vec<_> = members
@@ -65,7 +65,7 @@ impl Applier {
                 Some((m.token_id.clone(), entry, self.ttl.deny(m.expires_at, now)?))
             })
             .collect();
-        self.stores.deny.deny_many(&denied).await?;
+        self.stores.deny.deny_many(&denied, now).await?;
         self.stores
             .db
             .revoke_members(&members, reason, request.by, request.at, true)
