@@ -46,6 +46,7 @@ pub async fn pause(delay: Duration, stop: &CancellationToken) {
 pub struct Backoff {
     policy: ExponentialBuilder,
     delays: ExponentialBackoff,
+    cap: Duration,
 }
 
 impl Backoff {
@@ -55,15 +56,14 @@ impl Backoff {
         Self {
             delays: policy.build(),
             policy,
+            cap,
         }
     }
 
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
-        // `without_max_times` never ends the iterator; the cap is the bound.
-        self.delays
-            .next()
-            .unwrap_or_else(|| self.policy.build().next().unwrap_or_default())
+        // `without_max_times` never ends the iterator.
+        self.delays.next().unwrap_or(self.cap)
     }
 
     /// Waits the next delay, or less if `stop` fires.

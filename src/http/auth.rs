@@ -120,7 +120,9 @@ impl KeyRing {
             // are tried (each in constant time).
             let (name_decoded, key_decoded) = (form_decode(name), form_decode(key));
             let decoded = self.named(&name_decoded, &key_decoded);
-            let raw = self.named(name, key);
+            // Only when decoding changed something is there a second form.
+            let changed = name_decoded != name || key_decoded != key;
+            let raw = changed.then(|| self.named(name, key)).flatten();
             return decoded
                 .or(raw)
                 .ok_or_else(|| ApiError::unauthorized("invalid API key"));

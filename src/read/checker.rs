@@ -217,7 +217,7 @@ impl Checker {
             Ok(claims) => claims,
             Err(reason) => return (Verdict::Inactive(reason), "none"),
         };
-        match self.revocation(&claims).await {
+        match self.revocation(&claims, now).await {
             Ok((Some(reason), source)) => (Verdict::Inactive(reason), source.as_str()),
             Ok((None, source)) => (Verdict::Active(claims), source.as_str()),
             Err(Unavailable) if self.fail_mode == FailMode::Open => {
@@ -227,16 +227,19 @@ impl Checker {
         }
     }
 
-    /// Whether a verified token is revoked, and which store said so.
+    /// Whether a verified token is revoked as of `now`, and which store
+    /// said so.
     pub async fn revocation(
         &self,
         claims: &VerifiedToken,
+        now: i64,
     ) -> Result<(Option<Reason>, Source), Unavailable> {
         let (denied, not_before, source) = self
             .lookup(
                 &claims.token_id,
                 claims.twin_token_id.as_deref(),
                 claims.subject_id.as_deref(),
+                now,
             )
             .await?;
         Ok((decide(denied, not_before, claims.iat), source))
@@ -309,6 +312,7 @@ impl Checker {
         token_id: &str,
         twin: Option<&str>,
         sub: Option<&str>,
+        now: i64,
     ) -> Result<(bool, Option<i64>, Source), Unavailable> {
         let pending = self.pending.cover(token_id, twin, sub);
         // Postgres-only (pending rows not listed) as long as Postgres can
@@ -316,14 +320,13 @@ impl Checker {
         let postgres_only = matches!(pending, Cover::PostgresOnly(_)) && self.pg_health.is_up();
         let (Cover::Merge(pending) | Cover::PostgresOnly(pending)) = pending;
         if !postgres_only && self.redis_health.is_up() {
-            if let Some(replica) = &self.replica {
-                let now = revokd_jobs::now_unix();
-                if let Some((denied, not_before)) = replica.lookup(token_id, sub, now) {
-                    LookupStats::bump(&self.stats.replica);
-                    let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
-                    let (denied, not_before) = pending.merge(denied, not_before);
-                    return Ok((denied, not_before, Source::Replica));
-                }
+            if let Some(replica) = &self.replica
+                && let Some((denied, not_before)) = replica.lookup(token_id, sub, now)
+            {
+                LookupStats::bump(&self.stats.replica);
+                let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
+                let (denied, not_before) = pending.merge(denied, not_before);
+                return Ok((denied, not_before, Source::Replica));
             }
             match self.resync.stores.deny.lookup(token_id, twin, sub).await {
                 Ok(found) if found.complete => {

@@ -26,7 +26,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use revokd_jobs::{Job, now_unix};
+use revokd_jobs::{Job, now_unix, now_unix_ms};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -132,10 +132,6 @@ pub struct Pending {
     wake: Notify,
 }
 
-fn unix_ms() -> i64 {
-    Replica::now_ms()
-}
-
 impl Pending {
     /// An empty overlay that sends checks to Postgres until its first poll
     /// (see [`follow`](Self::follow)) has been read.
@@ -214,7 +210,7 @@ impl Pending {
     /// false when only the spool holds it (kept until
     /// [`spool_replayed`](Self::spool_replayed)).
     pub fn add_local(&self, job: &Job, in_postgres: bool, ttl: TtlPolicy) {
-        let now = unix_ms();
+        let now = now_unix_ms();
         let confirmed = in_postgres.then_some(now);
         let add =
             |map: &DashMap<String, Local>, key: &str, value: i64| match map.entry(key.to_owned()) {
@@ -259,7 +255,7 @@ impl Pending {
     /// The spool was replayed into Postgres by a pass that started at
     /// `started_ms`: local entries added before then are in Postgres now.
     pub fn spool_replayed(&self, started_ms: i64) {
-        let now = unix_ms();
+        let now = now_unix_ms();
         for map in self.local_maps() {
             for mut local in map.iter_mut() {
                 if local.in_postgres_ms.is_none() && local.added_ms < started_ms {
@@ -320,7 +316,7 @@ impl Pending {
         stop: CancellationToken,
     ) {
         loop {
-            let started_ms = unix_ms();
+            let started_ms = now_unix_ms();
             let cutoff = now_unix() - leeway;
             match tokio::time::timeout(POLL_TIMEOUT, db.pending_revocations(cutoff, LIMIT)).await {
                 Ok(Ok(rows)) => {
@@ -417,7 +413,7 @@ mod tests {
         );
         // A poll that started later saw the watermark's row; the spooled
         // token stays until the spool is replayed.
-        pending.replace_polled(Polled::default(), unix_ms() + 1);
+        pending.replace_polled(Polled::default(), now_unix_ms() + 1);
         assert_eq!(
             pending.cover("t", None, Some("s")),
             Cover::Merge(Found {
@@ -425,8 +421,8 @@ mod tests {
                 not_before: None
             })
         );
-        pending.spool_replayed(unix_ms() + 1);
-        pending.replace_polled(Polled::default(), unix_ms() + 1);
+        pending.spool_replayed(now_unix_ms() + 1);
+        pending.replace_polled(Polled::default(), now_unix_ms() + 1);
         assert!(pending.is_empty());
         assert_eq!(
             pending.cover("t", None, Some("s")),

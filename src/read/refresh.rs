@@ -62,7 +62,7 @@ impl RefreshChecker<'_> {
             Ok(claims) => claims,
             Err(reason) => return Verdict::Inactive(reason),
         };
-        match self.decide(&claims).await {
+        match self.decide(&claims, now).await {
             Ok(None) => Verdict::Active(claims),
             Ok(Some(reason)) => Verdict::Inactive(reason),
             Err(Unavailable) if self.fail_mode == FailMode::Open => Verdict::Active(claims),
@@ -70,7 +70,11 @@ impl RefreshChecker<'_> {
         }
     }
 
-    async fn decide(&self, claims: &VerifiedToken) -> Result<Option<Reason>, Unavailable> {
+    async fn decide(
+        &self,
+        claims: &VerifiedToken,
+        now: i64,
+    ) -> Result<Option<Reason>, Unavailable> {
         // The replica settles active and revoked tokens; a rotated one (reuse
         // handling needs Redis) or one it does not hold goes to Redis, then
         // Postgres.
@@ -81,9 +85,7 @@ impl RefreshChecker<'_> {
             .checker
             .replica()
             .filter(|_| !pending && self.checker.redis_health().is_up());
-        let (state, entry) = match replica
-            .and_then(|r| r.lookup_refresh(&claims.token_id, revokd_jobs::now_unix()))
-        {
+        let (state, entry) = match replica.and_then(|r| r.lookup_refresh(&claims.token_id, now)) {
             Some(RefreshState::Active) => (Some(State::Active), None),
             Some(RefreshState::Revoked) => (Some(State::Revoked), None),
             _ => {
@@ -97,7 +99,7 @@ impl RefreshChecker<'_> {
             self.record_reuse(entry, claims).await;
             return Ok(Some(Reason::Reused));
         }
-        if let (Some(reason), _) = self.checker.revocation(claims).await? {
+        if let (Some(reason), _) = self.checker.revocation(claims, now).await? {
             return Ok(Some(reason));
         }
         Ok(match state {

@@ -1,6 +1,6 @@
 //! Every Redis key and channel name revokd uses, built from one prefix in
 //! one place (the README's key-layout table is this file). The queue's own
-//! keys are apalis-redis's, under [`Keys::queue`]; see [`super::queue`].
+//! keys are apalis-redis's, under `{prefix}queue:jobs`; see [`super::queue`].
 
 use super::redis::glob_escape;
 
@@ -89,11 +89,6 @@ impl Keys {
         format!("{}done", self.prefix)
     }
 
-    /// `{prefix}queue:jobs`: the apalis-redis queue name.
-    pub fn queue(&self) -> String {
-        revokd_jobs::queue_name(&self.prefix)
-    }
-
     /// `{prefix}queue:jobs:wake`: the channel producers wake workers on.
     pub fn wake_channel(&self) -> String {
         revokd_jobs::wake_channel(&self.prefix)
@@ -120,7 +115,6 @@ mod tests {
         assert_eq!(keys.marker(), "revokd:marker");
         assert_eq!(keys.count("jti"), "revokd:count:jti");
         assert_eq!(keys.done_channel(), "revokd:done");
-        assert_eq!(keys.queue(), "revokd:queue:jobs");
         assert_eq!(keys.wake_channel(), "revokd:queue:jobs:wake");
         assert_eq!(Keys::new("a*b:").pattern("jti:"), "a\\*b:jti:*");
     }

@@ -20,10 +20,10 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use apalis_redis::RedisStorage;
-use revokd_jobs::{Job, Producer, now_unix, queue_config, wake_channel};
+use revokd_jobs::{Job, Producer, now_unix, queue_config};
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::Backoff;
+use crate::{retry::Backoff, store::Keys};
 
 pub use apply::{Applied, Applier, ApplyError};
 pub use backend::{Envelope, TolerantCodec, Wake};
@@ -58,7 +58,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
     let helpers = [
         tokio::spawn(backend::listen_for_wakeups(
             deps.redis_url.clone(),
-            wake_channel(&deps.prefix),
+            Keys::new(&deps.prefix).wake_channel(),
             Arc::clone(&wake),
             stop.clone(),
         )),

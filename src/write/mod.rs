@@ -1,8 +1,9 @@
 //! The write path shared by HTTP and the CLI: input validation ([`validate`]),
 //! the [`submit`]ter that makes a revocation durable first (Postgres, or
 //! the local [`spool`] when Postgres is down) and then queues it,
-//! [`completion`] for callers that wait until a worker applied the job, and
-//! [`resync`], which copies revocations Redis may not hold yet into Redis.
+//! and [`completion`] for callers that wait until a worker applied the job.
+//! (Copying revocations Redis may not hold yet into Redis is
+//! [`crate::store::resync`].)
 
 pub mod completion;
 pub mod spool;

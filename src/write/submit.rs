@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use crate::{
     read::checker::Checker,
-    read::replica::Replica,
     store::pg::batch::RevokeBatcher,
     store::{TtlPolicy, pg::Db},
     write::completion::{Completion, Completions, Outcome, TooManyWaiters},
@@ -112,7 +111,7 @@ impl Submitter {
     }
 
     async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
-        validate::request(&job)?;
+        let job = validate::request(&job)?;
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
         let durable = self.make_durable(&job).await?;
@@ -314,7 +313,7 @@ pub async fn replay_spool(
     checker: Option<&Checker>,
     ttl: TtlPolicy,
 ) -> sqlx::Result<crate::write::spool::Replayed> {
-    let started_ms = Replica::now_ms();
+    let started_ms = revokd_jobs::now_unix_ms();
     let replayed = spool
         .replay(|job| async move {
             match record_pending(db, None, &job, now_unix(), ttl).await {

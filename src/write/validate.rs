@@ -70,19 +70,21 @@ pub fn reason(value: Option<&str>) -> Result<(), InputError> {
     }
 }
 
-/// The submit side: every field of `job` as a request must give it.
-pub fn request(job: &Job) -> Result<(), InputError> {
-    self::job(job)?;
+/// The submit side: every field of `job` as a request must give it; the
+/// job as it will be recorded (who asked, cleaned as [`job`] does), so what
+/// is made durable is exactly what every store can hold.
+pub fn request(job: &Job) -> Result<Job, InputError> {
+    let recorded = self::job(job)?;
     match job {
         Job::Revoke(j) => {
             j.subject.as_deref().map(subject).transpose()?;
-            reason(j.reason.as_deref())
+            reason(j.reason.as_deref())?;
         }
-        Job::RevokeAll(j) => reason(j.reason.as_deref()),
-        Job::RevokeFamily(j) => reason(j.reason.as_deref()),
-        Job::RegisterRefresh(_) | Job::Cleanup(_) => Ok(()),
-        Job::Unknown => Err(InputError::UnknownKind),
+        Job::RevokeAll(j) => reason(j.reason.as_deref())?,
+        Job::RevokeFamily(j) => reason(j.reason.as_deref())?,
+        Job::RegisterRefresh(_) | Job::Cleanup(_) | Job::Unknown => {}
     }
+    Ok(recorded)
 }
 
 /// The worker side: `job` as stored — identifying fields checked,
@@ -192,6 +194,15 @@ mod tests {
     fn a_request_refuses_what_a_worker_cleans() {
         let job = Job::Revoke(RevokeToken::new("t", Some("a\0b".into()), 10).reason("x\ny"));
         assert_eq!(request(&job), Err(InputError::ControlCharacters("sub")));
+        // Who asked is informational on both sides: cleaned, not refused,
+        // so a spooled revocation can never be refused by Postgres later.
+        let mut asked = RevokeToken::new("t", None, 10);
+        asked.meta.requested_by = "app\0".into();
+        let Ok(Job::Revoke(recorded)) = request(&Job::Revoke(asked.clone())) else {
+            panic!("a request with an odd requester is accepted");
+        };
+        assert_eq!(recorded.meta.requested_by, "app");
+        assert_eq!(recorded.meta.job_id, asked.meta.job_id);
         let Ok(Job::Revoke(cleaned)) = self::job(&job) else {
             panic!("a worker keeps the revocation");
         };

@@ -65,11 +65,6 @@ pub enum RefreshState {
     Revoked,
 }
 
-/// Unix milliseconds on the wall clock.
-fn unix_ms() -> i64 {
-    revokd_jobs::now_unix_ms()
-}
-
 impl Replica {
     /// An empty replica that declines until loaded and proven current.
     pub fn new(max_lag: Duration) -> Arc<Self> {
@@ -132,11 +127,6 @@ impl Replica {
         while self.is_fresh() && !self.freshness.proven_since(since) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-    }
-
-    /// Unix milliseconds now (the wall clock; the pending overlay's stamps).
-    pub fn now_ms() -> i64 {
-        unix_ms()
     }
 
     /// A refresh token's state, or `None` when the replica cannot prove it

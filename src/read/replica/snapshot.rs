@@ -6,7 +6,7 @@
 use redis::aio::MultiplexedConnection;
 use revokd_jobs::now_unix;
 
-use super::{Event, Follower, unix_ms};
+use super::{Event, Follower};
 use crate::store::redis::Snapshot;
 
 /// On (re)connect, events are replayed from this far before the snapshot:
@@ -36,7 +36,7 @@ impl Follower {
             .ids
             .first()
             .and_then(|e| e.id.split('-').next()?.parse::<u64>().ok())
-            .unwrap_or_else(|| u64::try_from(unix_ms()).unwrap_or_default())
+            .unwrap_or_else(|| u64::try_from(revokd_jobs::now_unix_ms()).unwrap_or_default())
             .saturating_sub(REPLAY_MS);
         let now = now_unix();
         let started = std::time::Instant::now();

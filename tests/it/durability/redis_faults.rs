@@ -264,9 +264,11 @@ async fn a_refresh_family_revoked_while_redis_refuses_writes_is_refused_everywhe
     run(&mut conn, &restore);
     let ids = [token_id(&a, &first), token_id(&a, second[0])];
     in_both_stores(&db, &redis, &prefix, &ids).await;
+    // ... and every API process refuses both, one started afterwards too.
+    let c = Node::start(node(false, true)).await;
     all_say(
-        &[&a, &b],
-        &second,
+        &[&a, &b, &c],
+        &[first.as_str(), second[0]],
         "revoked",
         Duration::from_secs(5),
         "after",
@@ -312,5 +314,24 @@ async fn a_marker_set_on_another_server_rebuilds_what_this_one_lost() {
         async move { back }
     })
     .await;
-    assert_eq!(a.reason(&token).await, "revoked");
+    // The audit: in both stores, and refused by this process and by one
+    // started afterwards.
+    in_both_stores(&db, &redis, &prefix, &[token_id(&a, &token)]).await;
+    let b = Node::start(NodeOptions {
+        prefix: &prefix,
+        redis_url: &redis,
+        db_url: &db.url,
+        worker: false,
+        replica: true,
+        extra: &[],
+    })
+    .await;
+    all_say(
+        &[&a, &b],
+        &[token.as_str()],
+        "revoked",
+        Duration::from_secs(5),
+        "after",
+    )
+    .await;
 }
