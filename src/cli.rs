@@ -364,21 +364,33 @@ async fn cli_submitter(services: &Services) -> crate::write::submit::Submitter {
 }
 
 /// Services for commands that verify no token (revoke by jti, revoke-all,
-/// cleanup, rehydrate, stats): they must work without a verification key, so
-/// a random one stands in when none is configured. It verifies nothing.
+/// cleanup, rehydrate, stats): they must work without a verification key,
+/// and without asking an identity provider for one, so a random one stands
+/// in when no local key is configured. It verifies nothing.
 fn store_services(mut config: Config) -> anyhow::Result<Services> {
-    let has_key = config.jwt_secret.is_some()
+    let has_local_key = config.jwt_secret.is_some()
         || config.jwt_public_key_file.is_some()
         || config.jwt_jwks_file.is_some();
-    if !has_key {
+    if !has_local_key {
         config.jwt_secret = Some(uuid::Uuid::new_v4().simple().to_string().into());
         config.jwt_algorithm = None;
+        config.jwt_oidc_issuer = None;
+        config.jwt_jwks_url = None;
+        config.issuers_file = None;
+        config.jwt_issuer = None;
     }
     Services::build(config)
 }
 
 async fn check(config: Config, token: &str) -> Result<u8, Failure> {
     let services = Services::build(config)?;
+    // A one-shot command cannot wait for the background refresh: fetch an
+    // identity provider's keys now, and say why if they cannot be.
+    if let Err(error) = services.verifier.load_now().await {
+        return Err(Failure::input(format!(
+            "cannot load the issuer's keys: {error}"
+        )));
+    }
     let checker = services.checker();
     let verdict = checker.check(token, now_unix()).await;
     let (body, code) = match verdict {
@@ -391,6 +403,15 @@ async fn check(config: Config, token: &str) -> Result<u8, Failure> {
             println!("{}", json!({ "active": false, "reason": "unavailable" }));
             return Err(Failure::input(
                 "no store can answer (Redis and Postgres unreachable)",
+            ));
+        }
+        Verdict::KeysUnavailable => {
+            println!(
+                "{}",
+                json!({ "active": false, "reason": "keys_unavailable" })
+            );
+            return Err(Failure::input(
+                "the token issuer's keys could not be loaded",
             ));
         }
     };

@@ -95,6 +95,21 @@ pub struct Config {
     #[arg(long, env = "JWT_JWKS_FILE", global = true)]
     pub jwt_jwks_file: Option<PathBuf>,
 
+    /// Identity provider to follow: its keys are found by OIDC discovery
+    /// (`<issuer>/.well-known/openid-configuration`) and kept current, and
+    /// `iss` must equal it.
+    #[arg(long, env = "JWT_OIDC_ISSUER", global = true)]
+    pub jwt_oidc_issuer: Option<String>,
+
+    /// JWK Set URL to follow (with JWT_ISSUER as the required `iss`).
+    #[arg(long, env = "JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+
+    /// TOML file of several trusted issuers (`[[issuer]]` tables); a token
+    /// is verified with the keys of the issuer its `iss` names.
+    #[arg(long, env = "REVOKD_ISSUERS_FILE", global = true)]
+    pub issuers_file: Option<PathBuf>,
+
     /// PEM private key, read only by `revokd mint` for asymmetric algorithms.
     #[arg(long, env = "JWT_PRIVATE_KEY_FILE", global = true)]
     pub jwt_private_key_file: Option<PathBuf>,
@@ -237,6 +252,9 @@ impl Config {
             secret: self.jwt_secret.as_ref().map(|s| s.expose().to_owned()),
             public_key_file: self.jwt_public_key_file.clone(),
             jwks_file: self.jwt_jwks_file.clone(),
+            oidc_issuer: self.jwt_oidc_issuer.clone(),
+            jwks_url: self.jwt_jwks_url.clone(),
+            issuers_file: self.issuers_file.clone(),
             private_key_file: self.jwt_private_key_file.clone(),
             algorithm: self.jwt_algorithm.clone(),
             issuer: self.jwt_issuer.clone(),

@@ -59,6 +59,15 @@ const HELP: &[(&str, &str)] = &[
         "Tokens held in the verify cache",
     ),
     (
+        "revokd_jwks_refresh_total",
+        "Fetches of an identity provider's keys, by issuer and result (ok, error)",
+    ),
+    ("revokd_jwks_keys", "Verification keys held, by issuer"),
+    (
+        "revokd_jwks_age_seconds",
+        "Seconds since an identity provider's keys were last fetched, by issuer",
+    ),
+    (
         "revokd_jobs_applied_total",
         "Jobs a worker of this process applied, by kind",
     ),
@@ -133,9 +142,10 @@ const CHECK_SECONDS: &str = "revokd_check_duration_seconds";
 
 /// Every `result` label of `revokd_checks_total`: `active`, `unavailable`,
 /// then each reason.
-const CHECK_RESULTS: [&str; 13] = [
+const CHECK_RESULTS: [&str; 14] = [
     "active",
     "unavailable",
+    "keys_unavailable",
     "revoked",
     "subject_revoked",
     "expired",
@@ -201,6 +211,21 @@ pub fn verify_cache(hits: u64, misses: u64, entries: usize) {
     counter!("revokd_verify_cache_total", "outcome" => "hit").absolute(hits);
     counter!("revokd_verify_cache_total", "outcome" => "miss").absolute(misses);
     gauge!("revokd_verify_cache_entries").set(entries as f64);
+}
+
+/// A fetch of an issuer's keys, by issuer and result (`ok`, `error`).
+pub fn jwks_refresh(issuer: &str, result: &'static str) {
+    counter!("revokd_jwks_refresh_total", "issuer" => issuer.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// An issuer's keys, sampled at scrape time: how many, and seconds since
+/// they were fetched (absent before the first fetch, and for local keys).
+pub fn jwks_keys(issuer: &str, keys: usize, age_secs: Option<f64>) {
+    gauge!("revokd_jwks_keys", "issuer" => issuer.to_owned()).set(keys as f64);
+    if let Some(age) = age_secs {
+        gauge!("revokd_jwks_age_seconds", "issuer" => issuer.to_owned()).set(age);
+    }
 }
 
 /// A job applied, by kind.

@@ -159,7 +159,11 @@ impl Services {
     /// The lifetime rules of stored revocations, from the settings.
     pub fn ttl_policy(&self) -> TtlPolicy {
         TtlPolicy {
-            leeway: self.config.leeway(),
+            // Deny-list entries outlive the longest leeway any issuer allows.
+            leeway: self
+                .config
+                .leeway()
+                .max(i64::try_from(self.verifier.leeway_secs()).unwrap_or(i64::MAX)),
             max_lifetime: self.config.max_lifetime_secs(),
         }
     }

@@ -123,6 +123,7 @@ async fn check(
             }),
         )
             .into_response(),
+        Verdict::KeysUnavailable => ApiError::keys_unavailable().into_response(),
     }
 }
 
@@ -179,6 +180,14 @@ pub async fn auth_decision(
             // As the trace layer of the other routes reports a 5xx.
             tracing::error!(path = route, status = 503, "no store can answer the check");
             ApiError::unavailable("no store can answer").into_response()
+        }
+        Verdict::KeysUnavailable => {
+            tracing::error!(
+                path = route,
+                status = 503,
+                "the token issuer's keys have not loaded yet"
+            );
+            ApiError::keys_unavailable().into_response()
         }
     }
 }
@@ -290,5 +299,6 @@ async fn introspect(
         }
         Verdict::Inactive(_) => Json(serde_json::json!({ "active": false })).into_response(),
         Verdict::Unavailable => ApiError::unavailable("no store can answer").into_response(),
+        Verdict::KeysUnavailable => ApiError::keys_unavailable().into_response(),
     })
 }

@@ -97,6 +97,31 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 503 with `Retry-After`: the token's issuer's keys have not loaded
+    /// yet (the identity provider has not answered since start-up).
+    pub fn keys_unavailable() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys_unavailable",
+                "the token issuer's keys have not loaded yet",
+            )
+        }
+    }
+
+    /// A token refused at verification, named `which` in the message: 400
+    /// `invalid_token`, or 503 while its issuer's keys have not loaded.
+    pub fn unverified(which: &str, unverified: crate::token::Unverified) -> Self {
+        match unverified {
+            crate::token::Unverified::NoKeys => Self::keys_unavailable(),
+            other => Self::bad_request(
+                "invalid_token",
+                format!("{which} rejected: {}", other.reason().as_str()),
+            ),
+        }
+    }
+
     /// 429 with `Retry-After`: too many requests wait for their jobs.
     pub fn too_many_waiters() -> Self {
         Self {

@@ -43,7 +43,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Some(_) => "stale",
     };
     // A replica within its staleness bound answers checks on its own.
-    let ready = redis_up || pg_up || (replica == "current" && !overflow);
+    let stores_ready = redis_up || pg_up || (replica == "current" && !overflow);
+    // ... and tokens can be verified only once every issuer's keys loaded.
+    let verifier = checker.verifier();
+    let keys_ready = verifier.is_ready();
+    let ready = stores_ready && keys_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -63,6 +67,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "overflow": overflow,
         },
         "spool": { "dir": spool.dir().display().to_string(), "pending": spool.pending() },
+        "keys": if keys_ready { "loaded" } else { "loading" },
     });
     (status, Json(body))
 }
@@ -80,6 +85,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         LookupStats::get(&stats.verify_cache_misses),
         checker.verify_cache_len(),
     );
+    if checker.verifier().fetches_keys() {
+        for status in checker.verifier().key_status(revokd_jobs::now_unix_ms()) {
+            instruments::jwks_keys(&status.issuer, status.keys, status.age_secs);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         instruments::handle().render(),

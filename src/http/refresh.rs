@@ -30,13 +30,6 @@ pub struct RegisterRequest {
     rotated_from: Option<String>,
 }
 
-fn invalid(which: &str, reason: crate::token::Reason) -> ApiError {
-    ApiError::bad_request(
-        "invalid_token",
-        format!("{which} rejected: {}", reason.as_str()),
-    )
-}
-
 fn bad_rotation(message: &str) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
@@ -50,14 +43,16 @@ async fn register(
     let wait = wait_flag(query)?;
     let verifier = state.checker.verifier();
     let new = verifier
-        .verify(&req.token, now_unix())
-        .map_err(|r| invalid("token", r))?;
+        .verify_latest(&req.token, now_unix())
+        .await
+        .map_err(|r| ApiError::unverified("token", r))?;
     let mut job = RegisterRefresh::new(new.token_id.clone(), new.subject_id.clone(), new.exp);
     if let Some(old) = &req.rotated_from {
         // The old token may have expired; its signature must hold.
-        let old = verifier
-            .verify_signature(old)
-            .map_err(|r| invalid("rotated_from", r))?;
+        let (old, _) = verifier
+            .verify_signature_latest(old)
+            .await
+            .map_err(|r| ApiError::unverified("rotated_from", r))?;
         // Neither can ever be stored: a token replacing itself, or a family
         // spanning two subjects.
         if old.token_id == new.token_id {

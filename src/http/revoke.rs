@@ -18,6 +18,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, OptionalJsonBody, no_token},
 };
+use crate::token::Unverified;
 use crate::write::submit::Submitted;
 
 /// The write routes.
@@ -71,22 +72,21 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 impl RevocationRequest {
     /// The job this request asks for, validated.
-    fn into_job(self, state: &AppState, requested_by: String) -> Result<RevokeToken, ApiError> {
+    async fn into_job(
+        self,
+        state: &AppState,
+        requested_by: String,
+    ) -> Result<RevokeToken, ApiError> {
         let job = match (self.token, self.jti) {
             (Some(_), Some(_)) => return Err(bad("give either token or jti, not both")),
             (Some(token), None) => {
                 // The signature must hold; expiry does not matter for revoking.
-                let claims =
-                    state
-                        .checker
-                        .verifier()
-                        .verify_signature(&token)
-                        .map_err(|reason| {
-                            ApiError::bad_request(
-                                "invalid_token",
-                                format!("token rejected: {}", reason.as_str()),
-                            )
-                        })?;
+                let (claims, _) = state
+                    .checker
+                    .verifier()
+                    .verify_signature_latest(&token)
+                    .await
+                    .map_err(|r| ApiError::unverified("token", r))?;
                 RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
             }
             (None, Some(jti)) => {
@@ -155,7 +155,7 @@ async fn revoke(
     JsonBody(req): JsonBody<RevocationRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wait_flag(query)?;
-    let job = req.into_job(&state, key)?;
+    let job = req.into_job(&state, key).await?;
     let (job_id, token_id) = (job.meta.job_id.clone(), job.token_id.clone());
     let submitted = state
         .submitter
@@ -246,8 +246,17 @@ async fn rfc7009_revoke(
         .authenticate_client(&headers, id, secret)?
         .to_owned();
     let token = req.and_then(|r| r.token).ok_or_else(no_token)?;
-    let Ok(claims) = state.checker.verifier().verify_signature(&token) else {
-        return Ok(revoked());
+    // RFC 7009 2.2: an invalid token is answered as revoked; but while the
+    // issuer's keys have not loaded, revokd cannot tell (2.2.1: 503).
+    let claims = match state
+        .checker
+        .verifier()
+        .verify_signature_latest(&token)
+        .await
+    {
+        Ok((claims, _)) => claims,
+        Err(Unverified::NoKeys) => return Err(ApiError::keys_unavailable()),
+        Err(_) => return Ok(revoked()),
     };
     let job = RevokeToken {
         meta: JobMeta::now().by(key),

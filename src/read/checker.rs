@@ -17,7 +17,7 @@ use crate::{
     read::replica::Replica,
     read::verify_cache::{Lookup, VerifyCache},
     store::resync::Resync,
-    token::{Reason, VerifiedToken, Verifier},
+    token::{Reason, Unverified, VerifiedToken, Verifier},
 };
 
 /// Longest a Postgres fallback lookup may take before the check gives up.
@@ -32,6 +32,19 @@ pub enum Verdict {
     Inactive(Reason),
     /// No store could answer and the fail mode is closed.
     Unavailable,
+    /// The token's issuer's keys have not loaded yet (whatever the fail
+    /// mode: an unverified token is never active).
+    KeysUnavailable,
+}
+
+impl Verdict {
+    /// The verdict on a token that failed verification.
+    pub fn unverified(unverified: Unverified) -> Self {
+        match unverified {
+            Unverified::NoKeys => Self::KeysUnavailable,
+            other => Self::Inactive(other.reason()),
+        }
+    }
 }
 
 /// Which store answered a lookup.
@@ -140,8 +153,20 @@ impl Checker {
         self
     }
 
-    /// [`Verifier::verify`], through the verify cache when there is one.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Reason> {
+    /// [`Verifier::verify_latest`], through the verify cache when there is
+    /// one: a `kid` the issuer's fetched keys lack makes them fetched again
+    /// (rate-limited) before the token is refused.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Unverified> {
+        match self.verify_once(token, now) {
+            Err(Unverified::UnknownKid(behind)) if self.verifier.catch_up(behind).await => {
+                self.verify_once(token, now).map_err(Unverified::settled)
+            }
+            other => other.map_err(Unverified::settled),
+        }
+    }
+
+    /// One verification with the keys as they are, through the cache.
+    fn verify_once(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Unverified> {
         match &self.verify_cache {
             Some(cache) => {
                 let (result, lookup) = cache.verify(&self.verifier, token, now);
@@ -151,7 +176,10 @@ impl Checker {
                 });
                 result
             }
-            None => self.verifier.verify(token, now).map(Arc::new),
+            None => self.verifier.attempt(token).and_then(|(verified, key)| {
+                self.verifier.check_time(&verified, key, now)?;
+                Ok(Arc::new(verified))
+            }),
         }
     }
 
@@ -207,15 +235,16 @@ impl Checker {
             Verdict::Active(_) => "active",
             Verdict::Inactive(reason) => reason.as_str(),
             Verdict::Unavailable => "unavailable",
+            Verdict::KeysUnavailable => "keys_unavailable",
         };
         instruments::check(result, source, started.elapsed().as_secs_f64());
         verdict
     }
 
     async fn decide(&self, token: &str, now: i64) -> (Verdict, &'static str) {
-        let claims = match self.verify(token, now) {
+        let claims = match self.verify(token, now).await {
             Ok(claims) => claims,
-            Err(reason) => return (Verdict::Inactive(reason), "none"),
+            Err(unverified) => return (Verdict::unverified(unverified), "none"),
         };
         match self.revocation(&claims, now).await {
             Ok((Some(reason), source)) => (Verdict::Inactive(reason), source.as_str()),

@@ -58,9 +58,9 @@ pub struct RefreshChecker<'a> {
 impl RefreshChecker<'_> {
     /// Full check of a refresh token as of `now`.
     pub async fn check(&self, token: &str, now: i64) -> Verdict {
-        let claims = match self.checker.verify(token, now) {
+        let claims = match self.checker.verify(token, now).await {
             Ok(claims) => claims,
-            Err(reason) => return Verdict::Inactive(reason),
+            Err(unverified) => return Verdict::unverified(unverified),
         };
         match self.decide(&claims, now).await {
             Ok(None) => Verdict::Active(claims),

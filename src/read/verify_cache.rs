@@ -13,8 +13,11 @@
 //! - Only successes are cached: a flood of bad tokens cannot fill it, and a
 //!   bad token pays the full verification every time.
 //! - Only what does not change is cached: the signature, key, `iss` and
-//!   `aud` checks (keys and settings are fixed for the life of the process).
-//!   `exp` and `nbf` are checked against the caller's `now` on every hit, and
+//!   `aud` checks. Each entry remembers the key that verified it, and a hit
+//!   counts only while the verifier still holds that key: a key an identity
+//!   provider removed from its set no longer vouches for any token, cached
+//!   or not (local keys are fixed for the life of the process). `exp` and
+//!   `nbf` are checked against the caller's `now` on every hit, and
 //!   revocation is looked up on every check after this, cached or not.
 //! - It is bounded in memory: `REVOKD_VERIFY_CACHE_SIZE` × 512 bytes, each
 //!   entry weighed by what it holds (its claims can be large), tokens over
@@ -26,7 +29,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::token::{Reason, VerifiedToken, Verifier};
+use crate::token::{KeyRef, Unverified, VerifiedToken, Verifier};
 
 /// Memory budget per configured entry: the cache holds at most `capacity`
 /// times this many (estimated) bytes, so a few tokens with huge claims
@@ -39,11 +42,15 @@ const MAX_CACHED_TOKEN_LEN: usize = 4 * 1024;
 #[derive(Clone)]
 struct Footprint;
 
-impl quick_cache::Weighter<[u8; 32], Arc<VerifiedToken>> for Footprint {
-    fn weight(&self, _: &[u8; 32], token: &Arc<VerifiedToken>) -> u64 {
+/// A verified token and the key that verified it.
+type Entry = (Arc<VerifiedToken>, KeyRef);
+
+impl quick_cache::Weighter<[u8; 32], Entry> for Footprint {
+    fn weight(&self, _: &[u8; 32], (token, _): &Entry) -> u64 {
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         let bytes = 32
             + std::mem::size_of::<VerifiedToken>()
+            + std::mem::size_of::<KeyRef>()
             + token.token_id.len()
             + text(&token.sub)
             + text(&token.jti)
@@ -73,7 +80,7 @@ fn json_footprint(value: &serde_json::Value) -> usize {
 
 /// A bounded map from SHA-256(token) to what verifying that token found.
 pub struct VerifyCache {
-    entries: quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>, Footprint>,
+    entries: quick_cache::sync::Cache<[u8; 32], Entry, Footprint>,
 }
 
 impl std::fmt::Debug for VerifyCache {
@@ -106,29 +113,41 @@ impl VerifyCache {
         })
     }
 
-    /// [`Verifier::verify`] of `token` as of `now`, skipping the signature
-    /// check when this exact token passed it before.
+    /// [`Verifier::attempt`] and the time check of `token` as of `now`,
+    /// skipping the signature check when this exact token passed it before
+    /// with a key the verifier still holds.
     pub fn verify(
         &self,
         verifier: &Verifier,
         token: &str,
         now: i64,
-    ) -> (Result<Arc<VerifiedToken>, Reason>, Lookup) {
+    ) -> (Result<Arc<VerifiedToken>, Unverified>, Lookup) {
+        let timed = |(verified, key): Entry| {
+            verifier
+                .check_time(&verified, key, now)
+                .map(|()| verified)
+                .map_err(Unverified::from)
+        };
         if token.len() > MAX_CACHED_TOKEN_LEN {
-            return (verifier.verify(token, now).map(Arc::new), Lookup::Miss);
+            let result = verifier
+                .attempt(token)
+                .and_then(|(verified, key)| timed((Arc::new(verified), key)));
+            return (result, Lookup::Miss);
         }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(verified) = self.entries.get(&key) {
-            let result = verifier.check_time(&verified, now).map(|()| verified);
-            return (result, Lookup::Hit);
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(entry) = self.entries.get(&hash) {
+            if verifier.holds(entry.1) {
+                return (timed(entry), Lookup::Hit);
+            }
+            self.entries.remove(&hash);
         }
-        let result = verifier.verify_signature(token).map(Arc::new);
-        if let Ok(verified) = &result {
-            self.entries.insert(key, Arc::clone(verified));
+        let result = verifier
+            .attempt(token)
+            .map(|(verified, key)| (Arc::new(verified), key));
+        if let Ok(entry) = &result {
+            self.entries.insert(hash, entry.clone());
         }
-        let result =
-            result.and_then(|verified| verifier.check_time(&verified, now).map(|()| verified));
-        (result, Lookup::Miss)
+        (result.and_then(timed), Lookup::Miss)
     }
 
     /// Tokens cached now.
@@ -146,7 +165,7 @@ impl VerifyCache {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::token::{KeySettings, Minter};
+    use crate::token::{KeySettings, Minter, Reason};
 
     const SECRET: &str = "verify-cache-test-secret-long-enough-for-hs256";
     const OTHER: &str = "another-test-secret-that-is-long-enough-for-hs256";
@@ -197,7 +216,7 @@ mod tests {
         let (result, lookup) = cache.verify(&verifier, &other_key, now);
         assert_eq!(
             (result.unwrap_err(), lookup),
-            (Reason::InvalidSignature, Lookup::Miss)
+            (Unverified::Inactive(Reason::InvalidSignature), Lookup::Miss)
         );
         let mut parts: Vec<&str> = good.split('.').collect();
         let bob = mint(SECRET, "bob", 600);
@@ -206,11 +225,11 @@ mod tests {
         let (result, lookup) = cache.verify(&verifier, &spliced, now);
         assert_eq!(
             (result.unwrap_err(), lookup),
-            (Reason::InvalidSignature, Lookup::Miss)
+            (Unverified::Inactive(Reason::InvalidSignature), Lookup::Miss)
         );
         assert_eq!(
             cache.verify(&verifier, "garbage", now).0.unwrap_err(),
-            Reason::Malformed
+            Unverified::Inactive(Reason::Malformed)
         );
         // Failing again is still a miss: nothing of them was kept.
         assert_eq!(cache.verify(&verifier, &other_key, now).1, Lookup::Miss);
@@ -226,14 +245,17 @@ mod tests {
         assert!(cache.verify(&verifier, &token, now).0.is_ok());
         let exp = verifier.verify(&token, now).unwrap().exp;
         let (later, lookup) = cache.verify(&verifier, &token, exp);
-        assert_eq!((later.unwrap_err(), lookup), (Reason::Expired, Lookup::Hit));
+        assert_eq!(
+            (later.unwrap_err(), lookup),
+            (Unverified::Inactive(Reason::Expired), Lookup::Hit)
+        );
         // An expired token verified for the first time is cached (its
         // signature is good) but answered expired, as the verifier does.
         let fresh = mint(SECRET, "carol", 60);
         let (first, lookup) = cache.verify(&verifier, &fresh, now + 3600);
         assert_eq!(
             (first.unwrap_err(), lookup),
-            (Reason::Expired, Lookup::Miss)
+            (Unverified::Inactive(Reason::Expired), Lookup::Miss)
         );
         assert!(cache.verify(&verifier, &fresh, now).0.is_ok());
     }

@@ -1,15 +1,18 @@
-//! [`KeyRing`]: the verification keys the settings name, parsed once at
-//! start-up — an HMAC secret (`JWT_SECRET`), a PEM public key
-//! (`JWT_PUBLIC_KEY_FILE`) or a JWK Set (`JWT_JWKS_FILE`) — and the choice of
-//! key for a token's `kid`.
+//! [`KeyRing`]: one issuer's verification keys — an HMAC secret
+//! (`JWT_SECRET`), a PEM public key (`JWT_PUBLIC_KEY_FILE`), a JWK Set file
+//! (`JWT_JWKS_FILE`), or a JWK Set fetched from the issuer (`remote`) — and
+//! the choice of key for a token's `kid`.
 //!
-//! Every key is parsed to its public parameters here, so a bad key fails at
-//! start-up rather than on the first token. Errors name the file and the key,
-//! never key material.
+//! Every key is parsed to its public parameters here, so a bad local key
+//! fails at start-up rather than on the first token. Errors name the file and
+//! the key, never key material. Each key gets a serial number, kept by a
+//! refreshed set for a key that did not change, so a verification can be
+//! traced to the key that made it (see `Verifier::holds`).
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -31,42 +34,128 @@ pub(super) struct VerifyKey {
     pub(super) alg: Algorithm,
     pub(super) key: DecodingKey,
     pub(super) validation: Validation,
+    /// Unique in the process; kept across refreshes while the key is the same.
+    pub(super) serial: u64,
+    /// The public parameters, which tell an unchanged key from a new one
+    /// published under the same `kid`.
+    params: AlgorithmParameters,
+}
+
+/// Why [`KeyRing::select`] found no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Miss {
+    /// A JWK Set has no key with the token's `kid`: for a fetched set, the
+    /// issuer may have published it since.
+    UnknownKid,
+    /// Any other refusal.
+    Refused(Reason),
+}
+
+/// The settings' algorithm names, parsed.
+pub(super) fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
+    Algorithm::from_str(name).map_err(|_| KeyError::UnsupportedAlgorithm(name.to_owned()))
 }
 
 impl KeyRing {
-    /// Reads and parses the configured key(s); errors name the bad setting.
+    /// Reads and parses the configured local key(s) (`JWT_SECRET`,
+    /// `JWT_PUBLIC_KEY_FILE` or `JWT_JWKS_FILE`); errors name the bad
+    /// setting.
     pub(super) fn load(settings: &KeySettings) -> Result<Self, KeyError> {
-        let source = Source::from_settings(settings)?;
         let algorithm = settings
             .algorithm
             .as_deref()
-            .map(|name| {
-                Algorithm::from_str(name)
-                    .map_err(|_| KeyError::UnsupportedAlgorithm(name.to_owned()))
-            })
+            .map(parse_algorithm)
             .transpose()?;
+        Self::load_local(Source::from_settings(settings)?, algorithm, None)
+    }
+
+    /// Parses one local key source. `algorithm` is the algorithm of a key
+    /// that names none; `allowed`, when set, the only algorithms used.
+    pub(super) fn load_local(
+        source: Source<'_>,
+        algorithm: Option<Algorithm>,
+        allowed: Option<&[Algorithm]>,
+    ) -> Result<Self, KeyError> {
         let keys = match source {
             Source::Secret(secret) => vec![load_secret(secret, algorithm)?],
             Source::PublicKey(path) => {
                 let alg = algorithm.ok_or(KeyError::MissingAlgorithm)?;
-                vec![VerifyKey::new(None, alg, load_public_pem(path, alg)?)]
+                let key = load_public_pem(path, alg)?;
+                let params = public_params(&key, alg).map_err(|reason| invalid(path, reason))?;
+                vec![VerifyKey::new(None, alg, key, params)]
             }
-            Source::Jwks(path) => load_jwks(path, algorithm)?,
+            Source::Jwks(path) => {
+                let bytes = read(path)?;
+                parse_jwks(&bytes, algorithm, Strictness::Strict)
+                    .map_err(|reason| invalid(path, reason))?
+            }
         };
+        let keys = allow_only(keys, allowed);
+        if keys.is_empty() {
+            let path = match source {
+                Source::PublicKey(path) | Source::Jwks(path) => path,
+                Source::Secret(_) => Path::new("JWT_SECRET"),
+            };
+            return Err(invalid(path, "no key for the allowed algorithms"));
+        }
         Ok(Self {
             keys,
             by_kid: matches!(source, Source::Jwks(_)),
         })
     }
 
+    /// A key set fetched from an issuer (chosen by `kid`); `None` when it
+    /// holds no key revokd can use. Keys it cannot use are left out.
+    pub(super) fn from_fetched(
+        bytes: &[u8],
+        algorithm: Option<Algorithm>,
+        allowed: Option<&[Algorithm]>,
+    ) -> Result<Self, String> {
+        let keys = allow_only(parse_jwks(bytes, algorithm, Strictness::Lenient)?, allowed);
+        if keys.is_empty() {
+            return Err("no usable signing key in the set".to_owned());
+        }
+        Ok(Self { keys, by_kid: true })
+    }
+
+    /// Gives every key that `previous` also held (same `kid`, algorithm and
+    /// public parameters) its serial number there.
+    pub(super) fn keep_serials(&mut self, previous: &KeyRing) {
+        for key in &mut self.keys {
+            if let Some(same) = previous
+                .keys
+                .iter()
+                .find(|old| old.kid == key.kid && old.alg == key.alg && old.params == key.params)
+            {
+                key.serial = same.serial;
+            }
+        }
+    }
+
+    /// Whether the key with this serial number is in the ring.
+    pub(super) fn holds(&self, serial: u64) -> bool {
+        self.keys.iter().any(|key| key.serial == serial)
+    }
+
+    /// The `kid`s (`-` for a key without one), for logs.
+    pub(super) fn kids(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .map(|key| key.kid.as_deref().unwrap_or("-"))
+            .collect()
+    }
+
     /// The key a token with this `kid` is verified with.
-    pub(super) fn select(&self, kid: Option<&str>) -> Result<&VerifyKey, Reason> {
+    pub(super) fn select(&self, kid: Option<&str>) -> Result<&VerifyKey, Miss> {
         if !self.by_kid {
             // A secret or a PEM key has no kid: a token naming one names a
             // key that is not configured.
             return match kid {
-                Some(_) => Err(Reason::InvalidSignature),
-                None => self.keys.first().ok_or(Reason::InvalidSignature),
+                Some(_) => Err(Miss::Refused(Reason::InvalidSignature)),
+                None => self
+                    .keys
+                    .first()
+                    .ok_or(Miss::Refused(Reason::InvalidSignature)),
             };
         }
         match kid {
@@ -74,17 +163,39 @@ impl KeyRing {
                 .keys
                 .iter()
                 .find(|key| key.kid.as_deref() == Some(kid))
-                .ok_or(Reason::InvalidSignature),
+                .ok_or(Miss::UnknownKid),
             None => match self.keys.as_slice() {
                 [only] => Ok(only),
-                _ => Err(Reason::Malformed),
+                _ => Err(Miss::Refused(Reason::Malformed)),
             },
         }
     }
 }
 
+/// Keeps the keys whose algorithm is allowed (all when `allowed` is unset).
+fn allow_only(keys: Vec<VerifyKey>, allowed: Option<&[Algorithm]>) -> Vec<VerifyKey> {
+    match allowed {
+        Some(allowed) => keys
+            .into_iter()
+            .filter(|key| allowed.contains(&key.alg))
+            .collect(),
+        None => keys,
+    }
+}
+
+/// The next key serial number.
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl VerifyKey {
-    fn new(kid: Option<String>, alg: Algorithm, key: DecodingKey) -> Self {
+    fn new(
+        kid: Option<String>,
+        alg: Algorithm,
+        key: DecodingKey,
+        params: AlgorithmParameters,
+    ) -> Self {
         // jsonwebtoken checks the signature and header alg only: every claim
         // check is ours, against the caller's `now` and in a fixed order.
         let mut validation = Validation::new(alg);
@@ -98,40 +209,50 @@ impl VerifyKey {
             alg,
             key,
             validation,
+            serial: next_serial(),
+            params,
         }
     }
 }
 
-/// Which of the three exclusive key settings is in use.
+/// Which of the three exclusive local key settings is in use.
 #[derive(Clone, Copy)]
-enum Source<'a> {
+pub(super) enum Source<'a> {
     Secret(&'a str),
     PublicKey(&'a Path),
     Jwks(&'a Path),
 }
 
 impl<'a> Source<'a> {
-    fn from_settings(settings: &'a KeySettings) -> Result<Self, KeyError> {
+    /// The one key setting in use; errors when none or several are set.
+    /// Identity-provider settings count, so that mixing one with a local key
+    /// is refused; with only those set, there is no local key
+    /// ([`KeyError::NoLocalKey`]).
+    pub(super) fn from_settings(settings: &'a KeySettings) -> Result<Self, KeyError> {
         let KeySettings {
             secret,
             public_key_file,
             jwks_file,
             ..
         } = settings;
+        let set = [
+            ("JWT_SECRET", secret.is_some()),
+            ("JWT_PUBLIC_KEY_FILE", public_key_file.is_some()),
+            ("JWT_JWKS_FILE", jwks_file.is_some()),
+            ("JWT_OIDC_ISSUER", settings.oidc_issuer.is_some()),
+            ("JWT_JWKS_URL", settings.jwks_url.is_some()),
+            ("REVOKD_ISSUERS_FILE", settings.issuers_file.is_some()),
+        ];
+        let names: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        if names.len() > 1 {
+            return Err(KeyError::SeveralKeys(names.join(", ")));
+        }
         match (secret, public_key_file, jwks_file) {
-            (Some(secret), None, None) => Ok(Source::Secret(secret)),
-            (None, Some(path), None) => Ok(Source::PublicKey(path)),
-            (None, None, Some(path)) => Ok(Source::Jwks(path)),
-            (None, None, None) => Err(KeyError::NoKey),
-            _ => {
-                let set = [
-                    ("JWT_SECRET", secret.is_some()),
-                    ("JWT_PUBLIC_KEY_FILE", public_key_file.is_some()),
-                    ("JWT_JWKS_FILE", jwks_file.is_some()),
-                ];
-                let names: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
-                Err(KeyError::SeveralKeys(names.join(", ")))
-            }
+            (Some(secret), _, _) => Ok(Source::Secret(secret)),
+            (_, Some(path), _) => Ok(Source::PublicKey(path)),
+            (_, _, Some(path)) => Ok(Source::Jwks(path)),
+            _ if names.is_empty() => Err(KeyError::NoKey),
+            _ => Err(KeyError::NoLocalKey),
         }
     }
 }
@@ -157,11 +278,12 @@ fn load_secret(secret: &str, algorithm: Option<Algorithm>) -> Result<VerifyKey, 
             actual: secret.len(),
         });
     }
-    Ok(VerifyKey::new(
-        None,
-        alg,
-        DecodingKey::from_secret(secret.as_bytes()),
-    ))
+    let key = DecodingKey::from_secret(secret.as_bytes());
+    let params = public_params(&key, alg).map_err(|reason| KeyError::InvalidKey {
+        path: "JWT_SECRET".into(),
+        reason,
+    })?;
+    Ok(VerifyKey::new(None, alg, key, params))
 }
 
 pub(super) fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -191,24 +313,36 @@ fn load_public_pem(path: &Path, algorithm: Algorithm) -> Result<DecodingKey, Key
             });
         }
     };
-    let key = key.map_err(|e| invalid(path, format!("not a {algorithm:?} public key ({e})")))?;
-    public_params(&key, algorithm).map_err(|reason| invalid(path, reason))?;
-    Ok(key)
+    key.map_err(|e| invalid(path, format!("not a {algorithm:?} public key ({e})")))
 }
 
-/// Reads a JWK Set. Keys marked `"use": "enc"` are skipped; any other key
-/// that cannot verify makes the whole set invalid rather than silently absent.
-fn load_jwks(path: &Path, default_alg: Option<Algorithm>) -> Result<Vec<VerifyKey>, KeyError> {
-    let set: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| {
+/// How [`parse_jwks`] treats a key it cannot use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// A file the operator wrote: any such key makes the set invalid rather
+    /// than silently absent.
+    Strict,
+    /// A set fetched from an issuer, which may publish keys for other uses
+    /// or algorithms revokd does not verify: such keys are left out (and
+    /// logged by `kid`). Symmetric (`oct`) keys are always left out: a
+    /// published secret lets anyone sign.
+    Lenient,
+}
+
+/// Parses a JWK Set. Keys marked `"use": "enc"` are skipped. Errors are
+/// reasons without key material; the caller names the source.
+fn parse_jwks(
+    bytes: &[u8],
+    default_alg: Option<Algorithm>,
+    strictness: Strictness,
+) -> Result<Vec<VerifyKey>, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's message may quote a value, i.e. key material.
-        invalid(
-            path,
-            format!(
-                "not a JWK Set ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ),
+        format!(
+            "not a JWK Set ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
         )
     })?;
     let mut keys: Vec<VerifyKey> = Vec::with_capacity(set.keys.len());
@@ -217,35 +351,55 @@ fn load_jwks(path: &Path, default_alg: Option<Algorithm>) -> Result<Vec<VerifyKe
             continue;
         }
         let kid = jwk.common.key_id.clone();
-        let bad = |reason: String| match &kid {
-            Some(kid) => invalid(path, format!("key {kid:?}: {reason}")),
-            None => invalid(path, format!("key #{index}: {reason}")),
+        let name = match &kid {
+            Some(kid) => format!("key {kid:?}"),
+            None => format!("key #{index}"),
         };
-        let alg = match jwk.common.key_algorithm {
-            Some(named) => {
-                Algorithm::try_from(named).map_err(|_| bad(format!("unsupported alg {named}")))?
+        match parse_jwk(jwk, kid, default_alg, strictness, &keys) {
+            Ok(key) => keys.push(key),
+            Err(reason) if strictness == Strictness::Strict => {
+                return Err(format!("{name}: {reason}"));
             }
-            None => default_alg
-                .or_else(|| implied_algorithm(&jwk.algorithm))
-                .ok_or_else(|| bad("unsupported kty or crv".to_owned()))?,
-        };
-        if !fits(&jwk.algorithm, alg) {
-            return Err(bad(format!("alg {alg:?} does not fit its kty/crv")));
+            Err(reason) => tracing::warn!(key = %name, %reason, "issuer key left out"),
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
-        if alg.family() == AlgorithmFamily::Hmac {
-            hmac_strength(&key, alg).map_err(bad)?;
-        }
-        public_params(&key, alg).map_err(bad)?;
-        if kid.is_some() && keys.iter().any(|k| k.kid == kid) {
-            return Err(bad("duplicate kid".to_owned()));
-        }
-        keys.push(VerifyKey::new(kid, alg, key));
     }
     if keys.is_empty() {
-        return Err(invalid(path, "no signing key"));
+        return Err("no signing key".to_owned());
     }
     Ok(keys)
+}
+
+/// One key of a JWK Set, checked against those already taken.
+fn parse_jwk(
+    jwk: &Jwk,
+    kid: Option<String>,
+    default_alg: Option<Algorithm>,
+    strictness: Strictness,
+    taken: &[VerifyKey],
+) -> Result<VerifyKey, String> {
+    let alg = match jwk.common.key_algorithm {
+        Some(named) => {
+            Algorithm::try_from(named).map_err(|_| format!("unsupported alg {named}"))?
+        }
+        None => default_alg
+            .or_else(|| implied_algorithm(&jwk.algorithm))
+            .ok_or_else(|| "unsupported kty or crv".to_owned())?,
+    };
+    if !fits(&jwk.algorithm, alg) {
+        return Err(format!("alg {alg:?} does not fit its kty/crv"));
+    }
+    if strictness == Strictness::Lenient && alg.family() == AlgorithmFamily::Hmac {
+        return Err("a published symmetric key is never trusted".to_owned());
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    if alg.family() == AlgorithmFamily::Hmac {
+        hmac_strength(&key, alg)?;
+    }
+    let params = public_params(&key, alg)?;
+    if kid.is_some() && taken.iter().any(|k| k.kid == kid) {
+        return Err("duplicate kid".to_owned());
+    }
+    Ok(VerifyKey::new(kid, alg, key, params))
 }
 
 /// RFC 7518 3.2: an HMAC key must be at least as long as the hash output

@@ -1,13 +1,18 @@
 //! JWT handling: the configured keys, the checks a token must pass to be
 //! verified, its `token_id`, and minting tokens for `revokd mint`.
 //!
-//! Keys are parsed once, in [`Verifier::new`] and [`Minter::new`]; verifying
-//! only reads memory. Time is a parameter (`now`, unix seconds). The raw token
+//! Local keys are parsed once, in [`Verifier::new`] and [`Minter::new`];
+//! an identity provider's keys are fetched in the background. Verifying
+//! only reads memory, except for a `kid` the fetched keys lack. Time is a parameter (`now`, unix seconds). The raw token
 //! is never stored, logged, nor put in an error or a `Debug` output.
 //!
 //! - `settings`: [`KeySettings`] as configured, and [`KeyError`].
 //! - `keys`: the key ring — HMAC secret, PEM public key or JWK Set, parsed
-//!   and checked at start-up; the choice of key by `kid`.
+//!   and checked at start-up, or fetched; the choice of key by `kid`.
+//! - `issuers`: the trusted issuers as configured (`JWT_*`, or
+//!   `REVOKD_ISSUERS_FILE`).
+//! - `remote`: an identity provider's keys — discovery, JWKS fetch,
+//!   periodic refresh, unknown-`kid` catch-up, last good set.
 //! - `verify`: [`Verifier`], the checks in order, and [`VerifiedToken`].
 //! - `claims`: how the registered claims are decoded.
 //! - `ecdsa`: [`ecdsa_twin`], the other valid form of an ECDSA signature.
@@ -18,9 +23,11 @@
 
 mod claims;
 mod ecdsa;
+mod issuers;
 mod keys;
 mod mint;
 mod reason;
+mod remote;
 mod settings;
 mod verify;
 
@@ -30,8 +37,12 @@ mod tests;
 pub use ecdsa::ecdsa_twin;
 pub use mint::Minter;
 pub use reason::Reason;
+pub use remote::{
+    DEFAULT_REFRESH, Endpoint, FetchError, KID_FETCH_EVERY, MAX_REFRESH, MIN_REFRESH,
+    discovery_urls,
+};
 pub use settings::{KeyError, KeySettings};
-pub use verify::{MAX_TOKEN_LEN, VerifiedToken, Verifier};
+pub use verify::{Behind, KeyRef, KeyStatus, MAX_TOKEN_LEN, Unverified, VerifiedToken, Verifier};
 
 /// The identity a token is revoked under: its `jti` if present and non-empty
 /// (an empty one would make every such token share one id) and storable

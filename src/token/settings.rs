@@ -15,6 +15,13 @@ pub struct KeySettings {
     pub public_key_file: Option<PathBuf>,
     /// `JWT_JWKS_FILE`: a JWK Set whose keys are chosen by the token's `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// `JWT_OIDC_ISSUER`: keys found by OIDC discovery from this issuer,
+    /// which `iss` must equal.
+    pub oidc_issuer: Option<String>,
+    /// `JWT_JWKS_URL`: keys fetched from this JWK Set URL.
+    pub jwks_url: Option<String>,
+    /// `REVOKD_ISSUERS_FILE`: several issuers, from a TOML file.
+    pub issuers_file: Option<PathBuf>,
     /// `JWT_PRIVATE_KEY_FILE`: PEM private key, read only for minting.
     pub private_key_file: Option<PathBuf>,
     /// `JWT_ALGORITHM`: `HS256` when `None` with a secret; required with a PEM
@@ -34,6 +41,9 @@ impl fmt::Debug for KeySettings {
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("public_key_file", &self.public_key_file)
             .field("jwks_file", &self.jwks_file)
+            .field("oidc_issuer", &self.oidc_issuer)
+            .field("jwks_url", &self.jwks_url)
+            .field("issuers_file", &self.issuers_file)
             .field("private_key_file", &self.private_key_file)
             .field("algorithm", &self.algorithm)
             .field("issuer", &self.issuer)
@@ -47,9 +57,34 @@ impl fmt::Debug for KeySettings {
 /// Messages name files and settings, never key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// None of the three key settings is set.
-    #[error("no JWT key configured: set one of JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE")]
+    /// None of the key settings is set.
+    #[error(
+        "no JWT key configured: set one of JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWT_JWKS_FILE, \
+         JWT_OIDC_ISSUER, JWT_JWKS_URL or REVOKD_ISSUERS_FILE"
+    )]
     NoKey,
+    /// Minting needs a local key; only an identity provider's is configured.
+    #[error(
+        "revokd mint signs with a local key (JWT_SECRET, or JWT_PUBLIC_KEY_FILE/JWT_JWKS_FILE \
+         with JWT_PRIVATE_KEY_FILE); the identity provider's keys verify only"
+    )]
+    NoLocalKey,
+    /// The issuers file is unusable.
+    #[error("invalid issuers file {}: {reason}", path.display())]
+    IssuersFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (no key material).
+        reason: String,
+    },
+    /// An identity provider setting is unusable.
+    #[error("{setting}: {reason}")]
+    Remote {
+        /// The setting (`JWT_OIDC_ISSUER`, `JWT_JWKS_URL`, or an entry of the issuers file).
+        setting: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// More than one key setting is set; lists which.
     #[error("several JWT keys configured ({0}): set only one of them")]
     SeveralKeys(String),
