@@ -14,6 +14,8 @@
 //! - `process` — revokd as a process of its own ([`Process`]).
 //! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
 //!   takes a store down and back.
+//! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
+//!   discovery, JWKS, access tokens, key rotation by restart.
 //! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
 //!   condition; assertions and skips.
 //! - [`bench`] — a benchmark's own prefix and database, cleaned up whatever
@@ -28,6 +30,7 @@ mod assert;
 pub mod bench;
 mod config;
 mod db;
+mod idp;
 mod mint;
 mod node;
 mod pg;
@@ -43,6 +46,7 @@ pub use app::{Options, TestApp};
 pub use assert::{assert_answer, missing_program};
 pub use config::{SECRET, pg_admin_url, redis_url, spool_dir, test_config};
 pub use db::TestDb;
+pub use idp::Idp;
 pub use mint::{mint, mint_issued_ago};
 pub use node::{Node, NodeOptions, check_reason};
 pub use pg::{database_url, drop_database};
