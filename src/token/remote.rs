@@ -355,12 +355,9 @@ fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(RETRY_CAP)
 }
 
-/// The HTTP client of every key fetch: rustls (aws-lc-rs) with the system's
-/// roots, bounded time, few redirects.
+/// The HTTP client of every key fetch: rustls (aws-lc-rs) with the
+/// platform's roots, bounded time, few redirects.
 fn http_client() -> reqwest::Client {
-    // reqwest is built without a default crypto provider; this installs
-    // aws-lc-rs (which jsonwebtoken uses too) unless one is installed.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT / 2)

@@ -29,9 +29,17 @@ pub fn spool_dir(prefix: &str) -> std::path::PathBuf {
 /// Configuration of a test app.
 pub fn test_config(prefix: &str, redis: &str, db_url: &str, extra: &[&str]) -> Config {
     let mut args = vec!["revokd"];
+    // The test secret, unless the test names other keys.
+    let other_keys = [
+        "--jwt-public-key-file",
+        "--jwt-jwks-file",
+        "--jwt-oidc-issuer",
+        "--jwt-jwks-url",
+        "--issuers-file",
+    ];
     if !extra
         .iter()
-        .any(|a| a.starts_with("--jwt-public-key-file") || a.starts_with("--jwt-jwks-file"))
+        .any(|a| other_keys.iter().any(|k| a.starts_with(k)))
     {
         args.extend(["--jwt-secret", SECRET]);
     }

@@ -13,6 +13,7 @@ mod gateway;
 mod grpc;
 mod helpers;
 mod identity;
+mod idp;
 mod maintenance;
 mod oauth;
 mod pipeline;
