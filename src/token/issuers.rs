@@ -49,8 +49,11 @@ impl std::fmt::Debug for KeySpec {
 
 /// The issuers `settings` configure, at least one, with distinct `iss`.
 pub(super) fn issuer_specs(settings: &KeySettings) -> Result<Vec<IssuerSpec>, KeyError> {
-    // Refuses several key settings at once, names the missing one.
-    let local = super::keys::Source::from_settings(settings);
+    // Several key settings at once are refused whichever they are.
+    let local = match super::keys::Source::from_settings(settings) {
+        Err(several @ KeyError::SeveralKeys(_)) => return Err(several),
+        other => other,
+    };
     let algorithm = settings
         .algorithm
         .as_deref()

@@ -218,7 +218,11 @@ async fn started_before_its_provider_revokd_waits_unready_then_follows() {
         URL_SAFE_NO_PAD.encode([7u8; 64]),
     );
     let (status, body) = app.check(&unverifiable).await;
-    assert_eq!((status, &body["error"]), (503, &json!("keys_unavailable")), "{body}");
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("keys_unavailable")),
+        "{body}"
+    );
     assert_eq!(auth(&app, &unverifiable).await.0, 503);
     let (status, body) = app
         .post_json(
@@ -232,7 +236,10 @@ async fn started_before_its_provider_revokd_waits_unready_then_follows() {
     idp.restart(&["k1"]).await;
     let started = Instant::now();
     wait_ready(&app).await;
-    eprintln!("figure: provider up to revokd ready {:?}", started.elapsed());
+    eprintln!(
+        "figure: provider up to revokd ready {:?}",
+        started.elapsed()
+    );
     assert_answer(&app.check(&idp.access_token().await).await, "active");
     assert_answer(&app.check(&unverifiable).await, "invalid_signature");
     app.stop().await;
@@ -341,8 +348,10 @@ async fn a_flood_of_made_up_kids_costs_the_provider_one_fetch_per_ten_seconds() 
     let mut sent = 0u32;
     while sent < 400 || started.elapsed() < Duration::from_secs(3) {
         let batch = (0..16).map(|i| {
-            let header = json!({ "alg": "ES256", "typ": "at+jwt", "kid": format!("made-up-{sent}-{i}") });
-            let claims = json!({ "iss": idp.issuer(), "aud": Idp::AUDIENCE, "exp": 4_000_000_000i64 });
+            let header =
+                json!({ "alg": "ES256", "typ": "at+jwt", "kid": format!("made-up-{sent}-{i}") });
+            let claims =
+                json!({ "iss": idp.issuer(), "aud": Idp::AUDIENCE, "exp": 4_000_000_000i64 });
             let forged = format!(
                 "{}.{}.{}",
                 URL_SAFE_NO_PAD.encode(header.to_string()),

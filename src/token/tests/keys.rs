@@ -217,3 +217,48 @@ fn secrets_never_show_in_debug_output() {
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains("[redacted]"));
 }
+
+#[test]
+fn a_fetched_set_keeps_unchanged_keys_and_leaves_out_what_it_cannot_use() {
+    use crate::token::keys::KeyRing;
+    let two: Value = serde_json::from_slice(&read_fixture("jwks_two.json")).unwrap();
+    let ec = two["keys"][0].clone();
+    let rsa = two["keys"][1].clone();
+    let first =
+        KeyRing::from_fetched(json!({ "keys": [ec] }).to_string().as_bytes(), None, None).unwrap();
+    // The same EC key, a new RSA key, an encryption key, a published secret
+    // and an unknown key type: the last three are left out, not fatal.
+    let oct = json!({ "kty": "oct", "kid": "s", "k": URL_SAFE_NO_PAD.encode([9u8; 32]) });
+    let enc = json!({ "kty": "RSA", "use": "enc", "kid": "e", "n": rsa["n"], "e": "AQAB" });
+    let odd = json!({ "kty": "OKP", "crv": "X25519", "kid": "x", "x": "AAAA" });
+    let body = json!({ "keys": [ec, rsa, enc, oct, odd] }).to_string();
+    let mut second = KeyRing::from_fetched(body.as_bytes(), None, None).unwrap();
+    assert_eq!(second.kids(), ["ec-key-1", "rsa-key-1"]);
+    second.keep_serials(&first);
+    let serial = |ring: &KeyRing, i: usize| ring.keys[i].serial;
+    assert_eq!(serial(&second, 0), serial(&first, 0), "unchanged key");
+    assert!(!first.holds(serial(&second, 1)), "new key");
+    // The same kid with other key material is a new key.
+    let mut moved = ec.clone();
+    moved["x"] = two["keys"][0]["y"].clone();
+    moved["y"] = two["keys"][0]["x"].clone();
+    if let Ok(mut third) = KeyRing::from_fetched(
+        json!({ "keys": [moved] }).to_string().as_bytes(),
+        None,
+        None,
+    ) {
+        third.keep_serials(&first);
+        assert!(!first.holds(serial(&third, 0)));
+    }
+    // Only unusable keys: no set at all (the last good one stays).
+    let useless = json!({ "keys": [oct] }).to_string();
+    assert!(KeyRing::from_fetched(useless.as_bytes(), None, None).is_err());
+    // An allow-list leaves out the rest.
+    let only_rs = KeyRing::from_fetched(
+        body.as_bytes(),
+        None,
+        Some(&[jsonwebtoken::Algorithm::RS256]),
+    )
+    .unwrap();
+    assert_eq!(only_rs.kids(), ["rsa-key-1"]);
+}

@@ -5,6 +5,7 @@
 
 mod claims;
 mod ecdsa;
+mod issuers;
 mod keys;
 mod mint;
 mod reason;
