@@ -82,8 +82,8 @@ impl Settings {
                 algorithm: env("JWT_ALGORITHM"),
                 issuer: env("JWT_ISSUER"),
                 audience: env("JWT_AUDIENCE"),
-                jwks_file: None,
                 leeway_secs: 30,
+                ..KeySettings::default()
             },
         })
     }

@@ -44,6 +44,8 @@ pub const RETRY_CAP: Duration = Duration::from_secs(10);
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Time allowed for one fetch, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a request waits for the fetch its unknown `kid` started.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 /// Redirects followed by one fetch.
 const MAX_REDIRECTS: usize = 3;
 
@@ -167,17 +169,27 @@ impl RemoteKeys {
         self.ring.load().as_ref().map_or(0, |ring| ring.keys.len())
     }
 
-    /// A token named a `kid` the set does not hold, or came before any set
-    /// loaded: fetches the set again unless one was fetched for this reason
-    /// less than [`KID_FETCH_EVERY`] ago (then the fetch is made when that
-    /// window ends). Concurrent callers share one fetch. True when the set
-    /// changed since the caller looked, so verifying again may succeed.
-    pub(super) async fn catch_up(&self) -> bool {
+    /// A token named a `kid` the set does not hold: fetches the set again
+    /// unless one was fetched for this reason less than [`KID_FETCH_EVERY`]
+    /// ago (then the fetch is made when that window ends). Concurrent
+    /// callers share one fetch: those that waited for it do not fetch
+    /// again. The fetch runs in a task of its own: a caller waits for it at
+    /// most [`CATCH_UP_WAIT`] (an issuer that does not answer must not hold
+    /// requests for the whole fetch timeout), and it completes for the next
+    /// callers either way. The caller then verifies again with the set as it
+    /// is.
+    pub(super) async fn catch_up(self: &Arc<Self>) {
+        let keys = Arc::clone(self);
         let seen = self.version.load(Ordering::Acquire);
+        let fetch = tokio::spawn(async move { keys.catch_up_from(seen).await });
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, fetch).await;
+    }
+
+    async fn catch_up_from(&self, seen: u64) {
         let mut flight = self.flight.lock().await;
         if self.version.load(Ordering::Acquire) != seen {
             // Another caller's fetch (or the refresh task's) ran meanwhile.
-            return true;
+            return;
         }
         let now = Instant::now();
         if flight
@@ -188,14 +200,11 @@ impl RemoteKeys {
                 flight.kid_fetch_owed = true;
                 self.wake.notify_one();
             }
-            return false;
+            return;
         }
         flight.last_kid_fetch = Some(now);
         flight.kid_fetch_owed = false;
-        match self.fetch(&mut flight, "unknown_kid").await {
-            Ok(_) => self.version.load(Ordering::Acquire) != seen,
-            Err(_) => false,
-        }
+        let _ = self.fetch(&mut flight, "unknown_kid").await;
     }
 
     /// Fetches the set now (one fetch at a time); the `max-age` it came

@@ -382,10 +382,14 @@ impl Verifier {
 
     /// An issuer's fetched keys lack a token's `kid`: fetches them again
     /// (at most once per 10 s per issuer, concurrent callers sharing the
-    /// fetch). True when the set changed, so verifying again may succeed.
+    /// fetch; waiting at most 3 s). True when the token is worth verifying
+    /// again (always, for fetched keys: the set may have changed meanwhile).
     pub async fn catch_up(&self, behind: Behind) -> bool {
         match self.issuers.get(behind.0).map(|issuer| &issuer.keys) {
-            Some(IssuerKeys::Remote(remote)) => remote.catch_up().await,
+            Some(IssuerKeys::Remote(remote)) => {
+                remote.catch_up().await;
+                true
+            }
             _ => false,
         }
     }

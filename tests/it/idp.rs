@@ -149,6 +149,36 @@ async fn a_real_providers_tokens_verify_revoke_and_pass_the_gateway_check() {
     in_both_stores(&app.db, &redis_url(), &app.prefix, &[id]).await;
     // A fresh token of the same client stays active.
     assert_answer(&app.check(&idp.access_token().await).await, "active");
+
+    // The fetches and the set, as /metrics shows them.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let issuer = idp.issuer();
+    assert!(
+        sample(&format!(
+            r#"revokd_jwks_refresh_total{{issuer="{issuer}",result="ok"}}"#
+        )) >= 1.0
+    );
+    assert_eq!(
+        sample(&format!(r#"revokd_jwks_keys{{issuer="{issuer}"}}"#)),
+        1.0
+    );
+    let age = sample(&format!(r#"revokd_jwks_age_seconds{{issuer="{issuer}"}}"#));
+    assert!((0.0..60.0).contains(&age), "age {age}");
     app.stop().await;
 }
 
@@ -164,14 +194,16 @@ async fn a_rotation_at_the_provider_is_followed_without_a_restart() {
 
     // The provider signs with a new key and still publishes the old one.
     idp.restart(&["k2", "k1"]).await;
-    let rotated = Instant::now();
     let new = idp.access_token().await;
     assert_eq!(part(&new, 0)["kid"], "k2");
     // The first check of the new key's token fetches the set: active at once.
+    let fetches = idp.jwks_fetches().await;
+    let first = Instant::now();
     assert_answer(&app.check(&new).await, "active");
     eprintln!(
-        "figure: rotation to first accept {:?} (including the provider's restart)",
-        rotated.elapsed()
+        "figure: first check of a token signed with the new key: active in {:?}, {} JWKS fetch",
+        first.elapsed(),
+        idp.jwks_fetches().await - fetches
     );
     assert_answer(&app.check(&old).await, "active");
 
