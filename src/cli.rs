@@ -251,10 +251,14 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let job = match token {
                 Some(token) => {
-                    let claims = services
+                    load_keys(&services).await?;
+                    let (claims, _) = services
                         .verifier
-                        .verify_signature(&token)
-                        .map_err(|r| Failure::input(format!("invalid token: {}", r.as_str())))?;
+                        .verify_signature_latest(&token)
+                        .await
+                        .map_err(|r| {
+                            Failure::input(format!("invalid token: {}", r.reason().as_str()))
+                        })?;
                     RevokeToken::new(claims.token_id, claims.subject_id, claims.exp)
                 }
                 None => {
@@ -380,6 +384,16 @@ fn store_services(mut config: Config) -> anyhow::Result<Services> {
         config.jwt_issuer = None;
     }
     Services::build(config)
+}
+
+/// A one-shot command cannot wait for the background refresh: fetches an
+/// identity provider's keys now, and says why if they cannot be.
+async fn load_keys(services: &Services) -> Result<(), Failure> {
+    services
+        .verifier
+        .load_now()
+        .await
+        .map_err(|error| Failure::input(format!("cannot load the issuer's keys: {error}")))
 }
 
 async fn check(config: Config, token: &str) -> Result<u8, Failure> {

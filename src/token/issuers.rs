@@ -68,11 +68,17 @@ pub(super) fn issuer_specs(settings: &KeySettings) -> Result<Vec<IssuerSpec>, Ke
         leeway_secs: settings.leeway_secs,
     };
     if let Some(path) = &settings.issuers_file {
-        if settings.issuer.is_some() {
+        let clash = if settings.issuer.is_some() {
+            Some("JWT_ISSUER cannot be combined with it: each [[issuer]] names its own")
+        } else if settings.algorithm.is_some() {
+            Some("JWT_ALGORITHM cannot be combined with it: use each [[issuer]]'s `algorithms`")
+        } else {
+            None
+        };
+        if let Some(reason) = clash {
             return Err(KeyError::IssuersFile {
                 path: path.clone(),
-                reason: "JWT_ISSUER cannot be combined with it: each [[issuer]] names its own"
-                    .into(),
+                reason: reason.into(),
             });
         }
         return read_issuers_file(path, settings);
@@ -94,6 +100,14 @@ pub(super) fn issuer_specs(settings: &KeySettings) -> Result<Vec<IssuerSpec>, Ke
     }
     if let Some(url) = &settings.jwks_url {
         let url = check_url("JWT_JWKS_URL", url)?;
+        // A key set may serve many issuers (one provider's tenants): the
+        // `iss` to accept must be named.
+        if settings.issuer.is_none() {
+            return Err(KeyError::Remote {
+                setting: "JWT_JWKS_URL".into(),
+                reason: "needs JWT_ISSUER, the `iss` its tokens carry".into(),
+            });
+        }
         let keys = KeySpec::Remote(Endpoint::Jwks(url));
         return Ok(vec![one(settings.issuer.clone(), keys)]);
     }
@@ -174,7 +188,8 @@ fn read_issuers_file(path: &Path, settings: &KeySettings) -> Result<Vec<IssuerSp
     // say where, not what.
     let file: IssuersFile = toml::from_str(&text).map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
-            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
             format!(" at line {line}")
         });
         bad(format!("not a valid [[issuer]] list{at}: {}", e.message()))

@@ -27,8 +27,9 @@ pub(super) struct KeyRing {
     by_kid: bool,
 }
 
-/// One verification key, parsed, with its prebuilt validation.
-#[derive(Debug)]
+/// One verification key, parsed, with its prebuilt validation. Its `Debug`
+/// shows the kid, algorithm and serial only: the parameters of an HMAC key
+/// are the secret.
 pub(super) struct VerifyKey {
     pub(super) kid: Option<String>,
     pub(super) alg: Algorithm,
@@ -39,6 +40,16 @@ pub(super) struct VerifyKey {
     /// The public parameters, which tell an unchanged key from a new one
     /// published under the same `kid`.
     params: AlgorithmParameters,
+}
+
+impl fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why [`KeyRing::select`] found no key.
@@ -86,7 +97,7 @@ impl KeyRing {
             }
             Source::Jwks(path) => {
                 let bytes = read(path)?;
-                parse_jwks(&bytes, algorithm, Strictness::Strict)
+                parse_jwks(&bytes, algorithm, allowed, Strictness::Strict)
                     .map_err(|reason| invalid(path, reason))?
             }
         };
@@ -111,7 +122,10 @@ impl KeyRing {
         algorithm: Option<Algorithm>,
         allowed: Option<&[Algorithm]>,
     ) -> Result<Self, String> {
-        let keys = allow_only(parse_jwks(bytes, algorithm, Strictness::Lenient)?, allowed);
+        let keys = allow_only(
+            parse_jwks(bytes, algorithm, allowed, Strictness::Lenient)?,
+            allowed,
+        );
         if keys.is_empty() {
             return Err("no usable signing key in the set".to_owned());
         }
@@ -334,6 +348,7 @@ enum Strictness {
 fn parse_jwks(
     bytes: &[u8],
     default_alg: Option<Algorithm>,
+    allowed: Option<&[Algorithm]>,
     strictness: Strictness,
 ) -> Result<Vec<VerifyKey>, String> {
     let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| {
@@ -355,7 +370,7 @@ fn parse_jwks(
             Some(kid) => format!("key {kid:?}"),
             None => format!("key #{index}"),
         };
-        match parse_jwk(jwk, kid, default_alg, strictness, &keys) {
+        match parse_jwk(jwk, kid, default_alg, allowed, strictness, &keys) {
             Ok(key) => keys.push(key),
             Err(reason) if strictness == Strictness::Strict => {
                 return Err(format!("{name}: {reason}"));
@@ -374,14 +389,25 @@ fn parse_jwk(
     jwk: &Jwk,
     kid: Option<String>,
     default_alg: Option<Algorithm>,
+    allowed: Option<&[Algorithm]>,
     strictness: Strictness,
     taken: &[VerifyKey],
 ) -> Result<VerifyKey, String> {
+    // A key naming no algorithm: the default when it fits, else the first
+    // allowed one that fits its key type, else the default (refused below
+    // for not fitting) or what its key type implies.
+    let fitting = || {
+        default_alg
+            .into_iter()
+            .chain(allowed.into_iter().flatten().copied())
+            .find(|alg| fits(&jwk.algorithm, *alg))
+    };
     let alg = match jwk.common.key_algorithm {
         Some(named) => {
             Algorithm::try_from(named).map_err(|_| format!("unsupported alg {named}"))?
         }
-        None => default_alg
+        None => fitting()
+            .or(default_alg)
             .or_else(|| implied_algorithm(&jwk.algorithm))
             .ok_or_else(|| "unsupported kty or crv".to_owned())?,
     };

@@ -73,7 +73,12 @@ pub(super) struct RemoteKeys {
     /// Unix ms of the last successful fetch; 0 before the first.
     fetched_at_ms: AtomicI64,
     flight: tokio::sync::Mutex<Flight>,
-    /// Wakes the refresh task for a fetch owed to an unknown `kid`.
+    /// The fetches made for unknown `kid`s (held only between awaits).
+    kid: std::sync::Mutex<KidFetches>,
+    /// Told when a fetch for an unknown `kid` ends.
+    kid_done: Notify,
+    /// Wakes the refresh task for a fetch owed to an unknown `kid`, and
+    /// when the keys are dropped.
     wake: Arc<Notify>,
 }
 
@@ -82,10 +87,38 @@ pub(super) struct RemoteKeys {
 struct Flight {
     /// The `jwks_uri` discovery found; found again after a failed fetch.
     jwks_url: Option<String>,
-    /// When a fetch was last made for an unknown `kid`.
-    last_kid_fetch: Option<Instant>,
+}
+
+/// The rate limit of fetches for unknown `kid`s.
+#[derive(Default)]
+struct KidFetches {
+    /// When the last one started.
+    last: Option<Instant>,
+    /// One is running (its callers wait for it, none starts another).
+    running: bool,
     /// An unknown `kid` arrived inside the window: fetch when it ends.
-    kid_fetch_owed: bool,
+    owed: bool,
+}
+
+impl KidFetches {
+    /// Whether a fetch started at `now` would be inside the window of the
+    /// last one.
+    fn inside_window(&self, now: Instant) -> bool {
+        self.last
+            .is_some_and(|at| now.duration_since(at) < KID_FETCH_EVERY)
+    }
+
+    /// When the window of the last fetch ends.
+    fn window_end(&self) -> Option<Instant> {
+        self.last.map(|at| at + KID_FETCH_EVERY)
+    }
+}
+
+impl Drop for RemoteKeys {
+    fn drop(&mut self) {
+        // The refresh task holds a weak reference: let it see it is gone.
+        self.wake.notify_one();
+    }
 }
 
 impl std::fmt::Debug for RemoteKeys {
@@ -138,6 +171,8 @@ impl RemoteKeys {
             version: AtomicU64::new(0),
             fetched_at_ms: AtomicI64::new(0),
             flight: tokio::sync::Mutex::new(Flight::default()),
+            kid: std::sync::Mutex::new(KidFetches::default()),
+            kid_done: Notify::new(),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -170,41 +205,50 @@ impl RemoteKeys {
     }
 
     /// A token named a `kid` the set does not hold: fetches the set again
-    /// unless one was fetched for this reason less than [`KID_FETCH_EVERY`]
-    /// ago (then the fetch is made when that window ends). Concurrent
-    /// callers share one fetch: those that waited for it do not fetch
-    /// again. The fetch runs in a task of its own: a caller waits for it at
-    /// most [`CATCH_UP_WAIT`] (an issuer that does not answer must not hold
-    /// requests for the whole fetch timeout), and it completes for the next
-    /// callers either way. The caller then verifies again with the set as it
-    /// is.
+    /// unless one was started for this reason less than [`KID_FETCH_EVERY`]
+    /// ago (then one more is made when that window ends, and the caller
+    /// returns at once). Concurrent callers share one fetch: at most one
+    /// runs, in a task of its own, and a caller waits for it at most
+    /// [`CATCH_UP_WAIT`] (an issuer that does not answer must not hold
+    /// requests for the whole fetch timeout). The caller then verifies
+    /// again with the set as it is.
     pub(super) async fn catch_up(self: &Arc<Self>) {
-        let keys = Arc::clone(self);
-        let seen = self.version.load(Ordering::Acquire);
-        let fetch = tokio::spawn(async move { keys.catch_up_from(seen).await });
-        let _ = tokio::time::timeout(CATCH_UP_WAIT, fetch).await;
+        // Registered before the state is read, so the end of a fetch that
+        // is running now is not missed.
+        let done = self.kid_done.notified();
+        let start = {
+            let mut kid = lock(&self.kid);
+            let now = Instant::now();
+            if kid.running {
+                false
+            } else if kid.inside_window(now) {
+                if !kid.owed {
+                    kid.owed = true;
+                    self.wake.notify_one();
+                }
+                return;
+            } else {
+                kid.running = true;
+                kid.owed = false;
+                kid.last = Some(now);
+                true
+            }
+        };
+        if start {
+            let keys = Arc::clone(self);
+            tokio::spawn(async move { keys.kid_fetch().await });
+        }
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, done).await;
     }
 
-    async fn catch_up_from(&self, seen: u64) {
-        let mut flight = self.flight.lock().await;
-        if self.version.load(Ordering::Acquire) != seen {
-            // Another caller's fetch (or the refresh task's) ran meanwhile.
-            return;
-        }
-        let now = Instant::now();
-        if flight
-            .last_kid_fetch
-            .is_some_and(|at| now.duration_since(at) < KID_FETCH_EVERY)
+    /// A fetch for unknown `kid`s, claimed by the caller (`running` set).
+    async fn kid_fetch(&self) {
         {
-            if !flight.kid_fetch_owed {
-                flight.kid_fetch_owed = true;
-                self.wake.notify_one();
-            }
-            return;
+            let mut flight = self.flight.lock().await;
+            let _ = self.fetch(&mut flight, "unknown_kid").await;
         }
-        flight.last_kid_fetch = Some(now);
-        flight.kid_fetch_owed = false;
-        let _ = self.fetch(&mut flight, "unknown_kid").await;
+        lock(&self.kid).running = false;
+        self.kid_done.notify_waiters();
     }
 
     /// Fetches the set now (one fetch at a time); the `max-age` it came
@@ -250,24 +294,34 @@ impl RemoteKeys {
         });
     }
 
-    /// The fetch an unknown `kid` was refused inside the window: made when
-    /// the window ends.
+    /// The fetch owed to unknown `kid`s refused inside a window: made when
+    /// the window ends (a fetch started meanwhile opens a new window).
     async fn owed_kid_fetch(&self) {
-        let due = {
-            let flight = self.flight.lock().await;
-            match (flight.kid_fetch_owed, flight.last_kid_fetch) {
-                (false, _) => return,
-                (true, at) => at.map_or_else(Instant::now, |at| at + KID_FETCH_EVERY),
+        loop {
+            let due = {
+                let mut kid = lock(&self.kid);
+                if !kid.owed {
+                    return;
+                }
+                let now = Instant::now();
+                if !kid.running && !kid.inside_window(now) {
+                    kid.owed = false;
+                    kid.running = true;
+                    kid.last = Some(now);
+                    None
+                } else {
+                    // Running: its window ends KID_FETCH_EVERY after it began.
+                    Some(kid.window_end().unwrap_or(now))
+                }
+            };
+            match due {
+                None => return self.kid_fetch().await,
+                Some(due) => {
+                    tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(10)))
+                        .await
+                }
             }
-        };
-        tokio::time::sleep_until(due).await;
-        let mut flight = self.flight.lock().await;
-        if !flight.kid_fetch_owed {
-            return;
         }
-        flight.kid_fetch_owed = false;
-        flight.last_kid_fetch = Some(Instant::now());
-        let _ = self.fetch(&mut flight, "unknown_kid").await;
     }
 
     /// One fetch (discovery first when needed), stored on success; logged
@@ -357,6 +411,14 @@ impl RemoteKeys {
     }
 }
 
+/// The lock of plain state, never held across an await; a panic while it
+/// was held leaves nothing half-written worth refusing.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Backoff after `failures` failed fetches in a row: 1 s, 2 s, 4 s, ...
 /// up to [`RETRY_CAP`].
 fn retry_delay(failures: u32) -> Duration {
@@ -370,7 +432,21 @@ fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT / 2)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            // Bounded, and never from https down to plain http.
+            let downgrade = attempt.url().scheme() == "http"
+                && attempt
+                    .previous()
+                    .iter()
+                    .any(|url| url.scheme() == "https");
+            if downgrade {
+                attempt.error("redirect from https to http refused")
+            } else if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
         .user_agent(concat!("revokd/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|error| {
@@ -486,6 +562,11 @@ fn jwks_uri(url: &str, body: &[u8], issuer: &str) -> Result<String, FetchError> 
     if !(jwks.starts_with("https://") || jwks.starts_with("http://")) {
         return Err(bad("jwks_uri is not an http(s) URL".to_owned()));
     }
+    if issuer.starts_with("https://") && !jwks.starts_with("https://") {
+        return Err(bad(
+            "jwks_uri is plain http while the issuer is https".to_owned()
+        ));
+    }
     Ok(jwks)
 }
 
@@ -563,5 +644,7 @@ mod tests {
         assert!(jwks_uri("u", no_keys, "https://a.example").is_err());
         let bad_scheme = br#"{"issuer":"https://a.example","jwks_uri":"file:///etc/passwd"}"#;
         assert!(jwks_uri("u", bad_scheme, "https://a.example").is_err());
+        let downgrade = br#"{"issuer":"https://a.example","jwks_uri":"http://a.example/keys"}"#;
+        assert!(jwks_uri("u", downgrade, "https://a.example").is_err());
     }
 }

@@ -139,6 +139,18 @@ algorithms = ["ES256"]
     )
     .unwrap();
     assert!(verifier.verify(&token, NOW).is_ok());
+    // Another algorithm with the issuer's name: refused.
+    let rsa = EncodingKey::from_rsa_pem(&super::read_fixture("rsa_private.pem")).unwrap();
+    let other = jsonwebtoken::encode(
+        &Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({ "iss": "ec", "exp": NOW + 60 }),
+        &rsa,
+    )
+    .unwrap();
+    assert_eq!(
+        verifier.verify(&other, NOW).unwrap_err(),
+        Reason::InvalidSignature
+    );
 }
 
 #[test]
@@ -163,7 +175,7 @@ fn a_bad_issuers_file_is_refused_naming_the_entry_never_the_secret() {
         (
             "unknown-field",
             format!("[[issuer]]\nissuer = \"a\"\nsecret = \"{SECRET}\"\nsecrett = \"x\"\n"),
-            "line",
+            "at line 4",
         ),
         (
             "bad-alg",
@@ -223,6 +235,18 @@ fn provider_settings_are_refused_when_they_cannot_work() {
         "{}",
         error(&both)
     );
+    // A key set URL alone could serve many issuers (a provider's tenants).
+    let url_alone = KeySettings {
+        jwks_url: Some("https://idp.example/keys".into()),
+        ..Default::default()
+    };
+    assert!(error(&url_alone).contains("needs JWT_ISSUER"));
+    let file_and_alg = KeySettings {
+        issuers_file: Some(temp_file("alg.toml", "[[issuer]]\nissuer = \"a\"\n")),
+        algorithm: Some("RS256".into()),
+        ..Default::default()
+    };
+    assert!(error(&file_and_alg).contains("JWT_ALGORITHM"));
     let file_and_url = KeySettings {
         issuers_file: Some("/nonexistent.toml".into()),
         jwks_url: Some("https://idp.example/keys".into()),

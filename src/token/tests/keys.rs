@@ -215,6 +215,9 @@ fn secrets_never_show_in_debug_output() {
         Minter::new(&settings).unwrap()
     );
     assert!(!shown.contains(SECRET), "{shown}");
+    // ... nor encoded, as a JWK's `k` would hold it.
+    let encoded = URL_SAFE_NO_PAD.encode(SECRET);
+    assert!(!shown.contains(&encoded[..40]), "{shown}");
     assert!(shown.contains("[redacted]"));
 }
 
@@ -261,4 +264,17 @@ fn a_fetched_set_keeps_unchanged_keys_and_leaves_out_what_it_cannot_use() {
     )
     .unwrap();
     assert_eq!(only_rs.kids(), ["rsa-key-1"]);
+    // Keys naming no algorithm take the first allowed one that fits them.
+    let mut bare_ec = two["keys"][0].clone();
+    bare_ec.as_object_mut().unwrap().remove("alg");
+    let mut bare_rsa = two["keys"][1].clone();
+    bare_rsa.as_object_mut().unwrap().remove("alg");
+    let bare = json!({ "keys": [bare_ec, bare_rsa] }).to_string();
+    let allowed = [
+        jsonwebtoken::Algorithm::ES256,
+        jsonwebtoken::Algorithm::PS256,
+    ];
+    let ring = KeyRing::from_fetched(bare.as_bytes(), Some(allowed[0]), Some(&allowed)).unwrap();
+    let algs: Vec<_> = ring.keys.iter().map(|k| k.alg).collect();
+    assert_eq!(algs, allowed);
 }
