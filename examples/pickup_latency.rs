@@ -121,7 +121,11 @@ async fn measure(
         .context("probe producer")?;
     let probe = Probe {
         producer: &producer,
-        completions: Completions::new(&settings.redis_url, prefix, 1),
+        completions: Completions::new(
+            &revokd_jobs::RedisTarget::url(&settings.redis_url)?,
+            prefix,
+            1,
+        ),
     };
 
     eprintln!("warm-up: {WARMUP_PROBES} probes");

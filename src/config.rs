@@ -78,6 +78,36 @@ pub struct Config {
     )]
     pub check_keys: Secret,
 
+    /// Redis Sentinel nodes, `host:port,...`: the primary of
+    /// REDIS_SENTINEL_MASTER is found through them and followed across
+    /// failovers (REDIS_URL's host and port are then unused; its password,
+    /// user and database apply).
+    #[arg(
+        long,
+        env = "REDIS_SENTINELS",
+        global = true,
+        requires = "redis_sentinel_master"
+    )]
+    pub redis_sentinels: Option<String>,
+
+    /// The name Sentinel monitors the primary under.
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_MASTER",
+        global = true,
+        requires = "redis_sentinels"
+    )]
+    pub redis_sentinel_master: Option<String>,
+
+    /// Password of the sentinels themselves, when they require one.
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub redis_sentinel_password: Option<Secret>,
+
     /// HMAC secret (UTF-8) for HS256/384/512 tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,

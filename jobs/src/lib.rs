@@ -23,6 +23,7 @@
 mod job;
 mod producer;
 mod queue;
+mod target;
 
 pub use job::{
     Cleanup, JTI_HASH_PREFIX, Job, JobMeta, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily,
@@ -31,6 +32,7 @@ pub use job::{
 };
 pub use producer::{ProduceError, Producer};
 pub use queue::{queue_config, wake_channel};
+pub use target::{RESOLVE_EVERY, RedisConn, RedisTarget, primary_moved};
 
 /// Suffix of the queue name under the key prefix: the queue is `{prefix}queue:jobs`.
 pub const QUEUE_SUFFIX: &str = "queue:jobs";

@@ -9,6 +9,7 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
+use crate::target::RedisConn;
 use crate::{
     Job, RegisterRefresh, RevokeSubject, RevokeToken,
     queue::{self, queue_config, wake_channel},
@@ -33,7 +34,7 @@ pub enum ProduceError {
 /// Cheap to clone; clones share one multiplexed Redis connection.
 #[derive(Clone)]
 pub struct Producer {
-    conn: ConnectionManager,
+    conn: RedisConn,
     config: Config,
     wake: String,
     requested_by: String,
@@ -66,10 +67,11 @@ impl Producer {
         Ok(Self::new(conn, prefix, requested_by))
     }
 
-    /// Uses an existing connection.
-    pub fn new(conn: ConnectionManager, prefix: &str, requested_by: &str) -> Self {
+    /// Uses an existing connection (a `ConnectionManager`, or a
+    /// [`RedisConn`] that follows a Sentinel-managed primary).
+    pub fn new(conn: impl Into<RedisConn>, prefix: &str, requested_by: &str) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             config: queue_config(prefix),
             wake: wake_channel(prefix),
             requested_by: requested_by.to_owned(),

@@ -4,6 +4,7 @@
 pub mod shutdown;
 pub mod telemetry;
 
+use revokd_jobs::RedisTarget;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -112,6 +113,8 @@ pub struct Services {
     pub replica: Option<Arc<Replica>>,
     /// Where revocations go while Postgres is unreachable (one per process).
     pub spool: Arc<Spool>,
+    /// Where Redis is: `REDIS_URL`, or the primary Sentinel names.
+    pub redis: RedisTarget,
 }
 
 impl Services {
@@ -140,8 +143,18 @@ impl Services {
         let verifier = Verifier::new(&config.key_settings()).context("verification key")?;
         let invalid_redis =
             |e: ::redis::RedisError| redact::url_error("REDIS_URL", &config.redis_url, e);
-        let fast = store::fast_redis(&config.redis_url).map_err(invalid_redis)?;
-        let patient = store::patient_redis(&config.redis_url).map_err(invalid_redis)?;
+        let redis = match (&config.redis_sentinels, &config.redis_sentinel_master) {
+            (Some(sentinels), Some(master)) => RedisTarget::sentinel(
+                sentinels,
+                master,
+                &config.redis_url,
+                config.redis_sentinel_password.as_ref().map(|p| p.expose()),
+            ),
+            _ => RedisTarget::url(&config.redis_url),
+        }
+        .map_err(invalid_redis)?;
+        let fast = store::fast_redis(&redis);
+        let patient = store::patient_redis(&redis);
         let prefix = config.key_prefix.clone();
         Ok(Self {
             verifier: Arc::new(verifier),
@@ -152,6 +165,7 @@ impl Services {
             replica: (config.read_mode == ReadMode::Replica)
                 .then(|| Replica::new(config.replica_max_lag)),
             spool: Arc::new(Spool::new(config.spool_dir(), &prefix)),
+            redis,
             config: Arc::new(config),
         })
     }
@@ -212,11 +226,12 @@ impl Services {
     pub fn follower(&self) -> Option<Follower> {
         Some(Follower {
             replica: Arc::clone(self.replica.as_ref()?),
-            redis_url: self.config.redis_url.clone(),
+            redis: self.redis.clone(),
             deny: self.deny_fast.clone(),
             db: self.db.clone(),
             resync: self.resync(self.deny_fast.clone()),
             ttl: self.ttl_policy(),
+            followed: Arc::default(),
         })
     }
 
@@ -238,7 +253,7 @@ impl Services {
             revokes: crate::store::pg::batch::RevokeBatcher::pending(self.db.clone()),
             spool: Arc::clone(&self.spool),
             completions: crate::write::completion::Completions::new(
-                &self.config.redis_url,
+                &self.redis,
                 &self.config.key_prefix,
                 self.config.max_waiters,
             ),
@@ -437,7 +452,7 @@ pub async fn serve(config: Config, roles: Roles, stop: CancellationToken) -> any
         }
         let deps = WorkerDeps {
             applier: services.applier(),
-            redis_url: services.config.redis_url.clone(),
+            redis: services.redis.clone(),
             prefix: services.config.key_prefix.clone(),
             concurrency: services.config.worker_concurrency,
         };

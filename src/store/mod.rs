@@ -20,34 +20,31 @@ pub use ttl::TtlPolicy;
 
 use std::time::Duration;
 
-use ::redis::{
-    Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use ::redis::aio::ConnectionManagerConfig;
+use revokd_jobs::{RedisConn, RedisTarget};
 
 /// A Redis connection for latency-sensitive reads: short timeouts and a
 /// single reconnect attempt, so a dead Redis fails fast. Lazy: it does not
-/// need Redis to be up when it is made.
-pub fn fast_redis(url: &str) -> Result<ConnectionManager, ::redis::RedisError> {
-    let client = Client::open(url)?;
+/// need Redis to be up when it is made. It follows the primary when the
+/// target is Sentinel's.
+pub fn fast_redis(target: &RedisTarget) -> RedisConn {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(250)))
         .set_response_timeout(Some(Duration::from_millis(250)))
         .set_number_of_retries(0)
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config)
+    target.connection(config)
 }
 
 /// A Redis connection for the worker and producers: patient timeouts, since
 /// apalis-redis treats any error as fatal for the worker.
-pub fn patient_redis(url: &str) -> Result<ConnectionManager, ::redis::RedisError> {
-    let client = Client::open(url)?;
+pub fn patient_redis(target: &RedisTarget) -> RedisConn {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config)
+    target.connection(config)
 }
 
 /// Both stores of one deployment: the Redis deny-list and the Postgres

@@ -3,6 +3,7 @@
 //! apalis-redis's keys (promotion of scheduled jobs, the rescue of a failed
 //! worker's jobs) lives in [`crate::store::queue`].
 
+use revokd_jobs::{RedisConn, RedisTarget};
 use std::{
     sync::{
         Arc,
@@ -98,7 +99,7 @@ impl PollStrategy for WakeStrategy {
 
 /// The backend a worker runs on.
 pub type WorkerBackend =
-    WithCodec<PollWith<RedisStorage<Envelope>, WakeStrategyBox>, TolerantCodec>;
+    WithCodec<PollWith<RedisStorage<Envelope, RedisConn>, WakeStrategyBox>, TolerantCodec>;
 
 /// Boxed so the strategy type stays private.
 pub struct WakeStrategyBox(WakeStrategy);
@@ -110,7 +111,7 @@ impl PollStrategy for WakeStrategyBox {
 }
 
 /// Wraps a storage with the tolerant codec and the wake-up strategy.
-pub fn wrap(storage: RedisStorage<Envelope>, wake: Arc<Wake>) -> WorkerBackend {
+pub fn wrap(storage: RedisStorage<Envelope, RedisConn>, wake: Arc<Wake>) -> WorkerBackend {
     let mut tick = tokio::time::interval(POLL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     WithCodec::new(
@@ -122,19 +123,26 @@ pub fn wrap(storage: RedisStorage<Envelope>, wake: Arc<Wake>) -> WorkerBackend {
 /// Listens on the wake-up channel and signals the worker, reconnecting
 /// forever; without it the worker still polls every [`POLL_TICK`].
 pub async fn listen_for_wakeups(
-    url: String,
+    redis: RedisTarget,
     channel: String,
     wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
     let listen = async {
         loop {
-            match subscribe(&url, &channel).await {
+            let mut moved = redis.changed();
+            match subscribe(&redis, &channel).await {
                 Ok(mut pubsub) => {
                     // Jobs may have arrived while we were not listening.
                     wake.signal();
+                    moved.mark_unchanged();
                     let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
+                    loop {
+                        tokio::select! {
+                            m = messages.next() => if m.is_none() { break },
+                            // A new primary: listen there.
+                            _ = moved.changed() => break,
+                        }
                         wake.signal();
                     }
                 }
@@ -149,8 +157,8 @@ pub async fn listen_for_wakeups(
     }
 }
 
-async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn subscribe(redis: &RedisTarget, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let (_, client) = redis.client().await?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)

@@ -33,8 +33,8 @@ pub use backend::{Envelope, TolerantCodec, Wake};
 pub struct WorkerDeps {
     /// Applies jobs to the stores.
     pub applier: Applier,
-    /// Redis URL of the queue.
-    pub redis_url: String,
+    /// Redis of the queue (a URL, or Sentinel's primary).
+    pub redis: revokd_jobs::RedisTarget,
     /// Key prefix (queue namespace).
     pub prefix: String,
     /// Jobs applied at once.
@@ -52,12 +52,12 @@ struct HandlerCtx {
 
 /// Runs workers until `stop` fires, restarting any that dies.
 pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()> {
-    let conn = crate::store::patient_redis(&deps.redis_url)?;
+    let conn = crate::store::patient_redis(&deps.redis);
     let config = queue_config(&deps.prefix);
     let wake = Arc::new(Wake::default());
     let helpers = [
         tokio::spawn(backend::listen_for_wakeups(
-            deps.redis_url.clone(),
+            deps.redis.clone(),
             Keys::new(&deps.prefix).wake_channel(),
             Arc::clone(&wake),
             stop.clone(),
@@ -80,7 +80,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
-        let storage = RedisStorage::<Envelope>::new(conn.clone()).with_config(config.clone());
+        let storage = RedisStorage::<Envelope, _>::new(conn.clone()).with_config(config.clone());
         let backend = backend::wrap(storage, Arc::clone(&wake));
         let worker = WorkerBuilder::new(name.as_str())
             .backend(backend)

@@ -13,6 +13,7 @@
 //! Waiters are bounded (`REVOKD_MAX_WAITERS`): beyond the bound a wait is
 //! refused before anything is recorded, so the caller can retry it.
 
+use revokd_jobs::RedisTarget;
 use std::{
     collections::HashMap,
     sync::{
@@ -38,7 +39,7 @@ pub struct Completions {
 }
 
 struct Hub {
-    redis_url: String,
+    redis: RedisTarget,
     channel: String,
     waiters: Mutex<Waiters>,
     /// Mirrors `Waiters::live`, for registrations waiting for it.
@@ -70,10 +71,10 @@ pub struct TooManyWaiters;
 impl Completions {
     /// Completions of the deployment under `prefix`, for at most
     /// `max_waiters` concurrent waits. Opens no connection until the first.
-    pub fn new(redis_url: &str, prefix: &str, max_waiters: usize) -> Self {
+    pub fn new(redis: &RedisTarget, prefix: &str, max_waiters: usize) -> Self {
         Self {
             hub: Arc::new(Hub {
-                redis_url: redis_url.to_owned(),
+                redis: redis.clone(),
                 channel: Keys::new(prefix).done_channel(),
                 waiters: Mutex::new(Waiters::default()),
                 live: watch::Sender::new(false),
@@ -138,15 +139,19 @@ fn lock(waiters: &Mutex<Waiters>) -> std::sync::MutexGuard<'_, Waiters> {
 async fn subscriber(hub: std::sync::Weak<Hub>, stop: CancellationToken) {
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let (url, channel) = (strong.redis_url.clone(), strong.channel.clone());
+        let (redis, channel) = (strong.redis.clone(), strong.channel.clone());
         drop(strong);
-        match connect(&url, &channel).await {
+        let mut moved = redis.changed();
+        match connect(&redis, &channel).await {
             Ok(pubsub) => {
                 set_live(&hub, true);
                 let mut messages = pubsub.into_on_message();
+                moved.mark_unchanged();
                 loop {
                     let message = tokio::select! {
                         m = messages.next() => m,
+                        // A new primary: this subscription hears nothing more.
+                        _ = moved.changed() => None,
                         () = stop.cancelled() => return,
                     };
                     let Some(message) = message else { break };
@@ -183,8 +188,8 @@ fn set_live(hub: &std::sync::Weak<Hub>, live: bool) {
     hub.live.send_replace(live);
 }
 
-async fn connect(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn connect(redis: &RedisTarget, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let (_, client) = redis.client().await?;
     let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;

@@ -71,7 +71,7 @@ impl Roles {
 pub fn worker_deps(services: &Services) -> WorkerDeps {
     WorkerDeps {
         applier: services.applier(),
-        redis_url: services.config.redis_url.clone(),
+        redis: services.redis.clone(),
         prefix: services.config.key_prefix.clone(),
         concurrency: 8,
     }

@@ -124,7 +124,7 @@ async fn a_job_stock_apalis_redis_pushes_is_applied_and_vacuumed_by_revokd() {
         .unwrap();
     assert_eq!(deny.queue_depth(&config).await.unwrap().pending, 1);
     assert_eq!(
-        promote_due(&conn, &config, revokd_jobs::now_unix())
+        promote_due(&conn.clone().into(), &config, revokd_jobs::now_unix())
             .await
             .unwrap(),
         1,
@@ -187,7 +187,10 @@ async fn a_dead_stock_workers_jobs_are_rescued_by_revokd() {
     let metadata = config.worker_metadata_key(&WorkerContext::new(&name));
     let registered: bool = conn.exists(&metadata).await.unwrap();
     assert!(registered, "the stock worker left its metadata");
-    assert_eq!(rescue(&conn, &config, &name).await.unwrap(), 1);
+    assert_eq!(
+        rescue(&conn.clone().into(), &config, &name).await.unwrap(),
+        1
+    );
     let depth = deny.queue_depth(&config).await.unwrap();
     assert_eq!((depth.pending, depth.running), (1, 0), "{depth:?}");
     let score: Option<f64> = conn.zscore(config.workers_set(), &name).await.unwrap();

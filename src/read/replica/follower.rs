@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Client, aio::MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use revokd_jobs::now_unix;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,9 +27,10 @@ const BLOCK_MS: u64 = 100;
 pub struct Follower {
     /// The replica to fill.
     pub replica: Arc<Replica>,
-    /// Redis URL (the follower uses a dedicated connection: XREAD BLOCK
-    /// would stall a shared one).
-    pub redis_url: String,
+    /// Redis (the follower uses a dedicated connection: XREAD BLOCK would
+    /// stall a shared one). After a Sentinel failover it reads the new
+    /// primary's stream from the start, as after any gap.
+    pub redis: revokd_jobs::RedisTarget,
     /// The deny-list (key names, snapshot reads).
     pub deny: DenyList,
     /// Postgres, for a snapshot while Redis's deny-list is incomplete.
@@ -39,6 +40,8 @@ pub struct Follower {
     pub resync: Resync,
     /// Lifetimes of what is loaded.
     pub ttl: TtlPolicy,
+    /// The generation of the primary last followed.
+    pub followed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Follower {
@@ -77,7 +80,16 @@ impl Follower {
 
     /// One connection's life: (re)load if needed, then read the stream.
     async fn follow(&self, last_id: &mut Option<String>) -> anyhow::Result<()> {
-        let client = Client::open(self.redis_url.as_str())?;
+        let (generation, client) = self.redis.client().await?;
+        if self
+            .followed
+            .swap(generation, std::sync::atomic::Ordering::AcqRel)
+            != generation
+        {
+            // Another primary: its stream is not the one `last_id` is in
+            // (replication is asynchronous, so it may lack the last entries).
+            *last_id = None;
+        }
         let mut conn = client.get_multiplexed_async_connection().await?;
         let stream = self.deny.keys().events();
         if let Err(error) = self.resync.run_once().await {
@@ -87,6 +99,9 @@ impl Follower {
             *last_id = Some(self.load(&mut conn, &stream).await?);
         }
         loop {
+            if self.redis.generation() != generation {
+                anyhow::bail!("the redis primary changed");
+            }
             let id = last_id.clone().unwrap_or_else(|| "0-0".into());
             let sent = Instant::now();
             let reply: redis::streams::StreamReadReply = tokio::time::timeout(

@@ -40,7 +40,9 @@ impl Follower {
             .saturating_sub(REPLAY_MS);
         let now = now_unix();
         let started = std::time::Instant::now();
-        let snapshot = if self.deny.marker_present().await.unwrap_or(false) {
+        // A marker another server set (a failover copied it here) proves
+        // nothing: `marker_current` compares it with this server.
+        let snapshot = if self.deny.marker_current().await.unwrap_or(false) {
             self.deny.snapshot(now).await?
         } else {
             self.snapshot_from_postgres(now).await?

@@ -6,7 +6,8 @@
 use std::{sync::LazyLock, time::Duration};
 
 use apalis_redis::Config;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+use revokd_jobs::RedisConn;
 use tokio_util::sync::CancellationToken;
 
 /// How often [`keep_promoting`] runs.
@@ -16,11 +17,7 @@ const EVERY: Duration = Duration::from_millis(500);
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
 
 /// Promotes the scheduled jobs due at `now`; returns how many.
-pub async fn promote_due(
-    conn: &ConnectionManager,
-    config: &Config,
-    now: i64,
-) -> redis::RedisResult<u64> {
+pub async fn promote_due(conn: &RedisConn, config: &Config, now: i64) -> redis::RedisResult<u64> {
     let mut conn = conn.clone();
     PROMOTE
         .key(config.scheduled_jobs_set())
@@ -33,7 +30,7 @@ pub async fn promote_due(
 
 /// Keeps the scheduled set below the size apalis-redis's fetch can promote,
 /// until `stop` fires.
-pub async fn keep_promoting(conn: ConnectionManager, config: Config, stop: CancellationToken) {
+pub async fn keep_promoting(conn: RedisConn, config: Config, stop: CancellationToken) {
     loop {
         if let Err(error) = promote_due(&conn, &config, revokd_jobs::now_unix()).await {
             tracing::debug!(%error, "cannot promote scheduled jobs yet");

@@ -5,7 +5,8 @@
 use std::sync::LazyLock;
 
 use apalis_redis::Config;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+use revokd_jobs::RedisConn;
 
 use super::{inflight_set, worker_metadata_key};
 
@@ -15,11 +16,7 @@ static RESCUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua
 /// Hands a failed worker's jobs back and deregisters it; returns how many
 /// jobs. Safe only once the worker's future has ended: none of its jobs
 /// still runs.
-pub async fn rescue(
-    conn: &ConnectionManager,
-    config: &Config,
-    worker: &str,
-) -> redis::RedisResult<u64> {
+pub async fn rescue(conn: &RedisConn, config: &Config, worker: &str) -> redis::RedisResult<u64> {
     let mut conn = conn.clone();
     RESCUE
         .key(config.workers_set())

@@ -15,7 +15,7 @@ pub mod registry;
 mod scripts;
 pub mod snapshot;
 
-use redis::aio::ConnectionManager;
+use revokd_jobs::RedisConn;
 
 use super::Keys;
 
@@ -29,15 +29,16 @@ pub const EVENTS_MAXLEN: u64 = 100_000;
 /// Key layout and operations of the deny-list under one prefix.
 #[derive(Clone)]
 pub struct DenyList {
-    pub(in crate::store) conn: ConnectionManager,
+    pub(in crate::store) conn: RedisConn,
     pub(in crate::store) keys: Keys,
 }
 
 impl DenyList {
-    /// The deny-list under `prefix` on `conn`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    /// The deny-list under `prefix` on `conn` (a `ConnectionManager`, or a
+    /// [`RedisConn`] that follows a Sentinel-managed primary).
+    pub fn new(conn: impl Into<RedisConn>, prefix: &str) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             keys: Keys::new(prefix),
         }
     }
@@ -95,7 +96,7 @@ impl DenyList {
 
 /// One SCAN call: the next cursor and the keys matching `pattern`.
 async fn scan_page(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     cursor: u64,
     pattern: &str,
     count: usize,

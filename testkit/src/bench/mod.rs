@@ -168,7 +168,7 @@ impl Background {
         self.tasks.spawn(worker::run(
             WorkerDeps {
                 applier: services.applier(),
-                redis_url: bench.redis_url.clone(),
+                redis: revokd_jobs::RedisTarget::url(&bench.redis_url).expect("REDIS_URL"),
                 prefix: bench.prefix.clone(),
                 concurrency: services.config.worker_concurrency,
             },

@@ -214,7 +214,8 @@ async fn until_waiting(db: &TestDb, redis: &str, prefix: &str) {
         },
     )
     .await;
-    let deny = DenyList::new(revokd::store::fast_redis(redis).unwrap(), prefix);
+    let target = revokd_jobs::RedisTarget::url(redis).unwrap();
+    let deny = DenyList::new(revokd::store::fast_redis(&target), prefix);
     let queue = revokd_jobs::queue_config(prefix);
     eventually(Duration::from_secs(5), "the job queued", || {
         let (deny, queue) = (deny.clone(), queue.clone());
