@@ -14,6 +14,8 @@
 //! - `process` — revokd as a process of its own ([`Process`]).
 //! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
 //!   takes a store down and back.
+//! - `sentinel` — [`SentinelTopology`], a primary, a replica and three
+//!   Redis Sentinels on loopback: kill the primary, watch the failover.
 //! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
 //!   discovery, JWKS, access tokens, key rotation by restart.
 //! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
@@ -39,6 +41,7 @@ mod process;
 mod proxy;
 mod redis_server;
 mod roles;
+mod sentinel;
 mod template;
 mod wait;
 
@@ -55,4 +58,5 @@ pub use process::{Process, healthy, log_to, revokd_command};
 pub use proxy::{Proxy, proxied};
 pub use redis_server::{PrivateRedis, free_port};
 pub use roles::{Roles, worker_deps};
+pub use sentinel::SentinelTopology;
 pub use wait::{current_replica, eventually, in_both_stores, wait_current};
