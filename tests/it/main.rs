@@ -23,5 +23,6 @@ mod queue_contract;
 mod refresh;
 mod replica;
 mod resilience;
+mod sentinel;
 mod verification;
 mod write_api;
