@@ -303,6 +303,14 @@ impl From<ConnectionManager> for RedisConn {
 }
 
 impl RedisConn {
+    /// How many times the primary changed (0 for a fixed connection).
+    pub fn generation(&self) -> u64 {
+        match &self.0 {
+            Inner::Fixed(_) => 0,
+            Inner::Following { target, .. } => target.generation(),
+        }
+    }
+
     /// The connection to the current primary.
     async fn manager(&self) -> RedisResult<ConnectionManager> {
         let (target, config, current) = match &self.0 {

@@ -185,3 +185,55 @@ async fn a_primary_killed_under_load_loses_no_accepted_revocation() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn after_a_failover_the_deny_list_marker_copied_from_the_old_primary_is_not_trusted() {
+    let mut topology = SentinelTopology::start().await;
+    let prefix = unique_prefix();
+    let target = revokd_jobs::RedisTarget::sentinel(
+        &topology.sentinels(),
+        topology.master_name(),
+        "redis://127.0.0.1:1",
+        None,
+    )
+    .unwrap();
+    let deny = revokd::store::redis::DenyList::new(revokd::store::fast_redis(&target), &prefix);
+    // The old primary's rebuild set the marker: the deny-list is complete.
+    let server = deny.server_id().await.unwrap();
+    deny.begin_rebuild("r1").await.unwrap();
+    assert!(deny.finish_rebuild("r1", &server).await.unwrap());
+    assert!(deny.lookup("t1", None, None).await.unwrap().complete);
+    let before = target.generation();
+
+    let old = topology.kill_primary().await;
+    let (new, _) = topology.wait_failover(old, Duration::from_secs(20)).await;
+    // Replication copied the marker to the new primary ...
+    let mut direct = redis::Client::open(topology.redis_url(new))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let marker = revokd::store::Keys::new(&prefix).marker();
+    let copied: bool = redis::Commands::exists(&mut direct, &marker).unwrap();
+    // ... but the new primary may lack the old one's last writes: the first
+    // lookup there says incomplete (Postgres answers) and drops the marker.
+    let started = Instant::now();
+    let lookup = loop {
+        if target.generation() > before
+            && let Ok(lookup) = deny.lookup("t1", None, None).await
+        {
+            break lookup;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no lookup on the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        copied,
+        "the marker was not replicated, so this test proves nothing"
+    );
+    assert!(!lookup.complete);
+    let left: bool = redis::Commands::exists(&mut direct, &marker).unwrap();
+    assert!(!left, "the copied marker is still there");
+}

@@ -61,6 +61,17 @@ impl DenyList {
         twin: Option<&str>,
         subject: Option<&str>,
     ) -> redis::RedisResult<Lookup> {
+        // A new primary (Sentinel failover) holds the marker its old
+        // primary set, copied by replication, though it may lack the last
+        // writes: before trusting it, check once that this server set it
+        // (a foreign marker is deleted, so checks go to Postgres until the
+        // rebuild). A marker set after the check is this server's own.
+        let generation = self.conn.generation();
+        if generation != self.validated.load(std::sync::atomic::Ordering::Acquire) {
+            self.marker_current().await?;
+            self.validated
+                .store(generation, std::sync::atomic::Ordering::Release);
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("MGET");
         // marker, the token's ids, then the subject's watermark.

@@ -31,6 +31,9 @@ pub const EVENTS_MAXLEN: u64 = 100_000;
 pub struct DenyList {
     pub(in crate::store) conn: RedisConn,
     pub(in crate::store) keys: Keys,
+    /// The generation of the primary whose completeness marker was checked
+    /// to be its own (see [`DenyList::lookup`]).
+    pub(in crate::store) validated: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl DenyList {
@@ -40,6 +43,7 @@ impl DenyList {
         Self {
             conn: conn.into(),
             keys: Keys::new(prefix),
+            validated: std::sync::Arc::default(),
         }
     }
 
