@@ -32,7 +32,7 @@ pub use job::{
 };
 pub use producer::{ProduceError, Producer};
 pub use queue::{queue_config, wake_channel};
-pub use target::{RESOLVE_EVERY, RedisConn, RedisTarget, primary_moved};
+pub use target::{RedisConn, RedisTarget};
 
 /// Suffix of the queue name under the key prefix: the queue is `{prefix}queue:jobs`.
 pub const QUEUE_SUFFIX: &str = "queue:jobs";

@@ -37,10 +37,7 @@ mod tests;
 pub use ecdsa::ecdsa_twin;
 pub use mint::Minter;
 pub use reason::Reason;
-pub use remote::{
-    DEFAULT_REFRESH, Endpoint, FetchError, KID_FETCH_EVERY, MAX_REFRESH, MIN_REFRESH,
-    discovery_urls,
-};
+pub use remote::FetchError;
 pub use settings::{KeyError, KeySettings};
 pub use verify::{Behind, KeyRef, KeyStatus, MAX_TOKEN_LEN, Unverified, VerifiedToken, Verifier};
 

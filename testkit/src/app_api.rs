@@ -91,6 +91,12 @@ impl TestApp {
         }
     }
 
+    /// `/metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await;
+        response.expect("request").text().await.expect("body")
+    }
+
     /// POSTs JSON with a bearer key; the status and the body (JSON, or the
     /// text as a JSON string, or null when empty).
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {

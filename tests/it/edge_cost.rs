@@ -297,15 +297,7 @@ async fn scrape_burst(app: &TestApp, pg: &CountingPg, n: usize) -> (u64, Duratio
 #[tokio::test]
 async fn metrics_and_readyz_cost_postgres_per_interval_not_per_request_nor_per_row() {
     let (app, pg) = counted_app(&[]).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(text.contains("revokd_denylist_entries"), "{text}");
     // Both stores are probed: readyz stays truthful.
     let ready: Value = app

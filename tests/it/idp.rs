@@ -83,16 +83,9 @@ async fn revoke(app: &TestApp, token: &str) -> String {
 /// A sample of `/metrics`: the value of the series `series` (name and
 /// labels as rendered), if present.
 async fn metric(app: &TestApp, series: &str) -> Option<f64> {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix(series))
         .and_then(|value| value.trim().parse::<f64>().ok())
 }
@@ -180,34 +173,17 @@ async fn a_real_providers_tokens_verify_revoke_and_pass_the_gateway_check() {
     assert_answer(&app.check(&idp.access_token().await).await, "active");
 
     // The fetches and the set, as /metrics shows them.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-    };
     let issuer = idp.issuer();
+    let fetched = format!(r#"revokd_jwks_refresh_total{{issuer="{issuer}",result="ok"}}"#);
+    assert!(metric(&app, &fetched).await >= Some(1.0));
+    let keys = format!(r#"revokd_jwks_keys{{issuer="{issuer}"}}"#);
+    assert_eq!(metric(&app, &keys).await, Some(1.0));
+    let age = format!(r#"revokd_jwks_age_seconds{{issuer="{issuer}"}}"#);
+    let age = metric(&app, &age).await;
     assert!(
-        sample(&format!(
-            r#"revokd_jwks_refresh_total{{issuer="{issuer}",result="ok"}}"#
-        )) >= 1.0
+        age.is_some_and(|age| (0.0..60.0).contains(&age)),
+        "age {age:?}"
     );
-    assert_eq!(
-        sample(&format!(r#"revokd_jwks_keys{{issuer="{issuer}"}}"#)),
-        1.0
-    );
-    let age = sample(&format!(r#"revokd_jwks_age_seconds{{issuer="{issuer}"}}"#));
-    assert!((0.0..60.0).contains(&age), "age {age}");
     app.stop().await;
 }
 

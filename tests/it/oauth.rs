@@ -206,15 +206,7 @@ async fn every_metric_family_has_help_text() {
     let app = app().await;
     let token = app.mint("m");
     app.check(&token).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let families: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
