@@ -18,6 +18,9 @@
 //!   Redis Sentinels on loopback: kill the primary, watch the failover.
 //! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
 //!   discovery, JWKS, access tokens, key rotation by restart.
+//! - `load` — [`Load`], revocations through a deployment's APIs while a
+//!   fault test breaks things, and [`enforced_everywhere`], the audit's
+//!   last step.
 //! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
 //!   condition; assertions and skips.
 //! - [`bench`] — a benchmark's own prefix and database, cleaned up whatever
@@ -33,6 +36,7 @@ pub mod bench;
 mod config;
 mod db;
 mod idp;
+mod load;
 mod mint;
 mod node;
 mod pg;
@@ -50,6 +54,7 @@ pub use assert::{assert_answer, missing_program};
 pub use config::{SECRET, pg_admin_url, redis_url, spool_dir, test_config};
 pub use db::TestDb;
 pub use idp::Idp;
+pub use load::{Accepted, Load, Tally, enforced_everywhere};
 pub use mint::{mint, mint_issued_ago};
 pub use node::{Node, NodeOptions, check_reason};
 pub use pg::{database_url, drop_database};

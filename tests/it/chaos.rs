@@ -6,17 +6,11 @@
 //! in Postgres, in Redis, and refused by every API process (a new one too).
 //! Figures are printed (`cargo test chaos -- --nocapture`).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
-
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    PrivateRedis, Process, Proxy, TestDb, check_reason, free_port, healthy, in_both_stores, mint,
-    proxied, serve, spool_dir, unique_prefix,
+    Load, PrivateRedis, Process, Proxy, TestDb, enforced_everywhere, free_port, healthy,
+    in_both_stores, proxied, serve, spool_dir, unique_prefix,
 };
 
 /// The deployment under test.
@@ -58,72 +52,6 @@ impl Deployment {
     }
 }
 
-/// Revocations answered 2xx, and requests answered otherwise.
-#[derive(Default)]
-struct Tally {
-    accepted: Vec<(String, String)>,
-    refused: u64,
-}
-
-/// Revokes fresh tokens through both APIs in turn until `stop`.
-async fn load(ports: [u16; 2], tally: Arc<Mutex<Tally>>, stop: CancellationToken, lane: usize) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let mut n = 0usize;
-    while !stop.is_cancelled() {
-        n += 1;
-        let port = ports[n % 2];
-        let token = mint(&format!("chaos-{lane}-{n}"));
-        let sent = http
-            .post(format!("http://127.0.0.1:{port}/v1/revocations"))
-            .bearer_auth("test-key")
-            .json(&json!({ "token": token }))
-            .send()
-            .await;
-        let accepted = match sent {
-            Ok(response) if response.status().is_success() => response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|body| body["token_id"].as_str().map(str::to_owned)),
-            _ => None,
-        };
-        {
-            let mut tally = tally.lock().unwrap();
-            match accepted {
-                Some(id) => tally.accepted.push((token, id)),
-                None => tally.refused += 1,
-            }
-        }
-        // A steady trickle of revocations, not a flood: the pace is the point.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until every accepted token reads `revoked` on every port; how long.
-async fn enforced_everywhere(http: &reqwest::Client, ports: &[u16], tokens: &[String]) -> Duration {
-    let started = Instant::now();
-    for port in ports {
-        let url = format!("http://127.0.0.1:{port}/v1/check");
-        for token in tokens {
-            loop {
-                let reason = check_reason(http, &url, token).await;
-                if reason == "revoked" {
-                    break;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "an accepted revocation reads {reason:?} on port {port}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    started.elapsed()
-}
-
 #[tokio::test]
 async fn chaos_every_accepted_revocation_survives_kills_restarts_and_cuts() {
     let mut redis = PrivateRedis::start();
@@ -162,11 +90,7 @@ async fn chaos_every_accepted_revocation_survives_kills_restarts_and_cuts() {
         healthy(&http, port).await;
     }
 
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let stop = CancellationToken::new();
-    let lanes: Vec<_> = (0..3)
-        .map(|lane| tokio::spawn(load(d.api_ports, Arc::clone(&tally), stop.clone(), lane)))
-        .collect();
+    let load = Load::start("chaos", &d.api_ports, 3, Duration::from_millis(20));
     // The scenario's timeline: faults land while load runs, so the pauses
     // between them are the point.
     let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
@@ -209,16 +133,11 @@ async fn chaos_every_accepted_revocation_survives_kills_restarts_and_cuts() {
     d.workers[1] = d.worker();
     healthy(&http, d.api_ports[1]).await;
     pause(2_000).await;
-    stop.cancel();
-    for lane in lanes {
-        lane.await.unwrap();
-    }
+    let tally = load.stop().await;
     mark("load stopped; audit");
 
-    let Tally { accepted, refused } = std::mem::take(&mut *tally.lock().unwrap());
-    let tokens: Vec<String> = accepted.iter().map(|(t, _)| t.clone()).collect();
-    let ids: Vec<String> = accepted.iter().map(|(_, id)| id.clone()).collect();
-    assert!(accepted.len() > 100, "too little load: {}", accepted.len());
+    let (tokens, ids) = (tally.tokens(), tally.ids());
+    assert!(ids.len() > 100, "too little load: {}", ids.len());
     // A process started after everything.
     let late = free_port();
     let _late = serve(&d.prefix, &d.redis, &db.url, late, "api", &[], Some(&d.log));
@@ -228,10 +147,11 @@ async fn chaos_every_accepted_revocation_survives_kills_restarts_and_cuts() {
     in_both_stores(&db, &d.redis, &d.prefix, &ids).await;
     println!("chaos timeline:\n{}", timeline.join("\n"));
     println!(
-        "chaos: {} revocations accepted (2xx), {refused} refused or cut off, 0 lost; \
+        "chaos: {} revocations accepted (2xx), {} refused or cut off, 0 lost; \
          every one refused by all {} API processes (audit of every token on each took {recovery:?}), \
          and in Postgres and Redis",
-        accepted.len(),
+        ids.len(),
+        tally.refused.len(),
         ports.len(),
     );
     let _ = std::fs::remove_dir_all(spool_dir(&d.prefix));
