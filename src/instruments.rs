@@ -68,6 +68,10 @@ const HELP: &[(&str, &str)] = &[
         "Seconds since an identity provider's keys were last fetched, by issuer",
     ),
     (
+        "revokd_replica_loads_total",
+        "Full loads of the local replica, by source (redis, postgres)",
+    ),
+    (
         "revokd_jobs_applied_total",
         "Jobs a worker of this process applied, by kind",
     ),
@@ -226,6 +230,11 @@ pub fn jwks_keys(issuer: &str, keys: usize, age_secs: Option<f64>) {
     if let Some(age) = age_secs {
         gauge!("revokd_jwks_age_seconds", "issuer" => issuer.to_owned()).set(age);
     }
+}
+
+/// The local replica loaded in full, from `source` (`redis`, `postgres`).
+pub fn replica_loaded(source: &'static str) {
+    counter!("revokd_replica_loads_total", "source" => source).increment(1);
 }
 
 /// A job applied, by kind.

@@ -3,15 +3,19 @@
 //! multiplexed connection to it that moves to the new primary by itself.
 //!
 //! With Sentinel, the primary is looked up (`SENTINEL MASTERS` on the
-//! sentinels, then `ROLE` on the node, by the `redis` crate) at first use,
-//! every second, and at once after an error that says the node is gone or
-//! no longer the primary (connection lost, `READONLY`, `MASTERDOWN`). When
+//! sentinels, then `ROLE` on the node, by the `redis` crate) at first use;
+//! at once when a sentinel announces a failover (`+switch-master`, on a
+//! subscription kept to one sentinel at a time) or an error says the node
+//! is gone or no longer the primary (connection lost, `READONLY`,
+//! `MASTERDOWN`); and, as a safety net, every 5 s (every second while no
+//! sentinel can be subscribed to). When
 //! the verified address changes, the target's *generation* goes up: every
 //! [`RedisConn`] opens a connection to the new primary on its next command,
 //! and listeners that watch [`RedisTarget::changed`] (pub/sub, stream
 //! readers) reconnect. With a plain URL the generation never moves and a
 //! [`RedisConn`] is a `ConnectionManager`.
 
+use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -19,13 +23,24 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
 };
 
-/// How often the sentinels are asked for the primary, failover or not.
+/// How often the sentinels are asked for the primary while no sentinel can
+/// be subscribed to.
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// ... and while a sentinel's `+switch-master` announcements are heard.
+pub const RESOLVE_EVERY_SUBSCRIBED: Duration = Duration::from_secs(5);
 /// Shortest time between two lookups made for errors.
 const RESOLVE_AFTER_ERROR_MIN: Duration = Duration::from_millis(100);
+/// How long connecting and subscribing to a sentinel may take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The pause before subscribing to the next sentinel after one was lost.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(500);
+/// The channel on which sentinels announce a new primary:
+/// `<master> <old ip> <old port> <new ip> <new port>`.
+const SWITCH_CHANNEL: &str = "+switch-master";
 
 /// Where Redis is. Cheap to clone: clones share the lookup and generation.
 #[derive(Clone)]
@@ -40,6 +55,12 @@ struct Shared {
     changed: tokio::sync::watch::Sender<u64>,
     /// A lookup is running.
     resolving: AtomicBool,
+    /// Another lookup is owed once the running one ends.
+    again: AtomicBool,
+    /// A sentinel's `+switch-master` announcements are being heard.
+    subscribed: AtomicBool,
+    /// The safety-net lookup's period while subscribed, in milliseconds.
+    poll_subscribed_ms: AtomicU64,
     /// When the last lookup for an error started.
     last_poke: Mutex<Option<std::time::Instant>>,
     /// The database of every connection (REDIS_URL's).
@@ -54,6 +75,8 @@ enum Mode {
         master: String,
         /// The sentinels, for logs.
         sentinels: String,
+        /// The sentinels, for the `+switch-master` subscription.
+        nodes: Vec<ConnectionInfo>,
     },
 }
 
@@ -118,7 +141,7 @@ impl RedisTarget {
         }
         let node_info = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
         let client = SentinelClient::build(
-            nodes,
+            nodes.clone(),
             master.to_owned(),
             Some(node_info),
             SentinelServerType::Master,
@@ -128,12 +151,14 @@ impl RedisTarget {
                 client: Box::new(tokio::sync::Mutex::new(client)),
                 master: master.to_owned(),
                 sentinels: sentinels.to_owned(),
+                nodes,
             },
             None,
             db,
         );
         if tokio::runtime::Handle::try_current().is_ok() {
             target.spawn_watch();
+            target.spawn_switch_listener();
         }
         Ok(target)
     }
@@ -146,6 +171,9 @@ impl RedisTarget {
             current: RwLock::new(current),
             changed,
             resolving: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            poll_subscribed_ms: AtomicU64::new(millis(RESOLVE_EVERY_SUBSCRIBED)),
             last_poke: Mutex::new(None),
             db,
         }))
@@ -159,6 +187,19 @@ impl RedisTarget {
     /// How many times the primary changed (0 with a plain URL).
     pub fn generation(&self) -> u64 {
         self.0.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a sentinel's `+switch-master` announcements are being heard.
+    pub fn is_subscribed(&self) -> bool {
+        self.0.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Sets the safety-net lookup's period while subscribed (default
+    /// [`RESOLVE_EVERY_SUBSCRIBED`]); from the next period on.
+    pub fn set_poll_while_subscribed(&self, every: Duration) {
+        self.0
+            .poll_subscribed_ms
+            .store(millis(every), Ordering::Release);
     }
 
     /// Tells of every change of the primary (the new generation).
@@ -229,20 +270,44 @@ impl RedisTarget {
             }
             *last = Some(now);
         }
-        if self.0.resolving.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let target = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = target.resolve().await {
-                tracing::debug!(%error, "sentinel lookup failed");
-            }
-            target.0.resolving.store(false, Ordering::Release);
-        });
+        self.request_lookup();
     }
 
-    /// The lookup every [`RESOLVE_EVERY`], while any clone of the target
-    /// lives.
+    /// Looks the primary up soon: now, or right after the lookup running.
+    fn request_lookup(&self) {
+        self.0.again.store(true, Ordering::Release);
+        if self.0.resolving.swap(true, Ordering::AcqRel) {
+            return; // the running lookup's task runs the one owed
+        }
+        let target = self.clone();
+        tokio::spawn(async move { target.run_lookups(false).await });
+    }
+
+    /// Lookups until none is owed. The caller set `resolving`; it is
+    /// cleared on return.
+    async fn run_lookups(&self, periodic: bool) {
+        loop {
+            self.0.again.store(false, Ordering::Release);
+            match self.resolve().await {
+                Err(error) if periodic => {
+                    tracing::warn!(%error, "sentinels name no reachable primary");
+                }
+                Err(error) => tracing::debug!(%error, "sentinel lookup failed"),
+                Ok(()) => {}
+            }
+            self.0.resolving.store(false, Ordering::Release);
+            // Owed meanwhile, and no other task took it up.
+            if !self.0.again.load(Ordering::Acquire)
+                || self.0.resolving.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+        }
+    }
+
+    /// The safety-net lookup, every [`RESOLVE_EVERY`] (every
+    /// [`RESOLVE_EVERY_SUBSCRIBED`] while subscribed), while any clone of
+    /// the target lives.
     fn spawn_watch(&self) {
         let weak = Arc::downgrade(&self.0);
         tokio::spawn(async move {
@@ -250,16 +315,103 @@ impl RedisTarget {
                 let Some(shared) = weak.upgrade() else { return };
                 let target = RedisTarget(shared);
                 if !target.0.resolving.swap(true, Ordering::AcqRel) {
-                    if let Err(error) = target.resolve().await {
-                        tracing::warn!(%error, "sentinels name no reachable primary");
-                    }
-                    target.0.resolving.store(false, Ordering::Release);
+                    target.run_lookups(true).await;
                 }
+                let pause = if target.is_subscribed() {
+                    Duration::from_millis(target.0.poll_subscribed_ms.load(Ordering::Acquire))
+                } else {
+                    RESOLVE_EVERY
+                };
                 drop(target);
-                tokio::time::sleep(RESOLVE_EVERY).await;
+                tokio::time::sleep(pause).await;
             }
         });
     }
+
+    /// Keeps a subscription to `+switch-master` on one sentinel at a time
+    /// (the next one when it is lost), while any clone of the target lives;
+    /// an announcement for this master starts a lookup at once.
+    fn spawn_switch_listener(&self) {
+        let Mode::Sentinel { master, nodes, .. } = &self.0.mode else {
+            return;
+        };
+        let (master, nodes) = (master.clone(), nodes.clone());
+        let weak = Arc::downgrade(&self.0);
+        // Ends (an error) when the last clone of the target is dropped.
+        let mut alive = self.0.changed.subscribe();
+        tokio::spawn(async move {
+            for node in nodes.iter().cycle() {
+                let heard = listen_for_switches(node, &master, &weak);
+                tokio::select! {
+                    outcome = heard => {
+                        if let Err(error) = outcome {
+                            tracing::debug!(%error, sentinel = %node.addr(), "sentinel subscription lost");
+                        }
+                    }
+                    () = dropped(&mut alive) => return,
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                shared.subscribed.store(false, Ordering::Release);
+                drop(shared);
+                tokio::select! {
+                    () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                    () = dropped(&mut alive) => return,
+                }
+            }
+        });
+    }
+}
+
+/// Subscribes to `+switch-master` on the sentinel at `node` and starts a
+/// lookup for each announcement about `master`, until the connection ends.
+async fn listen_for_switches(
+    node: &ConnectionInfo,
+    master: &str,
+    target: &std::sync::Weak<Shared>,
+) -> RedisResult<()> {
+    let client = Client::open(node.clone())?;
+    let mut pubsub = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(SWITCH_CHANNEL).await?;
+        Ok::<_, RedisError>(pubsub)
+    })
+    .await
+    .map_err(|_| RedisError::from((redis::ErrorKind::Io, "subscribing timed out")))??
+    .into_on_message();
+    {
+        let Some(shared) = target.upgrade() else {
+            return Ok(());
+        };
+        shared.subscribed.store(true, Ordering::Release);
+        // A switch announced before the subscription is the lookup's to find.
+        RedisTarget(shared).request_lookup();
+    }
+    while let Some(message) = pubsub.next().await {
+        let Ok(payload) = message.get_payload::<String>() else {
+            continue;
+        };
+        if payload.split(' ').next() != Some(master) {
+            continue;
+        }
+        let Some(shared) = target.upgrade() else {
+            return Ok(());
+        };
+        tracing::info!(master = %master, announced = %payload, "sentinel announced a new primary");
+        RedisTarget(shared).request_lookup();
+    }
+    Err(RedisError::from((
+        redis::ErrorKind::Io,
+        "sentinel subscription closed",
+    )))
+}
+
+/// Returns once the watch's sender (the target) is dropped.
+async fn dropped(alive: &mut tokio::sync::watch::Receiver<u64>) {
+    while alive.changed().await.is_ok() {}
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -59,7 +59,7 @@ pub use mint::{mint, mint_issued_ago};
 pub use node::{Node, NodeOptions, check_reason};
 pub use pg::{database_url, drop_database};
 pub use prefix::{PrefixGuard, glob_escape, own_deployment, unique_prefix};
-pub use process::{Process, healthy, log_to, revokd_command};
+pub use process::{Process, healthy, log_to, revokd_command, scrape_sum};
 pub use proxy::{Proxy, proxied};
 pub use redis_server::{PrivateRedis, free_port};
 pub use roles::{Roles, worker_deps};

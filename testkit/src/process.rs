@@ -83,3 +83,24 @@ pub async fn healthy(http: &reqwest::Client, port: u16) {
     })
     .await;
 }
+
+/// The sum of the samples of `series` in the `/metrics` text of the process
+/// on `port`: `series` is a metric name (every label set counts) or a name
+/// with its labels as rendered (`name{label="value"}`, that set only).
+pub async fn scrape_sum(http: &reqwest::Client, port: u16, series: &str) -> f64 {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics text");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -97,6 +97,9 @@ pub struct SentinelTopology {
     /// When each killed process was killed, by port.
     killed: Vec<(u16, Instant)>,
     formed_in: Duration,
+    /// Every process's `requirepass` (and the data servers' `masterauth`,
+    /// the sentinels' `auth-pass`), when set.
+    password: Option<String>,
 }
 
 impl SentinelTopology {
@@ -111,6 +114,18 @@ impl SentinelTopology {
     /// (`SENTINEL CKQUORUM`). Panics, with the logs' tails, when that takes
     /// more than 30 s (or a process does not start).
     pub async fn start() -> SentinelTopology {
+        Self::start_with(None).await
+    }
+
+    /// [`SentinelTopology::start`], with `password` required by every
+    /// process: the data servers (`requirepass`, and `masterauth` to
+    /// replicate) and the sentinels (`requirepass`; `auth-pass` to the data
+    /// servers).
+    pub async fn start_with_password(password: &str) -> SentinelTopology {
+        Self::start_with(Some(password.to_owned())).await
+    }
+
+    async fn start_with(password: Option<String>) -> SentinelTopology {
         let dir =
             std::env::temp_dir().join(format!("revokd-sentinel-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("sentinel topology temp dir");
@@ -120,6 +135,7 @@ impl SentinelTopology {
             members: Vec::new(),
             killed: Vec::new(),
             formed_in: Duration::ZERO,
+            password,
         };
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 2 + SENTINELS {
@@ -211,9 +227,9 @@ impl SentinelTopology {
         if primary == a { b } else { a }
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, with the password when there is one.
     pub fn redis_url(&self, port: u16) -> String {
-        format!("redis://127.0.0.1:{port}")
+        url(port, self.password.as_deref())
     }
 
     /// SIGKILLs the current primary (as the sentinels report it); returns
@@ -254,7 +270,7 @@ impl SentinelTopology {
             if let Some(Some(port)) = reported.first()
                 && *port != old_primary
                 && reported.iter().all(|r| *r == Some(*port))
-                && role(*port).await.as_deref() == Some("master")
+                && self.role(*port).await.as_deref() == Some("master")
             {
                 return (*port, since.elapsed());
             }
@@ -300,13 +316,18 @@ impl SentinelTopology {
                 if let Some(primary) = primary {
                     command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
                 }
+                if let Some(password) = &self.password {
+                    command
+                        .args(["--requirepass", password])
+                        .args(["--masterauth", password]);
+                }
             }
             Kind::Sentinel => {
                 let primary = primary.expect("a sentinel monitors a primary");
                 // Its own file: a sentinel rewrites it as it learns.
                 let conf = member.dir.join("sentinel.conf");
-                std::fs::write(&conf, sentinel_conf(port, &member.dir, primary))
-                    .expect("sentinel conf");
+                let conf_text = sentinel_conf(port, &member.dir, primary, self.password.as_deref());
+                std::fs::write(&conf, conf_text).expect("sentinel conf");
                 command.arg(&conf).arg("--sentinel");
             }
         }
@@ -380,7 +401,10 @@ impl SentinelTopology {
 
     /// None once the replica on `port` reports its link to the primary up.
     async fn replica_linked(&self, port: u16) -> Option<String> {
-        let info: String = match query(port, redis::cmd("INFO").arg("replication")).await {
+        let info: String = match self
+            .query(port, redis::cmd("INFO").arg("replication"))
+            .await
+        {
             Ok(info) => info,
             Err(e) => return Some(format!("INFO on the replica: {e}")),
         };
@@ -397,11 +421,13 @@ impl SentinelTopology {
         for sentinel in self.members.iter().filter(|m| m.kind == Kind::Sentinel) {
             let name = sentinel.name();
             let port = sentinel.port;
-            let master: Vec<String> =
-                match query(port, redis::cmd("SENTINEL").arg("MASTER").arg(Self::MASTER)).await {
-                    Ok(fields) => fields,
-                    Err(e) => return Some(format!("{name}: SENTINEL MASTER: {e}")),
-                };
+            let master: Vec<String> = match self
+                .query(port, redis::cmd("SENTINEL").arg("MASTER").arg(Self::MASTER))
+                .await
+            {
+                Ok(fields) => fields,
+                Err(e) => return Some(format!("{name}: SENTINEL MASTER: {e}")),
+            };
             let master = pairs(&master);
             let field = |key: &str| master.get(key).map_or("(none)", String::as_str);
             if field("flags") != "master"
@@ -415,11 +441,12 @@ impl SentinelTopology {
                     field("num-other-sentinels")
                 ));
             }
-            let replicas: Vec<Vec<String>> = match query(
-                port,
-                redis::cmd("SENTINEL").arg("REPLICAS").arg(Self::MASTER),
-            )
-            .await
+            let replicas: Vec<Vec<String>> = match self
+                .query(
+                    port,
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg(Self::MASTER),
+                )
+                .await
             {
                 Ok(replicas) => replicas,
                 Err(e) => return Some(format!("{name}: SENTINEL REPLICAS: {e}")),
@@ -431,11 +458,12 @@ impl SentinelTopology {
             if !in_sync {
                 return Some(format!("{name}: no replica in sync: {replicas:?}"));
             }
-            let quorum: Result<String, _> = query(
-                port,
-                redis::cmd("SENTINEL").arg("CKQUORUM").arg(Self::MASTER),
-            )
-            .await;
+            let quorum: Result<String, _> = self
+                .query(
+                    port,
+                    redis::cmd("SENTINEL").arg("CKQUORUM").arg(Self::MASTER),
+                )
+                .await;
             if let Err(e) = quorum {
                 return Some(format!("{name}: SENTINEL CKQUORUM: {e}"));
             }
@@ -454,10 +482,25 @@ impl SentinelTopology {
         {
             let mut command = redis::cmd("SENTINEL");
             command.arg("GET-MASTER-ADDR-BY-NAME").arg(Self::MASTER);
-            let answer: Option<Vec<String>> = query(sentinel.port, &command).await.ok().flatten();
+            let answer: Option<Vec<String>> =
+                self.query(sentinel.port, &command).await.ok().flatten();
             reported.push(answer.and_then(|addr| addr.get(1)?.parse().ok()));
         }
         reported
+    }
+
+    /// [`query`] on `port`, with this topology's password.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        port: u16,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        query(port, self.password.as_deref(), command).await
+    }
+
+    /// [`role`] on `port`, with this topology's password.
+    async fn role(&self, port: u16) -> Option<String> {
+        role(port, self.password.as_deref()).await
     }
 
     /// The tail of every process's log, for a failure message.
@@ -485,8 +528,13 @@ impl Drop for SentinelTopology {
 
 /// A sentinel's configuration file: it monitors the primary on `primary`.
 /// `sentinel monitor` comes before the options of that master.
-fn sentinel_conf(port: u16, dir: &Path, primary: u16) -> String {
+fn sentinel_conf(port: u16, dir: &Path, primary: u16, password: Option<&str>) -> String {
     let master = SentinelTopology::MASTER;
+    // With `requirepass`, a sentinel also authenticates to the other
+    // sentinels with it.
+    let auth = password.map_or_else(String::new, |password| {
+        format!("requirepass \"{password}\"\nsentinel auth-pass {master} \"{password}\"\n")
+    });
     format!(
         "port {port}\n\
          bind 127.0.0.1\n\
@@ -494,15 +542,28 @@ fn sentinel_conf(port: u16, dir: &Path, primary: u16) -> String {
          sentinel monitor {master} 127.0.0.1 {primary} {QUORUM}\n\
          sentinel down-after-milliseconds {master} 1000\n\
          sentinel failover-timeout {master} 5000\n\
-         sentinel parallel-syncs {master} 1\n",
+         sentinel parallel-syncs {master} 1\n\
+         {auth}",
         dir.display()
     )
 }
 
-/// One command on a fresh connection to the process on `port`, each step
-/// bounded by [`QUERY_TIMEOUT`].
-async fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+/// `redis://127.0.0.1:<port>`, with `password` when given.
+fn url(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+        None => format!("redis://127.0.0.1:{port}"),
+    }
+}
+
+/// One command on a fresh connection to the process on `port`
+/// (authenticated with `password`), each step bounded by [`QUERY_TIMEOUT`].
+async fn query<T: redis::FromRedisValue>(
+    port: u16,
+    password: Option<&str>,
+    command: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    let client = redis::Client::open(url(port, password))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(QUERY_TIMEOUT))
         .set_response_timeout(Some(QUERY_TIMEOUT));
@@ -514,8 +575,8 @@ async fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> red
 
 /// The first element of `ROLE` on `port` (`master`, `slave`, `sentinel`);
 /// None when it does not answer.
-async fn role(port: u16) -> Option<String> {
-    let answer: Vec<Value> = query(port, &redis::cmd("ROLE")).await.ok()?;
+async fn role(port: u16, password: Option<&str>) -> Option<String> {
+    let answer: Vec<Value> = query(port, password, &redis::cmd("ROLE")).await.ok()?;
     match answer.first()? {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),

@@ -42,10 +42,10 @@ impl Follower {
         let started = std::time::Instant::now();
         // A marker another server set (a failover copied it here) proves
         // nothing: `marker_current` compares it with this server.
-        let snapshot = if self.deny.marker_current().await.unwrap_or(false) {
-            self.deny.snapshot(now).await?
+        let (snapshot, source) = if self.deny.marker_current().await.unwrap_or(false) {
+            (self.deny.snapshot(now).await?, "redis")
         } else {
-            self.snapshot_from_postgres(now).await?
+            (self.snapshot_from_postgres(now).await?, "postgres")
         };
         let (n_tokens, n_subjects, n_refresh) = (
             snapshot.tokens.len(),
@@ -74,7 +74,9 @@ impl Follower {
             self.replica.apply(&Event::Family { id, until });
         }
         self.replica.freshness.loaded();
+        crate::instruments::replica_loaded(source);
         tracing::info!(
+            source,
             tokens = n_tokens,
             subjects = n_subjects,
             refresh = n_refresh,
