@@ -10,9 +10,13 @@
 //! before the callback's clock, by the same parser (croner) the scheduler
 //! uses; callbacks are never early, so a late one still names its own tick
 //! as long as it is less than one period late.
+//!
+//! A push that fails is retried until the next tick is due, so a Redis
+//! outage or a Sentinel failover at the tick delays that cleanup instead of
+//! skipping it (for 10 minutes, at the default schedule).
 
 use croner::{Cron, errors::CronError, parser::CronParser};
-use revokd_jobs::{Cleanup, Job, JobMeta, Producer, now_unix};
+use revokd_jobs::{Cleanup, Job, JobMeta, Producer, now_unix, now_unix_ms};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
@@ -34,13 +38,7 @@ pub async fn run(producer: Producer, cron: String, stop: CancellationToken) -> a
             let job = Job::Cleanup(Cleanup {
                 meta: JobMeta::now(),
             });
-            match producer.push_once(&job, &format!("cleanup:{tick}")).await {
-                Ok(true) => tracing::info!(tick = %tick, "cleanup job pushed"),
-                Ok(false) => {
-                    tracing::debug!(tick = %tick, "cleanup already pushed by another instance")
-                }
-                Err(error) => tracing::warn!(%error, "cannot push cleanup job"),
-            }
+            push_tick(&producer, &schedule, &job, tick).await;
         })
     })
     .map_err(|e| invalid(&e))?;
@@ -49,6 +47,40 @@ pub async fn run(producer: Producer, cron: String, stop: CancellationToken) -> a
     stop.cancelled().await;
     scheduler.shutdown().await?;
     Ok(())
+}
+
+/// Pushes `tick`'s cleanup job once across every scheduler (its
+/// idempotency key). A push that fails (Redis down, a Sentinel failover in
+/// progress) is retried, backing off up to 5 s, until the next tick is due:
+/// an outage at the tick delays its cleanup rather than skipping it.
+async fn push_tick(producer: &Producer, schedule: &Cron, job: &Job, tick: i64) {
+    let key = format!("cleanup:{tick}");
+    let mut pause = RETRY_FIRST;
+    loop {
+        match producer.push_once(job, &key).await {
+            Ok(true) => return tracing::info!(tick = %tick, "cleanup job pushed"),
+            Ok(false) => {
+                return tracing::debug!(tick = %tick, "cleanup already pushed by another instance");
+            }
+            Err(error) => {
+                let retry_at = now_unix_ms().saturating_add(millis(pause));
+                if scheduled_tick(schedule, retry_at) != Some(tick) {
+                    return tracing::warn!(%error, tick = %tick, "cannot push cleanup job; the next tick will");
+                }
+                tracing::debug!(%error, tick = %tick, "cannot push cleanup job yet; retrying");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+/// The first pause before a failed push is retried, and the longest.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Parses a 6-field cron (with seconds) exactly as tokio-cron-scheduler does.

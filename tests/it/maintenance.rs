@@ -7,7 +7,7 @@ use redis::Commands;
 use revokd::worker::maintenance::{self, Maintenance, Progress, Quiet};
 use revokd_jobs::{Job, RevokeToken, now_unix};
 
-use crate::helpers::{Options, SECRET, TestApp, assert_answer, eventually};
+use crate::helpers::{Options, Proxy, SECRET, TestApp, assert_answer, eventually};
 
 async fn exec(app: &TestApp, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -402,6 +402,53 @@ async fn two_schedulers_push_exactly_one_cleanup_job_per_tick() {
         ticks.len(),
         "one cleanup job per tick, not one per scheduler"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tick_that_finds_redis_down_is_pushed_once_redis_is_back() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    // The scheduler's producer reaches Redis through a proxy the test cuts.
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let producer = revokd_jobs::Producer::connect(
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        &app.prefix,
+        "scheduler",
+    )
+    .await
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let scheduler = tokio::spawn(revokd::scheduler::run(
+        producer,
+        "*/4 * * * * *".to_owned(),
+        stop.clone(),
+    ));
+    // Redis goes away 0.5 s before a tick and comes back 1.5 s after it.
+    let now_ms = revokd_jobs::now_unix_ms();
+    let tick = (now_ms / 1000 / 4 + 1) * 4 + 4;
+    let cut_at = tick * 1000 - 500;
+    tokio::time::sleep(Duration::from_millis((cut_at - now_ms) as u64)).await;
+    proxy.set_enabled(false);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    proxy.set_enabled(true);
+
+    let mut redis = app.redis();
+    let key = format!("{}queue:jobs:idempotency:cleanup:{tick}", app.prefix);
+    eventually(
+        Duration::from_secs(3),
+        "the tick pushed after the outage",
+        || {
+            let pushed: bool = redis.exists(&key).unwrap();
+            async move { pushed }
+        },
+    )
+    .await;
+    stop.cancel();
+    scheduler.await.unwrap().unwrap();
     app.stop().await;
 }
 
