@@ -15,7 +15,9 @@
 //! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
 //!   takes a store down and back.
 //! - `sentinel` — [`SentinelTopology`], a primary, a replica and three
-//!   Redis Sentinels on loopback: kill the primary, watch the failover.
+//!   Redis Sentinels on loopback, run as a [`Recipe`] says (the harness's
+//!   own, or one read from a deployment file): kill the primary, watch the
+//!   failover.
 //! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
 //!   discovery, JWKS, access tokens, key rotation by restart.
 //! - `load` — [`Load`], revocations through a deployment's APIs while a
@@ -63,5 +65,5 @@ pub use process::{Process, healthy, log_to, revokd_command};
 pub use proxy::{Proxy, proxied};
 pub use redis_server::{PrivateRedis, free_port};
 pub use roles::{Roles, worker_deps};
-pub use sentinel::SentinelTopology;
+pub use sentinel::{Ports, Recipe, SentinelTopology};
 pub use wait::{current_replica, eventually, in_both_stores, wait_current};

@@ -63,19 +63,8 @@ async fn a_primary_killed_under_load_loses_no_accepted_revocation() {
     let tally = load.stop().await;
     let after: Vec<_> = tally.accepted.iter().filter(|a| a.at > killed_at).collect();
     let degraded = after.iter().filter(|a| a.degraded).count();
-    // Writes queued in Redis again (not only recorded in Postgres): the
-    // first such answer after the last degraded one.
-    let last_degraded = after
-        .iter()
-        .filter(|a| a.degraded)
-        .map(|a| a.at)
-        .max()
-        .unwrap_or(killed_at);
-    let first_write = after
-        .iter()
-        .filter(|a| !a.degraded && a.at > last_degraded)
-        .map(|a| a.at - killed_at)
-        .min();
+    // Writes queued in Redis again (not only recorded in Postgres).
+    let first_write = tally.writes_resumed(killed_at);
     eprintln!(
         "figure: {} revocations accepted, {} after the kill ({degraded} of them degraded: in Postgres, queued later), {} refused {:?}; sentinels promoted :{new} in {failover:?}; writes queued in Redis again {first_write:?} after the kill",
         tally.accepted.len(),

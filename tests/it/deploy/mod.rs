@@ -1,0 +1,186 @@
+//! The deployment of `deploy/`, without a container engine: the test reads
+//! `deploy/compose.yaml` (and the Dockerfile's entry point and `ENV`),
+//! checks what it cannot run (every `depends_on` names a service, a
+//! healthy condition has a healthcheck, each API's healthcheck is its
+//! `/readyz`, ...), and runs the rest as local processes — each Redis and
+//! sentinel service's own command and configuration file, each revokd
+//! service's roles and environment — with compose's addresses mapped to
+//! loopback ports ([`network`]) and a fresh database that revokd creates
+//! itself. Then the failover: load through both APIs, kill -9 of the
+//! primary, and the audit. A compose file that drifts from what works
+//! fails here.
+
+mod compose;
+mod layout;
+mod network;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use compose::{Compose, Dockerfile};
+use layout::{Layout, healthcheck};
+use network::Network;
+
+use crate::helpers::{
+    Load, Process, SECRET, SentinelTopology, TestDb, enforced_everywhere, eventually, free_port,
+    healthy, in_both_stores, log_to, spool_dir, unique_prefix,
+};
+
+/// What the operator exports before `docker compose up` (the file says so).
+fn operator_vars() -> HashMap<&'static str, &'static str> {
+    HashMap::from([
+        ("JWT_SECRET", SECRET),
+        ("REVOKD_API_KEYS", "test:test-key"),
+        // the machine's Postgres trusts local connections
+        ("POSTGRES_PASSWORD", "unused-with-trust-auth"),
+    ])
+}
+
+#[tokio::test]
+async fn the_compose_topology_runs_and_a_primary_killed_under_load_loses_no_accepted_revocation() {
+    let compose = Compose::load(&operator_vars());
+    let image = Dockerfile::load();
+    let layout = Layout::read(&compose, &image);
+
+    let db = TestDb::unborn();
+    let prefix = unique_prefix();
+    let log = std::env::temp_dir().join(format!(
+        "revokd-deploy-{}.log",
+        prefix.trim_end_matches(':')
+    ));
+    let mut net = Network::default();
+    let mut topology = SentinelTopology::start_with(|ports| layout.recipe(ports, &mut net)).await;
+    let started = Instant::now();
+    let mut processes = BTreeMap::new();
+    for service in &layout.revokd {
+        net.add(service.name, service.listen, free_port());
+    }
+    for service in &layout.revokd {
+        let port = net.local(service.name, service.listen);
+        let env = local_env(&compose, &image, service.name, &net, &db.url, &prefix, port);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_revokd"));
+        command
+            .env_clear()
+            .envs(env)
+            .args(service.command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_to(Some(&log)));
+        processes.insert(service.name, Process::spawn(&mut command));
+    }
+    let http = reqwest::Client::new();
+    let apis: Vec<u16> = layout.apis().map(|s| net.local(s.name, s.listen)).collect();
+    for &port in &apis {
+        healthy(&http, port).await;
+    }
+    // compose's healthchecks, run here: every sentinel's and every API's.
+    for check in layout.healthchecks(&net) {
+        eventually(Duration::from_secs(10), "healthcheck passes", || {
+            let check = check.clone();
+            async move { healthcheck(check).await }
+        })
+        .await;
+    }
+    eprintln!(
+        "figure: compose topology formed in {:?}; {} revokd processes ({}) ready {:?} later, the database created and migrated by them",
+        topology.formed_in(),
+        layout.revokd.len(),
+        layout.roles(),
+        started.elapsed()
+    );
+
+    let load = Load::start("deploy", &apis, 2, Duration::from_millis(25));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    let old = topology.kill_primary().await;
+    let (new, failover) = topology.wait_failover(old, Duration::from_secs(25)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tally = load.stop().await;
+    let after: Vec<_> = tally.accepted.iter().filter(|a| a.at > killed_at).collect();
+    let degraded = after.iter().filter(|a| a.degraded).count();
+    let first_write = tally.writes_resumed(killed_at);
+    eprintln!(
+        "figure: {} revocations accepted through {} APIs, {} after the kill ({degraded} degraded), {} refused {:?}; sentinels (down-after {}) promoted the replica {failover:?} after kill -9; writes queued in Redis again {first_write:?} after it",
+        tally.accepted.len(),
+        apis.len(),
+        after.len(),
+        tally.refused.len(),
+        tally.refused_statuses(),
+        layout.down_after,
+    );
+    assert!(first_write.is_some(), "no write reached the new primary");
+    assert!(
+        tally.accepted.len() >= 150,
+        "too few accepted to mean anything"
+    );
+    assert!(!after.is_empty(), "nothing accepted after the kill");
+
+    // Every process is still up, and every compose healthcheck passes again.
+    for (name, process) in &mut processes {
+        assert!(
+            process.running(),
+            "{name} exited after the failover (log: {log:?})"
+        );
+    }
+    let recovered = Instant::now();
+    for check in layout.healthchecks(&net) {
+        eventually(
+            Duration::from_secs(15),
+            "healthcheck passes after the failover",
+            || {
+                let check = check.clone();
+                async move { healthcheck(check).await }
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "figure: every healthcheck passed {:?} after the failover's end",
+        recovered.elapsed()
+    );
+
+    // The audit: every 2xx in Postgres, on the new primary, refused by both APIs.
+    in_both_stores(&db, &topology.redis_url(new), &prefix, &tally.ids()).await;
+    let enforced = enforced_everywhere(&http, &apis, &tally.tokens()).await;
+    eprintln!(
+        "figure: audit of {} revocations enforced by every API after {enforced:?}",
+        tally.accepted.len()
+    );
+    drop(processes);
+    let _ = std::fs::remove_dir_all(spool_dir(&prefix));
+    let _ = std::fs::remove_file(&log);
+}
+
+/// A revokd service's environment as compose gives it, its addresses
+/// mapped: the sentinels to their local ports, Postgres to the test's
+/// database, the listen address to `port`; and the test's own key prefix,
+/// spool directory (shared by the deployment, as the volume is) and log
+/// level.
+fn local_env(
+    compose: &Compose,
+    image: &Dockerfile,
+    service: &str,
+    net: &Network,
+    db_url: &str,
+    prefix: &str,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let mut env = compose.environment(service, image);
+    let url = env.get("DATABASE_URL").expect("DATABASE_URL set");
+    assert!(
+        url.contains("@postgres:5432/"),
+        "{service}'s DATABASE_URL names the postgres service: {url}"
+    );
+    env.insert("DATABASE_URL".into(), db_url.into());
+    env.insert("REVOKD_LISTEN".into(), format!("127.0.0.1:{port}"));
+    env.insert(
+        "REVOKD_SPOOL_DIR".into(),
+        spool_dir(prefix).display().to_string(),
+    );
+    env.insert("REVOKD_KEY_PREFIX".into(), prefix.into());
+    env.insert("RUST_LOG".into(), "warn".into());
+    env.into_iter().map(|(k, v)| (k, net.address(&v))).collect()
+}
