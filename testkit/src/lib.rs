@@ -23,6 +23,8 @@
 //! - `load` — [`Load`], revocations through a deployment's APIs while a
 //!   fault test breaks things, and [`enforced_everywhere`], the audit's
 //!   last step.
+//! - `failover` — [`Failover`], a Sentinel failover under that load, its
+//!   figures and its audit.
 //! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
 //!   condition; assertions and skips.
 //! - [`bench`] — a benchmark's own prefix and database, cleaned up whatever
@@ -37,6 +39,7 @@ mod assert;
 pub mod bench;
 mod config;
 mod db;
+mod failover;
 mod idp;
 mod load;
 mod mint;
@@ -55,6 +58,7 @@ pub use app::{Options, TestApp};
 pub use assert::{assert_answer, missing_program};
 pub use config::{SECRET, pg_admin_url, redis_url, spool_dir, test_config};
 pub use db::TestDb;
+pub use failover::Failover;
 pub use idp::Idp;
 pub use load::{Accepted, Load, Tally, enforced_everywhere};
 pub use mint::{mint, mint_issued_ago};

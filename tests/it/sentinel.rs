@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    Load, SentinelTopology, TestDb, enforced_everywhere, free_port, healthy, serve, unique_prefix,
+    Failover, SentinelTopology, TestDb, free_port, healthy, serve, unique_prefix,
 };
 
 #[tokio::test]
@@ -53,37 +53,11 @@ async fn a_primary_killed_under_load_loses_no_accepted_revocation() {
         healthy(&http, port).await;
     }
 
-    let load = Load::start("ha", &ports, 2, Duration::from_millis(25));
     // Before, during and after the failover: ~400 revocations in all.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let killed_at = Instant::now();
-    let old = topology.kill_primary().await;
-    let (new, failover) = topology.wait_failover(old, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let tally = load.stop().await;
-    let after: Vec<_> = tally.accepted.iter().filter(|a| a.at > killed_at).collect();
-    let degraded = after.iter().filter(|a| a.degraded).count();
-    // Writes queued in Redis again (not only recorded in Postgres).
-    let first_write = tally.writes_resumed(killed_at);
-    eprintln!(
-        "figure: {} revocations accepted, {} after the kill ({degraded} of them degraded: in Postgres, queued later), {} refused {:?}; sentinels promoted :{new} in {failover:?}; writes queued in Redis again {first_write:?} after the kill",
-        tally.accepted.len(),
-        after.len(),
-        tally.refused.len(),
-        tally.refused_statuses(),
-    );
-    assert!(first_write.is_some(), "no write reached the new primary");
-    assert!(
-        tally.accepted.len() >= 200,
-        "too few accepted to mean anything"
-    );
-    assert!(!after.is_empty(), "nothing accepted after the kill");
-
-    // The audit: every 2xx in Postgres, on the new primary, and refused by
-    // both processes.
-    let new_primary = topology.redis_url(new);
-    crate::helpers::in_both_stores(&db, &new_primary, &prefix, &tally.ids()).await;
-    let enforced = enforced_everywhere(&http, &ports, &tally.tokens()).await;
+    let times = [3, 4, 20].map(Duration::from_secs);
+    let run = Failover::under_load(&mut topology, "ha", &ports, times).await;
+    eprintln!("figure: {}", run.report(200));
+    let enforced = run.audit(&topology, &db, &prefix, &ports).await;
     eprintln!("figure: audit enforced everywhere after {enforced:?}");
 }
 
