@@ -9,7 +9,8 @@ use super::{
     compose::{Compose, Dockerfile},
     network::Network,
     services::{
-        RedisService, RevokdService, check_references, data_servers, revokd_services, sentinel,
+        Balancer, RedisService, RevokdService, balancer, check_references, data_servers,
+        revokd_services, sentinel,
     },
 };
 use crate::helpers::{Ports, Recipe, eventually};
@@ -26,6 +27,7 @@ pub struct Layout<'a> {
     replica: RedisService<'a>,
     sentinels: Vec<RedisService<'a>>,
     pub revokd: Vec<RevokdService<'a>>,
+    balancer: Balancer,
     master: String,
     /// The sentinels' `down-after-milliseconds`, as written.
     pub down_after: String,
@@ -52,21 +54,19 @@ impl<'a> Layout<'a> {
         );
         let master = monitor[2].to_owned();
         let down_after = format!("{} ms", directive("sentinel down-after-milliseconds ")[3]);
+        let revokd = revokd_services(compose, image, &master, &sentinels);
+        let apis: Vec<_> = revokd.iter().filter(|s| s.has_role("api")).collect();
+        let balancer = balancer(compose, &apis);
         let layout = Layout {
-            revokd: revokd_services(compose, image, &master, &sentinels),
+            revokd,
             primary,
             replica,
             sentinels,
+            balancer,
             master,
             down_after,
         };
-        let count = |role: &str| {
-            layout
-                .revokd
-                .iter()
-                .filter(|s| s.roles.split(',').any(|r| r == role))
-                .count()
-        };
+        let count = |role: &str| layout.revokd.iter().filter(|s| s.has_role(role)).count();
         assert_eq!(
             (count("api"), count("worker"), count("scheduler")),
             (2, 1, 1)
@@ -89,11 +89,20 @@ impl<'a> Layout<'a> {
         }
     }
 
+    /// The load balancer's configuration for local processes: it binds
+    /// 127.0.0.1:`port`, its servers are the APIs' local addresses.
+    pub fn balancer_config(&self, net: &Network, port: u16) -> String {
+        let bind = format!("bind :{}", self.balancer.inside);
+        let lines = self.balancer.config.iter().map(|line| match line.trim() {
+            b if b == bind => format!("    bind 127.0.0.1:{port}"),
+            _ => net.address(line),
+        });
+        lines.collect::<Vec<_>>().join("\n") + "\n"
+    }
+
     /// The API services.
     pub fn apis(&self) -> impl Iterator<Item = &RevokdService<'a>> {
-        self.revokd
-            .iter()
-            .filter(|s| s.roles.split(',').any(|r| r == "api"))
+        self.revokd.iter().filter(|s| s.has_role("api"))
     }
 
     /// `name: roles, ...`.

@@ -25,6 +25,7 @@ use compose::{Compose, Dockerfile};
 use layout::Layout;
 use network::Network;
 
+use crate::gateway::{Gateway, gateway_binary};
 use crate::helpers::{
     Failover, Process, SECRET, SentinelTopology, TestDb, free_port, healthy, log_to, spool_dir,
     unique_prefix,
@@ -79,6 +80,26 @@ async fn the_compose_topology_runs_and_a_primary_killed_under_load_loses_no_acce
     }
     // compose's healthchecks, run here: every sentinel's and every API's.
     layout.wait_healthy(&net, Duration::from_secs(10)).await;
+    // The load balancer too, where HAProxy is installed (CI insists): the
+    // load then goes through it as well as to each API.
+    let balancer = free_port();
+    let config = std::env::temp_dir().join(format!(
+        "revokd-deploy-{}.cfg",
+        prefix.trim_end_matches(':')
+    ));
+    let mut ports = apis.clone();
+    let _lb = match gateway_binary("haproxy") {
+        Some(haproxy) => {
+            std::fs::write(&config, layout.balancer_config(&net, balancer)).unwrap();
+            let mut command = Command::new(haproxy);
+            command.args(["-db", "-f"]).arg(&config);
+            let lb = Gateway::start(command, balancer).await;
+            healthy(&http, balancer).await;
+            ports.push(balancer);
+            Some(lb)
+        }
+        None => None,
+    };
     eprintln!(
         "figure: compose topology formed in {:?}; {} revokd processes ({}) ready {:?} later, the database created and migrated by them",
         topology.formed_in(),
@@ -88,10 +109,15 @@ async fn the_compose_topology_runs_and_a_primary_killed_under_load_loses_no_acce
     );
 
     let times = [3, 3, 25].map(Duration::from_secs);
-    let run = Failover::under_load(&mut topology, "deploy", &apis, times).await;
+    let run = Failover::under_load(&mut topology, "deploy", &ports, times).await;
     eprintln!(
-        "figure: through {} APIs, sentinels with down-after {}: {}",
+        "figure: through {} APIs{}, sentinels with down-after {}: {}",
         apis.len(),
+        if ports.len() > apis.len() {
+            " and the load balancer"
+        } else {
+            ""
+        },
         layout.down_after,
         run.report(150)
     );
@@ -106,15 +132,17 @@ async fn the_compose_topology_runs_and_a_primary_killed_under_load_loses_no_acce
     layout.wait_healthy(&net, Duration::from_secs(15)).await;
     eprintln!("figure: after the failover every process still runs and every healthcheck passes");
 
-    // The audit: every 2xx in Postgres, on the new primary, refused by both APIs.
-    let enforced = run.audit(&topology, &db, &prefix, &apis).await;
+    // The audit: every 2xx in Postgres, on the new primary, refused by both
+    // APIs (and through the load balancer).
+    let enforced = run.audit(&topology, &db, &prefix, &ports).await;
     eprintln!(
-        "figure: audit of {} revocations enforced by every API after {enforced:?}",
+        "figure: audit of {} revocations enforced through every port after {enforced:?}",
         run.tally.accepted.len()
     );
     drop(processes);
     let _ = std::fs::remove_dir_all(spool_dir(&prefix));
     let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&config);
 }
 
 /// A revokd service's environment as compose gives it, its addresses

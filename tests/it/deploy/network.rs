@@ -72,12 +72,12 @@ impl Network {
         self.ports.iter().any(|(s, _, _)| s == word)
     }
 
-    /// Panics when `s` still names a service: an address the test would
-    /// not reach (a setting the mapping does not know of).
+    /// Panics when `s` still names a service's `service:port`: an address
+    /// the test would not reach (a port the mapping does not know of).
     fn assert_mapped(&self, s: &str) {
         for (service, _, _) in &self.ports {
             assert!(
-                !s.contains(service.as_str()),
+                !s.contains(&format!("{service}:")),
                 "{s:?} names {service} at a port no process of the deployment listens on"
             );
         }
