@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use super::{
+    balancer::{Balancer, balancer},
     compose::{Compose, Dockerfile},
     network::Network,
     services::{
-        Balancer, RedisService, RevokdService, balancer, check_references, data_servers,
-        revokd_services, sentinel,
+        RedisService, RevokdService, check_references, data_servers, revokd_services, sentinel,
     },
 };
 use crate::helpers::{Ports, Recipe, eventually};

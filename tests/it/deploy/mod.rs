@@ -10,6 +10,7 @@
 //! primary, and the audit. A compose file that drifts from what works
 //! fails here.
 
+mod balancer;
 mod compose;
 mod layout;
 mod network;
