@@ -24,6 +24,16 @@ impl TestDb {
         let db = Db::connect_lazy(&url).expect("pool");
         Self { name, url, db }
     }
+
+    /// A name and URL for a database that does not exist yet, for a test
+    /// of the service creating and migrating it; dropped with the value
+    /// (if it was created).
+    pub fn unborn() -> Self {
+        let name = format!("revokd_test_{}", uuid::Uuid::new_v4().simple());
+        let url = template::database_url(&name);
+        let db = Db::connect_lazy(&url).expect("pool");
+        Self { name, url, db }
+    }
 }
 
 impl Drop for TestDb {

@@ -15,12 +15,16 @@
 //! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
 //!   takes a store down and back.
 //! - `sentinel` — [`SentinelTopology`], a primary, a replica and three
-//!   Redis Sentinels on loopback: kill the primary, watch the failover.
+//!   Redis Sentinels on loopback, run as a [`Recipe`] says (the harness's
+//!   own, or one read from a deployment file): kill the primary, watch the
+//!   failover.
 //! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
 //!   discovery, JWKS, access tokens, key rotation by restart.
 //! - `load` — [`Load`], revocations through a deployment's APIs while a
 //!   fault test breaks things, and [`enforced_everywhere`], the audit's
 //!   last step.
+//! - `failover` — [`Failover`], a Sentinel failover under that load, its
+//!   figures and its audit.
 //! - `mint`, `wait`, `assert` — tokens without an app; waiting on a
 //!   condition; assertions and skips.
 //! - [`bench`] — a benchmark's own prefix and database, cleaned up whatever
@@ -35,6 +39,7 @@ mod assert;
 pub mod bench;
 mod config;
 mod db;
+mod failover;
 mod idp;
 mod load;
 mod mint;
@@ -53,6 +58,7 @@ pub use app::{Options, TestApp};
 pub use assert::{assert_answer, missing_program};
 pub use config::{SECRET, pg_admin_url, redis_url, spool_dir, test_config};
 pub use db::TestDb;
+pub use failover::Failover;
 pub use idp::Idp;
 pub use load::{Accepted, Load, Tally, enforced_everywhere};
 pub use mint::{mint, mint_issued_ago};
@@ -63,5 +69,5 @@ pub use process::{Process, healthy, log_to, revokd_command, scrape_sum};
 pub use proxy::{Proxy, proxied};
 pub use redis_server::{PrivateRedis, free_port};
 pub use roles::{Roles, worker_deps};
-pub use sentinel::SentinelTopology;
+pub use sentinel::{Ports, Recipe, SentinelTopology};
 pub use wait::{current_replica, eventually, in_both_stores, wait_current};

@@ -41,6 +41,19 @@ impl Tally {
         self.accepted.iter().map(|a| a.token_id.clone()).collect()
     }
 
+    /// How long after `fault` revocations were queued in Redis again (not
+    /// only recorded in Postgres): the first non-degraded answer after the
+    /// last degraded one since `fault`. None when none came.
+    pub fn writes_resumed(&self, fault: Instant) -> Option<Duration> {
+        let after = self.accepted.iter().filter(|a| a.at > fault);
+        let last_degraded = after.clone().filter(|a| a.degraded).map(|a| a.at).max();
+        let last_degraded = last_degraded.unwrap_or(fault);
+        after
+            .filter(|a| !a.degraded && a.at > last_degraded)
+            .map(|a| a.at - fault)
+            .min()
+    }
+
     /// The statuses refused, in order.
     pub fn refused_statuses(&self) -> Vec<u16> {
         self.refused.iter().map(|(status, _)| *status).collect()

@@ -26,6 +26,13 @@ impl Process {
         Self(Some(command.spawn().expect("revokd binary")))
     }
 
+    /// Whether it is still running (false once it exited or was killed).
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// kill -9, and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {

@@ -9,6 +9,11 @@
 //! in the topology's temp dir: its log (stdout and stderr) and, for a
 //! sentinel, the configuration file it rewrites as it learns (its id, the
 //! other sentinels, the replicas, the epochs).
+//!
+//! What each process runs is a [`Recipe`]: [`SentinelTopology::start`] has
+//! the harness's own; a test may bring another (the deployment test reads
+//! `deploy/compose.yaml`'s). Whatever the recipe, every process listens on
+//! 127.0.0.1 only, on a port the topology chose, in its own directory.
 
 use std::{
     collections::HashMap,
@@ -43,6 +48,12 @@ enum Kind {
     /// A redis-server holding data: the primary or a replica.
     Server,
     Sentinel,
+}
+
+/// How a process starts: a data server's arguments, or a sentinel's file.
+enum Setup {
+    Args(Vec<String>),
+    Conf(String),
 }
 
 /// One process of the topology.
@@ -80,14 +91,88 @@ impl Member {
     }
 }
 
-/// A primary, a replica and three sentinels on loopback, monitoring the
-/// primary as [`SentinelTopology::MASTER`]; every process killed and its
-/// directory removed on drop.
-///
-/// Sentinel settings: quorum 2, `down-after-milliseconds 1000`,
-/// `failover-timeout 5000`, `parallel-syncs 1`. The data servers run
-/// without persistence (`--save "" --appendonly no`), and a primary syncs a
-/// replica at once (`--repl-diskless-sync-delay 0`).
+/// The ports a topology chose, for a [`Recipe`] to name.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub primary: u16,
+    pub replica: u16,
+    pub sentinels: [u16; SENTINELS],
+}
+
+/// What each process of a topology runs. The topology adds, last (so they
+/// win): `--port <its port> --bind 127.0.0.1 --dir <its dir>` to a data
+/// server's arguments, and `port`, `bind 127.0.0.1` and `dir` lines to a
+/// sentinel's file, which it runs as `redis-server <file> --sentinel`.
+pub struct Recipe {
+    /// The name the sentinels monitor the primary under.
+    pub master: String,
+    /// `redis-server` arguments of the first primary.
+    pub primary: Vec<String>,
+    /// `redis-server` arguments of the replica (`--replicaof` included).
+    pub replica: Vec<String>,
+    /// Each sentinel's configuration file.
+    pub sentinels: [String; SENTINELS],
+    /// The password every process requires, when one does (for the
+    /// topology's own connections).
+    pub password: Option<String>,
+}
+
+impl Recipe {
+    /// The harness's own: quorum 2, `down-after-milliseconds 1000`,
+    /// `failover-timeout 5000`, `parallel-syncs 1`; data servers without
+    /// persistence (`--save "" --appendonly no`), and a primary that syncs a
+    /// replica at once (`--repl-diskless-sync-delay 0`, not the 5 s a
+    /// diskless primary waits by default for more replicas).
+    pub fn harness(ports: &Ports) -> Recipe {
+        let server = ["--save", "", "--appendonly", "no"]
+            .into_iter()
+            .chain(["--repl-diskless-sync-delay", "0"])
+            .map(String::from)
+            .collect::<Vec<_>>();
+        let mut replica = server.clone();
+        replica.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            ports.primary.to_string(),
+        ]);
+        let master = SentinelTopology::MASTER;
+        let conf = format!(
+            "sentinel monitor {master} 127.0.0.1 {} {QUORUM}\n\
+             sentinel down-after-milliseconds {master} 1000\n\
+             sentinel failover-timeout {master} 5000\n\
+             sentinel parallel-syncs {master} 1\n",
+            ports.primary
+        );
+        Recipe {
+            master: master.to_owned(),
+            primary: server,
+            replica,
+            sentinels: std::array::from_fn(|_| conf.clone()),
+            password: None,
+        }
+    }
+
+    /// This recipe with `password` required by every process: the data
+    /// servers (`requirepass`, and `masterauth` to replicate) and the
+    /// sentinels (`requirepass`, which they also use with one another;
+    /// `auth-pass` to the data servers).
+    pub fn with_password(mut self, password: &str) -> Recipe {
+        for args in [&mut self.primary, &mut self.replica] {
+            args.extend(["--requirepass", password, "--masterauth", password].map(String::from));
+        }
+        for conf in &mut self.sentinels {
+            conf.push_str(&format!(
+                "requirepass \"{password}\"\nsentinel auth-pass {} \"{password}\"\n",
+                self.master
+            ));
+        }
+        self.password = Some(password.to_owned());
+        self
+    }
+}
+
+/// A primary, a replica and three sentinels on loopback, run as a
+/// [`Recipe`] says; every process killed and its directory removed on drop.
 pub struct SentinelTopology {
     /// The temp dir this topology owns, one subdirectory per process.
     dir: PathBuf,
@@ -97,35 +182,31 @@ pub struct SentinelTopology {
     /// When each killed process was killed, by port.
     killed: Vec<(u16, Instant)>,
     formed_in: Duration,
-    /// Every process's `requirepass` (and the data servers' `masterauth`,
-    /// the sentinels' `auth-pass`), when set.
+    /// The name the sentinels monitor the primary under.
+    master: String,
+    /// The password every process requires, if any (the recipe's).
     password: Option<String>,
 }
 
 impl SentinelTopology {
-    /// The name the sentinels monitor the primary under (each topology has
-    /// sentinels of its own, so one name for all does not clash).
+    /// The name the harness's sentinels monitor the primary under (each
+    /// topology has sentinels of its own, so one name for all does not
+    /// clash).
     pub const MASTER: &str = "revokd";
 
-    /// Starts the primary, then the replica, then the three sentinels, and
-    /// returns once the topology is formed: the replica's link to the
-    /// primary is up, and each sentinel sees the primary up, the replica in
-    /// sync and the two other sentinels, and has its quorum
-    /// (`SENTINEL CKQUORUM`). Panics, with the logs' tails, when that takes
-    /// more than 30 s (or a process does not start).
+    /// [`SentinelTopology::start_with`] the harness's [`Recipe`].
     pub async fn start() -> SentinelTopology {
-        Self::start_with(None).await
+        Self::start_with(Recipe::harness).await
     }
 
-    /// [`SentinelTopology::start`], with `password` required by every
-    /// process: the data servers (`requirepass`, and `masterauth` to
-    /// replicate) and the sentinels (`requirepass`; `auth-pass` to the data
-    /// servers).
-    pub async fn start_with_password(password: &str) -> SentinelTopology {
-        Self::start_with(Some(password.to_owned())).await
-    }
-
-    async fn start_with(password: Option<String>) -> SentinelTopology {
+    /// Starts the primary, then the replica, then the three sentinels, as
+    /// `recipe` says for the ports chosen, and returns once the topology is
+    /// formed: the replica's link to the primary is up, and each sentinel
+    /// sees the primary up, the replica in sync and the two other
+    /// sentinels, and has its quorum (`SENTINEL CKQUORUM`). Panics, with
+    /// the logs' tails, when that takes more than 30 s (or a process does
+    /// not start).
+    pub async fn start_with(recipe: impl FnOnce(&Ports) -> Recipe) -> SentinelTopology {
         let dir =
             std::env::temp_dir().join(format!("revokd-sentinel-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("sentinel topology temp dir");
@@ -135,30 +216,44 @@ impl SentinelTopology {
             members: Vec::new(),
             killed: Vec::new(),
             formed_in: Duration::ZERO,
-            password,
+            master: String::new(),
+            password: None,
         };
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < 2 + SENTINELS {
+        let mut chosen: Vec<u16> = Vec::new();
+        while chosen.len() < 2 + SENTINELS {
             let port = free_port();
-            if !ports.contains(&port) {
-                ports.push(port);
+            if !chosen.contains(&port) {
+                chosen.push(port);
             }
         }
-        let primary = ports[0];
-        topology.spawn(Kind::Server, primary, None).await;
-        topology.spawn(Kind::Server, ports[1], Some(primary)).await;
+        let ports = Ports {
+            primary: chosen[0],
+            replica: chosen[1],
+            sentinels: std::array::from_fn(|i| chosen[2 + i]),
+        };
+        let recipe = recipe(&ports);
+        topology.master = recipe.master;
+        topology.password = recipe.password;
+        let replica = ports.replica;
+        topology
+            .spawn(Kind::Server, ports.primary, Setup::Args(recipe.primary))
+            .await;
+        topology
+            .spawn(Kind::Server, replica, Setup::Args(recipe.replica))
+            .await;
         let started = Instant::now();
         // The sentinels learn of the replica from the primary's INFO, which
         // they ask for on connecting and then only every 10 s: the replica
         // must be attached before they start.
-        let replica = ports[1];
         topology
             .wait_formed(started, "the replica's link up", async |t: &Self| {
                 t.replica_linked(replica).await
             })
             .await;
-        for &port in &ports[2..] {
-            topology.spawn(Kind::Sentinel, port, Some(primary)).await;
+        for (port, conf) in ports.sentinels.into_iter().zip(recipe.sentinels) {
+            topology
+                .spawn(Kind::Sentinel, port, Setup::Conf(conf))
+                .await;
         }
         topology
             .wait_formed(started, "the sentinels' view", async |t: &Self| {
@@ -180,10 +275,9 @@ impl SentinelTopology {
             .join(",")
     }
 
-    /// The name the sentinels monitor the primary under
-    /// ([`SentinelTopology::MASTER`]).
+    /// The name the sentinels monitor the primary under (the recipe's).
     pub fn master_name(&self) -> &str {
-        Self::MASTER
+        &self.master
     }
 
     /// The data servers' ports: the first primary, then the replica (whatever
@@ -213,7 +307,7 @@ impl SentinelTopology {
             .unwrap_or_else(|| {
                 panic!(
                     "no sentinel reports a primary for {}:\n{}",
-                    Self::MASTER,
+                    self.master,
                     self.logs()
                 )
             })
@@ -286,7 +380,7 @@ impl SentinelTopology {
     }
 
     /// Starts one process and waits until it listens.
-    async fn spawn(&mut self, kind: Kind, port: u16, primary: Option<u16>) {
+    async fn spawn(&mut self, kind: Kind, port: u16, setup: Setup) {
         let dir = self.dir.join(match kind {
             Kind::Server => format!("server-{port}"),
             Kind::Sentinel => format!("sentinel-{port}"),
@@ -304,30 +398,21 @@ impl SentinelTopology {
             .open(member.log())
             .expect("process log");
         let mut command = Command::new("redis-server");
-        match kind {
-            Kind::Server => {
+        match setup {
+            Setup::Args(args) => {
                 command
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--save", "", "--appendonly", "no"])
-                    // A full sync starts at once, not after the 5 s a
-                    // diskless primary waits by default for more replicas.
-                    .args(["--repl-diskless-sync-delay", "0", "--dir"])
+                    .args(args)
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
                     .arg(&member.dir);
-                if let Some(primary) = primary {
-                    command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
-                }
-                if let Some(password) = &self.password {
-                    command
-                        .args(["--requirepass", password])
-                        .args(["--masterauth", password]);
-                }
             }
-            Kind::Sentinel => {
-                let primary = primary.expect("a sentinel monitors a primary");
+            Setup::Conf(text) => {
                 // Its own file: a sentinel rewrites it as it learns.
                 let conf = member.dir.join("sentinel.conf");
-                let conf_text = sentinel_conf(port, &member.dir, primary, self.password.as_deref());
-                std::fs::write(&conf, conf_text).expect("sentinel conf");
+                let own = format!(
+                    "{text}\nport {port}\nbind 127.0.0.1\ndir \"{}\"\n",
+                    member.dir.display()
+                );
+                std::fs::write(&conf, own).expect("sentinel conf");
                 command.arg(&conf).arg("--sentinel");
             }
         }
@@ -422,7 +507,7 @@ impl SentinelTopology {
             let name = sentinel.name();
             let port = sentinel.port;
             let master: Vec<String> = match self
-                .query(port, redis::cmd("SENTINEL").arg("MASTER").arg(Self::MASTER))
+                .query(port, redis::cmd("SENTINEL").arg("MASTER").arg(&self.master))
                 .await
             {
                 Ok(fields) => fields,
@@ -444,7 +529,7 @@ impl SentinelTopology {
             let replicas: Vec<Vec<String>> = match self
                 .query(
                     port,
-                    redis::cmd("SENTINEL").arg("REPLICAS").arg(Self::MASTER),
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg(&self.master),
                 )
                 .await
             {
@@ -461,7 +546,7 @@ impl SentinelTopology {
             let quorum: Result<String, _> = self
                 .query(
                     port,
-                    redis::cmd("SENTINEL").arg("CKQUORUM").arg(Self::MASTER),
+                    redis::cmd("SENTINEL").arg("CKQUORUM").arg(&self.master),
                 )
                 .await;
             if let Err(e) = quorum {
@@ -481,7 +566,7 @@ impl SentinelTopology {
             .filter(|m| m.kind == Kind::Sentinel && m.alive())
         {
             let mut command = redis::cmd("SENTINEL");
-            command.arg("GET-MASTER-ADDR-BY-NAME").arg(Self::MASTER);
+            command.arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master);
             let answer: Option<Vec<String>> =
                 self.query(sentinel.port, &command).await.ok().flatten();
             reported.push(answer.and_then(|addr| addr.get(1)?.parse().ok()));
@@ -524,28 +609,6 @@ impl Drop for SentinelTopology {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A sentinel's configuration file: it monitors the primary on `primary`.
-/// `sentinel monitor` comes before the options of that master.
-fn sentinel_conf(port: u16, dir: &Path, primary: u16, password: Option<&str>) -> String {
-    let master = SentinelTopology::MASTER;
-    // With `requirepass`, a sentinel also authenticates to the other
-    // sentinels with it.
-    let auth = password.map_or_else(String::new, |password| {
-        format!("requirepass \"{password}\"\nsentinel auth-pass {master} \"{password}\"\n")
-    });
-    format!(
-        "port {port}\n\
-         bind 127.0.0.1\n\
-         dir \"{}\"\n\
-         sentinel monitor {master} 127.0.0.1 {primary} {QUORUM}\n\
-         sentinel down-after-milliseconds {master} 1000\n\
-         sentinel failover-timeout {master} 5000\n\
-         sentinel parallel-syncs {master} 1\n\
-         {auth}",
-        dir.display()
-    )
 }
 
 /// `redis://127.0.0.1:<port>`, with `password` when given.

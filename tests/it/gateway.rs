@@ -71,11 +71,11 @@ async fn nginx_auth_request_passes_active_tokens_refuses_others_and_strips_spoof
 }
 
 /// A gateway process of the test's own; killed on drop.
-struct Gateway(std::process::Child);
+pub(crate) struct Gateway(std::process::Child);
 
 impl Gateway {
     /// Runs `command` and waits until it listens on `port`.
-    async fn start(mut command: std::process::Command, port: u16) -> Self {
+    pub(crate) async fn start(mut command: std::process::Command, port: u16) -> Self {
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -103,7 +103,7 @@ impl Drop for Gateway {
 /// sets `REVOKD_REQUIRE_GATEWAYS` (and, for nginx, the older
 /// `REVOKD_REQUIRE_NGINX`), so CI fails instead of skipping.
 #[track_caller]
-fn gateway_binary(name: &str) -> Option<String> {
+pub(crate) fn gateway_binary(name: &str) -> Option<String> {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-venv/bin");
     let found = [
         "/usr/bin",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod chaos;
+mod deploy;
 mod durability;
 mod edge_config;
 mod edge_cost;
