@@ -105,6 +105,10 @@ const HELP: &[(&str, &str)] = &[
         "Counts of the last cleanup, by what it counted",
     ),
     (
+        "revokd_last_cleanup_timestamp_seconds",
+        "When the last cleanup finished (unix seconds): a scheduler or worker that stopped shows as its age",
+    ),
+    (
         "revokd_spool_appended_total",
         "Revocations appended to the local spool while Postgres was unreachable",
     ),
@@ -284,9 +288,12 @@ pub fn denylist_size(tokens: i64, subjects: i64) {
 }
 
 /// The counts of the last cleanup, as stored by the worker that ran it.
-pub fn last_cleanup(counts: &[(&'static str, u64)]) {
+pub fn last_cleanup(counts: &[(&'static str, u64)], finished_at: i64) {
     for &(what, n) in counts {
         gauge!("revokd_last_cleanup", "count" => what).set(n as f64);
+    }
+    if finished_at > 0 {
+        gauge!("revokd_last_cleanup_timestamp_seconds").set(finished_at as f64);
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::time::{Instant, timeout};
 use crate::{
     instruments,
     store::{pg::Db, redis::DenyList},
-    worker::maintenance::CleanupReport,
+    worker::maintenance::LastCleanup,
 };
 
 /// Oldest store state `/readyz` answers with.
@@ -121,7 +121,7 @@ impl Probe {
             timeout(PROBE_TIMEOUT, self.deny.queue_depth(&self.queue)),
             // A table-wide count: bounded by the interval, not by scrapes.
             timeout(Duration::from_secs(5), self.db.counts(now_unix())),
-            timeout(PROBE_TIMEOUT, self.deny.cleanup_report::<CleanupReport>(),),
+            timeout(PROBE_TIMEOUT, self.deny.cleanup_report::<LastCleanup>()),
         );
         if let Ok(Ok(depth)) = depth {
             instruments::queue_depth(depth);
@@ -129,8 +129,8 @@ impl Probe {
         if let Ok(Ok((tokens, subjects, _))) = counts {
             instruments::denylist_size(tokens, subjects);
         }
-        if let Ok(Ok(Some(report))) = cleanup {
-            instruments::last_cleanup(&report.counts());
+        if let Ok(Ok(Some(last))) = cleanup {
+            instruments::last_cleanup(&last.report.counts(), last.finished_at);
         }
     }
 }

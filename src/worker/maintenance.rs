@@ -46,6 +46,17 @@ pub struct CleanupReport {
     pub refresh_deleted: u64,
 }
 
+/// The last cleanup as kept in Redis for every process's `/metrics`: its
+/// counts and when it finished.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
+pub struct LastCleanup {
+    /// Unix seconds; 0 in a report stored before this field existed.
+    #[serde(default)]
+    pub finished_at: i64,
+    #[serde(flatten)]
+    pub report: CleanupReport,
+}
+
 impl CleanupReport {
     /// Every count by name, as logged and exported.
     pub fn counts(&self) -> [(&'static str, u64); 6] {

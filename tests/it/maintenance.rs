@@ -484,3 +484,37 @@ async fn a_rebuild_cut_short_by_data_loss_does_not_set_the_marker() {
     assert!(deny.marker_present().await.unwrap());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_last_cleanup_is_kept_with_when_it_finished_for_metrics() {
+    let app = TestApp::spawn().await;
+    let before = now_unix();
+    let job = Job::Cleanup(revokd_jobs::Cleanup {
+        meta: revokd_jobs::JobMeta::now(),
+    });
+    app.services.producer.push(&job).await.unwrap();
+    let mut redis = app.redis();
+    let key = format!("{}cleanup:last", app.prefix);
+    eventually(Duration::from_secs(10), "the cleanup's report", || {
+        let stored: Option<String> = redis.get(&key).unwrap();
+        async move { stored.is_some() }
+    })
+    .await;
+    let stored: String = redis.get(&key).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let finished_at = stored["finished_at"].as_i64().expect("finished_at");
+    assert!((before..=now_unix()).contains(&finished_at), "{stored}");
+    assert!(
+        stored["jobs_vacuumed"].is_u64(),
+        "the counts beside it: {stored}"
+    );
+    // Every process's /metrics shows it, so a stopped scheduler shows as
+    // the gauge's age.
+    let text = app.metrics().await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("revokd_last_cleanup_timestamp_seconds ")),
+        "{text}"
+    );
+    app.stop().await;
+}

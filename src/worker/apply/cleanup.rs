@@ -3,7 +3,7 @@
 //! a [`Maintenance`](crate::worker::maintenance::Maintenance).
 
 use super::{Applied, Applier, ApplyError};
-use crate::worker::maintenance::Quiet;
+use crate::worker::maintenance::{LastCleanup, Quiet};
 
 impl Applier {
     pub(super) async fn cleanup(&self, now: i64) -> Result<Applied, ApplyError> {
@@ -22,7 +22,11 @@ impl Applier {
             redis_restored = report.redis_restored,
             "cleanup done"
         );
-        self.stores.deny.store_cleanup_report(&report).await;
+        let last = LastCleanup {
+            finished_at: revokd_jobs::now_unix(),
+            report,
+        };
+        self.stores.deny.store_cleanup_report(&last).await;
         Ok(Applied::Cleaned(report))
     }
 }
