@@ -193,17 +193,23 @@ async fn a_primary_killed_under_load_loses_no_accepted_revocation() {
     );
 }
 
-#[tokio::test]
-async fn after_a_failover_the_deny_list_marker_copied_from_the_old_primary_is_not_trusted() {
-    let mut topology = SentinelTopology::start().await;
-    let prefix = unique_prefix();
-    let target = revokd_jobs::RedisTarget::sentinel(
+/// A target following `topology`'s primary (REDIS_URL's host and port
+/// unused).
+fn follow(topology: &SentinelTopology) -> revokd_jobs::RedisTarget {
+    revokd_jobs::RedisTarget::sentinel(
         &topology.sentinels(),
         topology.master_name(),
         "redis://127.0.0.1:1",
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn after_a_failover_the_deny_list_marker_copied_from_the_old_primary_is_not_trusted() {
+    let mut topology = SentinelTopology::start().await;
+    let prefix = unique_prefix();
+    let target = follow(&topology);
     let deny = revokd::store::redis::DenyList::new(revokd::store::fast_redis(&target), &prefix);
     // The old primary's rebuild set the marker: the deny-list is complete.
     let server = deny.server_id().await.unwrap();
@@ -248,13 +254,7 @@ async fn after_a_failover_the_deny_list_marker_copied_from_the_old_primary_is_no
 #[tokio::test]
 async fn a_sentinel_announcement_moves_the_primary_with_no_command_and_no_poll() {
     let mut topology = SentinelTopology::start().await;
-    let target = revokd_jobs::RedisTarget::sentinel(
-        &topology.sentinels(),
-        topology.master_name(),
-        "redis://127.0.0.1:1",
-        None,
-    )
-    .unwrap();
+    let target = follow(&topology);
     // Only `+switch-master` can move it: the safety-net lookup is an hour
     // away once subscribed, and no command runs (no error to act on).
     target.set_poll_while_subscribed(Duration::from_secs(3600));

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::{all_say, marker_set, token_id};
 use crate::helpers::{
-    Node, NodeOptions, PrivateRedis, Proxy, TestDb, check_reason, eventually, free_port, healthy,
-    in_both_stores, mint, proxied, serve, spool_dir, unique_prefix,
+    Node, NodeOptions, PrivateRedis, Proxy, TestDb, eventually, free_port, healthy, in_both_stores,
+    mint, proxied, serve, spool_dir, unique_prefix,
 };
 
 #[tokio::test]
@@ -133,21 +133,7 @@ async fn a_process_killed_before_postgres_returns_replays_its_spool_when_restart
 
     let _second = serve(&prefix, &redis, &via_proxy, port, "api,worker", &[], None);
     healthy(&http, port).await;
-    let check = format!("http://127.0.0.1:{port}/v1/check");
-    for token in &tokens {
-        let started = Instant::now();
-        loop {
-            let reason = check_reason(&http, &check, token).await;
-            if reason == "revoked" {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "still {reason}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    crate::helpers::enforced_everywhere(&http, &[port], &tokens).await;
     let verifier = revokd::token::Verifier::new(
         &crate::helpers::test_config(&prefix, &redis, &db.url, &[]).key_settings(),
     )
