@@ -69,7 +69,7 @@ pub struct Host {
 #[derive(Debug)]
 pub enum Parsed {
     /// One host and no `target_session_attrs`: sqlx's own parse, as is.
-    Single(PgConnectOptions),
+    Single(Box<PgConnectOptions>),
     /// The hosts, in the URL's order, and what they must be.
     Several(Vec<Host>, SessionAttrs),
 }
@@ -77,7 +77,7 @@ pub enum Parsed {
 /// Parses `url` (see the module doc).
 pub fn parse(url: &str) -> Result<Parsed, sqlx::Error> {
     let Some(scheme_end) = url.find("://") else {
-        return PgConnectOptions::from_str(url).map(Parsed::Single);
+        return PgConnectOptions::from_str(url).map(|o| Parsed::Single(Box::new(o)));
     };
     let start = scheme_end + 3;
     let rest = &url[start..];
@@ -107,7 +107,7 @@ pub fn parse(url: &str) -> Result<Parsed, sqlx::Error> {
     }
     let several = host_list.contains(',');
     if !several && attrs.is_none() {
-        return PgConnectOptions::from_str(url).map(Parsed::Single);
+        return PgConnectOptions::from_str(url).map(|o| Parsed::Single(Box::new(o)));
     }
     if several
         && kept.iter().any(|pair| {

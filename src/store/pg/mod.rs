@@ -50,7 +50,7 @@ impl Db {
             .acquire_timeout(Duration::from_secs(2));
         Ok(match hosts::parse(url)? {
             hosts::Parsed::Single(options) => Self {
-                pool: pool.connect_lazy_with(options),
+                pool: pool.connect_lazy_with(*options),
                 target: None,
             },
             hosts::Parsed::Several(hosts, attrs) => {

@@ -12,7 +12,7 @@ pub async fn prepare(url: &str) -> anyhow::Result<()> {
     let parsed =
         hosts::parse(url).map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
     let options = match parsed {
-        hosts::Parsed::Single(options) => options,
+        hosts::Parsed::Single(options) => *options,
         // Probed on the maintenance database: ours may not exist yet.
         hosts::Parsed::Several(hosts, attrs) => {
             target::first_qualifying(&hosts, attrs, Some("postgres"))
@@ -38,8 +38,10 @@ pub async fn prepare(url: &str) -> anyhow::Result<()> {
                 .await
             {
                 Ok(_) => tracing::info!(database = %name, "created database"),
-                // Another process created it between our check and our create.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                // Another process created it between our check and our
+                // create (42P04), or while ours ran (23505 on pg_database).
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
                 Err(e) => return Err(e).context("cannot create database"),
             }
         }

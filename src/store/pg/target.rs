@@ -5,11 +5,13 @@
 //! `revokd_jobs::RedisTarget`'s.
 //!
 //! - The hosts are probed (a fresh connection each, then
-//!   `transaction_read_only` or `pg_is_in_recovery()`) at start, every
-//!   [`CHECK_EVERY`] when the pool's own check of the current host fails,
-//!   and at once after an error that says the server is gone or read-only
-//!   ([`server_moved`]: connection errors, SQLSTATE 25006, class 08, 57P0x)
-//!   — one probe at a time, at most every 100 ms. The current host is kept
+//!   `transaction_read_only` or `pg_is_in_recovery()`) at start, when the
+//!   check of the current host every [`CHECK_EVERY`] fails (on one
+//!   connection the watch keeps there, beside the pool),
+//!   every [`PROBE_WHILE_NONE`] while none qualifies, and at once after an
+//!   error that says the server is gone or read-only ([`server_moved`]:
+//!   connection errors, SQLSTATE 25006, class 08, 57P0x) — one probe at a
+//!   time, at most every 100 ms for errors. The current host is kept
 //!   while it qualifies; when another is chosen, `set_connect_options`
 //!   points the pool's next connections at it and the generation goes up.
 //! - `after_connect` runs the same check on every new connection and
@@ -27,8 +29,10 @@ use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 
 use super::hosts::{Host, SessionAttrs};
 
-/// How often the pool's connection to the current host is checked.
-pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the current host is checked (on a connection of its own).
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the hosts are probed while none qualifies.
+pub const PROBE_WHILE_NONE: Duration = Duration::from_millis(200);
 /// Shortest time between two probes made for errors.
 const PROBE_AFTER_ERROR_MIN: Duration = Duration::from_millis(100);
 /// Longest one host's probe (connect and check) may take.
@@ -49,6 +53,11 @@ struct Shared {
     switched_at: Mutex<Option<Instant>>,
     /// A probe is running.
     resolving: AtomicBool,
+    /// Whether the last probe found a host that qualifies (presumed until
+    /// the first).
+    found: AtomicBool,
+    /// Wakes the watch: a probe found none, probe often now.
+    wake: Arc<tokio::sync::Notify>,
     /// When the last probe for an error started.
     last_poke: Mutex<Option<Instant>>,
     pool: OnceLock<PgPool>,
@@ -76,6 +85,8 @@ impl PgTarget {
             generation: AtomicU64::new(0),
             switched_at: Mutex::new(None),
             resolving: AtomicBool::new(false),
+            found: AtomicBool::new(true),
+            wake: Arc::new(tokio::sync::Notify::new()),
             last_poke: Mutex::new(None),
             pool: OnceLock::new(),
         });
@@ -130,6 +141,21 @@ impl PgTarget {
     /// Probes the hosts now: keeps the current one while it qualifies,
     /// else moves to the first that does. Whether one qualifies.
     pub async fn resolve(&self) -> bool {
+        let found = self.probe_hosts().await;
+        if !self.0.found.swap(found, Ordering::AcqRel) && !found {
+            return false;
+        }
+        if !found {
+            tracing::warn!(
+                attrs = self.0.attrs.name(),
+                "no postgres host of DATABASE_URL qualifies"
+            );
+            self.0.wake.notify_one();
+        }
+        found
+    }
+
+    async fn probe_hosts(&self) -> bool {
         let current = self.0.current.load(Ordering::Acquire);
         let order =
             std::iter::once(current).chain((0..self.0.hosts.len()).filter(|&i| i != current));
@@ -195,44 +221,65 @@ impl PgTarget {
         });
     }
 
-    /// Whether the pool's connection to the current host still qualifies.
-    async fn pool_qualifies(&self) -> bool {
-        let Some(pool) = self.0.pool.get() else {
-            return false;
-        };
+    /// Whether the current host still qualifies, asked on the watch's own
+    /// connection to it (opened when missing or on another host): a server
+    /// that died is noticed at once, not after the pool's connect timeout.
+    async fn current_qualifies(&self, conn: &mut Option<(usize, PgConnection)>) -> bool {
+        let current = self.0.current.load(Ordering::Acquire);
+        if conn.as_ref().is_some_and(|(on, _)| *on != current) {
+            *conn = None;
+        }
         let check = async {
-            let mut conn = pool.acquire().await?;
-            qualifies(&mut conn, self.0.attrs).await
+            if conn.is_none() {
+                let opened = PgConnection::connect_with(&self.0.hosts[current].options).await?;
+                *conn = Some((current, opened));
+            }
+            match conn {
+                Some((_, conn)) => qualifies(conn, self.0.attrs).await,
+                None => Ok(false),
+            }
         };
-        matches!(
+        let qualifies = matches!(
             tokio::time::timeout(PROBE_TIMEOUT, check).await,
             Ok(Ok(true))
-        )
+        );
+        if !qualifies {
+            *conn = None;
+        }
+        qualifies
     }
 
     /// The probe at start, then the check every [`CHECK_EVERY`] (a probe
-    /// when it fails), while any clone of the target lives.
+    /// when it fails); while no host qualifies (the primary died, the
+    /// standby is not promoted yet), a probe every [`PROBE_WHILE_NONE`].
+    /// Runs while any clone of the target lives.
     fn spawn_watch(&self) {
         let weak = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             let mut first = true;
+            let mut conn = None;
             loop {
                 let Some(shared) = weak.upgrade() else { return };
                 let target = PgTarget(shared);
-                if (first || !target.pool_qualifies().await)
-                    && !target.0.resolving.swap(true, Ordering::AcqRel)
-                {
-                    if !target.resolve().await {
-                        tracing::warn!(
-                            attrs = target.0.attrs.name(),
-                            "no postgres host of DATABASE_URL qualifies"
-                        );
-                    }
+                let found = target.0.found.load(Ordering::Acquire);
+                let probe = first || !found || !target.current_qualifies(&mut conn).await;
+                if probe && !target.0.resolving.swap(true, Ordering::AcqRel) {
+                    target.resolve().await;
                     target.0.resolving.store(false, Ordering::Release);
                 }
                 first = false;
+                let pause = match target.0.found.load(Ordering::Acquire) {
+                    true => CHECK_EVERY,
+                    false => PROBE_WHILE_NONE,
+                };
+                // A probe made for an error that found no host wakes the
+                // watch early; asleep, the watch holds the target only weakly.
+                let wake = Arc::clone(&target.0.wake);
                 drop(target);
-                tokio::time::sleep(CHECK_EVERY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = wake.notified() => {}
+                }
             }
         });
     }
@@ -263,7 +310,13 @@ pub async fn probe(
     attrs: SessionAttrs,
 ) -> sqlx::Result<bool> {
     let check = async {
-        let mut conn = PgConnection::connect_with(options).await?;
+        let mut conn = match PgConnection::connect_with(options).await {
+            // The server answers; revokd creates its database at start.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+                PgConnection::connect_with(&options.clone().database("postgres")).await?
+            }
+            other => other?,
+        };
         let answer = qualifies(&mut conn, attrs).await;
         let _ = conn.close().await;
         answer
