@@ -101,12 +101,13 @@ impl PgPair {
         format!("127.0.0.1:{}", self.ports[i])
     }
 
-    /// Both servers in one URL, libpq's multi-host form, read-write.
+    /// Both servers in one URL, libpq's multi-host form, read-write; the
+    /// standby first, so a client must skip it to find the primary.
     pub fn multi_host_url(&self, db: &str) -> String {
         format!(
             "postgres://postgres@{},{}/{db}?target_session_attrs=read-write",
-            self.addr(0),
-            self.addr(1)
+            self.addr(1),
+            self.addr(0)
         )
     }
 
