@@ -42,18 +42,17 @@ async fn a_multi_host_url_follows_the_promoted_standby_and_loses_no_accepted_rev
         held.push(conn);
     }
     drop((held, own));
+    // Given only the standby, a pool that must write hands out nothing.
+    let standby_only = format!("{}?target_session_attrs=read-write", pair.url(1, &db));
+    let standby_only = Db::connect_lazy(&standby_only).unwrap();
+    assert!(
+        standby_only.pool().acquire().await.is_err(),
+        "a read-write pool handed out a connection to the standby"
+    );
     let run = run.fail_over(&pair, || {}).await;
     let switches = run.switches().await;
-    let http = reqwest::Client::new();
     for port in run.ports {
-        let ready: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&get(port, "/readyz").await).unwrap();
         assert_eq!(ready["postgres_host"], pair.addr(1).as_str(), "{ready}");
     }
     run.audit(&pair, "multi-host URL").await;
@@ -171,18 +170,10 @@ impl Failover {
 
     /// `revokd_postgres_switches_total` of each process.
     async fn switches(&self) -> Vec<u64> {
-        let http = reqwest::Client::new();
         let mut counts = Vec::new();
         for port in self.ports {
-            let text = http
-                .get(format!("http://127.0.0.1:{port}/metrics"))
-                .send()
+            let count = get(port, "/metrics")
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let count = text
                 .lines()
                 .find_map(|line| line.strip_prefix("revokd_postgres_switches_total "))
                 .and_then(|n| n.trim().parse().ok())
@@ -257,4 +248,11 @@ async fn first_commit(url: String, stop: CancellationToken) -> Option<Instant> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// The body of `GET path` on the process at `port`.
+async fn get(port: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = reqwest::get(url).await.expect("request");
+    response.text().await.expect("body")
 }
