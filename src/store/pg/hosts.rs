@@ -180,6 +180,9 @@ fn split_host(entry: &str) -> Result<(&str, Option<u16>), String> {
     if name.is_empty() || name == "[]" {
         return Err("an empty host in the host list".into());
     }
+    if name.starts_with('/') || name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%2f")) {
+        return Err("a Unix-socket directory cannot be one of several hosts".into());
+    }
     let port = match port {
         None => None,
         Some(port) => Some(
@@ -193,7 +196,7 @@ fn split_host(entry: &str) -> Result<(&str, Option<u16>), String> {
 }
 
 fn config(message: String) -> sqlx::Error {
-    sqlx::Error::Configuration(format!("DATABASE_URL: {message}").into())
+    sqlx::Error::Configuration(message.into())
 }
 
 #[cfg(test)]
@@ -297,6 +300,7 @@ mod tests {
             "postgres://u:hunter2@[],h2/db",
             "postgres://u:hunter2@h1,h2/db?port=5433",
             "postgres://u:hunter2@h1,h2/db?host=h3",
+            "postgres://u:hunter2@%2Fvar%2Frun%2Fpostgresql,h2/db",
         ] {
             let error = parse(url).expect_err(url).to_string();
             assert!(!error.contains("hunter2"), "{url}: {error}");
