@@ -74,10 +74,15 @@ impl std::fmt::Debug for PgTarget {
 }
 
 impl PgTarget {
-    /// A lazy pool on the first of `hosts` (moved to the right one by the
-    /// first probe, which a task on the current tokio runtime runs at once
-    /// and every [`CHECK_EVERY`]), built from `options` with the hooks.
-    pub fn pool(hosts: Vec<Host>, attrs: SessionAttrs, options: PgPoolOptions) -> (PgPool, Self) {
+    /// A lazy pool on the first of `hosts` (at least one, as
+    /// [`hosts::parse`](super::hosts::parse) gives them), built from
+    /// `options` with the hooks; the first probe, run at once by a task on
+    /// the current tokio runtime, points it at the right host.
+    pub(super) fn pool(
+        hosts: Vec<Host>,
+        attrs: SessionAttrs,
+        options: PgPoolOptions,
+    ) -> (PgPool, Self) {
         let shared = Arc::new(Shared {
             hosts,
             attrs,
