@@ -95,6 +95,10 @@ const HELP: &[(&str, &str)] = &[
         "revokd_fallback_activations_total",
         "Times a store's breaker opened and checks fell back, by store",
     ),
+    (
+        "revokd_postgres_switches_total",
+        "Times the Postgres pool was pointed at another host of a multi-host DATABASE_URL",
+    ),
     ("revokd_queue_jobs", "Jobs in the queue, by state"),
     (
         "revokd_denylist_entries",
@@ -270,6 +274,11 @@ pub fn refresh_reuse() {
 /// A store's breaker opened: reads fall back.
 pub fn fallback_activated(store: &'static str) {
     counter!("revokd_fallback_activations_total", "store" => store).increment(1);
+}
+
+/// The Postgres pool was pointed at another host.
+pub fn postgres_switched() {
+    counter!("revokd_postgres_switches_total").increment(1);
 }
 
 /// Queue depth, sampled at scrape time.

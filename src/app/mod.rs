@@ -123,6 +123,9 @@ impl Services {
     /// needs neither store to be up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         let max = config.pg_max_connections.unwrap_or(ONE_SHOT_PG_CONNECTIONS);
+        // Before the pool: its first probe of several hosts may switch
+        // (a counted event) before anything else records.
+        crate::instruments::handle();
         let db = Db::connect_lazy_sized(&config.database_url, max)
             .map_err(|e| redact::url_error("DATABASE_URL", &config.database_url, e))?;
         Self::with_db(config, db)

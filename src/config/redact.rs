@@ -118,6 +118,10 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/revokd"
         );
         assert_eq!(url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            url("postgres://app:pw@h1:5432,[::1]:5433/revokd?target_session_attrs=read-write"),
+            "postgres://app:***@h1:5432,[::1]:5433/revokd?target_session_attrs=***"
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     let word = |up: bool| if up { "up" } else { "down" };
     let spool = &state.submitter.spool;
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "redis": word(redis_up),
         "redis_writes": if redis_writes { "ok" } else { "refused" },
@@ -69,6 +69,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "spool": { "dir": spool.dir().display().to_string(), "pending": spool.pending() },
         "keys": if keys_ready { "loaded" } else { "loading" },
     });
+    // With several Postgres hosts: the one the pool connects to.
+    if let Some(target) = state.submitter.db.target() {
+        body["postgres_host"] = json!(target.current_label());
+    }
     (status, Json(body))
 }
 

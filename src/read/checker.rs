@@ -206,6 +206,8 @@ impl Checker {
     /// Opens Postgres's breaker; a probe closes it once Postgres answers.
     pub fn postgres_failed(&self) {
         let db = self.resync.stores.db.clone();
+        // With several hosts, the primary may have moved.
+        db.poke();
         self.pg_health.mark_down(move || {
             let db = db.clone();
             async move { db.ping().await.is_ok() }

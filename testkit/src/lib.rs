@@ -13,11 +13,13 @@
 //! - `node` — [`Node`], another process of a deployment, in-process.
 //! - `process` — revokd as a process of its own ([`Process`]).
 //! - `redis_server`, `proxy` — a private redis-server; a TCP proxy that
-//!   takes a store down and back.
+//!   takes a store down and back, or moves to another server.
 //! - `sentinel` — [`SentinelTopology`], a primary, a replica and three
 //!   Redis Sentinels on loopback, run as a [`Recipe`] says (the harness's
 //!   own, or one read from a deployment file): kill the primary, watch the
 //!   failover.
+//! - `pg_pair` — [`PgPair`], a Postgres primary and its synchronous hot
+//!   standby of the test's own: kill the primary, promote the standby.
 //! - `idp` — [`Idp`], a real OpenID provider (oidc-provider under node):
 //!   discovery, JWKS, access tokens, key rotation by restart.
 //! - `load` — [`Load`], revocations through a deployment's APIs while a
@@ -45,6 +47,7 @@ mod load;
 mod mint;
 mod node;
 mod pg;
+mod pg_pair;
 mod prefix;
 mod process;
 mod proxy;
@@ -64,10 +67,11 @@ pub use load::{Accepted, Load, Tally, enforced_everywhere};
 pub use mint::{mint, mint_issued_ago};
 pub use node::{Node, NodeOptions, check_reason};
 pub use pg::{database_url, drop_database};
+pub use pg_pair::PgPair;
 pub use prefix::{PrefixGuard, glob_escape, own_deployment, unique_prefix};
 pub use process::{Process, healthy, log_to, revokd_command, scrape_sum};
 pub use proxy::{Proxy, proxied};
 pub use redis_server::{PrivateRedis, free_port};
 pub use roles::{Roles, worker_deps};
 pub use sentinel::{Ports, Recipe, SentinelTopology};
-pub use wait::{current_replica, eventually, in_both_stores, wait_current};
+pub use wait::{current_replica, eventually, in_both_stores, in_both_stores_at, wait_current};

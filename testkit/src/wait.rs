@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use revokd::read::replica::Replica;
+use revokd::{read::replica::Replica, store::pg::Db};
 
 use crate::{app::TestApp, db::TestDb};
 
@@ -46,12 +46,18 @@ pub async fn wait_current(replica: &Arc<Replica>) {
 /// The audit's store half: every id has its row in Postgres and its key in
 /// Redis (waiting up to 10 s for the resync).
 pub async fn in_both_stores(db: &TestDb, redis: &str, prefix: &str, ids: &[String]) {
+    in_both_stores_at(&db.db, redis, prefix, ids).await;
+}
+
+/// [`in_both_stores`] with the Postgres record at `db` (a promoted
+/// standby, say).
+pub async fn in_both_stores_at(db: &Db, redis: &str, prefix: &str, ids: &[String]) {
     let mut conn = redis::Client::open(redis)
         .unwrap()
         .get_connection()
         .unwrap();
     for id in ids {
-        let row = db.db.revoked_token(id).await.unwrap();
+        let row = db.revoked_token(id).await.unwrap();
         assert!(row.is_some(), "{id} not in postgres");
         let key = format!("{prefix}jti:{id}");
         eventually(Duration::from_secs(10), "in redis", || {

@@ -17,6 +17,7 @@ mod identity;
 mod idp;
 mod maintenance;
 mod oauth;
+mod pg_failover;
 mod pipeline;
 mod poison;
 mod privacy;

@@ -1,23 +1,23 @@
 //! Postgres, the record: revoked tokens ([`tokens`]), subject watermarks
 //! ([`subjects`]), the refresh-token registry ([`refresh`]), the audit log
-//! ([`audit`]), what still waits for Redis ([`pending`]), and database
-//! setup ([`setup`]). Every statement is idempotent so that a job applied
-//! twice changes nothing.
+//! ([`audit`]), what still waits for Redis ([`pending`]), database setup
+//! ([`setup`]), and which of several hosts is the primary ([`hosts`],
+//! [`target`]). Every statement is idempotent so that a job applied twice
+//! changes nothing.
 
 pub mod audit;
 pub mod batch;
+pub mod hosts;
 pub mod pending;
 pub mod refresh;
 pub mod setup;
 pub mod subjects;
+pub mod target;
 pub mod tokens;
 
-use std::{str::FromStr, time::Duration};
+use std::time::Duration;
 
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use refresh::RefreshRow;
 pub use setup::prepare;
@@ -27,6 +27,9 @@ pub use tokens::{RevokeRow, RevokedRow};
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
+    /// With several hosts (or `target_session_attrs`): which one the pool
+    /// connects to.
+    target: Option<target::PgTarget>,
 }
 
 impl Db {
@@ -37,18 +40,53 @@ impl Db {
     }
 
     /// [`connect_lazy`](Self::connect_lazy) with at most `max_connections`.
+    /// A URL with several hosts (see [`hosts`]) gets a pool that follows
+    /// the primary among them ([`target`]).
     pub fn connect_lazy_sized(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        let options = PgConnectOptions::from_str(url)?;
+        // Idle connections are pinged before use (sqlx's default), so a
+        // connection the server or a proxy cut is replaced at once.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_lazy_with(options);
-        Ok(Self { pool })
+            .acquire_timeout(Duration::from_secs(2));
+        Ok(match hosts::parse(url)? {
+            hosts::Parsed::Single(options) => Self {
+                pool: pool.connect_lazy_with(*options),
+                target: None,
+            },
+            hosts::Parsed::Several(hosts, attrs) => {
+                let (pool, target) = target::PgTarget::pool(hosts, attrs, pool);
+                Self {
+                    pool,
+                    target: Some(target),
+                }
+            }
+        })
     }
 
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Which of several hosts the pool connects to (`None` with one).
+    pub fn target(&self) -> Option<&target::PgTarget> {
+        self.target.as_ref()
+    }
+
+    /// A query failed: with several hosts, an error that says the server is
+    /// gone or read-only has them probed soon.
+    pub fn failed(&self, error: &sqlx::Error) {
+        if target::server_moved(error) {
+            self.poke();
+        }
+    }
+
+    /// Postgres failed in a way the caller cannot name (a timeout): with
+    /// several hosts, they are probed soon.
+    pub fn poke(&self) {
+        if let Some(target) = &self.target {
+            target.poke();
+        }
     }
 
     /// One round trip: is `token_id` revoked, and what is `subject`'s watermark?
@@ -96,9 +134,10 @@ impl Db {
 
     /// Round trip to check Postgres answers.
     pub async fn ping(&self) -> sqlx::Result<()> {
-        sqlx::query("select 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        let result = sqlx::query("select 1").execute(&self.pool).await;
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result.map(|_| ())
     }
 }

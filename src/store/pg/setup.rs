@@ -1,18 +1,26 @@
 //! Database setup at start: create the database if missing, then migrate.
 
-use std::str::FromStr;
+use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
 
-use sqlx::{
-    Connection, PgConnection,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use super::{hosts, target};
 
 /// Creates the database named in `url` if it does not exist, then applies
-/// the migrations. Safe to run from many processes at once.
+/// the migrations. Safe to run from many processes at once. With several
+/// hosts, on the first that qualifies (the primary).
 pub async fn prepare(url: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
+    let parsed =
+        hosts::parse(url).map_err(|e| crate::config::redact::url_error("DATABASE_URL", url, e))?;
+    let options = match parsed {
+        hosts::Parsed::Single(options) => *options,
+        // Probed on the maintenance database: ours may not exist yet.
+        hosts::Parsed::Several(hosts, attrs) => {
+            target::first_qualifying(&hosts, attrs, Some("postgres"))
+                .await?
+                .options
+                .clone()
+        }
+    };
     let name = options.get_database().unwrap_or("postgres").to_owned();
     if PgConnection::connect_with(&options).await.is_err() {
         let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
@@ -30,8 +38,10 @@ pub async fn prepare(url: &str) -> anyhow::Result<()> {
                 .await
             {
                 Ok(_) => tracing::info!(database = %name, "created database"),
-                // Another process created it between our check and our create.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                // Another process created it between our check and our
+                // create (42P04), or while ours ran (23505 on pg_database).
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
                 Err(e) => return Err(e).context("cannot create database"),
             }
         }

@@ -149,6 +149,9 @@ impl Applier {
             .adjust(|_, delay| delay.filter(|d| started.elapsed() + *d < IN_SLOT))
             .notify(|error, delay| {
                 instruments::job_retried();
+                if let ApplyError::Store(StoreError::Postgres(error)) = error {
+                    self.stores.db.failed(error);
+                }
                 tracing::debug!(job_id = job.job_id(), %error, retry_in = ?delay, "job not applied; retrying");
             })
             .await
