@@ -76,6 +76,26 @@ pub(crate) fn push(
     invocation
 }
 
+/// The push of several payloads (job id, payload), without idempotency
+/// keys, in one script call: atomic, one round trip.
+pub(crate) fn push_many(
+    config: &Config,
+    jobs: Vec<(String, Vec<u8>)>,
+) -> ScriptInvocation<'static> {
+    let mut invocation = PUSH.prepare_invoke();
+    invocation
+        .key(config.job_data_hash())
+        .key(config.active_jobs_list())
+        .key(config.signal_list())
+        .key(config.job_meta_hash())
+        .key(config.idempotency_key_set())
+        .arg(1);
+    for (id, payload) in jobs {
+        invocation.arg(id).arg(payload).arg("");
+    }
+    invocation
+}
+
 /// The scheduling of one payload under job id `id`, due at `due` (unix
 /// seconds), with a fresh attempt count.
 pub(crate) fn schedule(
