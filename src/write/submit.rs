@@ -289,6 +289,12 @@ pub async fn record_pending(
             .await?;
         db.revoke_members(&members, &reason, &by, at, false).await
     };
+    // A revoked refresh token takes its family, audited as `{job_id}:family`.
+    let family_of = |j: &RevokeToken, id: String| {
+        let job_id = format!("{}:family", j.meta.job_id);
+        let (by, at) = (j.meta.requested_by.clone(), j.meta.requested_at);
+        family(id, "revoked".into(), job_id, by, at)
+    };
     match job {
         Job::Revoke(j) => {
             let expires_at = ttl.capped_expiry(j);
@@ -296,12 +302,10 @@ pub async fn record_pending(
                 Some(batcher) => batcher.apply_revoke(j, expires_at, now).await?,
                 None => db.record_revoke(j, expires_at, now, false).await?,
             };
-            if let Some(id) = family_id {
-                let job_id = format!("{}:family", j.meta.job_id);
-                let (by, at) = (j.meta.requested_by.clone(), j.meta.requested_at);
-                family(id, "revoked".into(), job_id, by, at).await?;
+            match family_id {
+                Some(id) => family_of(j, id).await,
+                None => Ok(()),
             }
-            Ok(())
         }
         Job::RevokeBatch(j) => {
             // One statement for the whole chunk, not the group commit: the
@@ -319,9 +323,7 @@ pub async fn record_pending(
             let families = db.apply_revokes(&rows).await?;
             for (t, id) in tokens.iter().zip(families) {
                 if let Some(id) = id {
-                    let job_id = format!("{}:family", t.meta.job_id);
-                    let (by, at) = (t.meta.requested_by.clone(), t.meta.requested_at);
-                    family(id, "revoked".into(), job_id, by, at).await?;
+                    family_of(t, id).await?;
                 }
             }
             Ok(())

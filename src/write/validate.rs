@@ -244,6 +244,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_checked_item_by_item() {
+        let items = vec![
+            RevokeItem::new("a", Some("x\0y".into()), 10),
+            RevokeItem::new("b", None, 10).reason("r\n"),
+        ];
+        let batch = Job::RevokeBatch(RevokeBatch::new(items.clone()));
+        assert_eq!(request(&batch), Err(InputError::ControlCharacters("sub")));
+        let Ok(Job::RevokeBatch(cleaned)) = job(&batch) else {
+            panic!("a worker keeps the batch");
+        };
+        assert_eq!(cleaned.items[0].subject, None);
+        assert_eq!(cleaned.items[1].reason, None);
+        let mut bad_id = items;
+        bad_id.push(RevokeItem::new("", None, 10));
+        let bad_id = Job::RevokeBatch(RevokeBatch::new(bad_id));
+        assert_eq!(job(&bad_id), Err(InputError::Empty("jti")));
+        let long = vec![RevokeItem::new("t", None, 10); MAX_BATCH_ITEMS + 1];
+        let long = Job::RevokeBatch(RevokeBatch::new(long));
+        assert_eq!(job(&long), Err(InputError::TooManyItems(MAX_BATCH_ITEMS)));
+    }
+
+    #[test]
     fn identifying_fields_are_refused_on_both_sides() {
         let empty = Job::Revoke(RevokeToken::new("", None, 10));
         assert_eq!(request(&empty), Err(InputError::Empty("jti")));

@@ -19,23 +19,9 @@ fn opts() -> Options<'static> {
     }
 }
 
-/// POSTs a raw body with a content type; the status and the JSON body.
+/// POSTs a raw body with a content type and the write key.
 async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth("bk-123")
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    app.post_body(path, "bk-123", content_type, body).await
 }
 
 fn ndjson(items: &[Value]) -> Vec<u8> {

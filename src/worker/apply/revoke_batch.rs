@@ -6,7 +6,7 @@
 
 use revokd_jobs::RevokeBatch;
 
-use super::{Applied, Applier, ApplyError, FamilyRequest};
+use super::{Applied, Applier, ApplyError};
 use crate::store::{pg::RevokeRow, redis::DenyEntry};
 
 impl Applier {
@@ -46,14 +46,9 @@ impl Applier {
             self.stores.db.apply_revokes(&rows).await?
         };
         for (t, family) in tokens.iter().zip(families) {
-            let Some(family) = family else { continue };
-            let job_id = format!("{}:family", t.meta.job_id);
-            let ids = FamilyRequest {
-                job_id: &job_id,
-                by: &t.meta.requested_by,
-                at: t.meta.requested_at,
-            };
-            self.revoke_family(&family, "revoked", ids, now).await?;
+            if let Some(family) = family {
+                self.revoke_family_of(t, &family, now).await?;
+            }
         }
         Ok(Applied::BatchRevoked {
             tokens: tokens.len(),
