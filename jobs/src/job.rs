@@ -20,6 +20,8 @@ pub enum Job {
     RegisterRefresh(RegisterRefresh),
     /// Revoke every refresh token of a family (logout, reuse detected).
     RevokeFamily(RevokeFamily),
+    /// Revoke many tokens at once (one chunk of a bulk revocation).
+    RevokeBatch(RevokeBatch),
     /// A kind this version does not know (written by a newer producer).
     /// Workers set it aside instead of failing on it.
     #[serde(other)]
@@ -36,6 +38,7 @@ impl Job {
             Job::Cleanup(j) => Some(&j.meta),
             Job::RegisterRefresh(j) => Some(&j.meta),
             Job::RevokeFamily(j) => Some(&j.meta),
+            Job::RevokeBatch(j) => Some(&j.meta),
             Job::Unknown => None,
         }
     }
@@ -54,6 +57,7 @@ impl Job {
             Job::Cleanup(_) => "cleanup",
             Job::RegisterRefresh(_) => "register_refresh",
             Job::RevokeFamily(_) => "revoke_family",
+            Job::RevokeBatch(_) => "revoke_batch",
             Job::Unknown => "unknown",
         }
     }
@@ -123,6 +127,91 @@ impl RevokeToken {
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
+    }
+}
+
+/// Most items one [`RevokeBatch`] job carries when revokd or
+/// [`crate::Producer::revoke_many`] splits a bulk revocation into chunks:
+/// one job (one queue push, one pipelined Redis write, one Postgres
+/// statement) per 1,000 tokens. Workers accept up to [`MAX_BATCH_ITEMS`].
+pub const BATCH_CHUNK: usize = 1_000;
+
+/// Most items a worker applies from one [`RevokeBatch`] job (a longer one
+/// is set aside as invalid), and most items one bulk request may carry.
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
+/// One token of a [`RevokeBatch`]: the fields of a [`RevokeToken`] without
+/// the job's own id, requester and time, which the batch carries once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeItem {
+    /// The token's id: its `jti`, or a hash (see [`token_id`], [`jti_id`]).
+    pub token_id: String,
+    /// The token's subject as [`subject_id`] gives it, if it has a `sub`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The token's `exp` claim (unix seconds).
+    pub expires_at: i64,
+    /// Why it was revoked (free text, e.g. `logout`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl RevokeItem {
+    /// A revocation of `token_id`.
+    pub fn new(token_id: impl Into<String>, subject: Option<String>, expires_at: i64) -> Self {
+        Self {
+            token_id: token_id.into(),
+            subject,
+            expires_at,
+            reason: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Revoke many tokens in one job: applying it is applying a [`RevokeToken`]
+/// per item (see [`RevokeBatch::tokens`]), in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeBatch {
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
+    /// The tokens, at most [`MAX_BATCH_ITEMS`].
+    pub items: Vec<RevokeItem>,
+}
+
+impl RevokeBatch {
+    /// A batch of `items` requested now, with a fresh job id.
+    pub fn new(items: Vec<RevokeItem>) -> Self {
+        Self {
+            meta: JobMeta::now(),
+            items,
+        }
+    }
+
+    /// Each item as the revoke job it stands for: the batch's requester and
+    /// time, and the job id `{job_id}:{index}` (the key of its audit row,
+    /// so a batch applied twice adds no audit rows).
+    pub fn tokens(&self) -> Vec<RevokeToken> {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| RevokeToken {
+                meta: JobMeta {
+                    job_id: format!("{}:{index}", self.meta.job_id),
+                    ..self.meta.clone()
+                },
+                token_id: item.token_id.clone(),
+                subject: item.subject.clone(),
+                expires_at: item.expires_at,
+                reason: item.reason.clone(),
+            })
+            .collect()
     }
 }
 
@@ -331,6 +420,30 @@ mod tests {
     fn unknown_kind_decodes_to_unknown() {
         let job: Job = serde_json::from_str(r#"{"kind":"from_the_future","x":1}"#).unwrap();
         assert_eq!(job, Job::Unknown);
+    }
+
+    #[test]
+    fn revoke_batch_items_become_revoke_jobs_with_their_own_ids() {
+        let mut batch = RevokeBatch::new(vec![
+            RevokeItem::new("a", Some("alice".into()), 10).reason("logout"),
+            RevokeItem::new("b", None, 20),
+        ]);
+        batch.meta.requested_by = "app".into();
+        let text = serde_json::to_string(&Job::RevokeBatch(batch.clone())).unwrap();
+        assert!(text.contains(r#""kind":"revoke_batch""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<Job>(&text).unwrap(),
+            Job::RevokeBatch(batch.clone())
+        );
+        let tokens = batch.tokens();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[1].meta.job_id, format!("{}:1", batch.meta.job_id));
+        assert_eq!(tokens[0].meta.requested_by, "app");
+        assert_eq!(tokens[0].reason.as_deref(), Some("logout"));
+        assert_eq!(
+            (tokens[1].token_id.as_str(), tokens[1].expires_at),
+            ("b", 20)
+        );
     }
 
     #[test]

@@ -26,9 +26,10 @@ mod queue;
 mod target;
 
 pub use job::{
-    Cleanup, JTI_HASH_PREFIX, Job, JobMeta, MAX_VERBATIM_ID, RegisterRefresh, RevokeFamily,
-    RevokeSubject, RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id,
-    new_job_id, now_unix, now_unix_ms, subject_id, token_id,
+    BATCH_CHUNK, Cleanup, JTI_HASH_PREFIX, Job, JobMeta, MAX_BATCH_ITEMS, MAX_VERBATIM_ID,
+    RegisterRefresh, RevokeBatch, RevokeFamily, RevokeItem, RevokeSubject, RevokeToken,
+    RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id, new_job_id, now_unix, now_unix_ms,
+    subject_id, token_id,
 };
 pub use producer::{ProduceError, Producer};
 pub use queue::{queue_config, wake_channel};

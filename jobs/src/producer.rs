@@ -11,7 +11,7 @@ use redis::{
 
 use crate::target::RedisConn;
 use crate::{
-    Job, RegisterRefresh, RevokeSubject, RevokeToken,
+    BATCH_CHUNK, Job, RegisterRefresh, RevokeBatch, RevokeItem, RevokeSubject, RevokeToken,
     queue::{self, queue_config, wake_channel},
 };
 
@@ -84,6 +84,43 @@ impl Producer {
             job.meta.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::Revoke(job)).await
+    }
+
+    /// Enqueues the revocation of many tokens: one `revoke_batch` job per
+    /// [`BATCH_CHUNK`] (1,000) items, in order, all pushed in one atomic
+    /// script call. Returns the job ids, one per chunk (none for no items).
+    /// Each chunk is applied in one pass (one pipelined Redis write, one
+    /// Postgres statement); like every job pushed straight into the queue,
+    /// the chunks are only as durable as the queue (see the README).
+    pub async fn revoke_many(
+        &self,
+        items: impl IntoIterator<Item = RevokeItem>,
+    ) -> Result<Vec<String>, ProduceError> {
+        let items: Vec<RevokeItem> = items.into_iter().collect();
+        let mut ids = Vec::new();
+        let mut payloads = Vec::new();
+        for chunk in items.chunks(BATCH_CHUNK) {
+            let mut job = RevokeBatch::new(chunk.to_vec());
+            job.meta.requested_by.clone_from(&self.requested_by);
+            ids.push(job.meta.job_id.clone());
+            let task = ulid::Ulid::generate().to_string();
+            payloads.push((task, serde_json::to_vec(&Job::RevokeBatch(job))?));
+        }
+        if payloads.is_empty() {
+            return Ok(ids);
+        }
+        let invocation = queue::push_many(&self.config, payloads);
+        let mut conn = self.conn.clone();
+        let _: u32 = match invocation.invoke_async(&mut conn).await {
+            // As in `push_payload`: one more try on a connection cut under
+            // us (HSETNX keeps a repeat from queueing a chunk twice).
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                invocation.invoke_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
+        Ok(ids)
     }
 
     /// Enqueues a revoke-all of a subject; returns its job id.

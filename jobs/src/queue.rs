@@ -55,6 +55,27 @@ pub(crate) fn push(
     payload: Vec<u8>,
     key: &str,
 ) -> ScriptInvocation<'static> {
+    let mut invocation = push_script(config);
+    invocation.arg(id).arg(payload).arg(key);
+    invocation
+}
+
+/// The push of several payloads (job id, payload), without idempotency
+/// keys, in one script call: atomic, one round trip.
+pub(crate) fn push_many(
+    config: &Config,
+    jobs: Vec<(String, Vec<u8>)>,
+) -> ScriptInvocation<'static> {
+    let mut invocation = push_script(config);
+    for (id, payload) in jobs {
+        invocation.arg(id).arg(payload).arg("");
+    }
+    invocation
+}
+
+/// `lua/push.lua` with its keys and the idempotency TTL; the jobs follow as
+/// (id, payload, key) argument triples.
+fn push_script(config: &Config) -> ScriptInvocation<'static> {
     // Without a TTL apalis-redis's own push deletes the key at once; revokd's
     // keeps it at least a second.
     let ttl = config
@@ -69,10 +90,7 @@ pub(crate) fn push(
         .key(config.signal_list())
         .key(config.job_meta_hash())
         .key(config.idempotency_key_set())
-        .arg(ttl)
-        .arg(id)
-        .arg(payload)
-        .arg(key);
+        .arg(ttl);
     invocation
 }
 

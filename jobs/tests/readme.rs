@@ -38,11 +38,12 @@ fn every_readme_example_is_a_job_that_encodes_back_to_itself() {
 
 /// Every kind a producer can send; [`Job::kind`] must spell each as the
 /// `kind` tag does, and the README must show each.
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "revoke",
     "revoke_all",
     "register_refresh",
     "revoke_family",
+    "revoke_batch",
     "cleanup",
 ];
 

@@ -58,10 +58,29 @@ impl ApiError {
 
     /// 413: body over the limit.
     pub fn too_large() -> Self {
+        Self::too_large_for(crate::http::extract::BODY_LIMIT)
+    }
+
+    /// 413: the body is larger than `limit` bytes.
+    pub fn too_large_for(limit: usize) -> Self {
+        let size = match limit {
+            l if l >= 1 << 20 && l % (1 << 20) == 0 => format!("{} MiB", l >> 20),
+            l if l % 1024 == 0 => format!("{} KiB", l >> 10),
+            l => format!("{l} bytes"),
+        };
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            "request body is larger than 16 KiB",
+            format!("request body is larger than {size}"),
+        )
+    }
+
+    /// 413: a batch carries more than `max` items.
+    pub fn too_many_items(max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!("a batch carries at most {max} items"),
         )
     }
 

@@ -17,9 +17,19 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub struct JsonBody<T>(pub T);
 
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    read_limited(req, state, BODY_LIMIT).await
+}
+
+/// The whole body of a route whose `DefaultBodyLimit` is `limit` (413 in
+/// the JSON shape beyond it).
+pub async fn read_limited<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large()
+            ApiError::too_large_for(limit)
         } else if super::server::is_body_timeout(&rejection) {
             ApiError::body_timeout()
         } else {

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod probe;
 pub mod refresh;
 pub mod revoke;
+pub mod revoke_batch;
 pub mod server;
 pub mod stats;
 

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::PathRejection},
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -25,6 +25,11 @@ use crate::write::submit::Submitted;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/revocations", post(revoke))
+        .route(
+            super::revoke_batch::PATH,
+            post(super::revoke_batch::batch)
+                .layer(DefaultBodyLimit::max(super::revoke_batch::BODY_LIMIT)),
+        )
         .route("/v1/subjects/{sub}/revoke-all", post(revoke_all))
         .route("/revoke", post(rfc7009_revoke))
 }
@@ -72,7 +77,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 impl RevocationRequest {
     /// The job this request asks for, validated.
-    async fn into_job(
+    pub(super) async fn into_job(
         self,
         state: &AppState,
         requested_by: String,

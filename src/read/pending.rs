@@ -232,6 +232,11 @@ impl Pending {
             };
         match job {
             Job::Revoke(j) => add(&self.local_tokens, &j.token_id, ttl.capped_expiry(j)),
+            Job::RevokeBatch(j) => {
+                for t in j.tokens() {
+                    add(&self.local_tokens, &t.token_id, ttl.capped_expiry(&t));
+                }
+            }
             Job::RevokeAll(j) => add(&self.local_subjects, &j.subject, j.not_before),
             Job::RegisterRefresh(j) => {
                 add(&self.local_refresh, &j.token_id, j.expires_at);

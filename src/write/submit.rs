@@ -12,12 +12,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{Job, Producer, RevokeBatch, RevokeSubject, RevokeToken, now_unix};
 use tokio::time::Instant;
 
 use crate::{
     read::checker::Checker,
-    store::pg::batch::RevokeBatcher,
+    store::pg::{RevokeRow, batch::RevokeBatcher},
     store::{TtlPolicy, pg::Db},
     write::completion::{Completion, Completions, Outcome, TooManyWaiters},
     write::spool::Spool,
@@ -94,6 +94,17 @@ impl Submitter {
     /// Submits a revocation of one token.
     pub async fn revoke(&self, job: RevokeToken, wait: bool) -> Result<Submitted, SubmitError> {
         self.submit(Job::Revoke(job), wait).await
+    }
+
+    /// Submits a chunk of a bulk revocation (at most
+    /// [`revokd_jobs::MAX_BATCH_ITEMS`] items): recorded in Postgres in one
+    /// statement, queued as one job, degraded as a single revocation is.
+    pub async fn revoke_batch(
+        &self,
+        job: RevokeBatch,
+        wait: bool,
+    ) -> Result<Submitted, SubmitError> {
+        self.submit(Job::RevokeBatch(job), wait).await
     }
 
     /// Submits any job (refresh-token registrations and family revocations).
@@ -278,6 +289,12 @@ pub async fn record_pending(
             .await?;
         db.revoke_members(&members, &reason, &by, at, false).await
     };
+    // A revoked refresh token takes its family, audited as `{job_id}:family`.
+    let family_of = |j: &RevokeToken, id: String| {
+        let job_id = format!("{}:family", j.meta.job_id);
+        let (by, at) = (j.meta.requested_by.clone(), j.meta.requested_at);
+        family(id, "revoked".into(), job_id, by, at)
+    };
     match job {
         Job::Revoke(j) => {
             let expires_at = ttl.capped_expiry(j);
@@ -285,10 +302,29 @@ pub async fn record_pending(
                 Some(batcher) => batcher.apply_revoke(j, expires_at, now).await?,
                 None => db.record_revoke(j, expires_at, now, false).await?,
             };
-            if let Some(id) = family_id {
-                let job_id = format!("{}:family", j.meta.job_id);
-                let (by, at) = (j.meta.requested_by.clone(), j.meta.requested_at);
-                family(id, "revoked".into(), job_id, by, at).await?;
+            match family_id {
+                Some(id) => family_of(j, id).await,
+                None => Ok(()),
+            }
+        }
+        Job::RevokeBatch(j) => {
+            // One statement for the whole chunk, not the group commit: the
+            // chunk is a batch already.
+            let tokens = j.tokens();
+            let expiries: Vec<i64> = tokens.iter().map(|t| ttl.capped_expiry(t)).collect();
+            let rows: Vec<RevokeRow<'_>> = tokens
+                .iter()
+                .zip(&expiries)
+                .map(|(t, exp)| RevokeRow {
+                    in_redis: false,
+                    ..RevokeRow::of(t, *exp, now)
+                })
+                .collect();
+            let families = db.apply_revokes(&rows).await?;
+            for (t, id) in tokens.iter().zip(families) {
+                if let Some(id) = id {
+                    family_of(t, id).await?;
+                }
             }
             Ok(())
         }

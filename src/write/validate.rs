@@ -12,7 +12,10 @@
 //! `revokd_jobs::token_id`/`jti_id`/`subject_id` first, which hash whatever
 //! revokd cannot store verbatim, so every id they give passes.
 
-use revokd_jobs::{Job, JobMeta, RegisterRefresh, RevokeFamily, RevokeSubject, RevokeToken};
+use revokd_jobs::{
+    Job, JobMeta, MAX_BATCH_ITEMS, RegisterRefresh, RevokeBatch, RevokeFamily, RevokeItem,
+    RevokeSubject, RevokeToken,
+};
 
 /// Longest `token_id` (a `jti`, or a `sha256:`/`jti-sha256:` hash), in bytes.
 pub const MAX_TOKEN_ID: usize = 256;
@@ -42,6 +45,9 @@ pub enum InputError {
     /// A refresh token cannot replace itself.
     #[error("a token cannot be rotated from itself")]
     RotatedFromItself,
+    /// A batch carries more items than a worker applies at once.
+    #[error("a batch carries more than {0} items")]
+    TooManyItems(usize),
     /// A job of a kind this version does not know.
     #[error("unknown job kind")]
     UnknownKind,
@@ -82,6 +88,12 @@ pub fn request(job: &Job) -> Result<Job, InputError> {
         }
         Job::RevokeAll(j) => reason(j.reason.as_deref())?,
         Job::RevokeFamily(j) => reason(j.reason.as_deref())?,
+        Job::RevokeBatch(j) => {
+            for item in &j.items {
+                item.subject.as_deref().map(subject).transpose()?;
+                reason(item.reason.as_deref())?;
+            }
+        }
         Job::RegisterRefresh(_) | Job::Cleanup(_) | Job::Unknown => {}
     }
     Ok(recorded)
@@ -146,6 +158,28 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
                 ..j.clone()
             })
         }
+        Job::RevokeBatch(j) => {
+            // The job is the unit: one unusable id sets the whole chunk
+            // aside (revokd's own chunks are checked item by item first).
+            if j.items.len() > MAX_BATCH_ITEMS {
+                return Err(InputError::TooManyItems(MAX_BATCH_ITEMS));
+            }
+            let items = j.items.iter().map(|item| {
+                token_id(&item.token_id)?;
+                Ok(RevokeItem {
+                    subject: item.subject.clone().filter(|s| subject(s).is_ok()),
+                    reason: informational(item.reason.as_deref()),
+                    ..item.clone()
+                })
+            });
+            Job::RevokeBatch(RevokeBatch {
+                items: items.collect::<Result<_, InputError>>()?,
+                meta: JobMeta {
+                    requested_by: requester(&j.meta.requested_by),
+                    ..j.meta.clone()
+                },
+            })
+        }
         Job::Cleanup(j) => Job::Cleanup(j.clone()),
         Job::Unknown => return Err(InputError::UnknownKind),
     })
@@ -207,6 +241,28 @@ mod tests {
             panic!("a worker keeps the revocation");
         };
         assert_eq!((cleaned.subject, cleaned.reason), (None, None));
+    }
+
+    #[test]
+    fn a_batch_is_checked_item_by_item() {
+        let items = vec![
+            RevokeItem::new("a", Some("x\0y".into()), 10),
+            RevokeItem::new("b", None, 10).reason("r\n"),
+        ];
+        let batch = Job::RevokeBatch(RevokeBatch::new(items.clone()));
+        assert_eq!(request(&batch), Err(InputError::ControlCharacters("sub")));
+        let Ok(Job::RevokeBatch(cleaned)) = job(&batch) else {
+            panic!("a worker keeps the batch");
+        };
+        assert_eq!(cleaned.items[0].subject, None);
+        assert_eq!(cleaned.items[1].reason, None);
+        let mut bad_id = items;
+        bad_id.push(RevokeItem::new("", None, 10));
+        let bad_id = Job::RevokeBatch(RevokeBatch::new(bad_id));
+        assert_eq!(job(&bad_id), Err(InputError::Empty("jti")));
+        let long = vec![RevokeItem::new("t", None, 10); MAX_BATCH_ITEMS + 1];
+        let long = Job::RevokeBatch(RevokeBatch::new(long));
+        assert_eq!(job(&long), Err(InputError::TooManyItems(MAX_BATCH_ITEMS)));
     }
 
     #[test]

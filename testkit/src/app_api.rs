@@ -100,11 +100,25 @@ impl TestApp {
     /// POSTs JSON with a bearer key; the status and the body (JSON, or the
     /// text as a JSON string, or null when empty).
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).expect("JSON");
+        self.post_body(path, key, "application/json", bytes).await
+    }
+
+    /// POSTs `body` as `content_type` with a bearer key; the status and the
+    /// body as [`TestApp::post_json`] gives them.
+    pub async fn post_body(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let response = self
             .http
             .post(self.url(path))
             .bearer_auth(key)
-            .json(body)
+            .header("content-type", content_type)
+            .body(body)
             .send()
             .await
             .expect("request");

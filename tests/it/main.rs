@@ -4,6 +4,7 @@
 // Helpers outside #[test] fns are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod batch_api;
 mod chaos;
 mod deploy;
 mod durability;

@@ -3,7 +3,8 @@
 //! hands the rest to the router.
 //!
 //! Refused from the head, in the JSON error shape, with `Connection: close`:
-//! a declared `Content-Length` over 16 KiB (413 at once, without waiting for
+//! a declared `Content-Length` over 16 KiB (10 MiB on
+//! `/v1/revocations:batch`; 413 at once, without waiting for
 //! a body that may never come), a URI over 8 KiB (414), header fields over
 //! 16 KiB in all (431). Heads hyper itself refuses (malformed: 400; over
 //! [`super::HEAD_LIMIT`] or over 100 fields: 431) get hyper's empty answer.
@@ -31,7 +32,7 @@ use tokio::time::Instant;
 use tower::{ServiceExt, util::Oneshot};
 
 use super::{body::TimedBody, deadline::Serving};
-use crate::http::{error::ApiError, extract::BODY_LIMIT};
+use crate::http::{error::ApiError, extract::BODY_LIMIT, revoke_batch};
 
 /// Longest URI answered (414 beyond, in the JSON shape).
 pub const URI_LIMIT: usize = 8 * 1024;
@@ -70,8 +71,13 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
 
 /// The answer to a request that can be judged from its head alone.
 fn refuse(request: &Request<Incoming>) -> Option<ApiError> {
-    if request.body().size_hint().lower() > BODY_LIMIT as u64 {
-        return Some(ApiError::too_large());
+    // The bulk route takes larger bodies (see `crate::http::revoke_batch`).
+    let limit = match request.uri().path() {
+        revoke_batch::PATH => revoke_batch::BODY_LIMIT,
+        _ => BODY_LIMIT,
+    };
+    if request.body().size_hint().lower() > limit as u64 {
+        return Some(ApiError::too_large_for(limit));
     }
     let uri = request.uri();
     if uri.path().len() + uri.query().map_or(0, str::len) > URI_LIMIT {

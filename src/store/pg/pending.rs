@@ -61,6 +61,17 @@ impl Db {
                 "select coalesce((select in_redis from revoked_tokens where token_id = $1), false)",
             )
             .bind(&j.token_id),
+            // Every item's row is in Redis (a batch of none is applied).
+            Job::RevokeBatch(j) => sqlx::query_scalar(
+                "select coalesce(bool_and(coalesce(r.in_redis, false)), true)
+                 from unnest($1::text[]) as u(id) left join revoked_tokens r on r.token_id = u.id",
+            )
+            .bind(
+                j.items
+                    .iter()
+                    .map(|i| i.token_id.as_str())
+                    .collect::<Vec<_>>(),
+            ),
             Job::RevokeAll(j) => sqlx::query_scalar(
                 "select coalesce((select in_redis and not_before >= $2
                                   from subject_watermarks where subject = $1), false)",

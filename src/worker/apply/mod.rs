@@ -8,6 +8,7 @@ mod cleanup;
 mod register_refresh;
 mod revoke;
 mod revoke_all;
+mod revoke_batch;
 mod revoke_family;
 
 pub use revoke_family::FamilyRequest;
@@ -67,6 +68,13 @@ pub enum Applied {
         /// Whether a Redis key was written.
         in_redis: bool,
     },
+    /// A chunk of tokens is on the deny-list and in Postgres.
+    BatchRevoked {
+        /// Items applied.
+        tokens: usize,
+        /// Items with a Redis key (the others had expired).
+        in_redis: usize,
+    },
     /// A subject watermark was raised (or was already higher).
     SubjectRevoked,
     /// A refresh token was registered (or rotated); its stored state.
@@ -111,6 +119,7 @@ impl Applier {
         let applied = match job {
             Job::Revoke(job) => self.revoke(job, now).await?,
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
+            Job::RevokeBatch(job) => self.revoke_batch(job, now).await?,
             Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
             Job::RevokeFamily(job) => {
                 let reason = job.reason.as_deref().unwrap_or("revoked");

@@ -24,16 +24,27 @@ impl Applier {
         }
         // Revoking a refresh token revokes its whole family.
         if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
-            let job_id = format!("{}:family", job.meta.job_id);
-            let ids = FamilyRequest {
-                job_id: &job_id,
-                by: &job.meta.requested_by,
-                at: job.meta.requested_at,
-            };
-            self.revoke_family(&family, "revoked", ids, now).await?;
+            self.revoke_family_of(job, &family, now).await?;
         }
         Ok(Applied::Revoked {
             in_redis: ttl.is_some(),
         })
+    }
+
+    /// Revokes `family`, the family of the refresh token `job` revoked,
+    /// audited under `{job_id}:family`.
+    pub(super) async fn revoke_family_of(
+        &self,
+        job: &RevokeToken,
+        family: &str,
+        now: i64,
+    ) -> Result<(), ApplyError> {
+        let job_id = format!("{}:family", job.meta.job_id);
+        let ids = FamilyRequest {
+            job_id: &job_id,
+            by: &job.meta.requested_by,
+            at: job.meta.requested_at,
+        };
+        self.revoke_family(family, "revoked", ids, now).await
     }
 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# bench/batch_path.sh — bulk revocation end to end: BENCH_BATCH_TOTAL
+# (default 1,000,000) revocations through `POST /v1/revocations:batch`,
+# against the single-item `POST /v1/revocations` in the same run and the
+# same process, so the two compare as a ratio.
+#
+#   bash bench/batch_path.sh [REVOKD_BINARY]   # default: target/release/revokd
+#
+# A fresh database and key prefix, `revokd serve` (every role, defaults).
+# 1. Single path: `wrk -t2 -c16 -d10s` posting `{"jti","sub","exp"}`, every
+#    request a new jti (as bench/write_path.sh), then the wait until every
+#    accepted revocation is in Postgres and Redis; rate = rows / (load +
+#    drain).
+# 2. Batch path: the same items as NDJSON files of 10,000 lines, posted by
+#    BENCH_BATCH_PARALLEL (default 4) curls at a time; time from the first
+#    post until every row is in Postgres, marked as written to Redis, and the
+#    queue is empty; then the Redis per-minute counts are checked to hold
+#    every entry. Needs Redis and Postgres like the tests, wrk, curl, psql,
+#    redis-cli. Cleans up what it made (its process, keys, database).
+
+set -Eeuo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(REVOKD_|JWT_)' || true)
+unset DATABASE_URL
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PG_SERVER=${BENCH_PG_SERVER:-postgres://postgres@127.0.0.1:5432}
+TOTAL=${BENCH_BATCH_TOTAL:-1000000}
+PARALLEL=${BENCH_BATCH_PARALLEL:-4}
+PER_REQUEST=10000
+BIN=${1:-$ROOT/target/release/revokd}
+OUT=$(mktemp -d)
+export RUST_LOG=warn
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+id=$(tr -d - </proc/sys/kernel/random/uuid)
+prefix="revokd-bench-${id}:" db="revokd_bench_${id}" pid=
+cleanup() {
+  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
+  redis-cli -u "$REDIS_URL" --scan --pattern "${prefix}*" |
+    xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null
+  redis-cli -u "$REDIS_URL" zrem core:apalis:queues:list "${prefix}queue:jobs:workers" >/dev/null
+  psql "$PG_SERVER/postgres" -X -q -c "drop database if exists \"$db\" with (force)" || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+sql() { psql "$PG_SERVER/$db" -X -At -c "$1" 2>/dev/null || echo -1; }
+# Waits until `like` rows number `want`, none pending for Redis, queue empty.
+drain() {
+  local like=$1 want=$2 rows pending queued
+  for _ in $(seq 1200); do
+    rows=$(sql "select count(*) from revoked_tokens where token_id like '$like'")
+    pending=$(sql "select count(*) from revoked_tokens where not in_redis")
+    queued=$(redis-cli -u "$REDIS_URL" llen "${prefix}queue:jobs:active")
+    [[ $rows -ge $want && $pending == 0 && $queued == 0 ]] && return 0
+    sleep 0.25
+  done
+  log "not drained: $rows/$want rows, $pending pending, $queued queued"
+  return 1
+}
+
+port=$((20000 + RANDOM % 10000))
+DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
+  JWT_SECRET="bench-secret-that-is-long-enough-for-hs256" REVOKD_LISTEN="127.0.0.1:$port" \
+  REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/revokd.log" &
+pid=$!
+disown "$pid"
+for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+cat >"$OUT/post.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local n = 0
+function request()
+  n = n + 1
+  local body = string.format('{"jti":"s%d-%d","sub":"bench","exp":%d}', id, n, os.time() + 3600)
+  return wrk.format("POST", "/v1/revocations", {
+    ["Authorization"] = "Bearer bench-key",
+    ["Content-Type"] = "application/json",
+  }, body)
+end
+LUA
+
+log "single path: wrk 10 s"
+started=$(date +%s.%N)
+wrk -t2 -c16 -d10s -s "$OUT/post.lua" "http://127.0.0.1:$port" >"$OUT/single.wrk"
+single_rows=$(sql "select count(*) from revoked_tokens where token_id like 's%'")
+drain 's%' "$single_rows"
+single_secs=$(echo "$(date +%s.%N) - $started" | bc)
+single_rate=$(echo "$single_rows / $single_secs" | bc)
+
+log "batch path: writing $TOTAL items in files of $PER_REQUEST"
+exp=$(($(date +%s) + 3600))
+awk -v total="$TOTAL" -v per="$PER_REQUEST" -v until="$exp" -v dir="$OUT" 'BEGIN {
+  for (i = 0; i < total; i++) {
+    file = sprintf("%s/batch-%05d.ndjson", dir, int(i / per))
+    printf "{\"jti\":\"b%07d\",\"sub\":\"user-%d\",\"exp\":%d}\n", i, i % 10000, until > file
+    if ((i + 1) % per == 0) close(file)
+  }
+}'
+log "batch path: posting ($PARALLEL at a time)"
+started=$(date +%s.%N)
+ls "$OUT"/batch-*.ndjson | xargs -P "$PARALLEL" -I{} sh -c \
+  "curl -s -o /dev/null -w '%{http_code}\n' -H 'Authorization: Bearer bench-key' \
+     -H 'Content-Type: application/x-ndjson' --data-binary @{} \
+     http://127.0.0.1:$port/v1/revocations:batch" >"$OUT/codes"
+posted=$(echo "$(date +%s.%N) - $started" | bc)
+drain 'b%' "$TOTAL"
+batch_secs=$(echo "$(date +%s.%N) - $started" | bc)
+batch_rate=$(echo "$TOTAL / $batch_secs" | bc)
+# The deny-list's own counts (kept by the write scripts): every entry there.
+in_redis=$(redis-cli -u "$REDIS_URL" hvals "${prefix}count:jti" | awk '{ s += $1 } END { print s + 0 }')
+non202=$(grep -vc '^202$' "$OUT/codes" || true)
+jobs=$(redis-cli -u "$REDIS_URL" hlen "${prefix}queue:jobs:data")
+
+printf '| path | revocations | answered after | in Postgres and Redis after | per second | non-2xx |\n|---|---|---|---|---|---|\n'
+printf '| POST /v1/revocations (wrk -c16) | %s | 10 s | %.1f s | %s | %s |\n' \
+  "$single_rows" "$single_secs" "$single_rate" "$(awk '/Non-2xx/ { print $NF }' "$OUT/single.wrk" | grep . || echo 0)"
+printf '| POST /v1/revocations:batch (%s × %s, %s at a time) | %s | %.1f s | %.1f s | %s | %s |\n' \
+  "$((TOTAL / PER_REQUEST))" "$PER_REQUEST" "$PARALLEL" "$TOTAL" "$posted" "$batch_secs" "$batch_rate" "$non202"
+printf '\nbatch / single: %s×; deny-list entries counted in Redis: %s (of %s); jobs in the queue hash: %s\n' \
+  "$(echo "scale=1; $batch_rate / $single_rate" | bc)" "$in_redis" "$((TOTAL + single_rows))" "$jobs"

@@ -1,0 +1,383 @@
+//! Bulk revocation: `POST /v1/revocations:batch` (JSON array and NDJSON,
+//! per-item results, limits, replays, one job per chunk, the degraded path)
+//! and `Producer::revoke_many`.
+
+use std::time::Duration;
+
+use redis::Commands;
+use revokd_jobs::{RevokeItem, now_unix};
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, PrivateRedis, TestApp, assert_answer, eventually};
+
+const BATCH: &str = "/v1/revocations:batch";
+
+fn opts() -> Options<'static> {
+    Options {
+        extra: &["--api-keys", "billing:bk-123", "--wait-timeout", "5s"],
+        ..Default::default()
+    }
+}
+
+/// POSTs a raw body with a content type and the write key.
+async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    app.post_body(path, "bk-123", content_type, body).await
+}
+
+fn ndjson(items: &[Value]) -> Vec<u8> {
+    let lines: Vec<String> = items.iter().map(Value::to_string).collect();
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+async fn rows_like(app: &TestApp, pattern: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from revoked_tokens where token_id like $1")
+        .bind(pattern)
+        .fetch_one(app.db.db.pool())
+        .await
+        .unwrap()
+}
+
+/// The `revoke_batch` jobs in the queue's data hash (finished ones stay
+/// until cleanup vacuums them).
+fn batch_jobs(app: &TestApp) -> usize {
+    let payloads: Vec<String> = app
+        .redis()
+        .hvals(format!("{}queue:jobs:data", app.prefix))
+        .unwrap();
+    payloads
+        .iter()
+        .filter(|p| p.contains(r#""kind":"revoke_batch""#))
+        .count()
+}
+
+#[tokio::test]
+async fn a_batch_with_bad_items_answers_each_item_and_enforces_the_good_ones() {
+    let app = TestApp::spawn_with(opts()).await;
+    let (good, other) = (app.mint("ana"), app.mint("ben"));
+    let exp = now_unix() + 600;
+    let items = json!([
+        { "token": good, "reason": "logout" },
+        { "token": "not.a.jwt" },
+        { "jti": "batch-jti-1", "sub": "ana", "exp": exp },
+        { "jti": "batch-jti-2" },
+        42,
+        { "jti": "batch-jti-3", "exp": exp, "reason": "bad\nreason" },
+        { "token": other, "jti": "both" },
+        { "token": other },
+    ]);
+    let (status, body) = app.post_json(BATCH, "bk-123", &items).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(body["job_ids"].as_array().map(Vec::len), Some(1), "{body}");
+    let results = body["results"].as_array().unwrap();
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or("ok"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "invalid_token",
+            "ok",
+            "invalid_request",
+            "invalid_request",
+            "invalid_request",
+            "invalid_request",
+            "ok"
+        ]
+    );
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i, "{r}");
+        if r.get("error").is_some() {
+            assert!(
+                r["message"].is_string() && r.get("token_id").is_none(),
+                "{r}"
+            );
+        }
+    }
+    assert_eq!(results[0]["token_id"], app.token_id(&good));
+    assert_eq!(results[2]["token_id"], "batch-jti-1");
+    // No item's input is echoed (the bad token above included).
+    assert!(!body.to_string().contains("not.a.jwt"), "{body}");
+
+    for token in [&good, &other] {
+        app.wait_for_reason(token, "revoked", Duration::from_secs(5))
+            .await;
+    }
+    let row = app.wait_for_row(&app.token_id(&good)).await;
+    assert_eq!(
+        (row.requested_by.as_str(), row.reason.as_deref()),
+        ("billing", Some("logout"))
+    );
+    let mut redis = app.redis();
+    for id in [
+        app.token_id(&good),
+        app.token_id(&other),
+        "batch-jti-1".into(),
+    ] {
+        let key = format!("{}jti:{id}", app.prefix);
+        eventually(Duration::from_secs(5), "the worker wrote redis", || {
+            let exists: bool = redis.exists(&key).unwrap();
+            async move { exists }
+        })
+        .await;
+    }
+    assert!(
+        app.db
+            .db
+            .revoked_token("batch-jti-3")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let applied = r#"revokd_jobs_applied_total{kind="revoke_batch"} 1"#;
+    eventually(Duration::from_secs(5), "one batch job applied", || async {
+        app.metrics().await.contains(applied)
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ndjson_batches_are_chunked_and_replays_give_the_same_ids_and_rows() {
+    let app = TestApp::spawn_with(opts()).await;
+    let exp = now_unix() + 600;
+    let mut items: Vec<Value> = (0..2_500)
+        .map(|i| json!({ "jti": format!("nd-{i:05}"), "sub": format!("user-{}", i % 7), "exp": exp }))
+        .collect();
+    // The same token twice in one batch, and an item already revoked.
+    items.push(json!({ "jti": "nd-00000", "exp": exp + 60 }));
+    let mut body = ndjson(&items);
+    body.extend_from_slice(b"{not json\n\n");
+    let (status, first) = post_raw(
+        &app,
+        &format!("{BATCH}?wait=true"),
+        "application/x-ndjson",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", first["message"]);
+    assert_eq!(
+        (first["accepted"].as_u64(), first["rejected"].as_u64()),
+        (Some(2_501), Some(1))
+    );
+    assert_eq!(first["results"][2_501]["error"], "invalid_request");
+    assert_eq!(
+        first["job_ids"].as_array().map(Vec::len),
+        Some(3),
+        "1,000 items a chunk"
+    );
+    // Waited: both stores hold every item.
+    assert_eq!(rows_like(&app, "nd-%").await, 2_500);
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from revoked_tokens where token_id like 'nd-%' and not in_redis",
+    )
+    .fetch_one(app.db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(pending, 0);
+    let mut redis = app.redis();
+    let ttl: i64 = redis.ttl(format!("{}jti:nd-00000", app.prefix)).unwrap();
+    assert!(ttl > 600, "the later expiry of the duplicate wins: {ttl}");
+    let present: bool = redis.exists(format!("{}jti:nd-02499", app.prefix)).unwrap();
+    assert!(present);
+    assert_eq!(batch_jobs(&app), 3);
+
+    let (status, again) = post_raw(
+        &app,
+        &format!("{BATCH}?wait=true"),
+        "application/x-ndjson; charset=utf-8",
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["results"], first["results"],
+        "the same ids, item by item"
+    );
+    assert_eq!(rows_like(&app, "nd-%").await, 2_500, "no duplicate rows");
+
+    // The same items as a JSON array.
+    let (status, array) = app
+        .post_json(BATCH, "bk-123", &Value::Array(items[..10].to_vec()))
+        .await;
+    assert_eq!(status, 202, "{array}");
+    assert_eq!(array["results"][3]["token_id"], "nd-00003");
+    assert_eq!(batch_jobs(&app), 7);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_limits_are_refused_with_json_errors() {
+    let app = TestApp::spawn_with(opts()).await;
+    let exp = now_unix() + 600;
+    let (status, body) = app.post_json(BATCH, "bk-123", &json!([])).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = post_raw(&app, BATCH, "application/x-ndjson", b"\n \n".to_vec()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = app
+        .post_json(BATCH, "bk-123", &json!({ "jti": "x", "exp": exp }))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = post_raw(&app, BATCH, "application/json", b"[{\"jti\":".to_vec()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    let over: Vec<Value> = (0..10_001)
+        .map(|i| json!({ "jti": format!("o{i}"), "exp": exp }))
+        .collect();
+    let (status, body) = app.post_json(BATCH, "bk-123", &Value::Array(over)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("too_many_items")),
+        "{body}"
+    );
+    assert_eq!(
+        rows_like(&app, "o%").await,
+        0,
+        "nothing of a refused batch is recorded"
+    );
+
+    let huge = vec![b' '; 10 * 1024 * 1024 + 1];
+    let (status, body) = post_raw(&app, BATCH, "application/json", huge).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    // The single path keeps its 16 KiB limit.
+    let (status, _) = post_raw(
+        &app,
+        "/v1/revocations",
+        "application/json",
+        vec![b' '; 17 * 1024],
+    )
+    .await;
+    assert_eq!(status, 413);
+
+    // Every item bad: 400 with the per-item results.
+    let (status, body) = app
+        .post_json(BATCH, "bk-123", &json!([{ "token": "junk" }, {}]))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert_eq!(body["results"][0]["error"], "invalid_token");
+    assert_eq!(body["accepted"], 0);
+
+    let response = app
+        .http
+        .post(app.url(BATCH))
+        .json(&json!([{ "jti": "x", "exp": exp }]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .http
+        .post(app.url(BATCH))
+        .bearer_auth("wrong")
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(batch_jobs(&app), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn producer_revoke_many_pushes_one_job_per_chunk_and_every_item_applies() {
+    let app = TestApp::spawn().await;
+    let producer = app.producer().await;
+    let exp = now_unix() + 600;
+    let items = (0..2_001)
+        .map(|i| RevokeItem::new(format!("pm-{i}"), Some("zoe".into()), exp).reason("bulk"));
+    let ids = producer.revoke_many(items).await.unwrap();
+    assert_eq!(ids.len(), 3, "1,000 items a job");
+    assert!(producer.revoke_many(Vec::new()).await.unwrap().is_empty());
+    eventually(
+        Duration::from_secs(10),
+        "every item in postgres",
+        || async { rows_like(&app, "pm-%").await == 2_001 },
+    )
+    .await;
+    let mut redis = app.redis();
+    for id in ["pm-0", "pm-1000", "pm-2000"] {
+        let present: bool = redis.exists(format!("{}jti:{id}", app.prefix)).unwrap();
+        assert!(present, "{id}");
+    }
+    let row = app.db.db.revoked_token("pm-2000").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.requested_by.as_str(),
+            row.reason.as_deref(),
+            row.subject.as_deref()
+        ),
+        ("test", Some("bulk"), Some("zoe"))
+    );
+    assert_eq!(batch_jobs(&app), 3);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_batch_is_recorded_in_postgres_and_reaches_redis_when_it_returns() {
+    let mut redis_server = PrivateRedis::start();
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis_server.url()),
+        ..opts()
+    })
+    .await;
+    let token = app.mint("cy");
+    redis_server.kill();
+    let exp = now_unix() + 600;
+    let items = json!([{ "token": token }, { "jti": "down-1", "exp": exp }, { "jti": "" }]);
+    let (status, body) = app.post_json(BATCH, "bk-123", &items).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["degraded"].as_bool(), body["accepted"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert_answer(&app.check(&token).await, "revoked");
+    assert!(
+        app.db.db.revoked_token("down-1").await.unwrap().is_some(),
+        "durable in postgres"
+    );
+
+    redis_server.restart();
+    let keys = [app.token_id(&token), "down-1".to_owned()];
+    let (url, prefix) = (redis_server.url(), app.prefix.clone());
+    eventually(Duration::from_secs(5), "the batch in redis", || {
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let present = keys
+            .iter()
+            .all(|k| conn.exists::<_, bool>(format!("{prefix}jti:{k}")).unwrap());
+        async move { present }
+    })
+    .await;
+    app.stop().await;
+}
