@@ -20,6 +20,8 @@ use futures::{StreamExt, task::AtomicWaker};
 use revokd_jobs::Job;
 use tokio_util::sync::CancellationToken;
 
+use crate::instruments::PROPAGATION;
+
 pub use crate::store::queue::{keep_promoting, promote_due, rescue};
 
 /// How often an idle worker looks for jobs without being woken (retries and
@@ -85,11 +87,15 @@ struct WakeStrategy {
 impl PollStrategy for WakeStrategy {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
         self.wake.waker.register(cx.waker());
-        let mut fired = self.wake.flag.swap(false, Ordering::AcqRel);
+        let woken = self.wake.flag.swap(false, Ordering::AcqRel);
+        let mut ticked = false;
         while self.tick.poll_tick(cx).is_ready() {
-            fired = true;
+            ticked = true;
         }
-        if fired {
+        if woken {
+            tracing::debug!(target: PROPAGATION, "wake-up seen by the worker");
+        }
+        if woken || ticked {
             Poll::Ready(Some(()))
         } else {
             Poll::Pending
@@ -143,6 +149,7 @@ pub async fn listen_for_wakeups(
                             // A new primary: listen there.
                             _ = moved.changed() => break,
                         }
+                        tracing::debug!(target: PROPAGATION, "wake-up received");
                         wake.signal();
                     }
                 }

@@ -144,6 +144,7 @@ async fn handle(
             return Err(set_aside(&task, None, "undecodable", error));
         }
     };
+    tracing::debug!(target: crate::instruments::PROPAGATION, job_id = job.job_id(), "picked up");
     let error = match ctx.applier.apply_with_retry(&job, &ctx.stop).await {
         Ok(applied) => {
             tracing::debug!(job_id = job.job_id(), ?applied, "job applied");

@@ -16,6 +16,7 @@ use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix};
 use tokio::time::Instant;
 
 use crate::{
+    instruments::PROPAGATION,
     read::checker::Checker,
     store::pg::batch::RevokeBatcher,
     store::{TtlPolicy, pg::Db},
@@ -115,6 +116,7 @@ impl Submitter {
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
         let durable = self.make_durable(&job).await?;
+        tracing::debug!(target: PROPAGATION, job_id = job.job_id(), ?durable, "recorded");
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
                 Ok(submitted) => {
@@ -184,6 +186,7 @@ impl Submitter {
             false => None,
         };
         self.producer.push(job).await?;
+        tracing::debug!(target: PROPAGATION, job_id, "queued and wake published");
         let Some(waiter) = waiter else {
             return Ok(Submitted::Queued);
         };
