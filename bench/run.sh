@@ -55,8 +55,11 @@ OUT="$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.env"
 : >"$RESULTS"
-REVOKD="$ROOT/target/release/revokd"
-EXAMPLES="$ROOT/target/release/examples"
+# BENCH_BIN_DIR: where the built binaries are (another build's, to compare;
+# with BENCH_SKIP_BUILD=1).
+BIN_DIR=${BENCH_BIN_DIR:-$ROOT/target/release}
+REVOKD="$BIN_DIR/revokd"
+EXAMPLES="$BIN_DIR/examples"
 
 export REDIS_URL RUST_LOG=warn
 HS256_ENV=(JWT_SECRET="$SECRET")
@@ -307,7 +310,9 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   cargo bench --features bench --bench verify --no-run >/dev/null 2>"$OUT/bench-build.log" ||
     { cat "$OUT/bench-build.log" >&2; die "building benches/verify.rs"; }
 fi
-for bin in "$REVOKD" "$EXAMPLES/bench_bare" "$EXAMPLES/bench_propagation" "$EXAMPLES/bench_worker" "$EXAMPLES/bench_report"; do
+NEEDED=("$REVOKD" "$EXAMPLES/bench_bare" "$EXAMPLES/bench_propagation" "$EXAMPLES/bench_worker" "$EXAMPLES/bench_report")
+[[ $ONLY == propagation ]] && NEEDED=("$REVOKD" "$EXAMPLES/bench_propagation")
+for bin in "${NEEDED[@]}"; do
   [[ -x $bin ]] || die "$bin is missing (build first, with --features bench)"
 done
 T_BUILT=$SECONDS
