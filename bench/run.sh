@@ -34,6 +34,15 @@ PROPAGATION_N=${BENCH_PROPAGATION_N:-500}
 WORKER_JOBS=${BENCH_WORKER_JOBS:-50000}
 WORKER_STALL_SECS=30
 IDLE_CONNECTIONS=${BENCH_IDLE_CONNECTIONS:-10000}
+# BENCH_ONLY=propagation: steps 2 and 4 only (the data, then propagation
+# against its API and worker), the two result lines instead of the table.
+ONLY=${BENCH_ONLY:-}
+[[ -z $ONLY || $ONLY == propagation ]] || { echo "BENCH_ONLY: only 'propagation' is known" >&2; exit 2; }
+# BENCH_PROPAGATION_STAGES=1: step 4's API and worker log each revocation's
+# stages (target revokd::propagation) and bench/propagation_stages.py says
+# where each probe's time went.
+STAGES=${BENCH_PROPAGATION_STAGES:-0}
+STAGES_LOG=(RUST_LOG="warn,revokd::propagation=debug")
 
 ID=$(cat /proc/sys/kernel/random/uuid | tr -d -)
 PREFIX="revokd-bench-${ID}:"
@@ -46,8 +55,11 @@ OUT="$ROOT/target/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.env"
 : >"$RESULTS"
-REVOKD="$ROOT/target/release/revokd"
-EXAMPLES="$ROOT/target/release/examples"
+# BENCH_BIN_DIR: where the built binaries are (another build's, to compare;
+# with BENCH_SKIP_BUILD=1).
+BIN_DIR=${BENCH_BIN_DIR:-$ROOT/target/release}
+REVOKD="$BIN_DIR/revokd"
+EXAMPLES="$BIN_DIR/examples"
 
 export REDIS_URL RUST_LOG=warn
 HS256_ENV=(JWT_SECRET="$SECRET")
@@ -298,7 +310,9 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   cargo bench --features bench --bench verify --no-run >/dev/null 2>"$OUT/bench-build.log" ||
     { cat "$OUT/bench-build.log" >&2; die "building benches/verify.rs"; }
 fi
-for bin in "$REVOKD" "$EXAMPLES/bench_bare" "$EXAMPLES/bench_propagation" "$EXAMPLES/bench_worker" "$EXAMPLES/bench_report"; do
+NEEDED=("$REVOKD" "$EXAMPLES/bench_bare" "$EXAMPLES/bench_propagation" "$EXAMPLES/bench_worker" "$EXAMPLES/bench_report")
+[[ $ONLY == propagation ]] && NEEDED=("$REVOKD" "$EXAMPLES/bench_propagation")
+for bin in "${NEEDED[@]}"; do
   [[ -x $bin ]] || die "$bin is missing (build first, with --features bench)"
 done
 T_BUILT=$SECONDS
@@ -309,8 +323,10 @@ env "${COMMON_ENV[@]}" "${HS256_ENV[@]}" "$REVOKD" rehydrate >/dev/null # sets t
 
 # ---------------------------------------------------------------- 1. RSS, empty
 
-log "1. API RSS with an empty deny-list"
-replica_rss rss0
+if [[ -z $ONLY ]]; then
+  log "1. API RSS with an empty deny-list"
+  replica_rss rss0
+fi
 
 # ---------------------------------------------------------------- 2. data
 
@@ -321,47 +337,59 @@ ES256_TOKEN=$(env "${ES256_ENV[@]}" "$REVOKD" mint --sub bench --ttl 2h)
 
 # ---------------------------------------------------------------- 3. wrk
 
-log "3. wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency GET /v1/auth"
-port=$(free_port)
-"$EXAMPLES/bench_bare" "127.0.0.1:$port" >"$OUT/bare.log" 2>&1 &
-bare_pid=$!
-PIDS+=("$bare_pid")
-for _ in $(seq 100); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/auth") == 200 ]] && break
-  sleep 0.1
-done
-measure_auth bare_hs256 "$port" "$HS256_TOKEN" "$bare_pid"
-measure_auth bare_es256 "$port" "$ES256_TOKEN" "$bare_pid"
-stop "$bare_pid"
+if [[ -z $ONLY ]]; then
+  log "3. wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency GET /v1/auth"
+  port=$(free_port)
+  "$EXAMPLES/bench_bare" "127.0.0.1:$port" >"$OUT/bare.log" 2>&1 &
+  bare_pid=$!
+  PIDS+=("$bare_pid")
+  for _ in $(seq 100); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/auth") == 200 ]] && break
+    sleep 0.1
+  done
+  measure_auth bare_hs256 "$port" "$HS256_TOKEN" "$bare_pid"
+  measure_auth bare_es256 "$port" "$ES256_TOKEN" "$bare_pid"
+  stop "$bare_pid"
+fi
 
 for alg in hs256 es256; do
   if [[ $alg == hs256 ]]; then alg_env=("${HS256_ENV[@]}") token=$HS256_TOKEN; else alg_env=("${ES256_ENV[@]}") token=$ES256_TOKEN; fi
   for mode in redis replica nocache; do
+    [[ $ONLY == propagation && ($mode != replica || $alg != hs256) ]] && continue
     port=$(free_port)
     # nocache: read mode replica with the verify cache off, so every request
     # verifies its token in full (the cost of a token seen for the first time).
     read_mode=${mode/nocache/replica}
     mode_env=()
     [[ $mode == nocache ]] && mode_env=(REVOKD_VERIFY_CACHE_SIZE=0)
+    [[ $STAGES == 1 && $mode == replica && $alg == hs256 ]] && mode_env+=("${STAGES_LOG[@]}")
     start_revokd "${mode}_${alg}" "$read_mode" api "$port" "${alg_env[@]}" "${mode_env[@]+"${mode_env[@]}"}"
     pid=$SERVER_PID
     if [[ $read_mode == replica ]]; then wait_ready "$port" "$pid" current; else wait_ready "$port" "$pid" off; fi
-    rss_before=$(vm_kb "$pid" VmRSS)
-    measure_auth "${mode}_${alg}" "$port" "$token" "$pid"
-    record "${mode}_${alg}_rss_growth_kb" "$(($(vm_kb "$pid" VmRSS) - rss_before))"
+    if [[ -z $ONLY ]]; then
+      rss_before=$(vm_kb "$pid" VmRSS)
+      measure_auth "${mode}_${alg}" "$port" "$token" "$pid"
+      record "${mode}_${alg}_rss_growth_kb" "$(($(vm_kb "$pid" VmRSS) - rss_before))"
+    fi
     if [[ $mode == replica && $alg == hs256 ]]; then
       # ---------------------------------------------------- 4. propagation
       log "4. propagation: POST /v1/revocations → first 401 on GET /v1/auth"
-      start_revokd worker replica worker "$(free_port)" "${HS256_ENV[@]}"
+      worker_env=()
+      [[ $STAGES == 1 ]] && worker_env=("${STAGES_LOG[@]}")
+      start_revokd worker replica worker "$(free_port)" "${HS256_ENV[@]}" "${worker_env[@]+"${worker_env[@]}"}"
       worker_pid=$SERVER_PID
       prop() { # LABEL
         env "${HS256_ENV[@]}" BENCH_URL="http://127.0.0.1:$port" BENCH_API_KEY="$API_KEY" \
-          BENCH_N="$PROPAGATION_N" BENCH_LABEL="$1" "$EXAMPLES/bench_propagation" \
-          >"$OUT/propagation_$1.txt" 2>>"$OUT/propagation.log" ||
+          BENCH_N="$PROPAGATION_N" BENCH_LABEL="$1" BENCH_SAMPLES="$OUT/propagation_$1.tsv" \
+          "$EXAMPLES/bench_propagation" >"$OUT/propagation_$1.txt" 2>>"$OUT/propagation.log" ||
           { tail -20 "$OUT/propagation.log" >&2; die "bench_propagation ($1)"; }
         local line
         line=$(grep '^propagation ' "$OUT/propagation_$1.txt") || die "propagation $1: no result"
         log "  $line"
+        if [[ $STAGES == 1 ]]; then
+          python3 "$ROOT/bench/propagation_stages.py" "$OUT/propagation_$1.tsv" \
+            "$OUT/${mode}_${alg}.log" "$OUT/worker.log" | tee "$OUT/stages_$1.txt" >&2
+        fi
       }
       quiet prop_idle
       prop idle
@@ -383,6 +411,11 @@ for alg in hs256 es256; do
     stop "$pid"
   done
 done
+
+if [[ $ONLY == propagation ]]; then
+  cat "$OUT"/propagation_*.txt
+  exit 0
+fi
 
 # ---------------------------------------------------------------- 5. worker
 

@@ -27,7 +27,10 @@
 //! `BENCH_N` (probes measured, default 500), `BENCH_WARMUP` (probes before,
 //! not counted, default 20), `BENCH_TIMEOUT_MS` (a probe not seen revoked
 //! within this long counts as timed out, default 5000), `BENCH_LABEL` (echoed
-//! in the result line); the key as for `revokd mint`: `JWT_SECRET`, or
+//! in the result line), `BENCH_SAMPLES` (a file to write every measured probe
+//! to, one tab-separated line each: `job_id token_id start_unix_us post_us
+//! revoked_us polls`, so that `bench/propagation_stages.py` can join them with
+//! the servers' `revokd::propagation` log lines); the key as for `revokd mint`: `JWT_SECRET`, or
 //! `JWT_ALGORITHM` with `JWT_PUBLIC_KEY_FILE` and `JWT_PRIVATE_KEY_FILE`.
 //!
 //! Output: one line on stdout,
@@ -91,6 +94,11 @@ impl Settings {
 
 /// One probe's measurements.
 struct Probe {
+    /// The job and the token id the POST answered with.
+    job_id: String,
+    token_id: String,
+    /// The clock's start on the wall clock, in µs since the epoch.
+    start_unix_us: u128,
     /// Clock start to the first 401.
     revoked: Duration,
     /// How long the POST itself took.
@@ -134,6 +142,7 @@ impl Bench {
         if before != StatusCode::OK {
             bail!("a fresh token got {before} from GET /v1/auth (expected 200)");
         }
+        let start_unix_us = wall_clock_us();
         let started = Instant::now();
         let response = self
             .client
@@ -149,12 +158,18 @@ impl Bench {
         if status != StatusCode::ACCEPTED {
             bail!("POST /v1/revocations answered {status}: {body}");
         }
+        let answer: serde_json::Value = serde_json::from_str(&body).context("POST body")?;
+        let field = |name: &str| answer[name].as_str().unwrap_or_default().to_owned();
+        let (job_id, token_id) = (field("job_id"), field("token_id"));
         let mut polls = 0;
         loop {
             polls += 1;
             match self.auth_status(&token).await? {
                 StatusCode::UNAUTHORIZED => {
                     return Ok(Some(Probe {
+                        job_id,
+                        token_id,
+                        start_unix_us,
                         revoked: started.elapsed(),
                         post,
                         polls,
@@ -168,6 +183,34 @@ impl Bench {
             }
         }
     }
+}
+
+/// Microseconds since the epoch, to line probes up with the servers' logs.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default()
+}
+
+/// Writes every probe to `path` (see `BENCH_SAMPLES`).
+fn write_samples(path: &str, probes: &[Probe]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in probes {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            p.job_id,
+            p.token_id,
+            p.start_unix_us,
+            p.post.as_micros(),
+            p.revoked.as_micros(),
+            p.polls
+        );
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {path}"))
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -220,6 +263,9 @@ async fn main() -> anyhow::Result<()> {
             Some(probe) => probes.push(probe),
             None => timeouts += 1,
         }
+    }
+    if let Some(path) = env("BENCH_SAMPLES") {
+        write_samples(&path, &probes)?;
     }
     let mut revoked: Vec<Duration> = probes.iter().map(|p| p.revoked).collect();
     let mut post: Vec<Duration> = probes.iter().map(|p| p.post).collect();

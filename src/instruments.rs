@@ -10,6 +10,13 @@ use crate::store::queue::QueueDepth;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// The log target of one revocation's way to the replicas, stage by stage
+/// (`RUST_LOG=revokd::propagation=debug`; the log's timestamps time them):
+/// recorded and queued in the API, woken, picked up and written to Redis in
+/// the worker, read off the stream by each replica. `bench/run.sh` turns
+/// them into per-stage figures with `BENCH_PROPAGATION_STAGES=1`.
+pub const PROPAGATION: &str = "revokd::propagation";
+
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {

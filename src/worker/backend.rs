@@ -1,30 +1,22 @@
 //! The pieces around apalis-redis that make the worker robust: a codec that
-//! never fails and a wake-up strategy that never loses a wake-up. What knows
+//! never fails and a wake-up strategy that never loses a wake-up (see
+//! [`super::wake`]). What knows
 //! apalis-redis's keys (promotion of scheduled jobs, the rescue of a failed
 //! worker's jobs) lives in [`crate::store::queue`].
 
-use revokd_jobs::{RedisConn, RedisTarget};
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use apalis::prelude::{Codec, PollSnapshot, PollStrategy, PollWith};
 use apalis_core::backend::ext::with_codec::WithCodec;
 use apalis_redis::RedisStorage;
-use futures::{StreamExt, task::AtomicWaker};
-use revokd_jobs::Job;
-use tokio_util::sync::CancellationToken;
+use revokd_jobs::{Job, RedisConn};
+
+use super::wake::{TrackedConn, Wake, WakeStrategy};
 
 pub use crate::store::queue::{keep_promoting, promote_due, rescue};
-
-/// How often an idle worker looks for jobs without being woken (retries and
-/// jobs pushed by producers that do not publish a wake-up).
-const POLL_TICK: Duration = Duration::from_millis(100);
 
 /// A job payload as the worker sees it: decoded, or set aside with the reason.
 #[derive(Debug, Clone)]
@@ -59,47 +51,9 @@ impl Codec<Envelope> for TolerantCodec {
     }
 }
 
-/// A wake-up flag shared by the pub/sub listener and the worker.
-#[derive(Debug, Default)]
-pub struct Wake {
-    flag: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Wake {
-    /// Wakes the worker to fetch now.
-    pub fn signal(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-}
-
-/// Fetch when woken or when the tick fires. Unlike apalis's interval
-/// strategy it drains every ready source before returning, so a waker is
-/// always registered and no wake-up is lost.
-struct WakeStrategy {
-    wake: Arc<Wake>,
-    tick: tokio::time::Interval,
-}
-
-impl PollStrategy for WakeStrategy {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        self.wake.waker.register(cx.waker());
-        let mut fired = self.wake.flag.swap(false, Ordering::AcqRel);
-        while self.tick.poll_tick(cx).is_ready() {
-            fired = true;
-        }
-        if fired {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
 /// The backend a worker runs on.
 pub type WorkerBackend =
-    WithCodec<PollWith<RedisStorage<Envelope, RedisConn>, WakeStrategyBox>, TolerantCodec>;
+    WithCodec<PollWith<RedisStorage<Envelope, TrackedConn>, WakeStrategyBox>, TolerantCodec>;
 
 /// Boxed so the strategy type stays private.
 pub struct WakeStrategyBox(WakeStrategy);
@@ -108,58 +62,19 @@ impl PollStrategy for WakeStrategyBox {
     fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
         self.0.poll_drive(cx, snapshot)
     }
-}
 
-/// Wraps a storage with the tolerant codec and the wake-up strategy.
-pub fn wrap(storage: RedisStorage<Envelope, RedisConn>, wake: Arc<Wake>) -> WorkerBackend {
-    let mut tick = tokio::time::interval(POLL_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    WithCodec::new(
-        PollWith::new(storage, WakeStrategyBox(WakeStrategy { wake, tick })),
-        TolerantCodec,
-    )
-}
-
-/// Listens on the wake-up channel and signals the worker, reconnecting
-/// forever; without it the worker still polls every [`POLL_TICK`].
-pub async fn listen_for_wakeups(
-    redis: RedisTarget,
-    channel: String,
-    wake: Arc<Wake>,
-    stop: CancellationToken,
-) {
-    let listen = async {
-        loop {
-            let mut moved = redis.changed();
-            match subscribe(&redis, &channel).await {
-                Ok(mut pubsub) => {
-                    // Jobs may have arrived while we were not listening.
-                    wake.signal();
-                    moved.mark_unchanged();
-                    let mut messages = pubsub.on_message();
-                    loop {
-                        tokio::select! {
-                            m = messages.next() => if m.is_none() { break },
-                            // A new primary: listen there.
-                            _ = moved.changed() => break,
-                        }
-                        wake.signal();
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "wake-up channel unavailable"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    };
-    tokio::select! {
-        () = listen => {}
-        () = stop.cancelled() => {}
+    fn on_poll(&mut self, snapshot: &PollSnapshot) {
+        self.0.on_poll(snapshot);
     }
 }
 
-async fn subscribe(redis: &RedisTarget, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let (_, client) = redis.client().await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+/// A worker's backend on `conn`: the queue's storage with the tolerant
+/// codec and the wake-up strategy.
+pub fn wrap(conn: RedisConn, config: apalis_redis::Config, wake: Arc<Wake>) -> WorkerBackend {
+    let (conn, commands) = TrackedConn::new(conn);
+    let storage = RedisStorage::<Envelope, _>::new(conn).with_config(config);
+    WithCodec::new(
+        PollWith::new(storage, WakeStrategyBox(WakeStrategy::new(wake, commands))),
+        TolerantCodec,
+    )
 }

@@ -15,18 +15,19 @@ pub mod apply;
 mod backend;
 pub mod failure;
 pub mod maintenance;
+mod wake;
 
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use apalis_redis::RedisStorage;
 use revokd_jobs::{Job, Producer, now_unix, queue_config};
 use tokio_util::sync::CancellationToken;
 
 use crate::{retry::Backoff, store::Keys};
 
 pub use apply::{Applied, Applier, ApplyError};
-pub use backend::{Envelope, TolerantCodec, Wake};
+pub use backend::{Envelope, TolerantCodec};
+pub use wake::Wake;
 
 /// What the worker role needs.
 #[derive(Clone)]
@@ -56,7 +57,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
     let config = queue_config(&deps.prefix);
     let wake = Arc::new(Wake::default());
     let helpers = [
-        tokio::spawn(backend::listen_for_wakeups(
+        tokio::spawn(wake::listen_for_wakeups(
             deps.redis.clone(),
             Keys::new(&deps.prefix).wake_channel(),
             Arc::clone(&wake),
@@ -80,8 +81,7 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
-        let storage = RedisStorage::<Envelope, _>::new(conn.clone()).with_config(config.clone());
-        let backend = backend::wrap(storage, Arc::clone(&wake));
+        let backend = backend::wrap(conn.clone(), config.clone(), Arc::clone(&wake));
         let worker = WorkerBuilder::new(name.as_str())
             .backend(backend)
             .data(ctx.clone())
@@ -144,6 +144,7 @@ async fn handle(
             return Err(set_aside(&task, None, "undecodable", error));
         }
     };
+    tracing::debug!(target: crate::instruments::PROPAGATION, job_id = job.job_id(), "picked up");
     let error = match ctx.applier.apply_with_retry(&job, &ctx.stop).await {
         Ok(applied) => {
             tracing::debug!(job_id = job.job_id(), ?applied, "job applied");

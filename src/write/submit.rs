@@ -16,6 +16,7 @@ use revokd_jobs::{Job, Producer, RevokeBatch, RevokeSubject, RevokeToken, now_un
 use tokio::time::Instant;
 
 use crate::{
+    instruments::PROPAGATION,
     read::checker::Checker,
     store::pg::{RevokeRow, batch::RevokeBatcher},
     store::{TtlPolicy, pg::Db},
@@ -126,6 +127,7 @@ impl Submitter {
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
         let durable = self.make_durable(&job).await?;
+        tracing::debug!(target: PROPAGATION, job_id = job.job_id(), ?durable, "recorded");
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
                 Ok(submitted) => {
@@ -195,6 +197,7 @@ impl Submitter {
             false => None,
         };
         self.producer.push(job).await?;
+        tracing::debug!(target: PROPAGATION, job_id, "queued and wake published");
         let Some(waiter) = waiter else {
             return Ok(Submitted::Queued);
         };

@@ -123,6 +123,9 @@ impl Follower {
                     read += 1;
                     if let Some(event) = Event::parse(&entry.map) {
                         self.replica.apply(&event);
+                        if let Event::Token { id, .. } = &event {
+                            tracing::debug!(target: crate::instruments::PROPAGATION, token_id = id, waited_us = sent.elapsed().as_micros(), "replica applied");
+                        }
                     }
                     *last_id = Some(entry.id);
                 }

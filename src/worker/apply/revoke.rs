@@ -21,6 +21,7 @@ impl Applier {
                 .deny
                 .deny(&job.token_id, &entry, ttl, now)
                 .await?;
+            tracing::debug!(target: crate::instruments::PROPAGATION, job_id = job.meta.job_id, "deny-list written");
         }
         // Revoking a refresh token revokes its whole family.
         if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
