@@ -195,8 +195,11 @@ impl Services {
 
     /// The job applier.
     pub fn applier(&self) -> Applier {
-        Applier::new(self.stores(self.deny_patient.clone()), self.ttl_policy())
-            .with_maintenance(self.maintenance(self.deny_patient.clone()))
+        Applier::new(
+            self.stores(self.deny_patient.clone().announcing_repeats()),
+            self.ttl_policy(),
+        )
+        .with_maintenance(self.maintenance(self.deny_patient.clone()))
     }
 
     /// Cleanup and rebuild over `deny`.
@@ -235,6 +238,8 @@ impl Services {
             resync: self.resync(self.deny_fast.clone()),
             ttl: self.ttl_policy(),
             followed: Arc::default(),
+            copy_blocks: crate::read::replica::COPY_BLOCKS,
+            after_copy: None,
         })
     }
 

@@ -15,6 +15,16 @@ async fn fresh(replica: &Arc<Replica>) {
     crate::helpers::wait_current(replica).await;
 }
 
+/// Waits (10 s at most) until `replica` denies `token_id`.
+async fn denied_by(replica: &Arc<Replica>, token_id: &str, what: &str) {
+    let (r, id) = (Arc::clone(replica), token_id.to_owned());
+    eventually(Duration::from_secs(10), what, move || {
+        let seen = r.lookup(&id, None, now_unix()) == Some((true, None));
+        async move { seen }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn revocations_and_revoke_alls_reach_the_replica_and_checks_use_it() {
     let app = TestApp::spawn_with(Options {
@@ -123,12 +133,7 @@ async fn a_cut_stream_connection_resumes_without_losing_an_event() {
         )
         .await
         .unwrap();
-    let r = Arc::clone(&replica);
-    eventually(Duration::from_secs(5), "first event", move || {
-        let seen = r.lookup("first", None, now_unix()) == Some((true, None));
-        async move { seen }
-    })
-    .await;
+    denied_by(&replica, "first", "first event").await;
 
     proxy.set_enabled(false);
     applier
@@ -149,12 +154,7 @@ async fn a_cut_stream_connection_resumes_without_losing_an_event() {
     )
     .await;
     proxy.set_enabled(true);
-    let r = Arc::clone(&replica);
-    eventually(Duration::from_secs(10), "event made while cut", move || {
-        let seen = r.lookup("while-cut", None, now_unix()) == Some((true, None));
-        async move { seen }
-    })
-    .await;
+    denied_by(&replica, "while-cut", "event made while cut").await;
     app.stop().await;
 }
 
@@ -310,5 +310,163 @@ async fn agree(mut ops: Vec<Op>, dup: usize) {
             "subject {id}"
         );
     }
+    app.stop().await;
+}
+
+/// A load cut halfway (Postgres gone between two `COPY` ranges) resumes at
+/// the first range it had not finished instead of starting over; what
+/// changed meanwhile reaches the replica from the stream.
+#[tokio::test]
+async fn a_load_cut_halfway_resumes_where_it_stopped() {
+    use std::sync::Mutex;
+    let app = TestApp::spawn_with(Options {
+        extra: &["--api-keys", "ops:ops-key"],
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    // 20,000 revocations only Postgres holds (a few hundred heap blocks),
+    // a thousand of them over.
+    sqlx::query(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'bulk-' || g, null, case when g % 20 = 0 then $1 - 3600 else $1 + 600 end, $1, 'test'
+         from generate_series(1, 20000) g",
+    )
+    .bind(now)
+    .execute(app.db.db.pool())
+    .await
+    .unwrap();
+
+    // A second API process, reading Postgres through a proxy the test cuts
+    // after the load's third range.
+    let proxy = Arc::new(Proxy::start("127.0.0.1:5432").await);
+    let services = revokd::app::Services::with_db(
+        app.services.config.as_ref().clone(),
+        revokd::store::pg::Db::connect_lazy(&crate::helpers::proxied(&app.db, &proxy)).unwrap(),
+    )
+    .unwrap();
+    let replica = Arc::clone(services.replica.as_ref().unwrap());
+    let mut follower = services.follower().unwrap();
+    follower.copy_blocks = 16;
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let (seen, cut) = (Arc::clone(&ranges), Arc::clone(&proxy));
+    follower.after_copy = Some(Arc::new(move |next_block| {
+        let mut seen = seen.lock().unwrap();
+        seen.push(next_block);
+        if seen.len() == 3 {
+            cut.set_enabled(false);
+            let back = Arc::clone(&cut);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                back.set_enabled(true);
+            });
+        }
+    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let following = tokio::spawn(follower.run(stop.clone()));
+
+    // Revoked through the first API while the second's load is cut.
+    let token = app.mint("carol");
+    let (status, _) = app
+        .post_json(
+            "/v1/revocations",
+            "ops-key",
+            &serde_json::json!({ "token": token }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let token_id = app.token_id(&token);
+
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !replica.is_fresh() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the replica loads once Postgres is back");
+    let ranges = ranges.lock().unwrap().clone();
+    assert!(ranges.len() > 4, "several ranges: {ranges:?}");
+    assert!(
+        ranges.windows(2).all(|w| w[0] < w[1]),
+        "each range read once, none again after the cut: {ranges:?}"
+    );
+    let now = now_unix();
+    for g in 1..=20_000 {
+        let want = g % 20 != 0;
+        assert_eq!(
+            replica.lookup(&format!("bulk-{g}"), None, now),
+            Some((want, None)),
+            "bulk-{g}"
+        );
+    }
+    denied_by(&replica, &token_id, "the revocation made during the cut").await;
+    // The audit: in both stores, refused by the first API.
+    crate::helpers::in_both_stores(
+        &app.db,
+        &crate::helpers::redis_url(),
+        &app.prefix,
+        &[token_id],
+    )
+    .await;
+    app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
+        .await;
+    stop.cancel();
+    following.await.unwrap();
+    app.stop().await;
+}
+
+/// An entry Redis holds that Postgres lacks (its job wrote Redis, then
+/// found Postgres down) reaches a replica loaded from Postgres: the job's
+/// next attempt announces it again.
+#[tokio::test]
+async fn an_entry_only_redis_holds_reaches_a_replica_loaded_from_postgres() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let now = now_unix();
+    // Redis only: the deny-list write of a job whose Postgres write failed.
+    let deny = app.services.deny_fast.clone();
+    let entry = revokd::store::redis::DenyEntry {
+        sub: None,
+        exp: now + 600,
+        revoked_at: now,
+        reason: None,
+    };
+    deny.deny("redis-only", &entry, 600, now).await.unwrap();
+    // Long before the replica starts: its load notes the stream after it.
+    let services =
+        revokd::app::Services::with_db(app.services.config.as_ref().clone(), app.db.db.clone())
+            .unwrap();
+    let replica = Arc::clone(services.replica.as_ref().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let following = tokio::spawn(services.follower().unwrap().run(stop.clone()));
+    fresh(&replica).await;
+    assert_eq!(
+        replica.lookup("redis-only", None, now_unix()),
+        Some((false, None)),
+        "Postgres, the load's source, lacks it"
+    );
+    // The job runs again (Postgres is back): Redis changes nothing, and
+    // announces it all the same.
+    app.services
+        .applier()
+        .apply(
+            &Job::Revoke(RevokeToken::new("redis-only", None, now + 600)),
+            now,
+        )
+        .await
+        .unwrap();
+    denied_by(&replica, "redis-only", "the announcement").await;
+    crate::helpers::in_both_stores(
+        &app.db,
+        &crate::helpers::redis_url(),
+        &app.prefix,
+        &["redis-only".to_owned()],
+    )
+    .await;
+    stop.cancel();
+    following.await.unwrap();
     app.stop().await;
 }

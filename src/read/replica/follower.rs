@@ -11,7 +11,7 @@ use revokd_jobs::now_unix;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Replica};
+use super::{Event, Replica, snapshot::LoadProgress};
 use crate::{
     store::resync::Resync,
     store::{TtlPolicy, pg::Db, redis::DenyList},
@@ -42,6 +42,13 @@ pub struct Follower {
     pub ttl: TtlPolicy,
     /// The generation of the primary last followed.
     pub followed: Arc<std::sync::atomic::AtomicU64>,
+    /// Heap blocks of `revoked_tokens` per `COPY` of a load
+    /// ([`super::snapshot::COPY_BLOCKS`]; tests make it small).
+    pub copy_blocks: u32,
+    /// Called with the next block to read after each `COPY` of a load (a
+    /// test's way to interrupt one at a known place).
+    #[doc(hidden)]
+    pub after_copy: Option<Arc<dyn Fn(u32) + Send + Sync>>,
 }
 
 impl Follower {
@@ -60,9 +67,10 @@ impl Follower {
             })
         };
         let mut last_id: Option<String> = None;
+        let mut progress: Option<LoadProgress> = None;
         loop {
             let outcome = tokio::select! {
-                outcome = self.follow(&mut last_id) => outcome,
+                outcome = self.follow(&mut last_id, &mut progress) => outcome,
                 () = stop.cancelled() => break,
             };
             self.replica.freshness.invalidate();
@@ -79,7 +87,11 @@ impl Follower {
     }
 
     /// One connection's life: (re)load if needed, then read the stream.
-    async fn follow(&self, last_id: &mut Option<String>) -> anyhow::Result<()> {
+    async fn follow(
+        &self,
+        last_id: &mut Option<String>,
+        progress: &mut Option<LoadProgress>,
+    ) -> anyhow::Result<()> {
         let (generation, client) = self.redis.client().await?;
         if self
             .followed
@@ -96,7 +108,10 @@ impl Follower {
             tracing::debug!(%error, "resync before following failed");
         }
         if stream_trimmed_past(&mut conn, &stream, last_id.as_deref()).await? {
-            *last_id = Some(self.load(&mut conn, &stream).await?);
+            *last_id = Some(
+                self.complete_load(&mut conn, &stream, generation, progress)
+                    .await?,
+            );
         }
         loop {
             if self.redis.generation() != generation {
@@ -134,14 +149,38 @@ impl Follower {
                 self.replica.freshness.proven_at(sent);
             } else if stream_trimmed_past(&mut conn, &stream, last_id.as_deref()).await? {
                 // We fell further behind than the stream keeps: start over.
-                *last_id = Some(self.load(&mut conn, &stream).await?);
+                *last_id = Some(
+                    self.complete_load(&mut conn, &stream, generation, progress)
+                        .await?,
+                );
             }
         }
     }
 }
 
+impl Follower {
+    /// Loads until a load ends with the stream still holding every entry
+    /// since the id it noted (a load so slow that the stream was trimmed
+    /// past that id lost changes: it is done again).
+    async fn complete_load(
+        &self,
+        conn: &mut MultiplexedConnection,
+        stream: &str,
+        generation: u64,
+        progress: &mut Option<LoadProgress>,
+    ) -> anyhow::Result<String> {
+        loop {
+            let from = self.load(conn, stream, generation, progress).await?;
+            if !stream_trimmed_past(conn, stream, Some(&from)).await? {
+                return Ok(from);
+            }
+            tracing::warn!("the events stream was trimmed during the replica load; loading again");
+        }
+    }
+}
+
 /// True when entries after `last_id` were trimmed away (a gap).
-async fn stream_trimmed_past(
+pub(super) async fn stream_trimmed_past(
     conn: &mut MultiplexedConnection,
     stream: &str,
     last_id: Option<&str>,

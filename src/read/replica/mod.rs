@@ -16,12 +16,15 @@
 //! - `event`: [`Event`], one change on the stream, and its parsing.
 //! - `follower`: [`Follower`], the task that reads the stream, reconnects,
 //!   and resyncs before the replica claims to be current.
-//! - `snapshot`: the load, from Redis or page by page from Postgres.
+//! - `snapshot`: the load, streamed from Postgres (`COPY`, resumable) or,
+//!   while Postgres is down, from Redis.
+//! - `table`: the token table's compact keys and times.
 
 mod event;
 mod follower;
 mod freshness;
 mod snapshot;
+mod table;
 
 #[cfg(test)]
 mod tests;
@@ -35,13 +38,17 @@ use xxhash_rust::xxh3::xxh3_128;
 pub use event::Event;
 pub use follower::Follower;
 use freshness::Freshness;
+pub use snapshot::{COPY_BLOCKS, LoadProgress};
+pub use table::TokenKey;
+use table::{TokenTable, secs};
 
-/// In-memory deny-list. Keys are 128-bit hashes of token ids and subjects:
-/// 16 bytes instead of a string, no collision in practice.
+/// In-memory deny-list. Token ids are kept as 96-bit hashes with `u32`
+/// ends (see `table`), the other maps' keys as 128-bit hashes: no
+/// collision in practice.
 #[derive(Debug)]
 pub struct Replica {
-    /// token hash → unix time the entry ends.
-    tokens: DashMap<u128, i64>,
+    /// token key → unix second the entry ends.
+    tokens: TokenTable,
     /// subject hash → (not_before, unix time the watermark ends).
     subjects: DashMap<u128, (i64, i64)>,
     /// refresh token hash → (family hash, state rank, unix time it ends).
@@ -69,7 +76,7 @@ impl Replica {
     /// An empty replica that declines until loaded and proven current.
     pub fn new(max_lag: Duration) -> Arc<Self> {
         Arc::new(Self {
-            tokens: DashMap::new(),
+            tokens: TokenTable::default(),
             subjects: DashMap::new(),
             refresh: DashMap::new(),
             families: DashMap::new(),
@@ -106,8 +113,16 @@ impl Replica {
     /// checked freshness (through [`lookup`](Self::lookup)).
     pub fn denies(&self, token_id: &str, now: i64) -> bool {
         self.tokens
-            .get(&xxh3_128(token_id.as_bytes()))
-            .is_some_and(|until| *until > now)
+            .get(&TokenKey::of(token_id.as_bytes()))
+            .is_some_and(|until| i64::from(*until) > now)
+    }
+
+    /// Puts a token on the deny-list until `until`, keeping a later end
+    /// already there: [`apply`](Self::apply) for a key the load computed.
+    pub fn insert_token(&self, key: TokenKey, until: i64) {
+        let until = secs(until);
+        let mut entry = self.tokens.entry(key).or_insert(until);
+        *entry = (*entry).max(until);
     }
 
     /// Marks the replica loaded and proven current now, as the follower does
@@ -154,10 +169,7 @@ impl Replica {
     /// watermark win).
     pub fn apply(&self, event: &Event) {
         match event {
-            Event::Token { id, until } => {
-                let mut entry = self.tokens.entry(xxh3_128(id.as_bytes())).or_insert(*until);
-                *entry = (*entry).max(*until);
-            }
+            Event::Token { id, until } => self.insert_token(TokenKey::of(id.as_bytes()), *until),
             Event::Subject {
                 id,
                 not_before,
@@ -194,7 +206,7 @@ impl Replica {
 
     /// Drops entries that have ended.
     pub fn sweep(&self, now: i64) {
-        self.tokens.retain(|_, until| *until > now);
+        self.tokens.retain(|_, until| i64::from(*until) > now);
         self.subjects.retain(|_, (_, until)| *until > now);
         self.refresh.retain(|_, (_, _, until)| *until > now);
         self.families.retain(|_, until| *until > now);

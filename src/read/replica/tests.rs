@@ -96,3 +96,114 @@ fn stream_ids_compare_numerically() {
     assert!(id_lt("10-4", "10-5"));
     assert!(!id_lt("10-5", "10-5"));
 }
+
+/// The replica as it was before the compact token table (exact ids, `i64`
+/// times): the property test below holds the compact one to its answers.
+#[derive(Debug, Default)]
+struct Reference {
+    tokens: std::collections::HashMap<String, i64>,
+    subjects: std::collections::HashMap<String, (i64, i64)>,
+}
+
+impl Reference {
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Token { id, until } => {
+                let e = self.tokens.entry(id.clone()).or_insert(*until);
+                *e = (*e).max(*until);
+            }
+            Event::Subject {
+                id,
+                not_before,
+                until,
+            } => {
+                let e = self
+                    .subjects
+                    .entry(id.clone())
+                    .or_insert((*not_before, *until));
+                *e = (e.0.max(*not_before), e.1.max(*until));
+            }
+            _ => unreachable!("only tokens and watermarks are generated"),
+        }
+    }
+
+    fn sweep(&mut self, now: i64) {
+        self.tokens.retain(|_, until| *until > now);
+        self.subjects.retain(|_, (_, until)| *until > now);
+    }
+
+    fn lookup(&self, token: &str, subject: &str, now: i64) -> (bool, Option<i64>) {
+        let denied = self.tokens.get(token).is_some_and(|until| *until > now);
+        let nb = self
+            .subjects
+            .get(subject)
+            .and_then(|(nb, until)| (*until > now).then_some(*nb));
+        (denied, nb)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply(Event),
+    Sweep(i64),
+    Check(String, String, i64),
+}
+
+const BASE: i64 = 1_800_000_000;
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let time = (-50i64..50).prop_map(|d| BASE + d);
+    let token = (0..24u8).prop_map(|i| format!("jti-{i}"));
+    let subject = (0..8u8).prop_map(|i| format!("user-{i}"));
+    prop_oneof![
+        4 => (token.clone(), time.clone()).prop_map(|(id, until)| Op::Apply(Event::Token { id, until })),
+        2 => (subject.clone(), time.clone(), time.clone()).prop_map(|(id, not_before, until)| {
+            Op::Apply(Event::Subject { id, not_before, until })
+        }),
+        1 => time.clone().prop_map(Op::Sweep),
+        4 => (token, subject, time).prop_map(|(t, s, now)| Op::Check(t, s, now)),
+    ]
+}
+
+proptest::proptest! {
+    /// Same answers as the reference for any mix of inserts, watermarks,
+    /// sweeps and checks, at any time.
+    #[test]
+    fn the_compact_replica_answers_as_the_reference_does(ops in proptest::collection::vec(op(), 1..200)) {
+        let replica = Replica::new(Duration::from_secs(3600));
+        replica.mark_current();
+        let mut reference = Reference::default();
+        for op in &ops {
+            match op {
+                Op::Apply(event) => {
+                    replica.apply(event);
+                    reference.apply(event);
+                }
+                Op::Sweep(now) => {
+                    replica.sweep(*now);
+                    reference.sweep(*now);
+                }
+                Op::Check(token, subject, now) => {
+                    proptest::prop_assert_eq!(
+                        replica.lookup(token, Some(subject), *now),
+                        Some(reference.lookup(token, subject, *now)),
+                        "{} / {} at {}", token, subject, now
+                    );
+                }
+            }
+        }
+        for now in (BASE - 60..BASE + 60).step_by(7) {
+            for i in 0..24 {
+                let (token, subject) = (format!("jti-{i}"), format!("user-{}", i % 8));
+                proptest::prop_assert_eq!(
+                    replica.lookup(&token, Some(&subject), now),
+                    Some(reference.lookup(&token, &subject, now))
+                );
+            }
+        }
+        let live = reference.tokens.len();
+        replica.sweep(BASE - 60);
+        proptest::prop_assert_eq!(replica.len().0, live, "sweeping the past drops nothing");
+    }
+}

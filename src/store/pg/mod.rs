@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod copy;
 pub mod hosts;
 pub mod pending;
 pub mod refresh;

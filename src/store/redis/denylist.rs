@@ -112,7 +112,8 @@ impl DenyList {
             .arg(ttl_secs)
             .arg(token_id)
             .arg(now.saturating_add(ttl_secs))
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(self.repeats_arg());
         invocation
     }
 
@@ -132,7 +133,8 @@ impl DenyList {
             .arg(ttl_secs)
             .arg(subject)
             .arg(now.saturating_add(ttl_secs))
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(self.repeats_arg());
         invocation
     }
 

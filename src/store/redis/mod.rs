@@ -34,6 +34,9 @@ pub struct DenyList {
     /// The generation of the primary whose completeness marker was checked
     /// to be its own (see [`DenyList::lookup`]).
     pub(in crate::store) validated: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a write that changes nothing is announced on the events
+    /// stream all the same ([`DenyList::announcing_repeats`]).
+    pub(in crate::store) repeats: bool,
 }
 
 impl DenyList {
@@ -44,7 +47,25 @@ impl DenyList {
             conn: conn.into(),
             keys: Keys::new(prefix),
             validated: std::sync::Arc::default(),
+            repeats: false,
         }
+    }
+
+    /// This handle, announcing on the events stream the entries its writes
+    /// find already there as well, as the job applier needs: the worker
+    /// writes Redis before Postgres, so an entry may be in Redis only while
+    /// its job waits for Postgres, and a replica that loaded from Postgres
+    /// meanwhile learns it from the job's next attempt. A rebuild or resync
+    /// from Postgres (whose rows a replica's load reads) has no need to.
+    #[must_use]
+    pub fn announcing_repeats(mut self) -> Self {
+        self.repeats = true;
+        self
+    }
+
+    /// The scripts' announce-repeats argument.
+    pub(in crate::store) fn repeats_arg(&self) -> u8 {
+        u8::from(self.repeats)
     }
 
     /// The key and channel names this handle uses.

@@ -77,7 +77,8 @@ impl DenyList {
             .arg(entry.state as i64)
             .arg(now.saturating_add(ttl.max(1)))
             .arg(token_id)
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(self.repeats_arg());
         invocation
     }
 
@@ -147,6 +148,7 @@ impl DenyList {
             .arg(family)
             .arg(EVENTS_MAXLEN)
             .arg(now.saturating_add(ttl.max(1)))
+            .arg(self.repeats_arg())
             .invoke_async(&mut conn)
             .await?;
         Ok(first == 1)

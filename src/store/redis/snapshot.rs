@@ -1,11 +1,12 @@
-//! The snapshot a replica loads: every deny-list entry, watermark,
-//! refresh-token entry and revoked family under the prefix, with the unix
-//! time each ends. Reads the key kinds of [`super::denylist`] and
-//! [`super::registry`]; nothing else.
+//! The snapshot a replica loads while Postgres is down: every deny-list
+//! entry, watermark, refresh-token entry and revoked family under the
+//! prefix, with the unix time each ends, handed over one SCAN page at a
+//! time so that no more than a page is held. Reads the key kinds of
+//! [`super::denylist`] and [`super::registry`]; nothing else.
 
 use super::{DenyList, registry::RefreshEntry, scan_page};
 
-/// Everything a replica holds, with the unix time each entry ends.
+/// What a replica holds (one page of it), with the unix time each entry ends.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// `(token_id, until)`.
@@ -69,14 +70,17 @@ impl Snapshot {
 
 impl DenyList {
     /// Every deny-list entry, watermark, refresh-token entry and revoked
-    /// family alive at `now`, with the unix time each ends; SCAN plus
-    /// pipelined reads.
-    pub async fn snapshot(&self, now: i64) -> redis::RedisResult<Snapshot> {
+    /// family alive at `now`, with the unix time each ends, handed to
+    /// `page` one SCAN page at a time; SCAN plus pipelined reads.
+    pub async fn snapshot(
+        &self,
+        now: i64,
+        mut page: impl FnMut(Snapshot),
+    ) -> redis::RedisResult<()> {
         /// Keys asked for per SCAN call: one pass over the keyspace, each
         /// batch's values fetched in one pipeline before the next SCAN.
         const SCAN_COUNT: usize = 5_000;
         let mut conn = self.conn.clone();
-        let mut snapshot = Snapshot::default();
         let pattern = self.keys.pattern("");
         let mut cursor = 0u64;
         loop {
@@ -105,14 +109,16 @@ impl DenyList {
                     pipe.ttl(*key);
                 }
                 let values: Vec<(Option<String>, i64)> = pipe.query_async(&mut conn).await?;
+                let mut snapshot = Snapshot::default();
                 for ((kind, _, id), (value, ttl)) in wanted.into_iter().zip(values) {
                     if ttl > 0 {
                         snapshot.add(kind, id.to_owned(), value, now + ttl);
                     }
                 }
+                page(snapshot);
             }
             if next == 0 {
-                return Ok(snapshot);
+                return Ok(());
             }
             cursor = next;
         }
