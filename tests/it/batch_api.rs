@@ -373,3 +373,62 @@ async fn with_redis_down_a_batch_is_recorded_in_postgres_and_reaches_redis_when_
     assert_answer(&app.check(&token).await, "revoked");
     app.stop().await;
 }
+
+/// The worker's lighter write: a chunk whose every row the API recorded is
+/// only marked as in Redis; with any audit entry missing nothing changes
+/// and the caller upserts in full.
+#[tokio::test]
+async fn a_recorded_chunk_is_only_marked_and_any_other_is_left_to_the_full_write() {
+    use revokd::store::pg::RevokeRow;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let db = &app.db.db;
+    let now = now_unix();
+    let jobs: Vec<revokd_jobs::RevokeToken> = (0..3)
+        .map(|i| {
+            let mut t = revokd_jobs::RevokeToken::new(format!("mr-{i}"), None, now + 600);
+            t.meta.job_id = format!("mr-job:{i}");
+            t
+        })
+        .collect();
+    let rows = |in_redis| -> Vec<RevokeRow<'_>> {
+        jobs.iter()
+            .map(|t| RevokeRow {
+                in_redis,
+                ..RevokeRow::of(t, now + 600, now)
+            })
+            .collect()
+    };
+    let pending = || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from revoked_tokens where token_id like 'mr-%' and not in_redis",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        n
+    };
+    assert_eq!(
+        db.mark_recorded(&rows(true)).await.unwrap(),
+        None,
+        "none recorded"
+    );
+    assert_eq!(rows_like(&app, "mr-%").await, 0, "and none written");
+    db.apply_revokes(&rows(false)[..2]).await.unwrap();
+    assert_eq!(
+        db.mark_recorded(&rows(true)).await.unwrap(),
+        None,
+        "one missing"
+    );
+    assert_eq!(pending().await, 2, "nothing marked");
+    db.apply_revokes(&rows(false)).await.unwrap();
+    assert_eq!(
+        db.mark_recorded(&rows(true)).await.unwrap(),
+        Some(vec![None, None, None])
+    );
+    assert_eq!(pending().await, 0);
+    app.stop().await;
+}
