@@ -7,7 +7,7 @@ use redis::aio::MultiplexedConnection;
 use revokd_jobs::now_unix;
 
 use super::{Event, Follower};
-use crate::store::redis::Snapshot;
+use crate::store::{Scope, redis::Snapshot};
 
 /// On (re)connect, events are replayed from this far before the snapshot:
 /// replaying is harmless, missing one is not.
@@ -73,6 +73,13 @@ impl Follower {
         for (id, until) in snapshot.families {
             self.replica.apply(&Event::Family { id, until });
         }
+        for (id, not_before, until) in snapshot.issuers {
+            self.replica.apply(&Event::Issuer {
+                id,
+                not_before,
+                until,
+            });
+        }
         self.replica.freshness.loaded();
         crate::instruments::replica_loaded(source);
         tracing::info!(
@@ -111,6 +118,11 @@ impl Follower {
             |(family, _)| family.clone(),
         )
         .await?;
+        let issuers = all_pages(
+            |after| async move { db.watermark_page(Scope::Issuer, &after, PAGE).await },
+            |(issuer, _)| issuer.clone(),
+        )
+        .await?;
         Ok(Snapshot {
             tokens: tokens
                 .into_iter()
@@ -130,6 +142,7 @@ impl Follower {
                 })
                 .collect(),
             families: families.into_iter().map(|(f, _)| (f, until)).collect(),
+            issuers: issuers.into_iter().map(|(i, nb)| (i, nb, until)).collect(),
         })
     }
 }

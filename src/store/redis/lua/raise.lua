@@ -3,7 +3,7 @@ local nb = tonumber(ARGV[1])
 if cur and cur >= nb then return 0 end
 local old = redis.call('EXPIRETIME', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', 's', 'id', ARGV[3], 'nb', ARGV[1], 'until', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'k', ARGV[6], 'id', ARGV[3], 'nb', ARGV[1], 'until', ARGV[4])
 count_move(KEYS[3], old, redis.call('EXPIRETIME', KEYS[1]))
 if cur then return 1 end
 return 2
