@@ -3,13 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use revokd_jobs::{JobMeta, RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{JobMeta, RevokeToken, now_unix};
 use serde_json::json;
 
 use crate::{
     app::{Roles, Services, serve},
     config::{Config, parse_duration},
     read::checker::Verdict,
+    store::Scope,
     token::Minter,
     write::submit::{SubmitError, Submitted},
 };
@@ -105,11 +106,21 @@ pub enum Command {
         #[arg(long, env = "REVOKD_WAIT")]
         wait: bool,
     },
-    /// Revoke every token of a subject issued before now.
+    /// Revoke every token of a subject (--sub), or of an issuer (--issuer),
+    /// issued before now.
     RevokeAll {
-        /// The subject.
-        #[arg(long, env = "REVOKD_SUB")]
-        sub: String,
+        /// The subject (exactly one of --sub and --issuer).
+        #[arg(
+            long,
+            env = "REVOKD_SUB",
+            required_unless_present = "issuer",
+            conflicts_with = "issuer"
+        )]
+        sub: Option<String>,
+        /// The issuer: every token whose `iss` claim is this (exactly one
+        /// of --sub and --issuer).
+        #[arg(long, env = "REVOKD_ISSUER")]
+        issuer: Option<String>,
         /// Why (free text).
         #[arg(long, env = "REVOKD_REASON")]
         reason: Option<String>,
@@ -296,21 +307,32 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("{}", json!({ "job_id": job_id, "token_id": token_id }));
             Ok(0)
         }
-        Command::RevokeAll { sub, reason, wait } => {
-            if sub.is_empty() {
-                return Err(Failure::input("--sub must not be empty"));
-            }
-            let sub = revokd_jobs::subject_id(&sub);
-            let services = store_services(config)?;
-            let job = RevokeSubject {
-                reason,
-                meta: JobMeta::now().by("cli"),
-                ..RevokeSubject::new(sub, now_unix())
+        Command::RevokeAll {
+            sub,
+            issuer,
+            reason,
+            wait,
+        } => {
+            let (scope, id) = match (sub, issuer) {
+                (Some(sub), None) => (Scope::Subject, sub),
+                (None, Some(iss)) => (Scope::Issuer, iss),
+                _ => return Err(Failure::input("give exactly one of --sub and --issuer")),
             };
-            let (job_id, not_before) = (job.meta.job_id.clone(), job.not_before);
+            if id.is_empty() {
+                let flag = if scope == Scope::Subject {
+                    "--sub"
+                } else {
+                    "--issuer"
+                };
+                return Err(Failure::input(format!("{flag} must not be empty")));
+            }
+            let (not_before, meta) = (now_unix(), JobMeta::now().by("cli"));
+            let job = crate::write::watermark::job(scope, &id, not_before, reason, meta);
+            let services = store_services(config)?;
+            let job_id = job.job_id().unwrap_or_default().to_owned();
             let submitter = cli_submitter(&services).await;
             report(
-                submitter.revoke_all(job, wait).await,
+                submitter.job(job, wait).await,
                 &job_id,
                 services.config.wait_timeout,
                 services.spool.dir(),

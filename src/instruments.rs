@@ -161,12 +161,13 @@ const CHECK_SECONDS: &str = "revokd_check_duration_seconds";
 
 /// Every `result` label of `revokd_checks_total`: `active`, `unavailable`,
 /// then each reason.
-const CHECK_RESULTS: [&str; 14] = [
+const CHECK_RESULTS: [&str; 15] = [
     "active",
     "unavailable",
     "keys_unavailable",
     "revoked",
     "subject_revoked",
+    "issuer_revoked",
     "expired",
     "not_yet_valid",
     "invalid_signature",

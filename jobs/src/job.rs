@@ -14,6 +14,8 @@ pub enum Job {
     Revoke(RevokeToken),
     /// Revoke every token of a subject issued before a moment.
     RevokeAll(RevokeSubject),
+    /// Revoke every token of an issuer issued before a moment.
+    RevokeIssuer(RevokeIssuer),
     /// Delete expired records and re-check Redis against Postgres.
     Cleanup(Cleanup),
     /// Register a newly issued refresh token, or a rotation.
@@ -35,6 +37,7 @@ impl Job {
         match self {
             Job::Revoke(j) => Some(&j.meta),
             Job::RevokeAll(j) => Some(&j.meta),
+            Job::RevokeIssuer(j) => Some(&j.meta),
             Job::Cleanup(j) => Some(&j.meta),
             Job::RegisterRefresh(j) => Some(&j.meta),
             Job::RevokeFamily(j) => Some(&j.meta),
@@ -54,6 +57,7 @@ impl Job {
         match self {
             Job::Revoke(_) => "revoke",
             Job::RevokeAll(_) => "revoke_all",
+            Job::RevokeIssuer(_) => "revoke_issuer",
             Job::Cleanup(_) => "cleanup",
             Job::RegisterRefresh(_) => "register_refresh",
             Job::RevokeFamily(_) => "revoke_family",
@@ -248,6 +252,40 @@ impl RevokeSubject {
     }
 }
 
+/// Revoke every token whose `iss` is `issuer` and whose `iat` is earlier
+/// than `not_before` (a leaked signing key, a compromised tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeIssuer {
+    /// Id, requester and time of the request.
+    #[serde(flatten)]
+    pub meta: JobMeta,
+    /// The issuer whose tokens are revoked, as [`issuer_id`] gives it.
+    pub issuer: String,
+    /// Tokens issued strictly before this moment (unix seconds) are revoked.
+    pub not_before: i64,
+    /// Why (free text, e.g. `key_leak`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl RevokeIssuer {
+    /// A revoke-all of `issuer` as of `not_before`, with a fresh job id.
+    pub fn new(issuer: impl Into<String>, not_before: i64) -> Self {
+        Self {
+            meta: JobMeta::now(),
+            issuer: issuer.into(),
+            not_before,
+            reason: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
 /// Registers a refresh token in the allow-list. With `rotated_from`, the
 /// token replaces that one: the old becomes `rotated`, the new joins its family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,7 +397,9 @@ pub const TOKEN_HASH_PREFIX: &str = "sha256:";
 pub const JTI_HASH_PREFIX: &str = "jti-sha256:";
 /// Prefix of a subject revokd does not store verbatim: the SHA-256 of the `sub`.
 pub const SUBJECT_HASH_PREFIX: &str = "sha256:";
-/// Longest id (a `jti` or a `sub`) revokd stores verbatim, in bytes.
+/// Prefix of an issuer revokd does not store verbatim: the SHA-256 of the `iss`.
+pub const ISSUER_HASH_PREFIX: &str = "sha256:";
+/// Longest id (a `jti`, a `sub` or an `iss`) revokd stores verbatim, in bytes.
 pub const MAX_VERBATIM_ID: usize = 256;
 
 /// The `token_id` revokd tracks a token by: for a token with a (non-empty)
@@ -395,10 +435,23 @@ pub fn jti_id(jti: &str) -> String {
 /// to the `sub` claim as the token carries it (a numeric `sub` as its
 /// decimal string), before putting a subject into a job.
 pub fn subject_id(sub: &str) -> String {
-    if storable(sub) && !sub.starts_with(SUBJECT_HASH_PREFIX) {
-        sub.to_owned()
+    verbatim_or_hashed(sub, SUBJECT_HASH_PREFIX)
+}
+
+/// The key revokd keeps an issuer's watermark under, by the rule of
+/// [`subject_id`]: the `iss` claim itself when revokd can store it verbatim,
+/// else `sha256:` and the lowercase hex SHA-256 of it. Apply it once, to
+/// the `iss` claim as the token carries it, before putting an issuer into
+/// a job.
+pub fn issuer_id(iss: &str) -> String {
+    verbatim_or_hashed(iss, ISSUER_HASH_PREFIX)
+}
+
+fn verbatim_or_hashed(id: &str, prefix: &str) -> String {
+    if storable(id) && !id.starts_with(prefix) {
+        id.to_owned()
     } else {
-        format!("{SUBJECT_HASH_PREFIX}{}", sha256_hex(sub))
+        format!("{prefix}{}", sha256_hex(id))
     }
 }
 
@@ -544,5 +597,32 @@ mod tests {
             assert!(id.len() <= MAX_VERBATIM_ID);
         }
         assert_eq!(subject_id(&"s".repeat(256)), "s".repeat(256));
+    }
+
+    #[test]
+    fn issuer_id_keeps_storable_issuers_and_hashes_the_rest() {
+        assert_eq!(
+            issuer_id("https://idp.example.com/"),
+            "https://idp.example.com/"
+        );
+        let long = "i".repeat(MAX_VERBATIM_ID + 1);
+        for iss in ["", "a\nb", "sha256:abc", long.as_str()] {
+            assert_eq!(
+                issuer_id(iss),
+                format!("sha256:{}", sha256_hex(iss)),
+                "{iss:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn revoke_issuer_is_tagged_and_round_trips() {
+        let job = Job::RevokeIssuer(RevokeIssuer::new("https://idp", 42).reason("key_leak"));
+        let value = serde_json::to_value(&job).unwrap();
+        assert_eq!(value["kind"], "revoke_issuer");
+        assert_eq!(value["issuer"], "https://idp");
+        assert_eq!(value["not_before"], 42);
+        assert_eq!(job.kind(), "revoke_issuer");
+        assert_eq!(serde_json::from_value::<Job>(value).unwrap(), job);
     }
 }

@@ -9,13 +9,15 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), revokd_jobs::ProduceError> {
-//! use revokd_jobs::{Producer, RevokeToken, RevokeSubject, now_unix};
+//! use revokd_jobs::{Producer, RevokeIssuer, RevokeSubject, RevokeToken, now_unix};
 //!
 //! let producer = Producer::connect("redis://127.0.0.1:6379", "revokd:", "my-app").await?;
 //! // Logout: revoke one token (its `jti` and `exp` come from the app's own claims).
 //! producer.revoke(RevokeToken::new("3f2a-jti", Some("alice".into()), now_unix() + 900)).await?;
 //! // Password change: revoke every token of alice issued before now.
 //! producer.revoke_all(RevokeSubject::new("alice", now_unix())).await?;
+//! // Leaked signing key: revoke every token that issuer signed before now.
+//! producer.revoke_issuer(RevokeIssuer::new("https://idp.example.com/", now_unix())).await?;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -26,10 +28,10 @@ mod queue;
 mod target;
 
 pub use job::{
-    BATCH_CHUNK, Cleanup, JTI_HASH_PREFIX, Job, JobMeta, MAX_BATCH_ITEMS, MAX_VERBATIM_ID,
-    RegisterRefresh, RevokeBatch, RevokeFamily, RevokeItem, RevokeSubject, RevokeToken,
-    RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, jti_id, new_job_id, now_unix, now_unix_ms,
-    subject_id, token_id,
+    BATCH_CHUNK, Cleanup, ISSUER_HASH_PREFIX, JTI_HASH_PREFIX, Job, JobMeta, MAX_BATCH_ITEMS,
+    MAX_VERBATIM_ID, RegisterRefresh, RevokeBatch, RevokeFamily, RevokeIssuer, RevokeItem,
+    RevokeSubject, RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, issuer_id,
+    jti_id, new_job_id, now_unix, now_unix_ms, subject_id, token_id,
 };
 pub use producer::{ProduceError, Producer};
 pub use queue::{queue_config, wake_channel};

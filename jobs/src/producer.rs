@@ -11,7 +11,8 @@ use redis::{
 
 use crate::target::RedisConn;
 use crate::{
-    BATCH_CHUNK, Job, RegisterRefresh, RevokeBatch, RevokeItem, RevokeSubject, RevokeToken,
+    BATCH_CHUNK, Job, RegisterRefresh, RevokeBatch, RevokeIssuer, RevokeItem, RevokeSubject,
+    RevokeToken,
     queue::{self, queue_config, wake_channel},
 };
 
@@ -129,6 +130,16 @@ impl Producer {
             job.meta.requested_by.clone_from(&self.requested_by);
         }
         self.push(&Job::RevokeAll(job)).await
+    }
+
+    /// Enqueues a revoke-all of an issuer (every token whose `iss` is
+    /// `job.issuer`, as [`crate::issuer_id`] gives it, issued before
+    /// `job.not_before`); returns its job id.
+    pub async fn revoke_issuer(&self, mut job: RevokeIssuer) -> Result<String, ProduceError> {
+        if job.meta.requested_by.is_empty() {
+            job.meta.requested_by.clone_from(&self.requested_by);
+        }
+        self.push(&Job::RevokeIssuer(job)).await
     }
 
     /// Enqueues the registration of a refresh token (or a rotation, see

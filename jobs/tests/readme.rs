@@ -38,9 +38,10 @@ fn every_readme_example_is_a_job_that_encodes_back_to_itself() {
 
 /// Every kind a producer can send; [`Job::kind`] must spell each as the
 /// `kind` tag does, and the README must show each.
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "revoke",
     "revoke_all",
+    "revoke_issuer",
     "register_refresh",
     "revoke_family",
     "revoke_batch",

@@ -1,5 +1,6 @@
 //! Write path endpoints: `POST /v1/revocations`,
-//! `POST /v1/subjects/{sub}/revoke-all`, RFC 7009 `POST /revoke`.
+//! `POST /v1/subjects/{sub}/revoke-all`, `POST /v1/issuers/{iss}/revoke-all`,
+//! RFC 7009 `POST /revoke`.
 
 use axum::{
     Json, Router,
@@ -8,7 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use revokd_jobs::{JobMeta, RevokeSubject, RevokeToken, now_unix};
+use revokd_jobs::{JobMeta, RevokeToken, now_unix};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,6 +19,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, LenientForm, OptionalJsonBody, no_token},
 };
+use crate::store::Scope;
 use crate::token::Unverified;
 use crate::write::submit::Submitted;
 
@@ -31,6 +33,7 @@ pub fn router() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(super::revoke_batch::BODY_LIMIT)),
         )
         .route("/v1/subjects/{sub}/revoke-all", post(revoke_all))
+        .route("/v1/issuers/{iss}/revoke-all", post(revoke_issuer))
         .route("/revoke", post(rfc7009_revoke))
 }
 
@@ -174,10 +177,48 @@ async fn revoke(
     ))
 }
 
-/// `POST /v1/subjects/{sub}/revoke-all` body.
+/// `POST /v1/subjects/{sub}/revoke-all` and `POST /v1/issuers/{iss}/revoke-all` body.
 #[derive(Deserialize, Default)]
 pub struct RevokeAllRequest {
     reason: Option<String>,
+}
+
+/// A revoke-all of the subject or issuer (`scope`) named by the path
+/// (percent-decoded, not empty): every token of it issued before now.
+/// Answers `{"job_id", "not_before"}`.
+async fn watermark(
+    state: &AppState,
+    key: String,
+    scope: Scope,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    req: Option<RevokeAllRequest>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|_| {
+        bad(format!(
+            "the {} in the path is not valid UTF-8",
+            scope.noun()
+        ))
+    })?;
+    if id.is_empty() {
+        return Err(bad(format!("{} must not be empty", scope.claim())));
+    }
+    let wait = wait_flag(query)?;
+    let (not_before, meta) = (now_unix(), JobMeta::now().by(key));
+    let reason = req.unwrap_or_default().reason;
+    // Keyed as a check looks it up (long or odd ids hashed).
+    let job = crate::write::watermark::job(scope, &id, not_before, reason, meta);
+    let job_id = job.job_id().unwrap_or_default().to_owned();
+    let submitted = state
+        .submitter
+        .job(job, wait)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(answer(
+        submitted,
+        &job_id,
+        json!({ "job_id": job_id, "not_before": not_before }),
+    ))
 }
 
 async fn revoke_all(
@@ -187,30 +228,19 @@ async fn revoke_all(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
     OptionalJsonBody(req): OptionalJsonBody<RevokeAllRequest>,
 ) -> Result<Response, ApiError> {
-    let Path(sub) = sub.map_err(|_| bad("the subject in the path is not valid UTF-8"))?;
-    if sub.is_empty() {
-        return Err(bad("sub must not be empty"));
-    }
-    // The key a check looks the watermark up under (long or odd subjects hashed).
-    let sub = revokd_jobs::subject_id(&sub);
-    let wait = wait_flag(query)?;
-    let req = req.unwrap_or_default();
-    let job = RevokeSubject {
-        reason: req.reason,
-        meta: JobMeta::now().by(key),
-        ..RevokeSubject::new(sub, now_unix())
-    };
-    let (job_id, not_before) = (job.meta.job_id.clone(), job.not_before);
-    let submitted = state
-        .submitter
-        .revoke_all(job, wait)
-        .await
-        .map_err(ApiError::from)?;
-    Ok(answer(
-        submitted,
-        &job_id,
-        json!({ "job_id": job_id, "not_before": not_before }),
-    ))
+    watermark(&state, key, Scope::Subject, sub, query, req).await
+}
+
+/// Every token whose `iss` is the path's issuer and whose `iat` is earlier
+/// than now is `issuer_revoked` (a leaked signing key, a compromised tenant).
+async fn revoke_issuer(
+    State(state): State<AppState>,
+    WriteKey(key): WriteKey,
+    iss: Result<Path<String>, PathRejection>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    OptionalJsonBody(req): OptionalJsonBody<RevokeAllRequest>,
+) -> Result<Response, ApiError> {
+    watermark(&state, key, Scope::Issuer, iss, query, req).await
 }
 
 /// RFC 7009 form, with the client's credentials when it sends them in the

@@ -13,7 +13,7 @@ use crate::{
     config::FailMode,
     instruments,
     read::health::Health,
-    read::pending::{Cover, Pending},
+    read::pending::{Cover, Found, Pending},
     read::replica::Replica,
     read::verify_cache::{Lookup, VerifyCache},
     store::resync::Resync,
@@ -265,15 +265,16 @@ impl Checker {
         claims: &VerifiedToken,
         now: i64,
     ) -> Result<(Option<Reason>, Source), Unavailable> {
-        let (denied, not_before, source) = self
+        let (found, source) = self
             .lookup(
                 &claims.token_id,
                 claims.twin_token_id.as_deref(),
                 claims.subject_id.as_deref(),
+                claims.issuer_id.as_deref(),
                 now,
             )
             .await?;
-        Ok((decide(denied, not_before, claims.iat), source))
+        Ok((decide(found, claims.iat), source))
     }
 
     /// Opens Redis's breaker: checks skip the replica and Redis. The probe
@@ -334,7 +335,7 @@ impl Checker {
 
     /// Whether `token_id` — or `twin`, the id of a jti-less ECDSA token's
     /// other form (see `VerifiedToken::twin_token_id`) — is denied, and
-    /// `sub`'s watermark: one lookup in whichever store answers, merged
+    /// `sub`'s and `iss`'s watermarks: one lookup in whichever store answers, merged
     /// with the revocations Redis may not hold yet. The replica and Redis
     /// answer only while Redis's breaker is closed (it opens on a failed
     /// read or a refused write) and the pending revocations can be listed.
@@ -343,9 +344,10 @@ impl Checker {
         token_id: &str,
         twin: Option<&str>,
         sub: Option<&str>,
+        iss: Option<&str>,
         now: i64,
-    ) -> Result<(bool, Option<i64>, Source), Unavailable> {
-        let pending = self.pending.cover(token_id, twin, sub);
+    ) -> Result<(Found, Source), Unavailable> {
+        let pending = self.pending.cover(token_id, twin, sub, iss);
         // Postgres-only (pending rows not listed) as long as Postgres can
         // answer; without it, Redis's word is the best there is.
         let postgres_only = matches!(pending, Cover::PostgresOnly(_)) && self.pg_health.is_up();
@@ -355,15 +357,28 @@ impl Checker {
                 && let Some((denied, not_before)) = replica.lookup(token_id, sub, now)
             {
                 LookupStats::bump(&self.stats.replica);
-                let denied = denied || twin.is_some_and(|twin| replica.denies(twin, now));
-                let (denied, not_before) = pending.merge(denied, not_before);
-                return Ok((denied, not_before, Source::Replica));
+                let found = Found {
+                    denied: denied || twin.is_some_and(|twin| replica.denies(twin, now)),
+                    not_before,
+                    issuer_not_before: iss.and_then(|iss| replica.issuer_not_before(iss, now)),
+                };
+                return Ok((pending.merge(found), Source::Replica));
             }
-            match self.resync.stores.deny.lookup(token_id, twin, sub).await {
+            match self
+                .resync
+                .stores
+                .deny
+                .lookup_all(token_id, twin, sub, iss)
+                .await
+            {
                 Ok(found) if found.complete => {
                     LookupStats::bump(&self.stats.redis);
-                    let (denied, not_before) = pending.merge(found.denied, found.not_before);
-                    return Ok((denied, not_before, Source::Redis));
+                    let found = Found {
+                        denied: found.denied,
+                        not_before: found.not_before,
+                        issuer_not_before: found.issuer_not_before,
+                    };
+                    return Ok((pending.merge(found), Source::Redis));
                 }
                 // Redis lost its data and the rebuild has not finished: it
                 // answers, but only Postgres knows the whole deny-list.
@@ -378,23 +393,25 @@ impl Checker {
         // Postgres holds every accepted revocation but the spooled ones,
         // which this process's overlay still lists.
         // Without Postgres a known pending revocation is still certain.
-        let certain = pending
-            .denied
-            .then_some((true, pending.not_before, Source::Pending));
+        let certain = pending.denied.then_some((pending, Source::Pending));
         if !self.pg_health.is_up() {
             LookupStats::bump(&self.stats.unavailable);
             return certain.ok_or(Unavailable);
         }
         match tokio::time::timeout(
             PG_LOOKUP_TIMEOUT,
-            self.resync.stores.db.lookup(token_id, twin, sub),
+            self.resync.stores.db.lookup_all(token_id, twin, sub, iss),
         )
         .await
         {
-            Ok(Ok((denied, not_before))) => {
+            Ok(Ok((denied, not_before, issuer_not_before))) => {
                 LookupStats::bump(&self.stats.postgres);
-                let (denied, not_before) = pending.merge(denied, not_before);
-                Ok((denied, not_before, Source::Postgres))
+                let found = Found {
+                    denied,
+                    not_before,
+                    issuer_not_before,
+                };
+                Ok((pending.merge(found), Source::Postgres))
             }
             failed => {
                 LookupStats::bump(&self.stats.unavailable);
@@ -408,16 +425,21 @@ impl Checker {
     }
 }
 
-/// The revocation rule: on the deny-list, or issued strictly before the
-/// subject's watermark (a token without `iat` counts as earlier).
-pub fn decide(denied: bool, not_before: Option<i64>, iat: Option<i64>) -> Option<Reason> {
-    if denied {
-        return Some(Reason::Revoked);
-    }
-    match (not_before, iat) {
-        (Some(nb), Some(iat)) if iat < nb => Some(Reason::SubjectRevoked),
-        (Some(_), None) => Some(Reason::SubjectRevoked),
-        _ => None,
+/// The revocation rule: on the deny-list (`revoked`), else issued strictly
+/// before the subject's watermark (`subject_revoked`), else strictly before
+/// the issuer's (`issuer_revoked`). A token without `iat` counts as earlier
+/// than any watermark. When several hold, the first in that order names it.
+pub fn decide(found: Found, iat: Option<i64>) -> Option<Reason> {
+    let before =
+        |not_before: Option<i64>| not_before.is_some_and(|nb| iat.is_none_or(|iat| iat < nb));
+    if found.denied {
+        Some(Reason::Revoked)
+    } else if before(found.not_before) {
+        Some(Reason::SubjectRevoked)
+    } else if before(found.issuer_not_before) {
+        Some(Reason::IssuerRevoked)
+    } else {
+        None
     }
 }
 
@@ -425,15 +447,55 @@ pub fn decide(denied: bool, not_before: Option<i64>, iat: Option<i64>) -> Option
 mod tests {
     use super::*;
 
+    fn found(denied: bool, not_before: Option<i64>, issuer_not_before: Option<i64>) -> Found {
+        Found {
+            denied,
+            not_before,
+            issuer_not_before,
+        }
+    }
+
     #[test]
     fn watermark_is_strict_and_missing_iat_counts_as_earlier() {
+        let subject = |nb| found(false, nb, None);
         assert_eq!(
-            decide(false, Some(100), Some(99)),
+            decide(subject(Some(100)), Some(99)),
             Some(Reason::SubjectRevoked)
         );
-        assert_eq!(decide(false, Some(100), Some(100)), None);
-        assert_eq!(decide(false, Some(100), None), Some(Reason::SubjectRevoked));
-        assert_eq!(decide(false, None, None), None);
-        assert_eq!(decide(true, None, Some(1)), Some(Reason::Revoked));
+        assert_eq!(decide(subject(Some(100)), Some(100)), None);
+        assert_eq!(
+            decide(subject(Some(100)), None),
+            Some(Reason::SubjectRevoked)
+        );
+        assert_eq!(decide(subject(None), None), None);
+        assert_eq!(
+            decide(found(true, None, None), Some(1)),
+            Some(Reason::Revoked)
+        );
+    }
+
+    #[test]
+    fn issuer_watermark_is_strict_and_comes_after_the_others() {
+        let issuer = |nb| found(false, None, nb);
+        assert_eq!(
+            decide(issuer(Some(100)), Some(99)),
+            Some(Reason::IssuerRevoked)
+        );
+        assert_eq!(decide(issuer(Some(100)), Some(100)), None);
+        assert_eq!(decide(issuer(Some(100)), None), Some(Reason::IssuerRevoked));
+        // Precedence: token id, then subject, then issuer.
+        assert_eq!(
+            decide(found(false, Some(100), Some(100)), Some(1)),
+            Some(Reason::SubjectRevoked)
+        );
+        assert_eq!(
+            decide(found(true, Some(100), Some(100)), Some(1)),
+            Some(Reason::Revoked)
+        );
+        // A subject watermark the token is newer than does not hide the issuer's.
+        assert_eq!(
+            decide(found(false, Some(10), Some(100)), Some(50)),
+            Some(Reason::IssuerRevoked)
+        );
     }
 }

@@ -49,13 +49,18 @@ struct Polled {
     tokens: HashMap<String, i64>,
     /// subject → not_before.
     subjects: HashMap<String, i64>,
+    /// issuer → not_before.
+    issuers: HashMap<String, i64>,
     /// Refresh tokens whose registry row (state) Redis may lack.
     refresh: HashMap<String, i64>,
 }
 
 impl Polled {
     fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.subjects.is_empty() && self.refresh.is_empty()
+        self.tokens.is_empty()
+            && self.subjects.is_empty()
+            && self.issuers.is_empty()
+            && self.refresh.is_empty()
     }
 }
 
@@ -71,20 +76,19 @@ pub struct Found {
     pub denied: bool,
     /// Its subject's pending watermark.
     pub not_before: Option<i64>,
+    /// Its issuer's pending watermark.
+    pub issuer_not_before: Option<i64>,
 }
 
 impl Found {
-    /// Merges a store's answer with this one.
-    pub fn merge(self, denied: bool, not_before: Option<i64>) -> (bool, Option<i64>) {
-        let nb = match (self.not_before, not_before) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        (self.denied || denied, nb)
-    }
-
-    fn raise(&mut self, not_before: i64) {
-        self.not_before = Some(self.not_before.map_or(not_before, |nb| nb.max(not_before)));
+    /// Merges a store's answer with this one: denied by either, the higher
+    /// of each watermark (`None` orders below any value).
+    pub fn merge(self, other: Found) -> Found {
+        Found {
+            denied: self.denied || other.denied,
+            not_before: self.not_before.max(other.not_before),
+            issuer_not_before: self.issuer_not_before.max(other.issuer_not_before),
+        }
     }
 }
 
@@ -120,9 +124,11 @@ pub struct Pending {
     local_tokens: DashMap<String, Local>,
     /// Watermarks accepted here without the queue.
     local_subjects: DashMap<String, Local>,
+    /// Issuer watermarks accepted here without the queue.
+    local_issuers: DashMap<String, Local>,
     /// Refresh tokens registered or rotated here without the queue.
     local_refresh: DashMap<String, Local>,
-    /// Entries in the three local maps.
+    /// Entries in the four local maps.
     local_count: AtomicUsize,
     /// More pending rows than [`LIMIT`].
     overflow: AtomicBool,
@@ -152,15 +158,23 @@ impl Pending {
     }
 
     /// What the overlay holds for a token (its id, its ECDSA twin's id, its
-    /// subject).
-    pub fn cover(&self, token_id: &str, twin: Option<&str>, subject: Option<&str>) -> Cover {
+    /// subject, its issuer).
+    pub fn cover(
+        &self,
+        token_id: &str,
+        twin: Option<&str>,
+        subject: Option<&str>,
+        issuer: Option<&str>,
+    ) -> Cover {
         let mut found = Found::default();
+        let local = |map: &DashMap<String, Local>, key: Option<&str>| {
+            key.and_then(|k| map.get(k).map(|l| l.value))
+        };
         if self.local_count.load(Ordering::Acquire) > 0 {
             found.denied = self.local_tokens.contains_key(token_id)
                 || twin.is_some_and(|t| self.local_tokens.contains_key(t));
-            if let Some(local) = subject.and_then(|s| self.local_subjects.get(s)) {
-                found.raise(local.value);
-            }
+            found.not_before = local(&self.local_subjects, subject);
+            found.issuer_not_before = local(&self.local_issuers, issuer);
         }
         if self.overflow.load(Ordering::Acquire) || !self.loaded.load(Ordering::Acquire) {
             return Cover::PostgresOnly(found);
@@ -169,9 +183,14 @@ impl Pending {
         if !polled.is_empty() {
             found.denied |= polled.tokens.contains_key(token_id)
                 || twin.is_some_and(|t| polled.tokens.contains_key(t));
-            if let Some(nb) = subject.and_then(|s| polled.subjects.get(s)) {
-                found.raise(*nb);
-            }
+            let polled_of = |map: &HashMap<String, i64>, key: Option<&str>| {
+                key.and_then(|k| map.get(k).copied())
+            };
+            found = found.merge(Found {
+                denied: false,
+                not_before: polled_of(&polled.subjects, subject),
+                issuer_not_before: polled_of(&polled.issuers, issuer),
+            });
         }
         Cover::Merge(found)
     }
@@ -186,13 +205,16 @@ impl Pending {
             || self.polled.load().refresh.contains_key(token_id)
     }
 
-    /// Entries held: (tokens, subjects), and whether the pending set
-    /// overflowed.
+    /// Entries held: (tokens, watermarks of subjects and issuers), and
+    /// whether the pending set overflowed.
     pub fn len(&self) -> (usize, usize, bool) {
         let polled = self.polled.load();
         (
             polled.tokens.len() + self.local_tokens.len(),
-            polled.subjects.len() + self.local_subjects.len(),
+            polled.subjects.len()
+                + self.local_subjects.len()
+                + polled.issuers.len()
+                + self.local_issuers.len(),
             self.overflow.load(Ordering::Acquire),
         )
     }
@@ -238,6 +260,7 @@ impl Pending {
                 }
             }
             Job::RevokeAll(j) => add(&self.local_subjects, &j.subject, j.not_before),
+            Job::RevokeIssuer(j) => add(&self.local_issuers, &j.issuer, j.not_before),
             Job::RegisterRefresh(j) => {
                 add(&self.local_refresh, &j.token_id, j.expires_at);
                 if let Some(old) = &j.rotated_from {
@@ -249,10 +272,11 @@ impl Pending {
         self.wake.notify_one();
     }
 
-    fn local_maps(&self) -> [&DashMap<String, Local>; 3] {
+    fn local_maps(&self) -> [&DashMap<String, Local>; 4] {
         [
             &self.local_tokens,
             &self.local_subjects,
+            &self.local_issuers,
             &self.local_refresh,
         ]
     }
@@ -277,20 +301,17 @@ impl Pending {
             return;
         }
         let current = self.polled.load();
-        let mut merged = Polled {
-            tokens: current.tokens.clone(),
-            subjects: current.subjects.clone(),
-            refresh: current.refresh.clone(),
+        let merge = |current: &HashMap<String, i64>, rows: &HashMap<String, i64>| {
+            let mut merged = current.clone();
+            rows.iter().for_each(|(k, v)| raise(&mut merged, k, *v));
+            merged
         };
-        rows.tokens
-            .iter()
-            .for_each(|(k, v)| raise(&mut merged.tokens, k, *v));
-        rows.subjects
-            .iter()
-            .for_each(|(k, v)| raise(&mut merged.subjects, k, *v));
-        rows.refresh
-            .iter()
-            .for_each(|(k, v)| raise(&mut merged.refresh, k, *v));
+        let merged = Polled {
+            tokens: merge(&current.tokens, &rows.tokens),
+            subjects: merge(&current.subjects, &rows.subjects),
+            issuers: merge(&current.issuers, &rows.issuers),
+            refresh: merge(&current.refresh, &rows.refresh),
+        };
         self.polled.store(Arc::new(merged));
     }
 
@@ -335,6 +356,7 @@ impl Pending {
                         let map = match kind.as_str() {
                             "t" => &mut polled.tokens,
                             "s" => &mut polled.subjects,
+                            "i" => &mut polled.issuers,
                             _ => &mut polled.refresh,
                         };
                         raise(map, key, *value);
@@ -377,7 +399,7 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
-    use revokd_jobs::{RevokeSubject, RevokeToken};
+    use revokd_jobs::{RevokeIssuer, RevokeSubject, RevokeToken};
 
     use super::*;
 
@@ -389,12 +411,12 @@ mod tests {
         };
         let pending = Pending::new();
         assert!(
-            matches!(pending.cover("t", None, None), Cover::PostgresOnly(_)),
+            matches!(pending.cover("t", None, None, None), Cover::PostgresOnly(_)),
             "before the first poll only Postgres knows"
         );
         pending.mark_loaded();
         assert_eq!(
-            pending.cover("t", None, Some("s")),
+            pending.cover("t", None, Some("s"), Some("i")),
             Cover::Merge(Found::default())
         );
         pending.add_local(
@@ -403,16 +425,21 @@ mod tests {
             TTL,
         );
         pending.add_local(&Job::RevokeAll(RevokeSubject::new("s", 100)), true, TTL);
+        pending.add_local(&Job::RevokeIssuer(RevokeIssuer::new("i", 200)), true, TTL);
         let found = Found {
             denied: true,
             not_before: Some(100),
+            issuer_not_before: Some(200),
         };
-        assert_eq!(pending.cover("t", None, Some("s")), Cover::Merge(found));
         assert_eq!(
-            pending.cover("x", Some("t"), None),
+            pending.cover("t", None, Some("s"), Some("i")),
+            Cover::Merge(found)
+        );
+        assert_eq!(
+            pending.cover("x", Some("t"), None, None),
             Cover::Merge(Found {
                 denied: true,
-                not_before: None
+                ..Found::default()
             }),
             "the twin id counts"
         );
@@ -420,29 +447,37 @@ mod tests {
         // token stays until the spool is replayed.
         pending.replace_polled(Polled::default(), now_unix_ms() + 1);
         assert_eq!(
-            pending.cover("t", None, Some("s")),
+            pending.cover("t", None, Some("s"), Some("i")),
             Cover::Merge(Found {
                 denied: true,
-                not_before: None
+                ..Found::default()
             })
         );
         pending.spool_replayed(now_unix_ms() + 1);
         pending.replace_polled(Polled::default(), now_unix_ms() + 1);
         assert!(pending.is_empty());
         assert_eq!(
-            pending.cover("t", None, Some("s")),
+            pending.cover("t", None, Some("s"), Some("i")),
             Cover::Merge(Found::default())
         );
     }
 
     #[test]
     fn merge_keeps_the_highest_watermark() {
-        let found = Found {
-            denied: false,
-            not_before: Some(5),
+        let found = |denied, not_before, issuer_not_before| Found {
+            denied,
+            not_before,
+            issuer_not_before,
         };
-        assert_eq!(found.merge(false, Some(9)), (false, Some(9)));
-        assert_eq!(found.merge(true, None), (true, Some(5)));
-        assert_eq!(Found::default().merge(false, None), (false, None));
+        let held = found(false, Some(5), Some(7));
+        assert_eq!(
+            held.merge(found(false, Some(9), Some(3))),
+            found(false, Some(9), Some(7))
+        );
+        assert_eq!(
+            held.merge(found(true, None, None)),
+            found(true, Some(5), Some(7))
+        );
+        assert_eq!(Found::default().merge(Found::default()), Found::default());
     }
 }

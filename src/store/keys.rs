@@ -33,6 +33,16 @@ impl Keys {
         format!("{}sub:{subject}", self.prefix)
     }
 
+    /// `{prefix}iss:{issuer}`: an issuer's watermark.
+    pub fn iss(&self, issuer: &str) -> String {
+        format!("{}iss:{issuer}", self.prefix)
+    }
+
+    /// The watermark key of a subject or an issuer ([`Self::sub`], [`Self::iss`]).
+    pub fn watermark(&self, scope: super::Scope, key: &str) -> String {
+        format!("{}{}:{key}", self.prefix, scope.tag())
+    }
+
     /// `{prefix}rt:{token_id}`: a refresh token's registry entry.
     pub fn rt(&self, token_id: &str) -> String {
         format!("{}rt:{token_id}", self.prefix)
@@ -109,6 +119,15 @@ mod tests {
         let keys = Keys::new("revokd:");
         assert_eq!(keys.jti("j"), "revokd:jti:j");
         assert_eq!(keys.sub("s"), "revokd:sub:s");
+        assert_eq!(keys.iss("https://i/"), "revokd:iss:https://i/");
+        assert_eq!(
+            keys.watermark(crate::store::Scope::Subject, "s"),
+            keys.sub("s")
+        );
+        assert_eq!(
+            keys.watermark(crate::store::Scope::Issuer, "i"),
+            keys.iss("i")
+        );
         assert_eq!(keys.rt("r"), "revokd:rt:r");
         assert_eq!(keys.rtf("f"), "revokd:rtf:f");
         assert_eq!(keys.events(), "revokd:events");

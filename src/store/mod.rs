@@ -3,6 +3,7 @@
 //! - [`redis`]: the deny-list, the refresh-token registry, the keys that
 //!   coordinate processes and a replica's snapshot.
 //! - [`pg`]: the Postgres record, one file per table or concern.
+//! - [`scope`]: subject or issuer, the two kinds of watermark.
 //! - [`queue`]: the fence around apalis-redis's key layout (depth, vacuum,
 //!   promotion, rescue).
 
@@ -12,10 +13,12 @@ pub mod pg;
 pub mod queue;
 pub mod redis;
 pub mod resync;
+pub mod scope;
 pub mod ttl;
 
 pub use error::StoreError;
 pub use keys::Keys;
+pub use scope::Scope;
 pub use ttl::TtlPolicy;
 
 use std::time::Duration;

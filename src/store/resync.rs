@@ -6,7 +6,7 @@ use std::time::Duration;
 use revokd_jobs::now_unix;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
+use crate::store::{Scope, StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
 
 /// Rows moved per round trip batch, unless set.
 pub const BATCH: i64 = 500;
@@ -35,16 +35,18 @@ impl Resync {
         loop {
             // Each batch is written as of the clock when it starts.
             let now = now_unix();
-            let (families, refresh) = (
+            let (families, refresh, issuers) = (
                 self.resync_families(now).await?,
                 self.resync_refresh(now).await?,
+                self.resync_issuers(now).await?,
             );
-            moved += families + refresh;
+            moved += families + refresh + issuers;
             let tokens = self.stores.db.pending_tokens(self.batch).await?;
             let subjects = self.stores.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,
                 refresh,
+                issuers,
                 tokens.len() as u64,
                 subjects.len() as u64,
             ]
@@ -97,6 +99,20 @@ impl Resync {
         let ids: Vec<String> = families.into_iter().map(|(f, _)| f).collect();
         self.stores.db.mark_families_in_redis(&ids).await?;
         Ok(ids.len() as u64)
+    }
+
+    /// Issuer watermarks written straight to Postgres.
+    async fn resync_issuers(&self, now: i64) -> Result<u64, StoreError> {
+        let marks = self.stores.db.pending_of(Scope::Issuer, self.batch).await?;
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        let ttl = self.ttl.watermark();
+        let deny = &self.stores.deny;
+        deny.raise_marks(Scope::Issuer, &marks, ttl, now).await?;
+        let db = &self.stores.db;
+        db.mark_watermarks_in_redis(Scope::Issuer, &marks).await?;
+        Ok(marks.len() as u64)
     }
 
     /// Refresh-token registrations written straight to Postgres.

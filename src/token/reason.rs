@@ -12,6 +12,8 @@ pub enum Reason {
     Revoked,
     /// Its subject was revoked after the token was issued.
     SubjectRevoked,
+    /// Its issuer (`iss`) was revoked after the token was issued.
+    IssuerRevoked,
     /// `exp` has passed, leeway included.
     Expired,
     /// `nbf` is still ahead, leeway included.
@@ -40,6 +42,7 @@ impl Reason {
         match self {
             Self::Revoked => "revoked",
             Self::SubjectRevoked => "subject_revoked",
+            Self::IssuerRevoked => "issuer_revoked",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::InvalidSignature => "invalid_signature",

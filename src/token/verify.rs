@@ -11,7 +11,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use revokd_jobs::{subject_id, token_id};
+use revokd_jobs::{issuer_id, subject_id, token_id};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -49,6 +49,10 @@ pub struct VerifiedToken {
     pub exp: i64,
     /// `iss`.
     pub iss: Option<String>,
+    /// The key `iss` is stored and looked up under (an issuer watermark):
+    /// `iss` itself, or its hash (`revokd_jobs::issuer_id`); `None` for a
+    /// token without `iss` or with an empty one (never issuer-revoked).
+    pub issuer_id: Option<String>,
     /// `aud` as sent: a string or an array.
     pub aud: Option<Value>,
     /// For a token without `jti` signed with ECDSA (ES256/ES384): the
@@ -351,6 +355,11 @@ impl Verifier {
             iat: claims.iat,
             nbf: claims.nbf,
             exp,
+            issuer_id: claims
+                .iss
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(issuer_id),
             iss: claims.iss,
             aud: claims.aud,
         };

@@ -8,7 +8,7 @@ use revokd_jobs::now_unix;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
+use crate::store::{Scope, StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::DenyEntry};
 
 /// Rows per delete statement or per pipelined Redis batch, unless set.
 pub const BATCH: i64 = 5_000;
@@ -44,6 +44,9 @@ pub struct CleanupReport {
     /// Expired refresh tokens and families deleted from the registry.
     #[serde(default)]
     pub refresh_deleted: u64,
+    /// Outdated issuer watermarks deleted from Postgres.
+    #[serde(default)]
+    pub issuers_deleted: u64,
 }
 
 /// The last cleanup as kept in Redis for every process's `/metrics`: its
@@ -59,10 +62,11 @@ pub struct LastCleanup {
 
 impl CleanupReport {
     /// Every count by name, as logged and exported.
-    pub fn counts(&self) -> [(&'static str, u64); 6] {
+    pub fn counts(&self) -> [(&'static str, u64); 7] {
         [
             ("tokens_deleted", self.tokens_deleted),
             ("subjects_deleted", self.subjects_deleted),
+            ("issuers_deleted", self.issuers_deleted),
             ("audit_deleted", self.audit_deleted),
             ("refresh_deleted", self.refresh_deleted),
             ("jobs_vacuumed", self.jobs_vacuumed),
@@ -78,6 +82,8 @@ pub struct RebuildReport {
     pub tokens: u64,
     /// Watermarks streamed from Postgres.
     pub subjects: u64,
+    /// Issuer watermarks streamed from Postgres.
+    pub issuers: u64,
     /// Keys that were missing in Redis and were written.
     pub restored: u64,
     /// Refresh-token registry entries and revoked-family markers written.
@@ -121,16 +127,15 @@ impl Maintenance {
         .await?;
         progress.phase("outdated watermarks", None);
         let outdated = self.ttl.outdated_before(now);
-        report.subjects_deleted = drain(
-            || {
-                self.stores
-                    .db
-                    .delete_outdated_watermarks(outdated, self.batch)
-            },
-            self.batch,
-            progress,
-        )
-        .await?;
+        let [subjects, issuers] = [Scope::Subject, Scope::Issuer].map(|scope| {
+            drain(
+                move || self.stores.db.delete_outdated(scope, outdated, self.batch),
+                self.batch,
+                progress,
+            )
+        });
+        report.subjects_deleted = subjects.await?;
+        report.issuers_deleted = issuers.await?;
         progress.phase("audit log", None);
         let old = now - self.audit_retention;
         report.audit_deleted = drain(
@@ -204,21 +209,40 @@ impl Maintenance {
             progress.advance(entries.len() as u64);
         }
         progress.phase("watermarks into redis", u64::try_from(subjects).ok());
-        let ttl = self.ttl.watermark();
-        let mut after = String::new();
-        loop {
-            let page = self.stores.db.watermarks_page(&after, self.batch).await?;
-            let Some((last, _)) = page.last() else { break };
-            after.clone_from(last);
-            report.subjects += page.len() as u64;
-            report.restored += self.stores.deny.raise_many(&page, ttl, now).await?.created;
-            progress.advance(page.len() as u64);
-        }
+        let (streamed, restored) = self.rebuild_marks(Scope::Subject, now, progress).await?;
+        (report.subjects, report.restored) = (streamed, report.restored + restored);
+        progress.phase("issuer watermarks into redis", None);
+        let (streamed, restored) = self.rebuild_marks(Scope::Issuer, now, progress).await?;
+        (report.issuers, report.restored) = (streamed, report.restored + restored);
         report.refresh = self.rebuild_refresh(now, progress).await?;
         if !self.stores.deny.finish_rebuild(&id, &server).await? {
             return Err(StoreError::Interrupted);
         }
         Ok(report)
+    }
+
+    /// Writes every watermark of `scope` into Redis; returns how many were
+    /// streamed and how many keys were missing.
+    async fn rebuild_marks(
+        &self,
+        scope: Scope,
+        now: i64,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u64), StoreError> {
+        let ttl = self.ttl.watermark();
+        let (mut streamed, mut restored) = (0, 0);
+        let mut after = String::new();
+        loop {
+            let db = &self.stores.db;
+            let page = db.watermark_page(scope, &after, self.batch).await?;
+            let Some((last, _)) = page.last() else { break };
+            after.clone_from(last);
+            streamed += page.len() as u64;
+            let deny = &self.stores.deny;
+            restored += deny.raise_marks(scope, &page, ttl, now).await?.created;
+            progress.advance(page.len() as u64);
+        }
+        Ok((streamed, restored))
     }
 
     /// Writes the refresh-token registry and revoked-family markers.

@@ -332,6 +332,7 @@ pub async fn record_pending(
             Ok(())
         }
         Job::RevokeAll(j) => db.record_revoke_all(j, now, false).await,
+        Job::RevokeIssuer(j) => db.record_revoke_issuer(j, now, false).await,
         Job::RegisterRefresh(j) => db.register_refresh(j, now, false).await.map(|_| ()),
         Job::RevokeFamily(j) => {
             let reason = j.reason.clone().unwrap_or_else(|| "revoked".into());

@@ -13,14 +13,16 @@
 //! revokd cannot store verbatim, so every id they give passes.
 
 use revokd_jobs::{
-    Job, JobMeta, MAX_BATCH_ITEMS, RegisterRefresh, RevokeBatch, RevokeFamily, RevokeItem,
-    RevokeSubject, RevokeToken,
+    Job, JobMeta, MAX_BATCH_ITEMS, RegisterRefresh, RevokeBatch, RevokeFamily, RevokeIssuer,
+    RevokeItem, RevokeSubject, RevokeToken,
 };
 
 /// Longest `token_id` (a `jti`, or a `sha256:`/`jti-sha256:` hash), in bytes.
 pub const MAX_TOKEN_ID: usize = 256;
 /// Longest subject, in bytes.
 pub const MAX_SUBJECT: usize = 256;
+/// Longest issuer (`iss`), in bytes.
+pub const MAX_ISSUER: usize = 256;
 /// Longest reason, in bytes.
 pub const MAX_REASON: usize = 256;
 
@@ -63,6 +65,11 @@ pub fn subject(value: &str) -> Result<(), InputError> {
     bounded("sub", value, MAX_SUBJECT)
 }
 
+/// Checks an issuer: 1 to [`MAX_ISSUER`] bytes, any Unicode.
+pub fn issuer(value: &str) -> Result<(), InputError> {
+    bounded("iss", value, MAX_ISSUER)
+}
+
 /// Checks an optional reason: at most [`MAX_REASON`] bytes, no control
 /// characters. An empty reason is allowed.
 pub fn reason(value: Option<&str>) -> Result<(), InputError> {
@@ -87,6 +94,7 @@ pub fn request(job: &Job) -> Result<Job, InputError> {
             reason(j.reason.as_deref())?;
         }
         Job::RevokeAll(j) => reason(j.reason.as_deref())?,
+        Job::RevokeIssuer(j) => reason(j.reason.as_deref())?,
         Job::RevokeFamily(j) => reason(j.reason.as_deref())?,
         Job::RevokeBatch(j) => {
             for item in &j.items {
@@ -120,10 +128,15 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
             subject(&j.subject)?;
             Job::RevokeAll(RevokeSubject {
                 reason: informational(j.reason.as_deref()),
-                meta: JobMeta {
-                    requested_by: requester(&j.meta.requested_by),
-                    ..j.meta.clone()
-                },
+                meta: recorded(&j.meta),
+                ..j.clone()
+            })
+        }
+        Job::RevokeIssuer(j) => {
+            issuer(&j.issuer)?;
+            Job::RevokeIssuer(RevokeIssuer {
+                reason: informational(j.reason.as_deref()),
+                meta: recorded(&j.meta),
                 ..j.clone()
             })
         }
@@ -189,6 +202,14 @@ pub fn job(job: &Job) -> Result<Job, InputError> {
 /// must not cost the revocation.
 fn informational(value: Option<&str>) -> Option<String> {
     value.filter(|r| reason(Some(r)).is_ok()).map(str::to_owned)
+}
+
+/// A job's id, requester and time as stored (see [`requester`]).
+fn recorded(meta: &JobMeta) -> JobMeta {
+    JobMeta {
+        requested_by: requester(&meta.requested_by),
+        ..meta.clone()
+    }
 }
 
 /// Who asked, as stored: informational too, so control characters are
@@ -282,5 +303,9 @@ mod tests {
             Err(InputError::RotatedFromItself)
         );
         assert_eq!(request(&Job::Unknown), Err(InputError::UnknownKind));
+        let issuer = Job::RevokeIssuer(RevokeIssuer::new("", 10));
+        assert_eq!(request(&issuer), Err(InputError::Empty("iss")));
+        let long = Job::RevokeIssuer(RevokeIssuer::new("i".repeat(MAX_ISSUER + 1), 10));
+        assert!(matches!(job(&long), Err(InputError::TooLong { .. })));
     }
 }

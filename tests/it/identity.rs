@@ -48,7 +48,7 @@ fn token(jti: Option<&str>, sub: &str) -> String {
 }
 
 /// Every byte outside the RFC 3986 unreserved set as `%XX`.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -373,7 +373,7 @@ async fn reuse_during_a_redis_outage_is_recorded_once_by_postgres() {
 }
 
 /// Runs the built binary; (exit code, stdout, stderr).
-fn revokd(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn revokd(args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_revokd"))
         .args(args)
         .output()

@@ -16,6 +16,7 @@ mod grpc;
 mod helpers;
 mod identity;
 mod idp;
+mod issuer;
 mod maintenance;
 mod oauth;
 mod pg_failover;

@@ -25,6 +25,12 @@ pub enum Event {
     },
     /// A revoked refresh-token family.
     Family { id: String, until: i64 },
+    /// An issuer watermark.
+    Issuer {
+        id: String,
+        not_before: i64,
+        until: i64,
+    },
 }
 
 impl Event {
@@ -47,6 +53,11 @@ impl Event {
                 id: text("id")?,
                 family: text("fam")?,
                 state: u8::try_from(num("st")?).ok()?,
+                until: num("until")?,
+            }),
+            "i" => Some(Self::Issuer {
+                id: text("id")?,
+                not_before: num("nb")?,
                 until: num("until")?,
             }),
             "f" => Some(Self::Family {

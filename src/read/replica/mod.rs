@@ -55,6 +55,8 @@ pub struct Replica {
     refresh: DashMap<u128, (u128, u8, i64)>,
     /// revoked family hash → unix time the marker ends.
     families: DashMap<u128, i64>,
+    /// issuer hash → (not_before, unix time the watermark ends).
+    issuers: DashMap<u128, (i64, i64)>,
     freshness: Freshness,
 }
 
@@ -80,6 +82,7 @@ impl Replica {
             subjects: DashMap::new(),
             refresh: DashMap::new(),
             families: DashMap::new(),
+            issuers: DashMap::new(),
             freshness: Freshness::new(max_lag),
         })
     }
@@ -107,6 +110,14 @@ impl Replica {
                 .and_then(|e| (e.1 > now).then_some(e.0))
         });
         Some((denied, not_before))
+    }
+
+    /// `issuer`'s watermark as of `now`; the caller has checked freshness
+    /// (through [`lookup`](Self::lookup)).
+    pub fn issuer_not_before(&self, issuer: &str, now: i64) -> Option<i64> {
+        self.issuers
+            .get(&xxh3_128(issuer.as_bytes()))
+            .and_then(|e| (e.1 > now).then_some(e.0))
     }
 
     /// Whether `token_id` is on the deny-list as of `now`; the caller has
@@ -194,6 +205,17 @@ impl Replica {
                     .or_insert((family, *state, *until));
                 *entry = (family, entry.1.max(*state), entry.2.max(*until));
             }
+            Event::Issuer {
+                id,
+                not_before,
+                until,
+            } => {
+                let mut entry = self
+                    .issuers
+                    .entry(xxh3_128(id.as_bytes()))
+                    .or_insert((*not_before, *until));
+                *entry = (entry.0.max(*not_before), entry.1.max(*until));
+            }
             Event::Family { id, until } => {
                 let mut entry = self
                     .families
@@ -210,6 +232,7 @@ impl Replica {
         self.subjects.retain(|_, (_, until)| *until > now);
         self.refresh.retain(|_, (_, _, until)| *until > now);
         self.families.retain(|_, until| *until > now);
+        self.issuers.retain(|_, (_, until)| *until > now);
     }
 
     /// Entries held: (tokens, subjects).

@@ -24,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 use revokd_jobs::now_unix;
 
 use super::{Event, Follower, TokenKey, follower::stream_trimmed_past};
-use crate::store::redis::Snapshot;
+use crate::store::{Scope, redis::Snapshot};
 
 /// Rows per Postgres page (watermarks, refresh tokens, families).
 const PAGE: i64 = 10_000;
@@ -50,6 +50,7 @@ struct Counts {
     subjects: usize,
     refresh: usize,
     families: usize,
+    issuers: usize,
 }
 
 impl Follower {
@@ -114,6 +115,7 @@ impl Follower {
             subjects = counts.subjects,
             refresh = counts.refresh,
             families = counts.families,
+            issuers = counts.issuers,
             resumed_at_block = resuming,
             took = ?started.elapsed(),
             "replica loaded"
@@ -176,6 +178,18 @@ impl Follower {
             |(id, _)| replica.apply(&Event::Family { id, until }),
         )
         .await?;
+        counts.issuers = each_page(
+            |after| async move { db.watermark_page(Scope::Issuer, &after, PAGE).await },
+            |(issuer, _)| issuer.clone(),
+            |(id, not_before)| {
+                replica.apply(&Event::Issuer {
+                    id,
+                    not_before,
+                    until,
+                });
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -188,6 +202,7 @@ impl Follower {
                 counts.subjects += page.subjects.len();
                 counts.refresh += page.refresh.len();
                 counts.families += page.families.len();
+                counts.issuers += page.issuers.len();
                 for (id, until) in page.tokens {
                     replica.insert_token(TokenKey::of(id.as_bytes()), until);
                 }
@@ -208,6 +223,13 @@ impl Follower {
                 }
                 for (id, until) in page.families {
                     replica.apply(&Event::Family { id, until });
+                }
+                for (id, not_before, until) in page.issuers {
+                    replica.apply(&Event::Issuer {
+                        id,
+                        not_before,
+                        until,
+                    });
                 }
             })
             .await

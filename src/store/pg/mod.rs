@@ -1,5 +1,5 @@
-//! Postgres, the record: revoked tokens ([`tokens`]), subject watermarks
-//! ([`subjects`]), the refresh-token registry ([`refresh`]), the audit log
+//! Postgres, the record: revoked tokens ([`tokens`]), subject and issuer
+//! watermarks ([`subjects`], [`issuers`], sharing [`watermarks`]), the refresh-token registry ([`refresh`]), the audit log
 //! ([`audit`]), what still waits for Redis ([`pending`]), database setup
 //! ([`setup`]), and which of several hosts is the primary ([`hosts`],
 //! [`target`]). Every statement is idempotent so that a job applied twice
@@ -9,12 +9,14 @@ pub mod audit;
 pub mod batch;
 pub mod copy;
 pub mod hosts;
+pub mod issuers;
 pub mod pending;
 pub mod refresh;
 pub mod setup;
 pub mod subjects;
 pub mod target;
 pub mod tokens;
+pub mod watermarks;
 
 use std::time::Duration;
 
@@ -97,13 +99,27 @@ impl Db {
         twin: Option<&str>,
         subject: Option<&str>,
     ) -> sqlx::Result<(bool, Option<i64>)> {
+        let (denied, not_before, _) = self.lookup_all(token_id, twin, subject, None).await?;
+        Ok((denied, not_before))
+    }
+
+    /// [`lookup`](Self::lookup), and `issuer`'s watermark, in one round trip.
+    pub async fn lookup_all(
+        &self,
+        token_id: &str,
+        twin: Option<&str>,
+        subject: Option<&str>,
+        issuer: Option<&str>,
+    ) -> sqlx::Result<(bool, Option<i64>, Option<i64>)> {
         sqlx::query_as(
             "select exists(select 1 from revoked_tokens where token_id = $1 or token_id = $3),
-                    (select not_before from subject_watermarks where subject = $2)",
+                    (select not_before from subject_watermarks where subject = $2),
+                    (select not_before from issuer_watermarks where issuer = $4)",
         )
         .bind(token_id)
         .bind(subject)
         .bind(twin)
+        .bind(issuer)
         .fetch_one(&self.pool)
         .await
     }

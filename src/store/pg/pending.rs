@@ -28,7 +28,7 @@ impl Db {
 
     /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
     /// token_id, expires_at)` for tokens still live at `cutoff`, `("s",
-    /// subject, not_before)` for watermarks, `("r", token_id, expires_at)`
+    /// subject, not_before)` and `("i", issuer, not_before)` for watermarks, `("r", token_id, expires_at)`
     /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
     /// caller can tell there were more.
     pub async fn pending_revocations(
@@ -41,6 +41,8 @@ impl Db {
                   where not in_redis and expires_at >= $1)
              union all
              (select 's', subject, not_before from subject_watermarks where not in_redis)
+             union all
+             (select 'i', issuer, not_before from issuer_watermarks where not in_redis)
              union all
              (select 'r', token_id, expires_at from refresh_tokens
                   where not in_redis and expires_at >= $1)
@@ -77,6 +79,12 @@ impl Db {
                                   from subject_watermarks where subject = $1), false)",
             )
             .bind(&j.subject)
+            .bind(j.not_before),
+            Job::RevokeIssuer(j) => sqlx::query_scalar(
+                "select coalesce((select in_redis and not_before >= $2
+                                  from issuer_watermarks where issuer = $1), false)",
+            )
+            .bind(&j.issuer)
             .bind(j.not_before),
             Job::RegisterRefresh(j) => sqlx::query_scalar(
                 "select coalesce((select in_redis from refresh_tokens where token_id = $1), false)",

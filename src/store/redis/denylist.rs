@@ -1,5 +1,6 @@
-//! The deny-list proper: entries under `{prefix}jti:{token_id}` and subject
-//! watermarks under `{prefix}sub:{subject}`, read in one round trip and
+//! The deny-list proper: entries under `{prefix}jti:{token_id}`, subject
+//! watermarks under `{prefix}sub:{subject}` and issuer watermarks under
+//! `{prefix}iss:{issuer}`, read in one round trip and
 //! written only through the converging `REVOKE` and `RAISE` scripts,
 //! which also keep the per-minute counts behind [`DenyList::revocation_counts`].
 
@@ -9,6 +10,7 @@ use super::{
     DenyList, EVENTS_MAXLEN, scan_page,
     scripts::{COUNT, RAISE, REVOKE},
 };
+use crate::store::Scope;
 
 /// What a pipelined write did: keys created (were missing) and touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +51,8 @@ pub struct Lookup {
     pub denied: bool,
     /// The subject's revocation watermark, if any.
     pub not_before: Option<i64>,
+    /// The issuer's revocation watermark, if any.
+    pub issuer_not_before: Option<i64>,
 }
 
 impl DenyList {
@@ -60,6 +64,18 @@ impl DenyList {
         token_id: &str,
         twin: Option<&str>,
         subject: Option<&str>,
+    ) -> redis::RedisResult<Lookup> {
+        self.lookup_all(token_id, twin, subject, None).await
+    }
+
+    /// [`lookup`](Self::lookup), and `issuer`'s watermark, in the same
+    /// round trip.
+    pub async fn lookup_all(
+        &self,
+        token_id: &str,
+        twin: Option<&str>,
+        subject: Option<&str>,
+        issuer: Option<&str>,
     ) -> redis::RedisResult<Lookup> {
         // A new primary (Sentinel failover) holds the marker its old
         // primary set, copied by replication, though it may lack the last
@@ -74,7 +90,7 @@ impl DenyList {
         }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("MGET");
-        // marker, the token's ids, then the subject's watermark.
+        // marker, the token's ids, then the subject's and issuer's watermarks.
         cmd.arg(self.keys.marker()).arg(self.keys.jti(token_id));
         if let Some(twin) = twin {
             cmd.arg(self.keys.jti(twin));
@@ -82,15 +98,23 @@ impl DenyList {
         if let Some(sub) = subject {
             cmd.arg(self.keys.sub(sub));
         }
+        if let Some(iss) = issuer {
+            cmd.arg(self.keys.iss(iss));
+        }
         let values: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
         let ids = 1 + usize::from(twin.is_some());
+        let number = |at: usize| {
+            values
+                .get(at)
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse().ok())
+        };
+        let at_issuer = 1 + ids + usize::from(subject.is_some());
         Ok(Lookup {
             complete: values.first().is_some_and(Option::is_some),
             denied: values.iter().skip(1).take(ids).any(Option::is_some),
-            not_before: subject
-                .and(values.get(1 + ids))
-                .and_then(|v| v.as_deref())
-                .and_then(|v| v.parse().ok()),
+            not_before: subject.and_then(|_| number(1 + ids)),
+            issuer_not_before: issuer.and_then(|_| number(at_issuer)),
         })
     }
 
@@ -119,21 +143,23 @@ impl DenyList {
 
     fn raise_invocation(
         &self,
-        subject: &str,
+        scope: Scope,
+        key: &str,
         not_before: i64,
         ttl_secs: i64,
         now: i64,
     ) -> redis::ScriptInvocation<'static> {
         let mut invocation = RAISE.prepare_invoke();
         invocation
-            .key(self.keys.sub(subject))
+            .key(self.keys.watermark(scope, key))
             .key(self.keys.events())
-            .key(self.keys.count("sub"))
+            .key(self.keys.count(scope.tag()))
             .arg(not_before)
             .arg(ttl_secs)
-            .arg(subject)
+            .arg(key)
             .arg(now.saturating_add(ttl_secs))
             .arg(EVENTS_MAXLEN)
+            .arg(scope.event())
             .arg(self.repeats_arg());
         invocation
     }
@@ -164,9 +190,23 @@ impl DenyList {
         ttl_secs: i64,
         now: i64,
     ) -> redis::RedisResult<()> {
+        self.raise_mark(Scope::Subject, subject, not_before, ttl_secs, now)
+            .await
+    }
+
+    /// Raises the watermark of a subject or an issuer (`scope`) to
+    /// `not_before` (never lowers it), for `ttl_secs` from `now`.
+    pub async fn raise_mark(
+        &self,
+        scope: Scope,
+        key: &str,
+        not_before: i64,
+        ttl_secs: i64,
+        now: i64,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = self
-            .raise_invocation(subject, not_before, ttl_secs, now)
+            .raise_invocation(scope, key, not_before, ttl_secs, now)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -189,17 +229,29 @@ impl DenyList {
         self.run_counted(pipe).await
     }
 
-    /// Raises many watermarks in one pipelined round trip.
+    /// Raises many subject watermarks in one pipelined round trip.
     pub async fn raise_many(
         &self,
         marks: &[(String, i64)],
         ttl_secs: i64,
         now: i64,
     ) -> redis::RedisResult<Written> {
+        self.raise_marks(Scope::Subject, marks, ttl_secs, now).await
+    }
+
+    /// Raises many watermarks of subjects or issuers (`scope`) in one
+    /// pipelined round trip.
+    pub async fn raise_marks(
+        &self,
+        scope: Scope,
+        marks: &[(String, i64)],
+        ttl_secs: i64,
+        now: i64,
+    ) -> redis::RedisResult<Written> {
         let mut pipe = redis::pipe();
         pipe.load_script(&RAISE).ignore();
-        for (subject, not_before) in marks {
-            pipe.invoke_script(&self.raise_invocation(subject, *not_before, ttl_secs, now));
+        for (key, not_before) in marks {
+            pipe.invoke_script(&self.raise_invocation(scope, key, *not_before, ttl_secs, now));
         }
         self.run_counted(pipe).await
     }
@@ -219,9 +271,11 @@ impl DenyList {
     /// evicted, are not seen (see the README, "Counts").
     pub async fn revocation_counts(&self, now: i64) -> redis::RedisResult<(u64, u64)> {
         let mut conn = self.conn.clone();
-        let (tokens, subjects): (u64, u64) = COUNT
+        // The issuers' hash is read too, so its passed minutes are dropped.
+        let (tokens, subjects, _issuers): (u64, u64, u64) = COUNT
             .key(self.keys.count("jti"))
             .key(self.keys.count("sub"))
+            .key(self.keys.count("iss"))
             .arg(now.div_euclid(60))
             .invoke_async(&mut conn)
             .await?;

@@ -25,10 +25,12 @@ pub(super) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// Raises a watermark, never lowers it, appends the event and moves it in
-/// the count hash when it did. KEYS[1] watermark key, KEYS[2] event stream,
-/// KEYS[3] count hash; ARGV[1] not_before, ARGV[2] TTL in seconds, ARGV[3]
-/// subject, ARGV[4] unix time the watermark ends, ARGV[5] stream MAXLEN.
+/// Raises a watermark (a subject's or an issuer's), never lowers it,
+/// appends the event and moves it in the count hash when it did. KEYS[1]
+/// watermark key, KEYS[2] event stream, KEYS[3] count hash; ARGV[1]
+/// not_before, ARGV[2] TTL in seconds, ARGV[3] subject or issuer, ARGV[4]
+/// unix time the watermark ends, ARGV[5] stream MAXLEN, ARGV[6] the event's
+/// kind (`s` or `i`).
 /// Returns 2 when the key was missing, 1 when raised, 0 when already as high.
 pub(super) static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -38,9 +40,9 @@ pub(super) static RAISE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Sums the count hashes' minutes from the current one on, and drops the
-/// minutes that have passed (their keys have expired). KEYS[1] token count
-/// hash, KEYS[2] subject count hash; ARGV[1] the current minute (unix time
-/// / 60). Returns {tokens, subjects}.
+/// minutes that have passed (their keys have expired). KEYS: the count
+/// hashes (tokens, subjects, issuers); ARGV[1] the current minute (unix
+/// time / 60). Returns one total per hash.
 pub(super) static COUNT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/count.lua")));
 

@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub refresh: Vec<(String, String, u8, i64)>,
     /// `(family, until)` of revoked families.
     pub families: Vec<(String, i64)>,
+    /// `(issuer, not_before, until)`.
+    pub issuers: Vec<(String, i64, i64)>,
 }
 
 /// The deny-list's key kinds a replica snapshot reads.
@@ -26,10 +28,17 @@ enum SnapshotKind {
     Subject,
     Refresh,
     Family,
+    Issuer,
 }
 
 impl SnapshotKind {
-    const ALL: [Self; 4] = [Self::Token, Self::Subject, Self::Refresh, Self::Family];
+    const ALL: [Self; 5] = [
+        Self::Token,
+        Self::Subject,
+        Self::Refresh,
+        Self::Family,
+        Self::Issuer,
+    ];
 
     /// The key name part after the prefix.
     fn tag(self) -> &'static str {
@@ -38,12 +47,13 @@ impl SnapshotKind {
             Self::Subject => "sub:",
             Self::Refresh => "rt:",
             Self::Family => "rtf:",
+            Self::Issuer => "iss:",
         }
     }
 
     /// Whether the key's value matters (else only its TTL).
     fn has_value(self) -> bool {
-        matches!(self, Self::Subject | Self::Refresh)
+        matches!(self, Self::Subject | Self::Refresh | Self::Issuer)
     }
 }
 
@@ -64,6 +74,11 @@ impl Snapshot {
                 }
             }
             SnapshotKind::Family => self.families.push((id, until)),
+            SnapshotKind::Issuer => {
+                if let Some(nb) = value.and_then(|v| v.parse().ok()) {
+                    self.issuers.push((id, nb, until));
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ fn reasons_serialize_as_their_snake_case_names() {
     let all = [
         Revoked,
         SubjectRevoked,
+        IssuerRevoked,
         Expired,
         NotYetValid,
         InvalidSignature,
@@ -31,4 +32,5 @@ fn reasons_serialize_as_their_snake_case_names() {
         );
     }
     assert_eq!(SubjectRevoked.as_str(), "subject_revoked");
+    assert_eq!(IssuerRevoked.as_str(), "issuer_revoked");
 }

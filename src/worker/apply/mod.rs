@@ -10,6 +10,7 @@ mod revoke;
 mod revoke_all;
 mod revoke_batch;
 mod revoke_family;
+mod revoke_issuer;
 
 pub use revoke_family::FamilyRequest;
 
@@ -77,6 +78,8 @@ pub enum Applied {
     },
     /// A subject watermark was raised (or was already higher).
     SubjectRevoked,
+    /// An issuer watermark was raised (or was already higher).
+    IssuerRevoked,
     /// A refresh token was registered (or rotated); its stored state.
     Registered(State),
     /// A refresh-token family was revoked.
@@ -119,6 +122,7 @@ impl Applier {
         let applied = match job {
             Job::Revoke(job) => self.revoke(job, now).await?,
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
+            Job::RevokeIssuer(job) => self.revoke_issuer(job, now).await?,
             Job::RevokeBatch(job) => self.revoke_batch(job, now).await?,
             Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
             Job::RevokeFamily(job) => {
