@@ -195,51 +195,6 @@ impl Db {
         Ok(families.into_iter().map(|(_, family)| family).collect())
     }
 
-    /// The worker's lighter write for a chunk the API recorded before
-    /// queueing it (every row's audit entry is there, keyed by its
-    /// `job_id`): marks the rows as written to Redis, where Redis now holds
-    /// them at least as long, instead of upserting them again. Returns each
-    /// row's refresh-token family as [`apply_revokes`](Self::apply_revokes)
-    /// does, or `None` (and changes nothing) when an audit entry is missing:
-    /// the caller then applies the rows in full.
-    pub async fn mark_recorded<'r>(
-        &self,
-        rows: &[RevokeRow<'r>],
-    ) -> sqlx::Result<Option<Vec<Option<String>>>> {
-        let job_ids: Vec<&str> = rows.iter().map(|r| r.job_id).collect();
-        let token_ids: Vec<&str> = rows.iter().map(|r| r.token_id).collect();
-        let expiries: Vec<i64> = rows.iter().map(|r| r.expires_at).collect();
-        let found: Vec<(bool, Option<String>)> = sqlx::query_as(
-            "with input as (
-                 select * from unnest($1::text[], $2::text[], $3::int8[])
-                     with ordinality as t(job_id, token_id, expires_at, n)
-             ),
-             recorded as (
-                 select count(*) = (select count(distinct job_id) from input) as all_there
-                 from revocation_audit where job_id in (select job_id from input)
-             ),
-             marked as (
-                 update revoked_tokens r set in_redis = true
-                 from (select token_id, max(expires_at) as expires_at from input group by token_id) i,
-                      recorded
-                 where recorded.all_there and r.token_id = i.token_id
-                   and not r.in_redis and r.expires_at <= i.expires_at
-             )
-             select recorded.all_there, refresh_tokens.family_id
-             from input cross join recorded left join refresh_tokens using (token_id)
-             order by input.n",
-        )
-        .bind(job_ids)
-        .bind(token_ids)
-        .bind(expiries)
-        .fetch_all(&self.pool)
-        .await?;
-        if !found.first().is_some_and(|(all_there, _)| *all_there) {
-            return Ok(None);
-        }
-        Ok(Some(found.into_iter().map(|(_, family)| family).collect()))
-    }
-
     /// The stored revocation of `token_id`, if any.
     pub async fn revoked_token(&self, token_id: &str) -> sqlx::Result<Option<RevokedRow>> {
         sqlx::query_as(

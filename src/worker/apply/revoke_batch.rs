@@ -1,8 +1,6 @@
 //! `revoke_batch`: a chunk of a bulk revocation in one pass — every
 //! deny-list entry in one pipelined Redis round trip, then every row in one
-//! Postgres statement: marked as in Redis when the API recorded the chunk
-//! before queueing it ([`crate::store::pg::Db::mark_recorded`]), else
-//! upserted ([`crate::store::pg::Db::apply_revokes`]); a refresh
+//! Postgres statement ([`crate::store::pg::Db::apply_revokes`]); a refresh
 //! token among them takes its family with it, as a single `revoke` does.
 //! Applying a chunk twice converges like applying each item twice.
 
@@ -42,12 +40,8 @@ impl Applier {
             .zip(&expiries)
             .map(|(t, &exp)| RevokeRow::of(t, exp, now))
             .collect();
-        // A chunk the API recorded before queueing it only needs marking;
-        // one pushed by a producer (no rows yet) is applied in full.
         let families = if rows.is_empty() {
             Vec::new()
-        } else if let Some(families) = self.stores.db.mark_recorded(&rows).await? {
-            families
         } else {
             self.stores.db.apply_revokes(&rows).await?
         };
