@@ -244,9 +244,12 @@ impl Services {
     }
 
     /// Copies revocations written during a Redis outage into `deny`.
+    /// Its writes announce entries Redis already held, as the applier's
+    /// do: the rows it marks move in Postgres's heap, and a replica's load
+    /// resumed across that move learns them from the stream.
     pub fn resync(&self, deny: DenyList) -> Resync {
         Resync {
-            stores: self.stores(deny),
+            stores: self.stores(deny.announcing_repeats()),
             ttl: self.ttl_policy(),
             batch: crate::store::resync::BATCH,
         }

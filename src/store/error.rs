@@ -15,6 +15,10 @@ pub enum StoreError {
     /// Redis lost its data while a rebuild ran; it must run again.
     #[error("redis lost its data during the rebuild")]
     Interrupted,
+    /// A job's application took longer than an attempt may
+    /// ([`crate::worker::apply::ATTEMPT`]): it runs again.
+    #[error("the stores took longer than {0:?} to apply the job")]
+    TimedOut(std::time::Duration),
 }
 
 impl StoreError {
@@ -23,7 +27,7 @@ impl StoreError {
     pub fn refused(&self) -> Option<&'static str> {
         match self {
             StoreError::Postgres(error) => refused_by_postgres(error),
-            StoreError::Redis(_) | StoreError::Interrupted => None,
+            StoreError::Redis(_) | StoreError::Interrupted | StoreError::TimedOut(_) => None,
         }
     }
 }

@@ -415,18 +415,20 @@ async fn a_load_cut_halfway_resumes_where_it_stopped() {
     app.stop().await;
 }
 
-/// An entry Redis holds that Postgres lacks (its job wrote Redis, then
-/// found Postgres down) reaches a replica loaded from Postgres: the job's
-/// next attempt announces it again.
+/// Entries Redis holds that Postgres lacks (their job wrote Redis, then
+/// found Postgres down) reach a replica loaded from Postgres: the load
+/// replays the minute of stream before it; when the stream no longer holds
+/// that minute, it loads from Redis instead. A job applied again announces
+/// its entry again; a rebuild does not (tests/it/identity.rs).
 #[tokio::test]
-async fn an_entry_only_redis_holds_reaches_a_replica_loaded_from_postgres() {
+async fn entries_only_redis_holds_reach_a_replica_loaded_from_postgres() {
     let app = TestApp::spawn_with(Options {
         worker: false,
         ..Default::default()
     })
     .await;
     let now = now_unix();
-    // Redis only: the deny-list write of a job whose Postgres write failed.
+    // Redis only: the deny-list writes of jobs whose Postgres write failed.
     let deny = app.services.deny_fast.clone();
     let entry = revokd::store::redis::DenyEntry {
         sub: None,
@@ -435,21 +437,27 @@ async fn an_entry_only_redis_holds_reaches_a_replica_loaded_from_postgres() {
         reason: None,
     };
     deny.deny("redis-only", &entry, 600, now).await.unwrap();
-    // Long before the replica starts: its load notes the stream after it.
-    let services =
-        revokd::app::Services::with_db(app.services.config.as_ref().clone(), app.db.db.clone())
-            .unwrap();
-    let replica = Arc::clone(services.replica.as_ref().unwrap());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let following = tokio::spawn(services.follower().unwrap().run(stop.clone()));
+    let replica_of = |app: &TestApp| {
+        let services =
+            revokd::app::Services::with_db(app.services.config.as_ref().clone(), app.db.db.clone())
+                .unwrap();
+        let replica = Arc::clone(services.replica.as_ref().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let following = tokio::spawn(services.follower().unwrap().run(stop.clone()));
+        (replica, stop, following)
+    };
+    let (replica, stop, following) = replica_of(&app);
     fresh(&replica).await;
     assert_eq!(
         replica.lookup("redis-only", None, now_unix()),
-        Some((false, None)),
-        "Postgres, the load's source, lacks it"
+        Some((true, None)),
+        "replayed from the stream"
     );
-    // The job runs again (Postgres is back): Redis changes nothing, and
-    // announces it all the same.
+
+    // The applier announces an entry Redis already holds, once per attempt.
+    let mut redis = app.redis();
+    let events = format!("{}events", app.prefix);
+    let before: u64 = redis.xlen(&events).unwrap();
     app.services
         .applier()
         .apply(
@@ -458,7 +466,24 @@ async fn an_entry_only_redis_holds_reaches_a_replica_loaded_from_postgres() {
         )
         .await
         .unwrap();
-    denied_by(&replica, "redis-only", "the announcement").await;
+    assert_eq!(redis.xlen::<_, u64>(&events).unwrap(), before + 1);
+
+    // A second entry whose announcements are gone from the stream: a new
+    // replica loads Redis itself.
+    deny.deny("redis-only-2", &entry, 600, now).await.unwrap();
+    let ids: redis::streams::StreamRangeReply = redis.xrange_all(&events).unwrap();
+    let gone: Vec<&str> = ids.ids.iter().map(|e| e.id.as_str()).collect();
+    let _: u64 = redis.xdel(&events, &gone).unwrap();
+    let (second, stop2, following2) = replica_of(&app);
+    fresh(&second).await;
+    for id in ["redis-only", "redis-only-2"] {
+        assert_eq!(
+            second.lookup(id, None, now_unix()),
+            Some((true, None)),
+            "{id}"
+        );
+    }
+    denied_by(&replica, "redis-only-2", "followed by the first replica").await;
     crate::helpers::in_both_stores(
         &app.db,
         &crate::helpers::redis_url(),
@@ -466,7 +491,9 @@ async fn an_entry_only_redis_holds_reaches_a_replica_loaded_from_postgres() {
         &["redis-only".to_owned()],
     )
     .await;
-    stop.cancel();
-    following.await.unwrap();
+    for (stop, following) in [(stop, following), (stop2, following2)] {
+        stop.cancel();
+        following.await.unwrap();
+    }
     app.stop().await;
 }

@@ -179,24 +179,72 @@ impl Follower {
     }
 }
 
-/// True when entries after `last_id` were trimmed away (a gap).
+/// What `XINFO STREAM` says of the events stream; `None` while it does not
+/// exist.
+pub(super) struct StreamInfo {
+    /// The id of the last entry ever added.
+    pub last_generated: String,
+    /// The highest id trimmed away so far (`0-0`: none).
+    pub max_deleted: String,
+}
+
+pub(super) async fn stream_info(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<Option<StreamInfo>> {
+    let reply: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(conn)
+        .await;
+    let fields = match reply {
+        Ok(redis::Value::Map(pairs)) => pairs,
+        Ok(redis::Value::Array(items)) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        Ok(other) => {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected XINFO STREAM reply",
+                format!("{other:?}"),
+            )));
+        }
+        // No such key: nothing was ever added (or Redis lost it).
+        Err(error) if error.code() == Some("ERR") => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let text = |name: &str| {
+        fields.iter().find_map(|(k, v)| {
+            let k: String = redis::from_redis_value(k.clone()).ok()?;
+            (k == name)
+                .then(|| redis::from_redis_value::<String>(v.clone()).ok())
+                .flatten()
+        })
+    };
+    match (text("last-generated-id"), text("max-deleted-entry-id")) {
+        (Some(last_generated), Some(max_deleted)) => Ok(Some(StreamInfo {
+            last_generated,
+            max_deleted,
+        })),
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "XINFO STREAM without last-generated-id and max-deleted-entry-id (Redis 7 is needed)",
+        ))),
+    }
+}
+
+/// True when an entry after `last_id` was trimmed away (a gap), or when
+/// there is no `last_id`.
 pub(super) async fn stream_trimmed_past(
     conn: &mut MultiplexedConnection,
     stream: &str,
     last_id: Option<&str>,
 ) -> redis::RedisResult<bool> {
     let Some(last) = last_id else { return Ok(true) };
-    let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    // Conservative: the first kept entry being newer than ours may mean
-    // nothing was lost, but a reload is cheaper than a doubt.
-    Ok(first.ids.first().is_some_and(|e| id_lt(last, &e.id)))
+    Ok(stream_info(conn, stream)
+        .await?
+        .is_some_and(|info| id_lt(last, &info.max_deleted)))
 }
 
 /// Stream ids compare as (ms, seq).

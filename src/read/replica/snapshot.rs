@@ -1,31 +1,42 @@
 //! The load: everything the replica holds, streamed straight into its maps.
 //! Postgres is the source while it answers: the deny-list's tokens come as
-//! a binary `COPY` read in ranges of heap blocks ([`Db::copy_live_tokens`]),
-//! the smaller maps page by page. Measured here, `COPY` reads 10 M
-//! revocations in 3.4 s where a Redis SCAN read 1 M in 11.9 s. While
-//! Postgres is down, the load reads Redis instead when its deny-list is
-//! complete (the marker is present).
+//! a binary `COPY` read in ranges of heap blocks, all in one snapshot
+//! ([`TokenSnapshot`]), the smaller maps page by page. Measured here, `COPY`
+//! reads 10 M revocations in 3.4 s where a Redis SCAN read 1 M in 11.9 s.
 //!
-//! The stream's last id is noted *before* the load, and following resumes
-//! after it, so whatever changes meanwhile is replayed. Redis may hold an
-//! entry Postgres does not yet (the worker writes Redis first): its job is
-//! still running or will run again, and the deny-list's scripts announce an
-//! entry on every application, a repeat included, so the replica learns it
-//! from the stream. An interrupted load keeps its place ([`LoadProgress`]):
-//! the next attempt reads only the block ranges not finished, provided the
-//! primary is the same and the stream still holds everything since the
-//! noted id. A load that Postgres fails from its start reads Redis
-//! instead, when Redis's deny-list is complete; one cut halfway waits for
+//! Following starts [`REPLAY_MS`] before the stream's last entry when the
+//! load began, so whatever changes meanwhile is replayed, and so is every
+//! entry Redis holds that Postgres may lack: the worker writes Redis first,
+//! then Postgres; an attempt at a job takes at most
+//! [`crate::worker::apply::ATTEMPT`] and announces its entries even when
+//! Redis already held them; a job waiting for Postgres runs again at least
+//! every 30 s. When the stream no longer holds that window (a burst) and
+//! Redis's deny-list is complete (the marker is present), the load reads
+//! Redis instead, as it does when Postgres is down from the start.
+//!
+//! An interrupted load keeps its place ([`LoadProgress`]): the next attempt
+//! reads only the block ranges not finished, provided the primary is the
+//! same, the stream still holds everything since the load began, and the
+//! table was not rewritten. A row that moved meanwhile from an unread block
+//! to a read one was moved by a write that announced it (the applier's and
+//! the resync's do), within the window. A load cut halfway waits for
 //! Postgres to resume it (checks use Redis meanwhile).
 //!
-//! [`Db::copy_live_tokens`]: crate::store::pg::Db::copy_live_tokens
+//! [`TokenSnapshot`]: crate::store::pg::copy::TokenSnapshot
 
 use redis::aio::MultiplexedConnection;
 use revokd_jobs::now_unix;
 
-use super::{Event, Follower, TokenKey, follower::stream_trimmed_past};
+use super::{
+    Event, Follower, TokenKey,
+    follower::{id_lt, stream_info, stream_trimmed_past},
+};
 use crate::store::{Scope, redis::Snapshot};
 
+/// Following resumes this far before the stream's last entry when the load
+/// began: changes made meanwhile are replayed, and so is every entry Redis
+/// holds that Postgres may still lack (see the module documentation).
+const REPLAY_MS: u64 = 60_000;
 /// Rows per Postgres page (watermarks, refresh tokens, families).
 const PAGE: i64 = 10_000;
 /// Heap blocks of `revoked_tokens` per `COPY` (64 MiB of table): what an
@@ -37,8 +48,12 @@ pub const COPY_BLOCKS: u32 = 8_192;
 pub struct LoadProgress {
     /// The primary (its generation) whose stream `from` is in.
     generation: u64,
-    /// The stream's last id before the load began.
+    /// Where following resumes: [`REPLAY_MS`] before the stream's last id
+    /// when the load began.
     from: String,
+    /// The file of `revoked_tokens` the blocks are in (a rewrite of the
+    /// table starts the load over).
+    file: Option<i64>,
     /// The first heap block of `revoked_tokens` not read yet.
     next_block: u32,
 }
@@ -64,23 +79,44 @@ impl Follower {
         generation: u64,
         progress: &mut Option<LoadProgress>,
     ) -> anyhow::Result<String> {
-        let resumed = match progress.take() {
-            Some(p)
-                if p.generation == generation
-                    && !stream_trimmed_past(conn, stream, Some(&p.from)).await? =>
-            {
-                Some(p)
+        let kept = progress.take();
+        let resumed = match kept {
+            Some(p) if p.generation == generation => {
+                match stream_trimmed_past(conn, stream, Some(&p.from)).await {
+                    Ok(false) => Some(p),
+                    Ok(true) => None,
+                    Err(error) => {
+                        *progress = Some(p);
+                        return Err(error.into());
+                    }
+                }
             }
             _ => None,
         };
         let resuming = resumed.as_ref().map(|p| p.next_block);
         let mut p = match resumed {
             Some(p) => p,
-            None => LoadProgress {
-                generation,
-                from: last_id(conn, stream).await?,
-                next_block: 0,
-            },
+            None => {
+                let (from, whole) = replay_from(conn, stream).await?;
+                if !whole && self.deny.marker_current().await.unwrap_or(false) {
+                    // The stream does not hold the replay window (a burst
+                    // of writes): Redis itself holds what Postgres may lack.
+                    let info = stream_info(conn, stream).await?;
+                    let from = info.map_or_else(|| "0-0".to_owned(), |i| i.last_generated);
+                    return self.load_whole_redis(from).await;
+                }
+                if !whole {
+                    tracing::warn!(
+                        "the events stream does not hold the replay window and redis is incomplete: loading from postgres without it"
+                    );
+                }
+                LoadProgress {
+                    generation,
+                    from,
+                    file: None,
+                    next_block: 0,
+                }
+            }
         };
         let now = now_unix();
         let started = std::time::Instant::now();
@@ -107,6 +143,18 @@ impl Follower {
                 "redis"
             }
         };
+        self.loaded(source, &counts, resuming, started);
+        Ok(p.from)
+    }
+
+    /// Marks the replica loaded, counts and logs the load.
+    fn loaded(
+        &self,
+        source: &'static str,
+        counts: &Counts,
+        resumed_at_block: Option<u32>,
+        started: std::time::Instant,
+    ) {
         self.replica.freshness.loaded();
         crate::instruments::replica_loaded(source);
         tracing::info!(
@@ -116,11 +164,10 @@ impl Follower {
             refresh = counts.refresh,
             families = counts.families,
             issuers = counts.issuers,
-            resumed_at_block = resuming,
+            resumed_at_block,
             took = ?started.elapsed(),
             "replica loaded"
         );
-        Ok(p.from)
     }
 
     /// Streams Postgres into the replica, advancing `p` as block ranges of
@@ -133,10 +180,17 @@ impl Follower {
     ) -> anyhow::Result<()> {
         let (db, ttl, replica) = (&self.db, self.ttl, &self.replica);
         let cutoff = ttl.expired_before(now);
-        let blocks = db.token_blocks().await?;
+        let mut snapshot = db.token_snapshot().await?;
+        let (file, blocks) = snapshot.extent().await?;
+        if p.file.replace(file).is_some_and(|was| was != file) {
+            tracing::info!(
+                "revoked_tokens was rewritten since the load began: reading it all again"
+            );
+            p.next_block = 0;
+        }
         while p.next_block < blocks {
             let to = p.next_block.saturating_add(self.copy_blocks.max(1));
-            counts.tokens += db
+            counts.tokens += snapshot
                 .copy_live_tokens(p.next_block, to, cutoff, |id, expires_at| {
                     replica.insert_token(TokenKey::of(id), ttl.deny_until(expires_at, now));
                 })
@@ -193,6 +247,16 @@ impl Follower {
         Ok(())
     }
 
+    /// Loads from Redis alone, following from `from` (the stream's last id
+    /// before the read).
+    async fn load_whole_redis(&self, from: String) -> anyhow::Result<String> {
+        let (now, started) = (now_unix(), std::time::Instant::now());
+        let mut counts = Counts::default();
+        self.load_from_redis(now, &mut counts).await?;
+        self.loaded("redis", &counts, None, started);
+        Ok(from)
+    }
+
     /// Streams Redis's deny-list into the replica, one SCAN page at a time.
     async fn load_from_redis(&self, now: i64, counts: &mut Counts) -> redis::RedisResult<()> {
         let replica = &self.replica;
@@ -236,22 +300,29 @@ impl Follower {
     }
 }
 
-/// The stream's last id, or `0-0` when it is empty (every later entry
-/// follows it).
-async fn last_id(conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
-    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    Ok(last
-        .ids
-        .into_iter()
+/// Where following starts: [`REPLAY_MS`] before the stream's last id (`0-0`
+/// for a stream never written), and whether the stream still holds every
+/// entry since. When it does not, following starts after the last entry
+/// trimmed away.
+async fn replay_from(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<(String, bool)> {
+    let Some(info) = stream_info(conn, stream).await? else {
+        return Ok(("0-0".to_owned(), true));
+    };
+    let last_ms = info
+        .last_generated
+        .split('-')
         .next()
-        .map_or_else(|| "0-0".to_owned(), |e| e.id))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    let from = format!("{}-0", last_ms.saturating_sub(REPLAY_MS));
+    if id_lt(&from, &info.max_deleted) {
+        Ok((info.max_deleted, false))
+    } else {
+        Ok((from, true))
+    }
 }
 
 /// Hands every row of a query read in pages ordered by key to `each`:

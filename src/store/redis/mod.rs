@@ -23,8 +23,11 @@ pub use denylist::{DenyEntry, Lookup, Written};
 pub use registry::{RefreshEntry, RefreshLookup, State};
 pub use snapshot::Snapshot;
 
-/// Most recent revocation events kept in `{prefix}events` (approximate trim).
-pub const EVENTS_MAXLEN: u64 = 100_000;
+/// Most recent revocation events kept in `{prefix}events` (approximate
+/// trim): ~37 MB of Redis, and at the ~7,000 revocations/s one Redis core
+/// writes, 140 s of history, so a replica's load can replay the minute
+/// before it (see `read::replica::snapshot`).
+pub const EVENTS_MAXLEN: u64 = 1_000_000;
 
 /// Key layout and operations of the deny-list under one prefix.
 #[derive(Clone)]

@@ -32,6 +32,13 @@ use crate::{
 /// before the job is handed back to the queue (see [`super::failure`]).
 const IN_SLOT: Duration = Duration::from_secs(2);
 
+/// The longest one attempt at a job may take; a slower one fails (and runs
+/// again, announcing its entries again). So a job that writes Redis and
+/// then Postgres commits within this of its announcement, or is announced
+/// again later: what a replica's load replays (`REPLAY_MS` in
+/// `read::replica::snapshot`) covers it.
+pub const ATTEMPT: Duration = Duration::from_secs(10);
+
 /// Why a job was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -155,7 +162,19 @@ impl Applier {
         stop: &CancellationToken,
     ) -> Result<Applied, ApplyError> {
         let started = tokio::time::Instant::now();
-        (|| self.apply(job, now_unix()))
+        // A cleanup writes nothing a replica loads, and may take minutes.
+        let limit = if matches!(job, Job::Cleanup(_)) {
+            Duration::MAX
+        } else {
+            ATTEMPT
+        };
+        let attempt = || async {
+            match tokio::time::timeout(limit, self.apply(job, now_unix())).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(ApplyError::Store(StoreError::TimedOut(ATTEMPT))),
+            }
+        };
+        attempt
             .retry(retry::doubling(Duration::from_millis(100), IN_SLOT))
             .sleep(retry::stoppable(stop))
             .when(|error| failure::classify(error) == Verdict::Transient && !stop.is_cancelled())
