@@ -203,6 +203,15 @@ async fn watermark(
     if id.is_empty() {
         return Err(bad(format!("{} must not be empty", scope.claim())));
     }
+    // Tokens of an issuer no configuration trusts are refused already
+    // (`invalid_issuer`): naming one is a mistake (`https://idp/` is not
+    // `https://idp`), and would be answered 2xx while matching nothing.
+    if scope == Scope::Issuer && !state.checker.verifier().trusts_issuer(&id) {
+        return Err(ApiError::bad_request(
+            "unknown_issuer",
+            "no configured issuer has this iss (compare it with JWT_ISSUER or the issuers file, character for character): its tokens are refused already",
+        ));
+    }
     let wait = wait_flag(query)?;
     let (not_before, meta) = (now_unix(), JobMeta::now().by(key));
     let reason = req.unwrap_or_default().reason;

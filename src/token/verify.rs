@@ -97,6 +97,16 @@ pub struct Verifier {
     routed: bool,
 }
 
+impl Verifier {
+    /// Whether tokens whose `iss` is `iss` can verify: some configured
+    /// issuer names it, or one checks no `iss` at all.
+    pub fn trusts_issuer(&self, iss: &str) -> bool {
+        self.issuers
+            .iter()
+            .any(|i| i.iss.as_deref().is_none_or(|known| known == iss))
+    }
+}
+
 /// One trusted issuer: its keys and checks.
 #[derive(Debug)]
 struct Issuer {

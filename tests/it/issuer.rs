@@ -393,3 +393,40 @@ async fn cli_revoke_all_by_issuer_waits_and_refuses_bad_arguments() {
     }
     app.stop().await;
 }
+
+/// With issuers configured, an issuer none of them names is refused: its
+/// tokens are refused already, and a near miss (a trailing slash) would be
+/// answered 2xx while matching nothing.
+#[tokio::test]
+async fn an_issuer_no_configuration_trusts_is_refused() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        extra: &[
+            "--api-keys",
+            "ops:ok-456",
+            "--jwt-issuer",
+            "https://idp.example.com",
+        ],
+        ..Default::default()
+    })
+    .await;
+    let path = |iss: &str| format!("/v1/issuers/{}/revoke-all", percent_encode(iss));
+    let (status, body) = app
+        .post_json(&path("https://idp.example.com/"), "ok-456", &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unknown_issuer")),
+        "{body}"
+    );
+    let (status, body) = app
+        .post_json(&path("https://idp.example.com"), "ok-456", &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let recorded: Vec<String> = sqlx::query_scalar("select issuer from issuer_watermarks")
+        .fetch_all(app.db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, ["https://idp.example.com"]);
+    app.stop().await;
+}
