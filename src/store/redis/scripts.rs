@@ -1,7 +1,10 @@
 //! The deny-list's and registry's Lua scripts, one file each under `lua/`.
 //! Every write goes through one of them, so that a write, its event on the
 //! stream replicas follow and its count move in one atomic step, and repeated
-//! or reordered jobs converge on the same state.
+//! or reordered jobs converge on the same state. With the last argument
+//! "repeats" set to 1 (the job applier's and the resync's writes, see
+//! [`super::DenyList::announcing_repeats`]) an entry found already as it
+//! would be written is announced on the stream all the same.
 
 use std::sync::LazyLock;
 
@@ -16,8 +19,9 @@ use redis::Script;
 /// floored target rewrote most keys).
 /// KEYS[1] entry key, KEYS[2] event stream, KEYS[3] count hash; ARGV[1]
 /// value, ARGV[2] TTL in seconds (informational), ARGV[3] token_id, ARGV[4]
-/// unix time the entry ends, ARGV[5] stream MAXLEN. Returns 2 when the key
-/// was missing, 1 when its end was moved later, 0 when unchanged.
+/// unix time the entry ends, ARGV[5] stream MAXLEN, ARGV[6] repeats. Returns
+/// 2 when the key was missing, 1 when its end was moved later, 0 when
+/// unchanged.
 pub(super) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/count_move.lua"),
@@ -30,7 +34,7 @@ pub(super) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
 /// watermark key, KEYS[2] event stream, KEYS[3] count hash; ARGV[1]
 /// not_before, ARGV[2] TTL in seconds, ARGV[3] subject or issuer, ARGV[4]
 /// unix time the watermark ends, ARGV[5] stream MAXLEN, ARGV[6] the event's
-/// kind (`s` or `i`).
+/// kind (`s` or `i`), ARGV[7] repeats.
 /// Returns 2 when the key was missing, 1 when raised, 0 when already as high.
 pub(super) static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -59,18 +63,19 @@ pub(super) static RELEASE: LazyLock<Script> =
 /// Writes a refresh-token entry, raising its state (never lowering it) and
 /// forcing `revoked` when the family is marked revoked; its end only moves
 /// later. An entry already as it would be written, ending as late or later,
-/// is left alone (no write, no event), so a rebuild rewrites nothing
-/// unchanged. KEYS[1] entry, KEYS[2] family marker, KEYS[3] event stream;
-/// ARGV[1] subject ('' for none), ARGV[2] family, ARGV[3] exp, ARGV[4] state
-/// rank, ARGV[5] unix time the entry ends, ARGV[6] token_id, ARGV[7] stream
-/// MAXLEN. Returns the state rank stored.
+/// is left alone (no write; an event only with repeats), so a rebuild
+/// rewrites nothing unchanged. KEYS[1] entry, KEYS[2] family marker, KEYS[3]
+/// event stream; ARGV[1] subject ('' for none), ARGV[2] family, ARGV[3] exp,
+/// ARGV[4] state rank, ARGV[5] unix time the entry ends, ARGV[6] token_id,
+/// ARGV[7] stream MAXLEN, ARGV[8] repeats. Returns the state rank stored.
 pub(super) static SET_REFRESH_ENTRY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/set_refresh_entry.lua")));
 
 /// Marks a family revoked (SET NX) and, for the first caller, appends the
 /// event replicas follow. KEYS[1] family marker, KEYS[2] event stream;
 /// ARGV[1] reason, ARGV[2] TTL, ARGV[3] family, ARGV[4] stream MAXLEN,
-/// ARGV[5] unix time the marker ends. Returns 1 for the first caller.
+/// ARGV[5] unix time the marker ends, ARGV[6] repeats. Returns 1 for the
+/// first caller.
 pub(super) static MARK_FAMILY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/mark_family.lua")));
 
