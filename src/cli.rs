@@ -326,6 +326,20 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 };
                 return Err(Failure::input(format!("{flag} must not be empty")));
             }
+            // As the API refuses it (`unknown_issuer`): an issuer the
+            // configuration does not trust has its tokens refused already,
+            // and a near miss (`https://idp/` for `https://idp`) would match
+            // nothing. Without key settings there is nothing to compare with.
+            if scope == Scope::Issuer
+                && matches!(
+                    crate::token::trusts_issuer(&config.key_settings(), &id),
+                    Ok(false)
+                )
+            {
+                return Err(Failure::input(format!(
+                    "no configured issuer has the iss {id:?} (compare it with JWT_ISSUER or the issuers file, character for character): its tokens are refused already"
+                )));
+            }
             let (not_before, meta) = (now_unix(), JobMeta::now().by("cli"));
             let job = crate::write::watermark::job(scope, &id, not_before, reason, meta);
             let services = store_services(config)?;

@@ -299,9 +299,10 @@ pub fn queue_depth(depth: QueueDepth) {
 
 /// Deny-list size (live revocations and watermarks in Postgres, the source
 /// of truth), sampled at scrape time.
-pub fn denylist_size(tokens: i64, subjects: i64) {
+pub fn denylist_size(tokens: i64, subjects: i64, issuers: i64) {
     gauge!("revokd_denylist_entries", "kind" => "token").set(tokens as f64);
     gauge!("revokd_denylist_entries", "kind" => "subject").set(subjects as f64);
+    gauge!("revokd_denylist_entries", "kind" => "issuer").set(issuers as f64);
 }
 
 /// The counts of the last cleanup, as stored by the worker that ran it.

@@ -126,8 +126,8 @@ impl Probe {
         if let Ok(Ok(depth)) = depth {
             instruments::queue_depth(depth);
         }
-        if let Ok(Ok((tokens, subjects, _))) = counts {
-            instruments::denylist_size(tokens, subjects);
+        if let Ok(Ok((tokens, subjects, issuers, _))) = counts {
+            instruments::denylist_size(tokens, subjects, issuers);
         }
         if let Ok(Ok(Some(last))) = cleanup {
             instruments::last_cleanup(&last.report.counts(), last.finished_at);

@@ -1,4 +1,4 @@
-//! `GET /v1/stats`: revoked tokens and subjects in Redis and Postgres, and
+//! `GET /v1/stats`: revoked tokens, subjects and issuers in Redis and Postgres, and
 //! the queue's depth.
 
 use std::time::Duration;
@@ -35,14 +35,14 @@ pub async fn collect(deny: &DenyList, queue: &apalis_redis::Config, db: &Db) -> 
         timeout(STORE_TIMEOUT, db.counts(now))
     );
     let redis = match redis {
-        Ok(Ok((tokens, subjects))) => {
-            json!({ "revoked_tokens": tokens, "revoked_subjects": subjects })
+        Ok(Ok((tokens, subjects, issuers))) => {
+            json!({ "revoked_tokens": tokens, "revoked_subjects": subjects, "revoked_issuers": issuers })
         }
         _ => Value::Null,
     };
     let pg = match pg {
-        Ok(Ok((tokens, subjects, pending))) => {
-            json!({ "revoked_tokens": tokens, "revoked_subjects": subjects, "pending_redis": pending })
+        Ok(Ok((tokens, subjects, issuers, pending))) => {
+            json!({ "revoked_tokens": tokens, "revoked_subjects": subjects, "revoked_issuers": issuers, "pending_redis": pending })
         }
         _ => Value::Null,
     };

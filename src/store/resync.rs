@@ -53,7 +53,11 @@ impl Resync {
             .iter()
             .all(|&n| n < self.batch as u64);
             if tokens.is_empty() && subjects.is_empty() {
-                return Ok(moved);
+                if last {
+                    return Ok(moved);
+                }
+                // Only families, refresh entries or issuers filled a batch.
+                continue;
             }
             let entries: Vec<(String, DenyEntry, i64)> = tokens
                 .iter()

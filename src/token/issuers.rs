@@ -47,6 +47,16 @@ impl std::fmt::Debug for KeySpec {
     }
 }
 
+/// Whether `settings` trust tokens whose `iss` is `iss`, as the
+/// [`super::Verifier`] they build would (an issuer configured without
+/// `JWT_ISSUER` takes any); an error when the settings configure no issuer.
+/// For commands that name an issuer without building a verifier.
+pub fn trusts_issuer(settings: &KeySettings, iss: &str) -> Result<bool, KeyError> {
+    Ok(issuer_specs(settings)?
+        .iter()
+        .any(|spec| spec.iss.as_deref().is_none_or(|known| known == iss)))
+}
+
 /// The issuers `settings` configure, at least one, with distinct `iss`.
 pub(super) fn issuer_specs(settings: &KeySettings) -> Result<Vec<IssuerSpec>, KeyError> {
     // Several key settings at once are refused whichever they are.

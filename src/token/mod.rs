@@ -35,6 +35,7 @@ mod verify;
 mod tests;
 
 pub use ecdsa::ecdsa_twin;
+pub use issuers::trusts_issuer;
 pub use mint::Minter;
 pub use reason::Reason;
 pub use remote::FetchError;

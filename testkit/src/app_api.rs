@@ -97,6 +97,13 @@ impl TestApp {
         response.expect("request").text().await.expect("body")
     }
 
+    /// `GET /v1/stats` with the write key `key`: the stats document.
+    pub async fn stats(&self, key: &str) -> Value {
+        let response = self.http.get(self.url("/v1/stats")).bearer_auth(key);
+        let response = response.send().await.expect("request");
+        response.json().await.expect("JSON")
+    }
+
     /// POSTs JSON with a bearer key; the status and the body (JSON, or the
     /// text as a JSON string, or null when empty).
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {

@@ -221,16 +221,7 @@ async fn stats_among_foreign_keys(foreign: usize) {
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    let stats: Value = app
-        .http
-        .get(app.url("/v1/stats"))
-        .bearer_auth("k")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = app.stats("k").await;
     assert_eq!(stats["redis"]["revoked_tokens"], 3, "{stats}");
     assert_eq!(stats["redis"]["revoked_subjects"], 1, "{stats}");
     assert_eq!(stats["postgres"]["revoked_tokens"], 3, "{stats}");
@@ -273,9 +264,12 @@ async fn redis_counts_follow_creations_extensions_and_expiry_minutes() {
     deny.raise_watermark("s", 20, 1_000, revokd_jobs::now_unix())
         .await
         .unwrap();
-    assert_eq!(deny.revocation_counts(now).await.unwrap(), (2, 1));
+    assert_eq!(deny.revocation_counts(now).await.unwrap(), (2, 1, 0));
     // Once "short" and the watermark have ended, only "long" counts.
-    assert_eq!(deny.revocation_counts(now + 1_200).await.unwrap(), (1, 0));
+    assert_eq!(
+        deny.revocation_counts(now + 1_200).await.unwrap(),
+        (1, 0, 0)
+    );
     app.stop().await;
 }
 

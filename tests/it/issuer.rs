@@ -110,6 +110,11 @@ async fn revoke_all_of_an_issuer_refuses_its_older_tokens_only_and_is_audited() 
         (kind.as_str(), issuer.as_deref(), by.as_str(), audited_nb),
         ("revoke_issuer", Some(IDP), "ops", Some(not_before))
     );
+    // Counted in both stores' stats, none still waiting for Redis.
+    let stats = app.stats("ok-456").await;
+    assert_eq!(stats["redis"]["revoked_issuers"], 1, "{stats}");
+    assert_eq!(stats["postgres"]["revoked_issuers"], 1, "{stats}");
+    assert_eq!(stats["postgres"]["pending_redis"], 0, "{stats}");
     app.stop().await;
 }
 
@@ -391,6 +396,17 @@ async fn cli_revoke_all_by_issuer_waits_and_refuses_bad_arguments() {
         assert_eq!(code, Some(2), "{bad:?}: {stdout}{stderr}");
         assert!(!stderr.trim().is_empty(), "{bad:?}: a message");
     }
+
+    // With the issuer pinned, a near miss is refused as the API refuses it,
+    // and nothing is recorded; the issuer itself is taken.
+    let pinned = [&["--jwt-issuer", IDP][..], &common[..]].concat();
+    let near_miss = format!("{IDP}/");
+    let (code, stdout, stderr) = revokd(&[&pinned[..], &["--issuer", &near_miss]].concat());
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("no configured issuer"), "{stderr}");
+    assert_eq!(app.db.db.issuer_watermark(&near_miss).await.unwrap(), None);
+    let (code, _, stderr) = revokd(&[&pinned[..], &["--issuer", IDP]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
     app.stop().await;
 }
 

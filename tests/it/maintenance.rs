@@ -343,7 +343,7 @@ async fn rehydrate(n: u64) {
     assert_eq!(report["tokens"], n, "{report}");
     assert_eq!(report["restored"], n);
     // The counters the write scripts keep agree (no keyspace scan needed).
-    let (tokens, _) = app
+    let (tokens, _, _) = app
         .services
         .deny_fast
         .revocation_counts(now_unix())

@@ -497,3 +497,61 @@ async fn entries_only_redis_holds_reach_a_replica_loaded_from_postgres() {
     }
     app.stop().await;
 }
+
+/// A load cancelled in the middle of a `COPY` (a format error, a follower
+/// told to stop) leaves its connection unread; the pool must not hand it to
+/// the next query, which would read the leftovers as its own answer.
+#[tokio::test]
+async fn a_copy_cancelled_midway_leaves_the_pool_usable() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::Poll;
+
+    let test_db = testkit::TestDb::create().await;
+    // ~8 MB of COPY data: more than the socket buffers hold, so the stream
+    // is still coming when it is dropped.
+    let n: i64 = 200_000;
+    sqlx::query(
+        "insert into revoked_tokens (token_id, subject, expires_at, revoked_at, requested_by)
+         select 'bulk-' || g, null, 4000000000, 0, 'test' from generate_series(1, $1) g",
+    )
+    .bind(n)
+    .execute(test_db.db.pool())
+    .await
+    .unwrap();
+    // One connection: the query after the copy gets the same one back,
+    // unless the snapshot closed it.
+    let db = revokd::store::pg::Db::connect_lazy_sized(&test_db.url, 1).unwrap();
+    let mut snapshot = db.token_snapshot().await.unwrap();
+    let (_, blocks) = snapshot.extent().await.unwrap();
+    let rows = AtomicU64::new(0);
+    let mut copy = Box::pin(snapshot.copy_live_tokens(0, blocks, 0, |_, _| {
+        rows.fetch_add(1, Ordering::Relaxed);
+    }));
+    // Started (the statement sent, the server streaming), then dropped
+    // unread: what a cancelled load or a parse error leaves behind.
+    if let Poll::Ready(done) = futures::poll!(copy.as_mut()) {
+        panic!("the copy ended at its first poll: {done:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(copy);
+    let read = rows.load(Ordering::Relaxed);
+    assert!(
+        read < n as u64,
+        "the copy was read to the end ({read} rows)"
+    );
+    drop(snapshot);
+
+    for k in [7i64, 8, 9] {
+        let (got,): (i64,) = sqlx::query_as("select $1::bigint")
+            .bind(k)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(got, k);
+    }
+    let (count,): (i64,) = sqlx::query_as("select count(*) from revoked_tokens")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, n);
+}

@@ -125,16 +125,7 @@ async fn each_write_endpoint_reaches_both_stores_and_records_the_key_name() {
         "RFC 7009: unparseable tokens are 200 too"
     );
 
-    let stats: Value = app
-        .http
-        .get(app.url("/v1/stats"))
-        .bearer_auth("ok-456")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = app.stats("ok-456").await;
     assert_eq!(stats["postgres"]["revoked_tokens"], 3, "{stats}");
     assert_eq!(stats["redis"]["revoked_tokens"], 3, "{stats}");
     assert_eq!(stats["redis"]["revoked_subjects"], 1, "{stats}");

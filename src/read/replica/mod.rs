@@ -240,8 +240,12 @@ impl Replica {
         (self.tokens.len(), self.subjects.len())
     }
 
-    /// Whether it holds nothing.
+    /// Whether it holds nothing (no token, watermark or refresh entry).
     pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.subjects.is_empty()
+        self.tokens.is_empty()
+            && self.subjects.is_empty()
+            && self.issuers.is_empty()
+            && self.refresh.is_empty()
+            && self.families.is_empty()
     }
 }

@@ -25,18 +25,24 @@ pub enum CopyError {
 /// One consistent read of `revoked_tokens`: a REPEATABLE READ, read-only
 /// transaction, so that every `COPY` of a load sees the same snapshot and a
 /// row an UPDATE moves to another block meanwhile is read exactly once.
+///
+/// Its connection is closed when it is dropped, never handed back to the
+/// pool: a `COPY` left unread (a format error, a load that was cancelled)
+/// leaves rows and a `ReadyForQuery` sqlx does not count in the socket, and
+/// the next query on that connection would read them as its own answer.
 pub struct TokenSnapshot {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
 }
 
 impl Db {
     /// Opens a [`TokenSnapshot`]; its snapshot is taken by its first read.
     pub async fn token_snapshot(&self) -> sqlx::Result<TokenSnapshot> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("set transaction isolation level repeatable read, read only")
-            .execute(&mut *tx)
+        let mut conn = self.pool.acquire().await?;
+        conn.close_on_drop();
+        sqlx::query("begin isolation level repeatable read, read only")
+            .execute(&mut *conn)
             .await?;
-        Ok(TokenSnapshot { tx })
+        Ok(TokenSnapshot { conn })
     }
 }
 
@@ -49,7 +55,7 @@ impl TokenSnapshot {
             "select pg_relation_filenode('revoked_tokens')::bigint,
                     pg_relation_size('revoked_tokens') / current_setting('block_size')::bigint",
         )
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut *self.conn)
         .await?;
         Ok((file, u32::try_from(blocks).unwrap_or(u32::MAX)))
     }
@@ -70,7 +76,7 @@ impl TokenSnapshot {
                    where ctid >= '({from},0)'::tid and ctid < '({to},0)'::tid
                      and expires_at >= {cutoff}) to stdout (format binary)"
         );
-        let mut stream = self.tx.copy_out_raw(&statement).await?;
+        let mut stream = self.conn.copy_out_raw(&statement).await?;
         let mut rows = CopyRows::default();
         while let Some(chunk) = stream.try_next().await? {
             rows.feed(&chunk, &mut each)?;
