@@ -12,11 +12,19 @@
 #    accepted revocation is in Postgres and Redis; rate = rows / (load +
 #    drain).
 # 2. Batch path: the same items as NDJSON files of 10,000 lines, posted by
-#    BENCH_BATCH_PARALLEL (default 4) curls at a time; time from the first
+#    BENCH_BATCH_PARALLEL (default 4) curls at a time (or, with
+#    BENCH_BATCH_RATE=N items/s, one request every 10,000/N s, paced, so
+#    that the load is N/s rather than as fast as the API takes it); time
+#    from the first
 #    post until every row is in Postgres, marked as written to Redis, and the
 #    queue is empty; then the Redis per-minute counts are checked to hold
 #    every entry. Needs Redis and Postgres like the tests, wrk, curl, psql,
 #    redis-cli. Cleans up what it made (its process, keys, database).
+# 3. Propagation under that load (when target/release/examples/
+#    bench_propagation is built, `--features bench`): POST one revocation →
+#    first 401 on `GET /v1/auth` of the same process, BENCH_PROPAGATION_N
+#    (default 300) sequential probes once idle (before step 2) and once
+#    while step 2's batches are being posted and applied.
 
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,8 +34,12 @@ REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PG_SERVER=${BENCH_PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 TOTAL=${BENCH_BATCH_TOTAL:-1000000}
 PARALLEL=${BENCH_BATCH_PARALLEL:-4}
+RATE=${BENCH_BATCH_RATE:-}
 PER_REQUEST=10000
 BIN=${1:-$ROOT/target/release/revokd}
+PROBE=$ROOT/target/release/examples/bench_propagation
+PROBES=${BENCH_PROPAGATION_N:-300}
+SECRET="bench-secret-that-is-long-enough-for-hs256"
 OUT=$(mktemp -d)
 export RUST_LOG=warn
 
@@ -61,7 +73,7 @@ drain() {
 
 port=$((20000 + RANDOM % 10000))
 DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
-  JWT_SECRET="bench-secret-that-is-long-enough-for-hs256" REVOKD_LISTEN="127.0.0.1:$port" \
+  JWT_SECRET="$SECRET" REVOKD_LISTEN="127.0.0.1:$port" \
   REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/revokd.log" &
 pid=$!
 disown "$pid"
@@ -92,6 +104,15 @@ drain 's%' "$single_rows"
 single_secs=$(echo "$(date +%s.%N) - $started" | bc)
 single_rate=$(echo "$single_rows / $single_secs" | bc)
 
+probe() { # label
+  BENCH_URL="http://127.0.0.1:$port" BENCH_API_KEY=bench-key JWT_SECRET="$SECRET" \
+    BENCH_N="$PROBES" BENCH_LABEL="$1" "$PROBE" 2>>"$OUT/probe.log"
+}
+if [[ -x $PROBE ]]; then
+  log "propagation idle: $PROBES probes"
+  probe idle >"$OUT/probe_idle.txt"
+fi
+
 log "batch path: writing $TOTAL items in files of $PER_REQUEST"
 exp=$(($(date +%s) + 3600))
 awk -v total="$TOTAL" -v per="$PER_REQUEST" -v until="$exp" -v dir="$OUT" 'BEGIN {
@@ -103,23 +124,50 @@ awk -v total="$TOTAL" -v per="$PER_REQUEST" -v until="$exp" -v dir="$OUT" 'BEGIN
 }'
 log "batch path: posting ($PARALLEL at a time)"
 started=$(date +%s.%N)
-ls "$OUT"/batch-*.ndjson | xargs -P "$PARALLEL" -I{} sh -c \
-  "curl -s -o /dev/null -w '%{http_code}\n' -H 'Authorization: Bearer bench-key' \
-     -H 'Content-Type: application/x-ndjson' --data-binary @{} \
-     http://127.0.0.1:$port/v1/revocations:batch" >"$OUT/codes"
+probe_pid=
+if [[ -x $PROBE ]]; then
+  (sleep 1; probe batch_load >"$OUT/probe_load.txt") &
+  probe_pid=$!
+fi
+post_one() { # file
+  curl -s -o /dev/null -w '%{http_code}\n' -H 'Authorization: Bearer bench-key' \
+    -H 'Content-Type: application/x-ndjson' --data-binary @"$1" \
+    "http://127.0.0.1:$port/v1/revocations:batch"
+}
+if [[ -n $RATE ]]; then
+  interval=$(echo "scale=3; $PER_REQUEST / $RATE" | bc)
+  for file in "$OUT"/batch-*.ndjson; do
+    post_one "$file" >>"$OUT/codes" &
+    sleep "$interval"
+  done
+  wait $(jobs -p | grep -vx "${probe_pid:-none}") 2>/dev/null || true
+else
+  export -f post_one
+  export port
+  ls "$OUT"/batch-*.ndjson | xargs -P "$PARALLEL" -I{} bash -c 'post_one {}' >"$OUT/codes"
+fi
 posted=$(echo "$(date +%s.%N) - $started" | bc)
 drain 'b%' "$TOTAL"
 batch_secs=$(echo "$(date +%s.%N) - $started" | bc)
 batch_rate=$(echo "$TOTAL / $batch_secs" | bc)
+[[ -n $probe_pid ]] && { wait "$probe_pid" || log "propagation under load failed: $(tail -3 "$OUT/probe.log")"; }
 # The deny-list's own counts (kept by the write scripts): every entry there.
 in_redis=$(redis-cli -u "$REDIS_URL" hvals "${prefix}count:jti" | awk '{ s += $1 } END { print s + 0 }')
 non202=$(grep -vc '^202$' "$OUT/codes" || true)
 jobs=$(redis-cli -u "$REDIS_URL" hlen "${prefix}queue:jobs:data")
 
+how="$PARALLEL at a time"
+[[ -n $RATE ]] && how="paced at $RATE/s"
 printf '| path | revocations | answered after | in Postgres and Redis after | per second | non-2xx |\n|---|---|---|---|---|---|\n'
 printf '| POST /v1/revocations (wrk -c16) | %s | 10 s | %.1f s | %s | %s |\n' \
   "$single_rows" "$single_secs" "$single_rate" "$(awk '/Non-2xx/ { print $NF }' "$OUT/single.wrk" | grep . || echo 0)"
-printf '| POST /v1/revocations:batch (%s × %s, %s at a time) | %s | %.1f s | %.1f s | %s | %s |\n' \
-  "$((TOTAL / PER_REQUEST))" "$PER_REQUEST" "$PARALLEL" "$TOTAL" "$posted" "$batch_secs" "$batch_rate" "$non202"
+printf '| POST /v1/revocations:batch (%s × %s, %s) | %s | %.1f s | %.1f s | %s | %s |\n' \
+  "$((TOTAL / PER_REQUEST))" "$PER_REQUEST" "$how" "$TOTAL" "$posted" "$batch_secs" "$batch_rate" "$non202"
 printf '\nbatch / single: %s×; deny-list entries counted in Redis: %s (of %s); jobs in the queue hash: %s\n' \
   "$(echo "scale=1; $batch_rate / $single_rate" | bc)" "$in_redis" "$((TOTAL + single_rows))" "$jobs"
+if [[ -x $PROBE ]]; then
+  printf '\n'
+  cat "$OUT/probe_idle.txt" "$OUT/probe_load.txt" 2>/dev/null || true
+else
+  printf '\n(no propagation figures: build target/release/examples/bench_propagation with --features bench)\n'
+fi

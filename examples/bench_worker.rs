@@ -30,10 +30,13 @@
 //! Environment: `REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `BENCH_DATABASE_URL` (the server to create the bench database on;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`), `BENCH_JOBS`,
-//! `BENCH_PUSHERS`, `BENCH_STALL_SECS`, `REVOKD_WORKER_CONCURRENCY`,
+//! `BENCH_PUSHERS`, `BENCH_STALL_SECS`, `BENCH_CHUNKED` (`1`: the
+//! revocations go as `revoke_batch` jobs of 1,000 items, pushed with
+//! `Producer::revoke_many`, instead of one `revoke` job each),
+//! `REVOKD_WORKER_CONCURRENCY`,
 //! `RUST_LOG` (default `warn`). One result line goes to stdout, `worker
 //! jobs=N concurrency=C push_per_s=P drain_s=S applied_per_s=A
-//! steady_per_s=R first_row_ms=F` (`steady_per_s`: the rate from the first
+//! steady_per_s=R first_row_ms=F chunk=K` (`steady_per_s`: the rate from the first
 //! job done to the last); progress to stderr.
 
 use std::{
@@ -45,7 +48,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use revokd_jobs::{Producer, RevokeToken, now_unix};
+use revokd_jobs::{BATCH_CHUNK, Producer, RevokeItem, RevokeToken, now_unix};
 use testkit::bench::{Background, Bench};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -66,6 +69,10 @@ struct Settings {
     jobs: usize,
     pushers: usize,
     stall_after: Duration,
+    /// `BENCH_CHUNKED=1`: the revocations go as `revoke_batch` jobs of
+    /// [`BATCH_CHUNK`] items (`Producer::revoke_many`) instead of one
+    /// `revoke` job each.
+    chunked: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -96,6 +103,7 @@ impl Settings {
                     .unwrap_or(30)
                     .max(1),
             ),
+            chunked: env_or("BENCH_CHUNKED", "0") == "1",
         })
     }
 }
@@ -117,14 +125,15 @@ async fn main() -> anyhow::Result<()> {
     let o = run(&settings).await?;
     println!(
         "worker jobs={} concurrency={} push_per_s={:.0} drain_s={:.2} applied_per_s={:.0} \
-         steady_per_s={:.0} first_row_ms={:.0}",
+         steady_per_s={:.0} first_row_ms={:.0} chunk={}",
         settings.jobs,
         o.concurrency,
         o.push_per_s,
         o.drain_secs,
         o.applied_per_s,
         o.steady_per_s,
-        o.first_row_ms
+        o.first_row_ms,
+        if settings.chunked { BATCH_CHUNK } else { 1 }
     );
     Ok(())
 }
@@ -158,7 +167,11 @@ async fn measure(
         settings.pushers
     );
     let pushed = Instant::now();
-    push(&producer, n, settings.pushers).await?;
+    if settings.chunked {
+        push_chunked(&producer, n, settings.pushers).await?;
+    } else {
+        push(&producer, n, settings.pushers).await?;
+    }
     let push_secs = pushed.elapsed().as_secs_f64();
     let push_per_s = n as f64 / push_secs;
     let depth = services
@@ -171,9 +184,12 @@ async fn measure(
          (concurrency {concurrency})",
         depth.pending
     );
-    if depth.pending != u64::try_from(n)? {
+    // Each job revokes `per_job` tokens.
+    let per_job = if settings.chunked { BATCH_CHUNK } else { 1 };
+    let jobs = n.div_ceil(per_job);
+    if depth.pending != u64::try_from(jobs)? {
         bail!(
-            "pushed {n} jobs but the queue holds {} pending",
+            "pushed {jobs} jobs but the queue holds {} pending",
             depth.pending
         );
     }
@@ -197,7 +213,10 @@ async fn measure(
             .await
             .context("queue depth")?
             .done;
-        let rows = i64::try_from(done)?;
+        // Revocations applied (the last chunk may be short).
+        let rows = i64::try_from(done)?
+            .saturating_mul(i64::try_from(per_job)?)
+            .min(target);
         let elapsed = started.elapsed();
         if rows > 0 && first_row.is_none() {
             first_row = Some((elapsed, rows));
@@ -286,6 +305,36 @@ async fn push(producer: &Producer, n: usize, pushers: usize) -> anyhow::Result<(
                 producer.revoke(job).await.context("push a job")?;
             }
             anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("pusher panicked")??;
+    }
+    Ok(())
+}
+
+/// Pushes `n` revocations as `revoke_batch` jobs: calls of 10 chunks,
+/// `pushers` at a time.
+async fn push_chunked(producer: &Producer, n: usize, pushers: usize) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let per_call = 10 * BATCH_CHUNK;
+    let expires_at = now_unix() + 3600;
+    let mut tasks = JoinSet::new();
+    for _ in 0..pushers {
+        let (producer, next) = (producer.clone(), Arc::clone(&next));
+        tasks.spawn(async move {
+            loop {
+                let from = next.fetch_add(per_call, Ordering::Relaxed);
+                if from >= n {
+                    return anyhow::Ok(());
+                }
+                let items = (from..n.min(from + per_call)).map(|_| {
+                    let subject = Some(format!("bench-worker-{}", subject_bucket()));
+                    let token_id = Uuid::now_v7().simple().to_string();
+                    RevokeItem::new(token_id, subject, expires_at).reason("bench")
+                });
+                producer.revoke_many(items).await.context("push a chunk")?;
+            }
         });
     }
     while let Some(joined) = tasks.join_next().await {
