@@ -24,7 +24,9 @@
 #    bench_propagation is built, `--features bench`): POST one revocation →
 #    first 401 on `GET /v1/auth` of the same process, BENCH_PROPAGATION_N
 #    (default 300) sequential probes once idle (before step 2) and once
-#    while step 2's batches are being posted and applied.
+#    while step 2's batches are being posted and applied. With
+#    BENCH_PROPAGATION_STAGES=1 the process logs each revocation's stages
+#    and bench/propagation_stages.py says where the loaded probes' time went.
 
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +43,9 @@ PROBE=$ROOT/target/release/examples/bench_propagation
 PROBES=${BENCH_PROPAGATION_N:-300}
 SECRET="bench-secret-that-is-long-enough-for-hs256"
 OUT=$(mktemp -d)
+STAGES=${BENCH_PROPAGATION_STAGES:-0}
 export RUST_LOG=warn
+[[ $STAGES == 1 ]] && RUST_LOG="warn,revokd::propagation=debug"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 id=$(tr -d - </proc/sys/kernel/random/uuid)
@@ -106,7 +110,7 @@ single_rate=$(echo "$single_rows / $single_secs" | bc)
 
 probe() { # label
   BENCH_URL="http://127.0.0.1:$port" BENCH_API_KEY=bench-key JWT_SECRET="$SECRET" \
-    BENCH_N="$PROBES" BENCH_LABEL="$1" "$PROBE" 2>>"$OUT/probe.log"
+    BENCH_N="$PROBES" BENCH_LABEL="$1" BENCH_SAMPLES="$OUT/probe_$1.tsv" "$PROBE" 2>>"$OUT/probe.log"
 }
 if [[ -x $PROBE ]]; then
   log "propagation idle: $PROBES probes"
@@ -168,6 +172,9 @@ printf '\nbatch / single: %s×; deny-list entries counted in Redis: %s (of %s); 
 if [[ -x $PROBE ]]; then
   printf '\n'
   cat "$OUT/probe_idle.txt" "$OUT/probe_load.txt" 2>/dev/null || true
+  if [[ $STAGES == 1 ]]; then
+    python3 "$ROOT/bench/propagation_stages.py" "$OUT/probe_batch_load.tsv" "$OUT/revokd.log" "$OUT/revokd.log"
+  fi
 else
   printf '\n(no propagation figures: build target/release/examples/bench_propagation with --features bench)\n'
 fi

@@ -195,10 +195,12 @@ impl Services {
 
     /// The job applier.
     pub fn applier(&self) -> Applier {
+        let bulk = DenyList::new(store::patient_redis(&self.redis), &self.config.key_prefix);
         Applier::new(
             self.stores(self.deny_patient.clone().announcing_repeats()),
             self.ttl_policy(),
         )
+        .with_bulk_deny(bulk.announcing_repeats())
         .with_maintenance(self.maintenance(self.deny_patient.clone()))
     }
 

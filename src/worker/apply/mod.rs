@@ -24,7 +24,11 @@ use tokio_util::sync::CancellationToken;
 use super::failure::{self, Verdict};
 use crate::{
     instruments, retry,
-    store::{StoreError, Stores, TtlPolicy, pg::batch::RevokeBatcher, redis::State},
+    store::{
+        StoreError, Stores, TtlPolicy,
+        pg::batch::RevokeBatcher,
+        redis::{DenyList, State},
+    },
     worker::maintenance::{CleanupReport, Maintenance},
     write::validate::{self, InputError},
 };
@@ -113,6 +117,15 @@ pub struct Applier {
     revokes: RevokeBatcher,
     /// Slots for [`BULK_IN_FLIGHT`] chunks.
     bulk: Arc<Semaphore>,
+    /// The deny-list on a connection of its own for chunks: a reply to a
+    /// single revocation's write (or to the API's push, on the same
+    /// connection in a process with both roles) queued on a multiplexed
+    /// connection behind a chunk's thousand pipelined writes waited for all
+    /// of them. Measured with `bench/batch_path.sh` at 20,000 items/s,
+    /// three runs each, interleaved: a single revocation seen after p99
+    /// 40.7 / 39.3 / 52.9 ms against 77.6 / 64.7 / 67.0 ms on one
+    /// connection.
+    bulk_deny: DenyList,
     ttl: TtlPolicy,
     done_channel: String,
     maintenance: Option<Maintenance>,
@@ -125,10 +138,18 @@ impl Applier {
             done_channel: stores.deny.keys().done_channel(),
             revokes: RevokeBatcher::new(stores.db.clone()),
             bulk: Arc::new(Semaphore::new(BULK_IN_FLIGHT)),
+            bulk_deny: stores.deny.clone(),
             stores,
             ttl,
             maintenance: None,
         }
+    }
+
+    /// Writes the deny-list entries of `revoke_batch` chunks through `deny`
+    /// (another connection to the same Redis) instead of the stores' one.
+    pub fn with_bulk_deny(mut self, deny: DenyList) -> Self {
+        self.bulk_deny = deny;
+        self
     }
 
     /// Lets this applier run cleanup jobs.

@@ -1,5 +1,6 @@
 //! `revoke_batch`: a chunk of a bulk revocation in one pass — every
-//! deny-list entry in one pipelined Redis round trip, then every row in one
+//! deny-list entry in one pipelined Redis round trip (on the applier's bulk
+//! connection), then every row in one
 //! Postgres statement ([`crate::store::pg::Db::apply_revokes`]); a refresh
 //! token among them takes its family with it, as a single `revoke` does.
 //! Applying a chunk twice converges like applying each item twice.
@@ -33,7 +34,7 @@ impl Applier {
             })
             .collect();
         if !entries.is_empty() {
-            self.stores.deny.deny_many(&entries, now).await?;
+            self.bulk_deny.deny_many(&entries, now).await?;
         }
         let rows: Vec<RevokeRow<'_>> = tokens
             .iter()
