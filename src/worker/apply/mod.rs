@@ -165,11 +165,7 @@ impl Applier {
             Job::Revoke(job) => self.revoke(job, now).await?,
             Job::RevokeAll(job) => self.revoke_all(job, now).await?,
             Job::RevokeIssuer(job) => self.revoke_issuer(job, now).await?,
-            Job::RevokeBatch(job) => {
-                // The semaphore is never closed.
-                let _slot = self.bulk.acquire().await;
-                self.revoke_batch(job, now).await?
-            }
+            Job::RevokeBatch(job) => self.revoke_batch(job, now).await?,
             Job::RegisterRefresh(job) => self.register_refresh(job, now).await?,
             Job::RevokeFamily(job) => {
                 let reason = job.reason.as_deref().unwrap_or("revoked");
@@ -200,6 +196,13 @@ impl Applier {
         job: &Job,
         stop: &CancellationToken,
     ) -> Result<Applied, ApplyError> {
+        // A chunk waits for its slot before its attempts are timed: a wait
+        // behind other chunks is no slow store. (The semaphore is never
+        // closed.)
+        let _slot = match job {
+            Job::RevokeBatch(_) => Some(self.bulk.acquire().await),
+            _ => None,
+        };
         let started = tokio::time::Instant::now();
         // A cleanup writes nothing a replica loads, and may take minutes.
         let limit = if matches!(job, Job::Cleanup(_)) {
