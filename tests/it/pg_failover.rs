@@ -27,6 +27,7 @@ async fn a_multi_host_url_follows_the_promoted_standby_and_loses_no_accepted_rev
     let db = format!("revokd_pgfail_{}", uuid::Uuid::new_v4().simple());
     let url = pair.multi_host_url(&db);
     let run = Failover::start("pg-multi", &url, &db).await;
+    standby_caught_up(&pair).await;
     // The standby is listed first: a pool of our own holds connections to
     // the primary only (after_connect refuses the standby's until the first
     // probe points the pool at the primary).
@@ -255,4 +256,39 @@ async fn get(port: u16, path: &str) -> String {
     let url = format!("http://127.0.0.1:{port}{path}");
     let response = reqwest::get(url).await.expect("request");
     response.text().await.expect("body")
+}
+
+/// Waits until the standby has replayed everything the primary has written
+/// so far (the database the processes created and migrated among it): a
+/// synchronous commit waits for the standby to flush its WAL, not to replay
+/// it, and until then a connection to the standby's copy of the database
+/// fails with 3D000.
+async fn standby_caught_up(pair: &PgPair) {
+    use sqlx::Connection as _;
+    let mut primary = sqlx::PgConnection::connect(&pair.url(0, "postgres"))
+        .await
+        .unwrap();
+    let written: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+        .fetch_one(&mut primary)
+        .await
+        .unwrap();
+    let standby = pair.url(1, "postgres");
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the standby replays the primary",
+        || {
+            let (standby, written) = (standby.clone(), written.clone());
+            async move {
+                let Ok(mut conn) = sqlx::PgConnection::connect(&standby).await else {
+                    return false;
+                };
+                sqlx::query_scalar::<_, bool>("select pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                    .bind(written)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
 }
