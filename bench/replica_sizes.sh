@@ -121,6 +121,8 @@ api() {
   sleep 2
   local rss hwm
   rss=$(vm_kb "$pid" VmRSS) hwm=$(vm_kb "$pid" VmHWM)
+  # What the RSS is made of (anonymous, huge pages, lazily freed), kept.
+  cat "/proc/$pid/smaps_rollup" >"$OUT/smaps-$n.txt" 2>/dev/null || true
   if [[ $n == 0 ]]; then
     echo "$((ready - started)) $rss $hwm - -"
   else
