@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use apalis_redis::Config;
 use redis::{
-    AsyncCommands, Client,
+    Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
@@ -13,7 +13,7 @@ use crate::target::RedisConn;
 use crate::{
     BATCH_CHUNK, Job, RegisterRefresh, RevokeBatch, RevokeIssuer, RevokeItem, RevokeSubject,
     RevokeToken,
-    queue::{self, queue_config, wake_channel},
+    queue::{self, queue_config},
 };
 
 /// Why a job could not be enqueued.
@@ -37,7 +37,6 @@ pub enum ProduceError {
 pub struct Producer {
     conn: RedisConn,
     config: Config,
-    wake: String,
     requested_by: String,
 }
 
@@ -74,7 +73,6 @@ impl Producer {
         Self {
             conn: conn.into(),
             config: queue_config(prefix),
-            wake: wake_channel(prefix),
             requested_by: requested_by.to_owned(),
         }
     }
@@ -120,7 +118,6 @@ impl Producer {
             }
             other => other?,
         };
-        let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
         Ok(ids)
     }
 
@@ -169,12 +166,10 @@ impl Producer {
     }
 
     async fn push_raw(&self, job: &Job, key: Option<&str>) -> Result<(u32, u32), ProduceError> {
+        // The push script publishes the wake-up itself.
         let queued = self
             .push_payload(serde_json::to_vec(job)?, key.unwrap_or(""))
             .await?;
-        // A lost wake-up only costs one poll tick; the job is already queued.
-        let mut conn = self.conn.clone();
-        let _: Result<i64, _> = conn.publish(&self.wake, 1).await;
         Ok((queued, 0))
     }
 

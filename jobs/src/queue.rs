@@ -44,7 +44,12 @@ pub fn queue_config(prefix: &str) -> Config {
 /// The pub/sub channel a producer publishes on after a push so that idle
 /// workers fetch at once instead of at their next poll tick.
 pub fn wake_channel(prefix: &str) -> String {
-    format!("{}:wake", queue_name(prefix))
+    wake_channel_of(&queue_config(prefix))
+}
+
+/// [`wake_channel`] of the queue `config` names.
+fn wake_channel_of(config: &Config) -> String {
+    format!("{}:wake", config.queue.as_ref())
 }
 
 /// The push of one payload under job id `id`, with idempotency key `key`
@@ -73,8 +78,8 @@ pub(crate) fn push_many(
     invocation
 }
 
-/// `lua/push.lua` with its keys and the idempotency TTL; the jobs follow as
-/// (id, payload, key) argument triples.
+/// `lua/push.lua` with its keys, the idempotency TTL and the wake-up
+/// channel; the jobs follow as (id, payload, key) argument triples.
 fn push_script(config: &Config) -> ScriptInvocation<'static> {
     // Without a TTL apalis-redis's own push deletes the key at once; revokd's
     // keeps it at least a second.
@@ -90,7 +95,8 @@ fn push_script(config: &Config) -> ScriptInvocation<'static> {
         .key(config.signal_list())
         .key(config.job_meta_hash())
         .key(config.idempotency_key_set())
-        .arg(ttl);
+        .arg(ttl)
+        .arg(wake_channel_of(config));
     invocation
 }
 

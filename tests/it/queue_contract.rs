@@ -198,3 +198,42 @@ async fn a_dead_stock_workers_jobs_are_rescued_by_revokd() {
     let left: bool = conn.exists(&metadata).await.unwrap();
     assert!(!left, "its metadata is gone");
 }
+
+/// A push wakes idle workers in the same script call: one message on the
+/// wake-up channel per push that queued something (a single job, a chunked
+/// `revoke_many`), none for a duplicate the idempotency key refused.
+#[tokio::test]
+async fn each_push_that_queues_publishes_one_wake_up() {
+    use futures::StreamExt as _;
+    use revokd_jobs::{RevokeItem, wake_channel};
+
+    let prefix = unique_prefix();
+    let (conn, _guard) = redis_under(&prefix).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(wake_channel(&prefix)).await.unwrap();
+    let mut messages = pubsub.on_message();
+    let producer = Producer::new(conn, &prefix, "contract");
+
+    let job = Job::Revoke(RevokeToken::new("contract-wake", None, now_unix() + 600));
+    assert!(producer.push_once(&job, "wake-key").await.unwrap());
+    let items = (0..1_500).map(|i| RevokeItem::new(format!("wake-{i}"), None, now_unix() + 600));
+    assert_eq!(producer.revoke_many(items).await.unwrap().len(), 2);
+    // The same key again: nothing queued, nothing published.
+    assert!(!producer.push_once(&job, "wake-key").await.unwrap());
+
+    for push in ["push_once", "revoke_many"] {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("no wake-up for {push}"))
+            .unwrap();
+        assert_eq!(message.get_channel_name(), wake_channel(&prefix));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), messages.next())
+            .await
+            .is_err(),
+        "a wake-up for a push that queued nothing"
+    );
+}
+
