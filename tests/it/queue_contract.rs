@@ -236,4 +236,3 @@ async fn each_push_that_queues_publishes_one_wake_up() {
         "a wake-up for a push that queued nothing"
     );
 }
-
