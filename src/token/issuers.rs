@@ -54,7 +54,13 @@ impl std::fmt::Debug for KeySpec {
 pub fn trusts_issuer(settings: &KeySettings, iss: &str) -> Result<bool, KeyError> {
     Ok(issuer_specs(settings)?
         .iter()
-        .any(|spec| spec.iss.as_deref().is_none_or(|known| known == iss)))
+        .any(|spec| accepts(spec.iss.as_deref(), iss)))
+}
+
+/// Whether an issuer configured with `configured` (`None`: no `iss`
+/// pinned) takes tokens whose `iss` is `iss`.
+pub(super) fn accepts(configured: Option<&str>, iss: &str) -> bool {
+    configured.is_none_or(|known| known == iss)
 }
 
 /// The issuers `settings` configure, at least one, with distinct `iss`.

@@ -103,7 +103,7 @@ impl Verifier {
     pub fn trusts_issuer(&self, iss: &str) -> bool {
         self.issuers
             .iter()
-            .any(|i| i.iss.as_deref().is_none_or(|known| known == iss))
+            .any(|i| super::issuers::accepts(i.iss.as_deref(), iss))
     }
 }
 
