@@ -6,7 +6,7 @@
 //! on one multiplexed connection) while no worker runs; the queue must then
 //! hold all of them. Then the worker starts in this process
 //! (`revokd::worker::run`, the same code as `revokd serve --roles worker`,
-//! concurrency `REVOKD_WORKER_CONCURRENCY`, default 64) and the clock runs
+//! concurrency `REVOKD_WORKER_CONCURRENCY`, default 256) and the clock runs
 //! from its start until the queue counts `BENCH_JOBS` jobs done (polled
 //! every 50 ms, O(1); a job is acknowledged only after it wrote Redis and
 //! then Postgres). Postgres `revoked_tokens` must then hold `BENCH_JOBS`

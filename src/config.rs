@@ -216,11 +216,12 @@ pub struct Config {
     #[arg(long, env = "REVOKD_SPOOL_DIR", global = true)]
     pub spool_dir: Option<PathBuf>,
 
-    /// Jobs a worker applies at once.
+    /// Jobs a worker applies at once, shared by its lanes
+    /// ([`crate::worker::LANES`]).
     #[arg(
         long,
         env = "REVOKD_WORKER_CONCURRENCY",
-        default_value_t = 64,
+        default_value_t = 256,
         global = true
     )]
     pub worker_concurrency: usize,

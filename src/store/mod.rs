@@ -8,6 +8,7 @@
 //!   promotion, rescue).
 
 pub mod error;
+pub mod group;
 pub mod keys;
 pub mod pg;
 pub mod queue;

@@ -199,21 +199,23 @@ impl PollStrategy for WakeStrategy {
     }
 }
 
-/// Listens on the wake-up channel and signals the worker, reconnecting
-/// forever; without it the worker still polls every [`POLL_TICK`].
+/// Listens on the wake-up channel and signals every worker (`wakes`, one
+/// a lane), reconnecting forever; without it the workers still poll every
+/// [`POLL_TICK`].
 pub async fn listen_for_wakeups(
     redis: RedisTarget,
     channel: String,
-    wake: Arc<Wake>,
+    wakes: Vec<Arc<Wake>>,
     stop: CancellationToken,
 ) {
+    let signal = || wakes.iter().for_each(|wake| wake.signal());
     let listen = async {
         loop {
             let mut moved = redis.changed();
             match subscribe(&redis, &channel).await {
                 Ok(mut pubsub) => {
                     // Jobs may have arrived while we were not listening.
-                    wake.signal();
+                    signal();
                     moved.mark_unchanged();
                     let mut messages = pubsub.on_message();
                     loop {
@@ -223,7 +225,7 @@ pub async fn listen_for_wakeups(
                             _ = moved.changed() => break,
                         }
                         tracing::debug!(target: PROPAGATION, "wake-up received");
-                        wake.signal();
+                        signal();
                     }
                 }
                 Err(error) => tracing::debug!(%error, "wake-up channel unavailable"),

@@ -1,11 +1,11 @@
 //! Group commit of revocations into Postgres.
 //!
-//! Every revoke job a worker runs hands its row to one batching task, which
-//! writes whatever has gathered meanwhile in one statement and one commit
-//! ([`Db::apply_revokes`]) and then answers each job. A job still completes
-//! only once its own row is committed, so delivery stays at-least-once; what
-//! changes is that a backlog costs Postgres one transaction per batch instead
-//! of one per job.
+//! Every revoke job a worker runs hands its row to one batching task (a
+//! [`Group`]), which writes whatever has gathered meanwhile in one statement
+//! and one commit ([`Db::apply_revokes`]) and then answers each job. A job
+//! still completes only once its own row is committed, so delivery stays
+//! at-least-once; what changes is that a backlog costs Postgres one
+//! transaction per batch instead of one per job.
 //!
 //! When Postgres refuses a batch (or it takes over 10 s), its rows are applied
 //! one by one (concurrently), so one row that cannot be written fails alone
@@ -13,59 +13,59 @@
 //! when Postgres cannot be reached, every job of the batch fails at once, to
 //! be retried like any other.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::time::Duration;
 
 use revokd_jobs::RevokeToken;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::store::pg::{Db, RevokeRow};
+use crate::store::{
+    group::Group,
+    pg::{Db, RevokeRow},
+};
 
 /// Largest number of rows written in one statement.
 const MAX_BATCH: usize = 512;
-/// Rows that may wait for the batching task before senders wait too.
-const QUEUE: usize = 4 * MAX_BATCH;
 /// Batches written at the same time.
 const IN_FLIGHT: usize = 4;
 /// Longest a batch may take before its rows are written one by one.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reply = oneshot::Sender<sqlx::Result<Option<String>>>;
-
+/// One job's revocation, as handed to the batch.
 struct Pending {
     job: RevokeToken,
     expires_at: i64,
     now: i64,
-    reply: Reply,
 }
 
-/// Hands revocations to the batching task (started on first use, so that
-/// building a worker needs no runtime). Cheap to clone.
+/// Hands revocations to the batching task (a [`Group`]). Cheap to clone.
 #[derive(Clone)]
 pub struct RevokeBatcher {
     db: Db,
     in_redis: bool,
-    queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
+    group: Group<Pending, sqlx::Result<Option<String>>>,
 }
 
 impl RevokeBatcher {
     /// A batcher writing to `db`, for a worker: rows are marked as in Redis
     /// (the worker wrote Redis first).
     pub fn new(db: Db) -> Self {
-        Self {
-            db,
-            in_redis: true,
-            queue: Arc::new(OnceLock::new()),
-        }
+        Self::marking(db, true)
     }
 
     /// A batcher for the write path: rows are recorded as pending for Redis.
     pub fn pending(db: Db) -> Self {
+        Self::marking(db, false)
+    }
+
+    fn marking(db: Db, in_redis: bool) -> Self {
+        let writer = db.clone();
+        let group = Group::new(MAX_BATCH, IN_FLIGHT, move |batch| {
+            let db = writer.clone();
+            async move { write(&db, in_redis, batch).await }
+        });
         Self {
-            in_redis: false,
-            ..Self::new(db)
+            db,
+            in_redis,
+            group,
         }
     }
 
@@ -77,21 +77,12 @@ impl RevokeBatcher {
         expires_at: i64,
         now: i64,
     ) -> sqlx::Result<Option<String>> {
-        let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(self.db.clone(), self.in_redis, rx));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
         let pending = Pending {
             job: job.clone(),
             expires_at,
             now,
-            reply,
         };
-        if queue.send(pending).await.is_ok()
-            && let Ok(result) = answer.await
-        {
+        if let Some(result) = self.group.submit(pending).await {
             return result;
         }
         // The batching task is gone (runtime shutting down): write directly.
@@ -101,30 +92,8 @@ impl RevokeBatcher {
     }
 }
 
-/// The batching task: once a write slot is free, waits for a row, takes
-/// every row queued behind it (up to [`MAX_BATCH`]) and writes them in the
-/// background; repeats until every sender is gone. Up to [`IN_FLIGHT`]
-/// batches are written at once, so one slow batch (a row lock held
-/// elsewhere) does not hold up the others.
-async fn run(db: Db, in_redis: bool, mut rx: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let db = db.clone();
-        tokio::spawn(async move {
-            write(&db, in_redis, batch).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
+/// Writes a batch; one result per row, in order.
+async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) -> Vec<sqlx::Result<Option<String>>> {
     if batch.len() > 1 {
         let rows: Vec<RevokeRow<'_>> = batch
             .iter()
@@ -135,10 +104,7 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
             .collect();
         match tokio::time::timeout(BATCH_TIMEOUT, db.apply_revokes(&rows)).await {
             Ok(Ok(families)) if families.len() == batch.len() => {
-                for (pending, family) in batch.into_iter().zip(families) {
-                    let _ = pending.reply.send(Ok(family));
-                }
-                return;
+                return families.into_iter().map(Ok).collect();
             }
             Ok(Ok(families)) => tracing::warn!(
                 rows = batch.len(),
@@ -157,10 +123,7 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
             // job retries (and logs) on its own.
             Ok(Err(error)) => {
                 tracing::debug!(%error, rows = batch.len(), "batched revocations failed");
-                for pending in batch {
-                    let _ = pending.reply.send(Err(same_failure(&error)));
-                }
-                return;
+                return batch.iter().map(|_| Err(same_failure(&error))).collect();
             }
             Err(_) => tracing::warn!(
                 rows = batch.len(),
@@ -169,13 +132,10 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) {
             ),
         }
     }
-    let one_by_one = batch.into_iter().map(|p| async move {
-        let result = db
-            .record_revoke(&p.job, p.expires_at, p.now, in_redis)
-            .await;
-        let _ = p.reply.send(result);
-    });
-    futures::future::join_all(one_by_one).await;
+    let one_by_one = batch
+        .iter()
+        .map(|p| db.record_revoke(&p.job, p.expires_at, p.now, in_redis));
+    futures::future::join_all(one_by_one).await
 }
 
 /// Whether a failed batch says something about its rows rather than about

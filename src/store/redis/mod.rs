@@ -19,7 +19,7 @@ use revokd_jobs::RedisConn;
 
 use super::Keys;
 
-pub use denylist::{DenyEntry, Lookup, Written};
+pub use denylist::{DenyEntry, DenyGroup, Lookup, Written};
 pub use registry::{RefreshEntry, RefreshLookup, State};
 pub use snapshot::Snapshot;
 

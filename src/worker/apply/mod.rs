@@ -27,7 +27,7 @@ use crate::{
     store::{
         StoreError, Stores, TtlPolicy,
         pg::batch::RevokeBatcher,
-        redis::{DenyList, State},
+        redis::{DenyGroup, DenyList, State},
     },
     worker::maintenance::{CleanupReport, Maintenance},
     write::validate::{self, InputError},
@@ -115,6 +115,9 @@ pub enum Applied {
 pub struct Applier {
     stores: Stores,
     revokes: RevokeBatcher,
+    /// Single revocations' deny-list writes, grouped into one script call
+    /// per group (see [`crate::store::group`]).
+    denies: DenyGroup,
     /// Slots for [`BULK_IN_FLIGHT`] chunks.
     bulk: Arc<Semaphore>,
     /// The deny-list on a connection of its own for chunks: a reply to a
@@ -137,6 +140,7 @@ impl Applier {
         Self {
             done_channel: stores.deny.keys().done_channel(),
             revokes: RevokeBatcher::new(stores.db.clone()),
+            denies: stores.deny.grouped(),
             bulk: Arc::new(Semaphore::new(BULK_IN_FLIGHT)),
             bulk_deny: stores.deny.clone(),
             stores,

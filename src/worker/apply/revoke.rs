@@ -17,10 +17,7 @@ impl Applier {
                 revoked_at: job.meta.requested_at,
                 reason: job.reason.clone(),
             };
-            self.stores
-                .deny
-                .deny(&job.token_id, &entry, ttl, now)
-                .await?;
+            self.denies.deny(&job.token_id, &entry, ttl, now).await?;
             tracing::debug!(target: crate::instruments::PROPAGATION, job_id = job.meta.job_id, "deny-list written");
         }
         // Revoking a refresh token revokes its whole family.

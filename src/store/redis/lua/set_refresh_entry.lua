@@ -16,7 +16,7 @@ local ends = redis.call('EXPIRETIME', KEYS[1])
 if old and ends >= want and old.state == names[rank] and old.family == ARGV[2]
   and old.exp == tonumber(ARGV[3])
   and (old.sub == ARGV[1] or (ARGV[1] == '' and (old.sub == nil or old.sub == cjson.null))) then
-  -- announced again by a job's application (ARGV[8], see revoke.lua)
+  -- announced again by a job's application (ARGV[8], see revoke_many.lua)
   if ARGV[8] == '1' then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'k', 'r', 'id', ARGV[6], 'fam', ARGV[2],
       'st', rank, 'until', ends)
