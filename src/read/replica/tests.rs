@@ -207,3 +207,29 @@ proptest::proptest! {
         proptest::prop_assert_eq!(replica.len().0, live, "sweeping the past drops nothing");
     }
 }
+
+#[test]
+fn a_reserved_table_takes_that_many_tokens_without_growing() {
+    let replica = Replica::new(Duration::from_secs(1));
+    replica.insert_token(super::table::TokenKey::of(b"before"), 1_000);
+    replica.reserve_tokens(50_000);
+    let capacities = || -> Vec<usize> {
+        replica
+            .tokens
+            .shards()
+            .iter()
+            .map(|s| s.read().capacity())
+            .collect()
+    };
+    let reserved = capacities();
+    assert!(reserved.iter().sum::<usize>() >= 50_000, "{reserved:?}");
+    for i in 0..45_000 {
+        let id = format!("token-{i}");
+        replica.insert_token(super::table::TokenKey::of(id.as_bytes()), 1_000);
+    }
+    assert_eq!(capacities(), reserved, "no shard grew");
+    replica.mark_current();
+    assert_eq!(replica.lookup("token-44999", None, 10), Some((true, None)));
+    assert_eq!(replica.lookup("before", None, 10), Some((true, None)));
+    assert_eq!(replica.lookup("token-45000", None, 10), Some((false, None)));
+}

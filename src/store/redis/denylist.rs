@@ -1,7 +1,7 @@
 //! The deny-list proper: entries under `{prefix}jti:{token_id}`, subject
 //! watermarks under `{prefix}sub:{subject}` and issuer watermarks under
 //! `{prefix}iss:{issuer}`, read in one round trip and
-//! written only through the converging `REVOKE` and `RAISE` scripts,
+//! written only through the converging `REVOKE_MANY` and `RAISE` scripts,
 //! which also keep the per-minute counts behind [`DenyList::revocation_counts`].
 
 use serde::{Deserialize, Serialize};
