@@ -101,7 +101,14 @@ pub async fn run(deps: WorkerDeps, stop: CancellationToken) -> anyhow::Result<()
             slots,
         }
     });
-    futures::future::join_all(lanes.map(|lane| lane.supervise(&stop))).await;
+    // A task each: in one task, any lane's wake-up would poll all four,
+    // and each poll of an idle apalis worker fetches; and their handlers
+    // would share one thread.
+    let mut running = tokio::task::JoinSet::new();
+    for lane in lanes {
+        running.spawn(lane.supervise(stop.clone()));
+    }
+    while running.join_next().await.is_some() {}
     // Ended, not only told to end: nothing writes after `run` returns.
     for helper in helpers {
         helper.abort();
@@ -122,7 +129,7 @@ struct Lane {
 impl Lane {
     /// Runs this lane's worker until `stop` fires, restarting it under a
     /// fresh name whenever it dies and handing its jobs back at once.
-    async fn supervise(self, stop: &CancellationToken) {
+    async fn supervise(self, stop: CancellationToken) {
         let Lane {
             conn,
             config,
@@ -176,7 +183,7 @@ impl Lane {
             if started.elapsed() > Duration::from_secs(30) {
                 backoff.reset();
             }
-            backoff.wait(stop).await;
+            backoff.wait(&stop).await;
         }
     }
 }

@@ -149,7 +149,8 @@ impl Replica {
         for shard in shards {
             let mut shard = shard.write();
             let additional = per_shard.saturating_sub(shard.len());
-            shard.reserve(additional, |(key, _)| hasher.hash_one(key));
+            // Out of memory for it: the shard grows as the load fills it.
+            let _ = shard.try_reserve(additional, |(key, _)| hasher.hash_one(key));
         }
     }
 

@@ -197,8 +197,15 @@ impl Follower {
                 })
                 .await?;
             counts.tokens += live;
-            if from == 0 && to < blocks {
-                replica.reserve_tokens(expected_tokens(live, to, blocks));
+            if from == 0
+                && to < blocks
+                && let Some(rows) = snapshot.row_estimate().await?
+            {
+                // Never more than Postgres counts in the whole table: the
+                // first blocks may be denser than the rest (a table bloated
+                // by deletes keeps its size).
+                let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+                replica.reserve_tokens(expected_tokens(live, to, blocks).min(rows));
             }
             p.next_block = to;
             if let Some(hook) = &self.after_copy {
@@ -358,8 +365,8 @@ where
 /// found in its first `read` blocks, less 5 %: rows are appended, so the
 /// first blocks hold the oldest rows, the most likely to have expired, and
 /// an estimate a little short costs at most the one doubling it was meant
-/// to save, where one too long would cost a doubling's worth of empty
-/// slots.
+/// to save. One too long costs empty slots, so the caller caps it with
+/// Postgres's own count of the table's rows.
 fn expected_tokens(live: u64, read: u32, blocks: u32) -> usize {
     let total = u128::from(live) * u128::from(blocks) * 19 / (u128::from(read.max(1)) * 20);
     usize::try_from(total).unwrap_or(0)

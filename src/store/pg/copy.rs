@@ -60,6 +60,19 @@ impl TokenSnapshot {
         Ok((file, u32::try_from(blocks).unwrap_or(u32::MAX)))
     }
 
+    /// Postgres's estimate of the table's rows (`pg_class.reltuples`, as of
+    /// the last vacuum or analyze), or `None` before the first.
+    pub async fn row_estimate(&mut self) -> sqlx::Result<Option<u64>> {
+        let rows: f64 = sqlx::query_scalar(
+            "select reltuples::float8 from pg_class where oid = 'revoked_tokens'::regclass",
+        )
+        .fetch_one(&mut *self.conn)
+        .await?;
+        // Truncation is fine: an estimate, never negative once known.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok((rows >= 0.0).then_some(rows as u64))
+    }
+
     /// Calls `each(token_id, expires_at)` for every revocation in heap
     /// blocks `from..to` that expires at or after `cutoff`; returns the rows
     /// read.
