@@ -17,10 +17,25 @@ use std::{
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// An item and where its result goes.
-type Queued<I, O> = (I, oneshot::Sender<O>);
+/// An item of a group and the caller waiting for its result: a flush
+/// answers each, as soon as that one is written; one it drops unanswered
+/// makes its caller write the item on its own.
+pub struct Queued<I, O> {
+    /// What the caller handed in.
+    pub item: I,
+    reply: oneshot::Sender<O>,
+}
 
-type Flush<I, O> = dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync;
+impl<I, O> Queued<I, O> {
+    /// Hands `result` to the caller.
+    pub fn answer(self, result: O) {
+        // The caller may have gone (its job cancelled): nothing to tell.
+        let _ = self.reply.send(result);
+    }
+}
+
+type Flush<I, O> =
+    dyn Fn(Vec<Queued<I, O>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
 /// Gathers items into groups written by `flush`. The task starts on first
 /// use, so that building one needs no runtime. Cheap to clone.
@@ -47,11 +62,11 @@ impl<I, O> Clone for Group<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> Group<I, O> {
     /// Groups of up to `max` items, `in_flight` of them written at once by
-    /// `flush`, which answers one result per item, in their order.
+    /// `flush`, which answers each item ([`Queued::answer`]).
     pub fn new<F, Fut>(max: usize, in_flight: usize, flush: F) -> Self
     where
-        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<O>> + Send + 'static,
+        F: Fn(Vec<Queued<I, O>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         Self {
             flush: Arc::new(move |items| Box::pin(flush(items))),
@@ -62,8 +77,8 @@ impl<I: Send + 'static, O: Send + 'static> Group<I, O> {
     }
 
     /// Writes `item` with whatever else is queued; its result. `None` when
-    /// no answer came (the runtime is shutting down, or `flush` answered
-    /// fewer items than it was given): the caller writes it on its own.
+    /// no answer came (the runtime is shutting down, or `flush` dropped it
+    /// unanswered): the caller writes it on its own.
     pub async fn submit(&self, item: I) -> Option<O> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * self.max);
@@ -71,7 +86,7 @@ impl<I: Send + 'static, O: Send + 'static> Group<I, O> {
             tx
         });
         let (reply, answer) = oneshot::channel();
-        queue.send((item, reply)).await.ok()?;
+        queue.send(Queued { item, reply }).await.ok()?;
         answer.await.ok()
     }
 }
@@ -96,11 +111,7 @@ async fn run<I: Send + 'static, O: Send + 'static>(
         }
         let flush = Arc::clone(&flush);
         tokio::spawn(async move {
-            let (items, replies): (Vec<I>, Vec<_>) = queued.into_iter().unzip();
-            let results = flush(items).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
+            flush(queued).await;
             drop(slot);
         });
     }
@@ -116,11 +127,14 @@ mod tests {
     async fn concurrent_items_share_groups_and_each_gets_its_own_answer() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let group = Group::new(8, 1, move |items: Vec<u32>| {
-            seen.lock().unwrap().push(items.len());
+        let group = Group::new(8, 1, move |queued: Vec<Queued<u32, u32>>| {
+            seen.lock().unwrap().push(queued.len());
             async move {
                 tokio::task::yield_now().await;
-                items.into_iter().map(|i| i * 10).collect()
+                for q in queued {
+                    let result = q.item * 10;
+                    q.answer(result);
+                }
             }
         });
         let answers = futures::future::join_all((0..40).map(|i| {
@@ -138,8 +152,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_flush_did_not_answer_gets_none() {
-        let group = Group::new(4, 2, |items: Vec<u32>| async move {
-            items.into_iter().filter(|&i| i != 3).collect::<Vec<_>>()
+        let group = Group::new(4, 2, |queued: Vec<Queued<u32, u32>>| async move {
+            for q in queued.into_iter().filter(|q| q.item != 3) {
+                let result = q.item;
+                q.answer(result);
+            }
         });
         // One at a time: a group of one each, so only item 3 goes unanswered.
         assert_eq!(group.submit(1).await, Some(1));

@@ -18,7 +18,7 @@ use std::time::Duration;
 use revokd_jobs::RevokeToken;
 
 use crate::store::{
-    group::Group,
+    group::{Group, Queued},
     pg::{Db, RevokeRow},
 };
 
@@ -28,6 +28,9 @@ const MAX_BATCH: usize = 512;
 const IN_FLIGHT: usize = 4;
 /// Longest a batch may take before its rows are written one by one.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a job is answered: its token's refresh family, if any.
+type Answer = sqlx::Result<Option<String>>;
 
 /// One job's revocation, as handed to the batch.
 struct Pending {
@@ -41,7 +44,7 @@ struct Pending {
 pub struct RevokeBatcher {
     db: Db,
     in_redis: bool,
-    group: Group<Pending, sqlx::Result<Option<String>>>,
+    group: Group<Pending, Answer>,
 }
 
 impl RevokeBatcher {
@@ -92,19 +95,23 @@ impl RevokeBatcher {
     }
 }
 
-/// Writes a batch; one result per row, in order.
-async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) -> Vec<sqlx::Result<Option<String>>> {
+/// Writes a batch and answers each of its jobs.
+async fn write(db: &Db, in_redis: bool, batch: Vec<Queued<Pending, Answer>>) {
     if batch.len() > 1 {
         let rows: Vec<RevokeRow<'_>> = batch
             .iter()
-            .map(|p| RevokeRow {
+            .map(|q| RevokeRow {
                 in_redis,
-                ..RevokeRow::of(&p.job, p.expires_at, p.now)
+                ..RevokeRow::of(&q.item.job, q.item.expires_at, q.item.now)
             })
             .collect();
         match tokio::time::timeout(BATCH_TIMEOUT, db.apply_revokes(&rows)).await {
             Ok(Ok(families)) if families.len() == batch.len() => {
-                return families.into_iter().map(Ok).collect();
+                batch
+                    .into_iter()
+                    .zip(families)
+                    .for_each(|(q, family)| q.answer(Ok(family)));
+                return;
             }
             Ok(Ok(families)) => tracing::warn!(
                 rows = batch.len(),
@@ -123,7 +130,10 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) -> Vec<sqlx::Result
             // job retries (and logs) on its own.
             Ok(Err(error)) => {
                 tracing::debug!(%error, rows = batch.len(), "batched revocations failed");
-                return batch.iter().map(|_| Err(same_failure(&error))).collect();
+                batch
+                    .into_iter()
+                    .for_each(|q| q.answer(Err(same_failure(&error))));
+                return;
             }
             Err(_) => tracing::warn!(
                 rows = batch.len(),
@@ -132,10 +142,16 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Pending>) -> Vec<sqlx::Result
             ),
         }
     }
-    let one_by_one = batch
-        .iter()
-        .map(|p| db.record_revoke(&p.job, p.expires_at, p.now, in_redis));
-    futures::future::join_all(one_by_one).await
+    // Each job is answered as soon as its own row is written: one waiting on
+    // a lock holds up no other.
+    let one_by_one = batch.into_iter().map(|q| async move {
+        let p = &q.item;
+        let result = db
+            .record_revoke(&p.job, p.expires_at, p.now, in_redis)
+            .await;
+        q.answer(result);
+    });
+    futures::future::join_all(one_by_one).await;
 }
 
 /// Whether a failed batch says something about its rows rather than about

@@ -10,7 +10,10 @@ use super::{
     DenyList, EVENTS_MAXLEN, scan_page,
     scripts::{COUNT, RAISE, REVOKE_MANY},
 };
-use crate::store::{Scope, group::Group};
+use crate::store::{
+    Scope,
+    group::{Group, Queued},
+};
 
 /// Most entries one REVOKE_MANY call writes: ~0.8 ms of Redis, so a call
 /// never holds up other clients' commands (checks, among them) for long.
@@ -224,20 +227,27 @@ impl DenyList {
     /// that arrive together go to Redis in one script call.
     pub fn grouped(&self) -> DenyGroup {
         let writer = self.clone();
-        let group = Group::new(GROUP_MAX, GROUP_IN_FLIGHT, move |denials: Vec<Denial>| {
-            let deny = writer.clone();
-            async move {
-                let entries = denials
-                    .iter()
-                    .map(|(id, entry, ends)| (id.as_str(), entry, *ends));
-                let mut conn = deny.conn.clone();
-                let written: redis::RedisResult<Vec<i64>> = deny
-                    .revoke_invocation(entries)
-                    .invoke_async(&mut conn)
-                    .await;
-                vec![written.map(|_| ()); denials.len()]
-            }
-        });
+        let group = Group::new(
+            GROUP_MAX,
+            GROUP_IN_FLIGHT,
+            move |queued: Vec<Queued<Denial, _>>| {
+                let deny = writer.clone();
+                async move {
+                    let entries = queued
+                        .iter()
+                        .map(|q| (q.item.0.as_str(), &q.item.1, q.item.2));
+                    let mut conn = deny.conn.clone();
+                    let written: redis::RedisResult<Vec<i64>> = deny
+                        .revoke_invocation(entries)
+                        .invoke_async(&mut conn)
+                        .await;
+                    let outcome = written.map(|_| ());
+                    for q in queued {
+                        q.answer(outcome.clone());
+                    }
+                }
+            },
+        );
         DenyGroup {
             deny: self.clone(),
             group,
