@@ -169,6 +169,8 @@ printf '| POST /v1/revocations:batch (%s × %s, %s) | %s | %.1f s | %.1f s | %s 
   "$((TOTAL / PER_REQUEST))" "$PER_REQUEST" "$how" "$TOTAL" "$posted" "$batch_secs" "$batch_rate" "$non202"
 printf '\nbatch / single: %s×; deny-list entries counted in Redis: %s (of %s); jobs in the queue hash: %s\n' \
   "$(echo "scale=1; $batch_rate / $single_rate" | bc)" "$in_redis" "$((TOTAL + single_rows))" "$jobs"
+overflows=$(grep -c "exceed the overlay's limit" "$OUT/revokd.log" || true)
+printf 'pending overlay over its limit (checks sent to Postgres): %s times\n' "$overflows"
 if [[ -x $PROBE ]]; then
   printf '\n'
   cat "$OUT/probe_idle.txt" "$OUT/probe_load.txt" 2>/dev/null || true

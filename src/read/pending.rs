@@ -9,7 +9,12 @@
 //!
 //! So every API process keeps this overlay: the marked rows, read from
 //! Postgres every [`POLL_EVERY`], and the revocations this process accepted
-//! without the queue. A check consults it before the replica and Redis. A
+//! without the queue. A bulk revocation's rows, recorded as queued while
+//! their chunk's job is in the queue, are not read: a large one would fill
+//! the overlay and send every check to Postgres while a worker is about to
+//! write them anyway. They count once their push fails (the API marks them
+//! pending) or they are queued for longer than [`QUEUED_GRACE_SECS`] (their
+//! job lost, or no worker running). A check consults it before the replica and Redis. A
 //! row leaves the overlay only once the replica has been proven current
 //! after the row left Postgres's pending set (so the event that wrote it to
 //! Redis is in the replica). With more than [`LIMIT`] pending rows the
@@ -32,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     read::replica::Replica,
-    store::{TtlPolicy, pg::Db},
+    store::{TtlPolicy, pg::Db, resync::QUEUED_GRACE_SECS},
 };
 
 /// How often pending rows are read from Postgres.
@@ -343,8 +348,10 @@ impl Pending {
     ) {
         loop {
             let started_ms = now_unix_ms();
-            let cutoff = now_unix() - leeway;
-            match tokio::time::timeout(POLL_TIMEOUT, db.pending_revocations(cutoff, LIMIT)).await {
+            let now = now_unix();
+            let (cutoff, queued_before) = (now - leeway, now - QUEUED_GRACE_SECS);
+            let poll = db.pending_revocations(cutoff, queued_before, LIMIT);
+            match tokio::time::timeout(POLL_TIMEOUT, poll).await {
                 Ok(Ok(rows)) => {
                     // A row absent from this read left the pending set before
                     // the read returned: its Redis write (and stream event)

@@ -1,5 +1,7 @@
 //! Resync: revocations written straight to Postgres while the queue (Redis)
-//! was unreachable are pushed into Redis once it answers again.
+//! was unreachable are pushed into Redis once it answers again, and so are
+//! the rows of a chunk still queued after [`QUEUED_GRACE_SECS`] (its job
+//! lost with the queue).
 
 use std::time::Duration;
 
@@ -12,6 +14,10 @@ use crate::store::{Scope, StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::
 pub const BATCH: i64 = 500;
 /// How often the worker role looks for pending rows.
 const EVERY: Duration = Duration::from_secs(1);
+/// How long a chunk's queued rows are left to its job before the resync
+/// copies them (a job lost with the queue, say in a failover): longer than
+/// a worker takes to reach a job behind a large backlog.
+pub const QUEUED_GRACE_SECS: i64 = 60;
 
 /// What it takes to copy pending rows into Redis.
 #[derive(Clone)]
@@ -41,7 +47,12 @@ impl Resync {
                 self.resync_issuers(now).await?,
             );
             moved += families + refresh + issuers;
-            let tokens = self.stores.db.pending_tokens(self.batch).await?;
+            let queued_before = now - QUEUED_GRACE_SECS;
+            let tokens = self
+                .stores
+                .db
+                .pending_tokens(queued_before, self.batch)
+                .await?;
             let subjects = self.stores.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,

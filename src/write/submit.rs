@@ -126,7 +126,9 @@ impl Submitter {
         let job = validate::request(&job)?;
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
-        let durable = self.make_durable(&job).await?;
+        // A chunk about to be pushed is recorded as queued, not pending.
+        let queued = self.checker.redis_health().is_up();
+        let durable = self.make_durable(&job, queued).await?;
         tracing::debug!(target: PROPAGATION, job_id = job.job_id(), ?durable, "recorded");
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
@@ -143,6 +145,10 @@ impl Submitter {
                 }
             }
         }
+        let durable = match queued {
+            true => self.unqueue(&job, durable).await,
+            false => durable,
+        };
         let in_postgres = durable == Durable::Postgres;
         self.checker
             .pending()
@@ -155,10 +161,15 @@ impl Submitter {
         })
     }
 
-    /// Records `job` in Postgres as pending for Redis, or in the spool.
-    async fn make_durable(&self, job: &Job) -> Result<Durable, SubmitError> {
+    /// Records `job` in Postgres as pending for Redis (a chunk as queued
+    /// when `queued`), or in the spool.
+    async fn make_durable(&self, job: &Job, queued: bool) -> Result<Durable, SubmitError> {
         if self.checker.pg_health().is_up() {
-            let write = record_pending(&self.db, Some(&self.revokes), job, now_unix(), self.ttl);
+            let recording = Recording {
+                revokes: Some(&self.revokes),
+                queued,
+            };
+            let write = record_pending(&self.db, recording, job, now_unix(), self.ttl);
             match tokio::time::timeout(PG_WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => return Ok(Durable::Postgres),
                 Ok(Err(error)) if is_permanent(&error) => {
@@ -178,14 +189,42 @@ impl Submitter {
                 }
             }
         }
+        self.spool(job).await.map(|()| Durable::Spool)
+    }
+
+    async fn spool(&self, job: &Job) -> Result<(), SubmitError> {
         let (spool, owned) = (Arc::clone(&self.spool), job.clone());
         match tokio::task::spawn_blocking(move || spool.append(&owned)).await {
-            Ok(Ok(())) => Ok(Durable::Spool),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 tracing::error!(job_id = job.job_id(), %error, dir = %self.spool.dir().display(), "revocation refused: postgres unreachable and the spool cannot be written");
                 Err(SubmitError::Unavailable)
             }
             Err(_) => Err(SubmitError::Unavailable),
+        }
+    }
+
+    /// A chunk recorded as queued whose job was not pushed: its rows turn
+    /// pending, so that the overlay of every process lists them and the
+    /// resync copies them. Postgres refusing that, the spool holds the job
+    /// too (its replay records the rows as pending); failing both, the
+    /// resync still copies the queued rows once they are a minute old.
+    async fn unqueue(&self, job: &Job, durable: Durable) -> Durable {
+        let (Job::RevokeBatch(chunk), Durable::Postgres) = (job, durable) else {
+            return durable;
+        };
+        let ids: Vec<&str> = chunk.items.iter().map(|i| i.token_id.as_str()).collect();
+        match tokio::time::timeout(PG_WRITE_TIMEOUT, self.db.mark_pending(&ids)).await {
+            Ok(Ok(_)) => Durable::Postgres,
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    tracing::warn!(job_id = job.job_id(), %error, "cannot mark the chunk's rows pending; spooling it too");
+                }
+                match self.spool(job).await {
+                    Ok(()) => Durable::Spool,
+                    Err(_) => Durable::Postgres,
+                }
+            }
         }
     }
 
@@ -273,12 +312,23 @@ fn short(error: &sqlx::Error) -> String {
     }
 }
 
-/// Records `job` in Postgres as pending for Redis (`in_redis = false`),
-/// through `revokes`' group commit when given; a refresh token takes its
-/// family with it. Idempotent: the spool replays through it too.
+/// How [`record_pending`] records.
+#[derive(Clone, Copy, Default)]
+pub struct Recording<'a> {
+    /// The group commit single revocations go through, if any.
+    pub revokes: Option<&'a RevokeBatcher>,
+    /// The job is about to be pushed: a chunk's rows are recorded as queued
+    /// (`in_redis` null), which neither the overlay nor the resync reads.
+    pub queued: bool,
+}
+
+/// Records `job` in Postgres as pending for Redis (`in_redis = false`; a
+/// chunk as queued when `recording.queued`), through the group commit when
+/// given; a refresh token takes its family with it. Idempotent: the spool
+/// replays through it too.
 pub async fn record_pending(
     db: &Db,
-    revokes: Option<&RevokeBatcher>,
+    recording: Recording<'_>,
     job: &Job,
     now: i64,
     ttl: TtlPolicy,
@@ -301,7 +351,7 @@ pub async fn record_pending(
     match job {
         Job::Revoke(j) => {
             let expires_at = ttl.capped_expiry(j);
-            let family_id = match revokes {
+            let family_id = match recording.revokes {
                 Some(batcher) => batcher.apply_revoke(j, expires_at, now).await?,
                 None => db.record_revoke(j, expires_at, now, false).await?,
             };
@@ -319,7 +369,7 @@ pub async fn record_pending(
                 .iter()
                 .zip(&expiries)
                 .map(|(t, exp)| RevokeRow {
-                    in_redis: false,
+                    in_redis: (!recording.queued).then_some(false),
                     ..RevokeRow::of(t, *exp, now)
                 })
                 .collect();
@@ -356,7 +406,7 @@ pub async fn replay_spool(
     let started_ms = revokd_jobs::now_unix_ms();
     let replayed = spool
         .replay(|job| async move {
-            match record_pending(db, None, &job, now_unix(), ttl).await {
+            match record_pending(db, Recording::default(), &job, now_unix(), ttl).await {
                 Err(error) if is_permanent(&error) => {
                     tracing::error!(job_id = job.job_id(), %error, "spooled job Postgres can never store; skipped");
                     Ok(())

@@ -8,7 +8,9 @@ use redis::Commands;
 use revokd_jobs::{RevokeItem, now_unix};
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, PrivateRedis, TestApp, assert_answer, eventually, in_both_stores};
+use crate::helpers::{
+    Options, PrivateRedis, TestApp, assert_answer, eventually, in_both_stores, redis_url,
+};
 
 const BATCH: &str = "/v1/revocations:batch";
 
@@ -174,7 +176,7 @@ async fn ndjson_batches_are_chunked_and_replays_give_the_same_ids_and_rows() {
     // Waited: both stores hold every item.
     assert_eq!(rows_like(&app, "nd-%").await, 2_500);
     let pending: i64 = sqlx::query_scalar(
-        "select count(*) from revoked_tokens where token_id like 'nd-%' and not in_redis",
+        "select count(*) from revoked_tokens where token_id like 'nd-%' and in_redis is not true",
     )
     .fetch_one(app.db.db.pool())
     .await
@@ -364,6 +366,14 @@ async fn with_redis_down_a_batch_is_recorded_in_postgres_and_reaches_redis_when_
         app.db.db.revoked_token("down-1").await.unwrap().is_some(),
         "durable in postgres"
     );
+    // Recorded as queued or not, the chunk's job was not pushed: its rows
+    // are pending (every overlay lists them, the resync copies them).
+    let state: Option<bool> =
+        sqlx::query_scalar("select in_redis from revoked_tokens where token_id = 'down-1'")
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, Some(false), "pending, not queued");
 
     redis_server.restart();
     // The audit: both accepted items in Postgres and, once the resync ran,
@@ -371,5 +381,88 @@ async fn with_redis_down_a_batch_is_recorded_in_postgres_and_reaches_redis_when_
     let ids = [app.token_id(&token), "down-1".to_owned()];
     in_both_stores(&app.db, &redis_server.url(), &app.prefix, &ids).await;
     assert_answer(&app.check(&token).await, "revoked");
+    app.stop().await;
+}
+
+/// Rows of `revoked_tokens` whose id starts with `prefix`, by `in_redis`:
+/// (true, false, null).
+async fn in_redis_states(app: &TestApp, pattern: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select count(*) filter (where in_redis), count(*) filter (where not in_redis),
+                count(*) filter (where in_redis is null)
+         from revoked_tokens where token_id like $1",
+    )
+    .bind(pattern)
+    .fetch_one(app.db.db.pool())
+    .await
+    .unwrap()
+}
+
+/// A bulk revocation larger than the overlay's 10,000 rows, waiting in the
+/// queue: its rows are queued, not pending, so no API process lists them
+/// (before, they filled the overlay and sent every check to Postgres until
+/// a worker had written them). A worker then applies every one; the audit
+/// covers Postgres, Redis and the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_revocation_in_the_queue_is_queued_not_pending_and_every_item_applies() {
+    let mut app = TestApp::spawn_with(Options {
+        worker: false,
+        replica: true,
+        ..opts()
+    })
+    .await;
+    let token = app.mint("bulk");
+    let exp = now_unix() + 600;
+    for half in 0..2 {
+        let mut items: Vec<Value> = (0..6_000)
+            .map(|i| json!({ "jti": format!("q-{half}-{i:04}"), "exp": exp }))
+            .collect();
+        if half == 0 {
+            items.push(json!({ "token": token }));
+        }
+        let (status, body) = app.post_json(BATCH, "bk-123", &json!(items)).await;
+        assert_eq!(status, 202, "{}", body["message"]);
+        assert_eq!(body["degraded"], Value::Null, "{}", body["message"]);
+    }
+    let id = app.token_id(&token);
+    let all = 12_001;
+    let states = in_redis_states(&app, "q-%").await;
+    assert_eq!(states, (0, 0, 12_000), "(in redis, pending, queued)");
+    // Several polls of the overlay (every 250 ms): the wait is the point,
+    // an absence over time.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (tokens, _, overflow) = app.checker_stats.pending().len();
+    assert_eq!(
+        (tokens, overflow),
+        (0, false),
+        "nothing listed, no overflow"
+    );
+    let db = &app.db.db;
+    let now = now_unix();
+    assert!(
+        db.pending_revocations(0, now - 60, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once queued for longer than the grace, they count as pending.
+    let old = db.pending_revocations(0, now + 1, 20_000).await.unwrap();
+    assert_eq!(old.len(), all);
+
+    app.tasks.spawn_worker(&app.services, &app.shutdown);
+    eventually(Duration::from_secs(30), "every row in redis", || async {
+        in_redis_states(&app, "%").await == (all as i64, 0, 0)
+    })
+    .await;
+    let ids = [id, "q-0-0000".to_owned(), "q-1-5999".to_owned()];
+    in_both_stores(&app.db, &redis_url(), &app.prefix, &ids).await;
+    let mut redis = app.redis();
+    let keys = redis
+        .scan_match::<_, String>(format!("{}jti:*", app.prefix))
+        .unwrap()
+        .count();
+    assert_eq!(keys, all, "one deny-list key per item");
+    app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
+        .await;
     app.stop().await;
 }

@@ -300,7 +300,7 @@ async fn a_batch_of_revocations_merges_like_applying_them_one_by_one() {
             requested_by: job_id,
             requested_at: at,
             applied_at: now,
-            in_redis: true,
+            in_redis: Some(true),
         }
     };
     let rows = [

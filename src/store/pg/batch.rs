@@ -101,7 +101,7 @@ async fn write(db: &Db, in_redis: bool, batch: Vec<Queued<Pending, Answer>>) {
         let rows: Vec<RevokeRow<'_>> = batch
             .iter()
             .map(|q| RevokeRow {
-                in_redis,
+                in_redis: Some(in_redis),
                 ..RevokeRow::of(&q.item.job, q.item.expires_at, q.item.now)
             })
             .collect();

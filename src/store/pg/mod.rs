@@ -125,13 +125,15 @@ impl Db {
     }
 
     /// Live counts for `/v1/stats`: revoked tokens not yet expired, subject
-    /// and issuer watermarks, and how many of them all still wait for Redis.
+    /// and issuer watermarks, and how many of them all still wait for Redis
+    /// (pending, or queued in a chunk).
     pub async fn counts(&self, now: i64) -> sqlx::Result<(i64, i64, i64, i64)> {
         sqlx::query_as(
             "select (select count(*) from revoked_tokens where expires_at > $1),
                     (select count(*) from subject_watermarks),
                     (select count(*) from issuer_watermarks),
                     (select count(*) from revoked_tokens where not in_redis)
+                      + (select count(*) from revoked_tokens where in_redis is null)
                       + (select count(*) from subject_watermarks where not in_redis)
                       + (select count(*) from issuer_watermarks where not in_redis)",
         )

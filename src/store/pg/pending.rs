@@ -5,15 +5,41 @@
 use super::{Db, RevokedRow};
 
 impl Db {
-    /// Revocations written while the queue was down and not yet in Redis.
-    pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
+    /// Revocations written while the queue was down and not yet in Redis,
+    /// and rows of a chunk queued before `queued_before` (unix seconds)
+    /// whose job has not written them yet: a job lost with the queue.
+    pub async fn pending_tokens(
+        &self,
+        queued_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<RevokedRow>> {
         sqlx::query_as(
-            "select token_id, subject, expires_at, revoked_at, reason, requested_by
-             from revoked_tokens where not in_redis limit $1",
+            "select * from (
+                 (select token_id, subject, expires_at, revoked_at, reason, requested_by
+                  from revoked_tokens where not in_redis limit $2)
+                 union all
+                 (select token_id, subject, expires_at, revoked_at, reason, requested_by
+                  from revoked_tokens where in_redis is null and revoked_at < $1 limit $2)
+             ) as pending limit $2",
         )
+        .bind(queued_before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Turns a chunk's queued rows (`in_redis` null) pending: its job could
+    /// not be pushed, so only the overlay and the resync can bring them to
+    /// every check. Rows a worker wrote meanwhile stay as they are.
+    pub async fn mark_pending(&self, token_ids: &[&str]) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "update revoked_tokens set in_redis = false
+             where token_id = any($1) and in_redis is null",
+        )
+        .bind(token_ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Watermarks written while the queue was down and not yet in Redis.
@@ -27,18 +53,24 @@ impl Db {
     }
 
     /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
-    /// token_id, expires_at)` for tokens still live at `cutoff`, `("s",
+    /// token_id, expires_at)` for tokens still live at `cutoff` (pending, or
+    /// queued in a chunk before `queued_before`, see
+    /// [`pending_tokens`](Self::pending_tokens)), `("s",
     /// subject, not_before)` and `("i", issuer, not_before)` for watermarks, `("r", token_id, expires_at)`
     /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
     /// caller can tell there were more.
     pub async fn pending_revocations(
         &self,
         cutoff: i64,
+        queued_before: i64,
         limit: i64,
     ) -> sqlx::Result<Vec<(String, String, i64)>> {
         sqlx::query_as(
             "(select 't', token_id, expires_at from revoked_tokens
                   where not in_redis and expires_at >= $1)
+             union all
+             (select 't', token_id, expires_at from revoked_tokens
+                  where in_redis is null and revoked_at < $3 and expires_at >= $1)
              union all
              (select 's', subject, not_before from subject_watermarks where not in_redis)
              union all
@@ -50,6 +82,7 @@ impl Db {
         )
         .bind(cutoff)
         .bind(limit.saturating_add(1))
+        .bind(queued_before)
         .fetch_all(&self.pool)
         .await
     }

@@ -42,9 +42,12 @@ pub struct RevokeRow<'a> {
     pub requested_at: i64,
     /// When applied (unix seconds).
     pub applied_at: i64,
-    /// Whether Redis holds it already (a worker wrote it there first);
-    /// false records it as pending for Redis (the write path).
-    pub in_redis: bool,
+    /// Whether Redis holds it already (`Some(true)`: a worker wrote it
+    /// there first); `Some(false)` records it as pending for Redis (the
+    /// write path without the queue), `None` as queued (the write path of
+    /// a chunk whose job is about to be pushed: no overlay or resync reads
+    /// it, see `migrations/20261203000001_queued_chunks.sql`).
+    pub in_redis: Option<bool>,
 }
 
 impl<'a> RevokeRow<'a> {
@@ -59,7 +62,7 @@ impl<'a> RevokeRow<'a> {
             requested_by: &job.meta.requested_by,
             requested_at: job.meta.requested_at,
             applied_at: now,
-            in_redis: true,
+            in_redis: Some(true),
         }
     }
 }
@@ -104,8 +107,10 @@ impl Db {
                      -- reached it was for that expiry (or a longer one)
                      in_redis = case when excluded.expires_at > revoked_tokens.expires_at
                                      then excluded.in_redis
+                                     -- in Redis if either is; pending over queued
                                      when excluded.expires_at = revoked_tokens.expires_at
-                                     then revoked_tokens.in_redis or excluded.in_redis
+                                     then coalesce(revoked_tokens.in_redis or excluded.in_redis,
+                                                   revoked_tokens.in_redis and excluded.in_redis)
                                      else revoked_tokens.in_redis end
              returning (select family_id from refresh_tokens where token_id = $2)",
         )
@@ -136,7 +141,7 @@ impl Db {
             rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
         };
         let numbers = |f: fn(RevokeRow<'r>) -> i64| rows.iter().map(|r| f(*r)).collect::<Vec<_>>();
-        let flags: Vec<bool> = rows.iter().map(|r| r.in_redis).collect();
+        let flags: Vec<Option<bool>> = rows.iter().map(|r| r.in_redis).collect();
         let families: Vec<(i64, Option<String>)> = sqlx::query_as(
             "with input as (
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
@@ -174,7 +179,8 @@ impl Db {
                          in_redis = case when excluded.expires_at > revoked_tokens.expires_at
                                          then excluded.in_redis
                                          when excluded.expires_at = revoked_tokens.expires_at
-                                         then revoked_tokens.in_redis or excluded.in_redis
+                                         then coalesce(revoked_tokens.in_redis or excluded.in_redis,
+                                                       revoked_tokens.in_redis and excluded.in_redis)
                                          else revoked_tokens.in_redis end
              )
              select input.n, refresh_tokens.family_id

@@ -71,10 +71,10 @@ async fn redis_writes_refused(how: Refusal) {
     let reader = Node::start(node(false, true)).await;
     marker_set(&a).await;
     // The revoke-all's watermark must be later than the token's iat.
-    let (logout, reset) = (mint("ann"), mint_issued_ago("bob", 1));
-    let both = [logout.as_str(), reset.as_str()];
+    let (logout, reset, bulk) = (mint("ann"), mint_issued_ago("bob", 1), mint("cy"));
+    let three = [logout.as_str(), reset.as_str(), bulk.as_str()];
     let five = Duration::from_secs(5);
-    all_say(&[&a, &b, &reader], &both, "active", five, "before").await;
+    all_say(&[&a, &b, &reader], &three, "active", five, "before").await;
 
     let mut conn = redis::Client::open(redis.as_str())
         .unwrap()
@@ -90,11 +90,23 @@ async fn redis_writes_refused(how: Refusal) {
     let (status, body) = b.post("/v1/subjects/bob/revoke-all", &json!({})).await;
     assert!((200..300).contains(&status), "{how:?}: {status} {body}");
     let not_before = body["not_before"].as_i64().unwrap();
+    // A bulk revocation too: its chunk's rows must be pending, not queued.
+    let items = json!([{ "token": bulk }]);
+    let (status, body) = b.post("/v1/revocations:batch", &items).await;
+    assert!((200..300).contains(&status), "{how:?}: {status} {body}");
     // Within a second, on both processes (replica and redis read mode).
     let within = Duration::from_secs(1).saturating_sub(accepted.elapsed());
-    let (logout, reset) = ([logout.as_str()], [reset.as_str()]);
+    let (logout, reset, bulk) = ([logout.as_str()], [reset.as_str()], [bulk.as_str()]);
     let all = [&a, &b, &reader];
     all_say(&all, &logout, "revoked", within, "redis refusing writes").await;
+    all_say(
+        &all,
+        &bulk,
+        "revoked",
+        within,
+        "bulk, redis refusing writes",
+    )
+    .await;
     let one = Duration::from_secs(1);
     all_say(&all, &reset, "subject_revoked", one, "revoke-all").await;
     // The reader learns that Redis refuses writes, and says so.
@@ -108,28 +120,39 @@ async fn redis_writes_refused(how: Refusal) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     all_say(&all, &logout, "revoked", Duration::ZERO, "later").await;
     all_say(&all, &reset, "subject_revoked", Duration::ZERO, "later").await;
+    all_say(&all, &bulk, "revoked", Duration::ZERO, "bulk later").await;
 
     run(&mut conn, &restore);
-    let id = token_id(&a, logout[0]);
+    let (id, bulk_id) = (token_id(&a, logout[0]), token_id(&a, bulk[0]));
     let (jti_key, sub_key) = (format!("{prefix}jti:{id}"), format!("{prefix}sub:bob"));
-    eventually(Duration::from_secs(10), "both in redis", || {
+    let bulk_key = format!("{prefix}jti:{bulk_id}");
+    eventually(Duration::from_secs(10), "all three in redis", || {
         let token: bool = conn.exists(&jti_key).unwrap();
+        let bulk: bool = conn.exists(&bulk_key).unwrap();
         let mark: Option<i64> = conn.get(&sub_key).unwrap();
-        async move { token && mark == Some(not_before) }
+        async move { token && bulk && mark == Some(not_before) }
     })
     .await;
     eventually(
         Duration::from_secs(10),
         "postgres marks them in redis",
-        || async { db.db.pending_revocations(0, 10).await.unwrap().is_empty() },
+        || async {
+            db.db
+                .pending_revocations(0, i64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        },
     )
     .await;
     // The audit: Postgres, Redis (above), every API process — a new one too.
     assert!(db.db.revoked_token(&id).await.unwrap().is_some());
+    assert!(db.db.revoked_token(&bulk_id).await.unwrap().is_some());
     assert_eq!(db.db.watermark("bob").await.unwrap(), Some(not_before));
     let c = Node::start(node(false, true)).await;
     let all = [&a, &b, &reader, &c];
     all_say(&all, &logout, "revoked", five, "after").await;
+    all_say(&all, &bulk, "revoked", five, "after").await;
     all_say(&all, &reset, "subject_revoked", five, "after").await;
     eventually(five, "every readyz back to normal", || async {
         let mut normal = true;

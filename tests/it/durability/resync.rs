@@ -7,6 +7,12 @@ use redis::Commands;
 
 use crate::helpers::{TestDb, eventually, unique_prefix};
 
+/// The services `serve` builds, on `db` and `prefix`.
+fn services_on(db: &TestDb, prefix: &str, redis: &str) -> revokd::app::Services {
+    let config = crate::helpers::test_config(prefix, redis, &db.url, &[]);
+    revokd::app::Services::with_db(config, db.db.clone()).unwrap()
+}
+
 #[tokio::test]
 async fn a_resync_pass_ends_while_revocations_keep_arriving() {
     let db = TestDb::create().await;
@@ -15,8 +21,7 @@ async fn a_resync_pass_ends_while_revocations_keep_arriving() {
         url: crate::helpers::redis_url(),
         prefix: prefix.clone(),
     };
-    let config = crate::helpers::test_config(&prefix, &crate::helpers::redis_url(), &db.url, &[]);
-    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let services = services_on(&db, &prefix, &crate::helpers::redis_url());
     let resync = services.resync(services.deny_patient.clone());
     // Accepted revocations keep becoming pending, as under write load.
     let writer = {
@@ -54,8 +59,7 @@ async fn a_resync_pass_ends_while_revocations_keep_arriving() {
 async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     let (db, prefix, guard) = crate::helpers::own_deployment().await;
     let redis = crate::helpers::redis_url();
-    let config = crate::helpers::test_config(&prefix, &redis, &db.url, &[]);
-    let services = revokd::app::Services::with_db(config, db.db.clone()).unwrap();
+    let services = services_on(&db, &prefix, &redis);
     let resync = revokd::store::resync::Resync {
         batch: 5,
         ..services.resync(services.deny_patient.clone())
@@ -79,4 +83,87 @@ async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     }
     assert_eq!(resync.run_once().await.unwrap(), 0, "nothing left pending");
     guard.clean();
+}
+
+/// A chunk's rows recorded as queued are left to its job for a minute; a
+/// pass copies those queued for longer (their job lost with the queue),
+/// never younger ones, and marks them in Redis.
+#[tokio::test]
+async fn a_resync_pass_copies_queued_rows_only_once_their_job_is_overdue() {
+    let (db, prefix, guard) = crate::helpers::own_deployment().await;
+    let redis = crate::helpers::redis_url();
+    let services = services_on(&db, &prefix, &redis);
+    let resync = services.resync(services.deny_patient.clone());
+    let now = revokd_jobs::now_unix();
+    let grace = revokd::store::resync::QUEUED_GRACE_SECS;
+    let mut jobs = Vec::new();
+    for (id, asked) in [("overdue", now - grace - 5), ("young", now - 1)] {
+        let mut job = revokd_jobs::RevokeToken::new(id, None, now + 600);
+        job.meta.requested_at = asked;
+        jobs.push(job);
+    }
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|j| revokd::store::pg::RevokeRow {
+            in_redis: None,
+            ..revokd::store::pg::RevokeRow::of(j, j.expires_at, now)
+        })
+        .collect();
+    db.db.apply_revokes(&rows).await.unwrap();
+    assert_eq!(resync.run_once().await.unwrap(), 1, "only the overdue row");
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let there = |conn: &mut redis::Connection, id: &str| -> bool {
+        conn.exists(format!("{prefix}jti:{id}")).unwrap()
+    };
+    assert!(there(&mut conn, "overdue"));
+    assert!(!there(&mut conn, "young"), "left to its job");
+    let states: Vec<(String, Option<bool>)> =
+        sqlx::query_as("select token_id, in_redis from revoked_tokens order by token_id")
+            .fetch_all(db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("overdue".to_owned(), Some(true)),
+            ("young".to_owned(), None)
+        ]
+    );
+    assert_eq!(resync.run_once().await.unwrap(), 0);
+    guard.clean();
+}
+
+/// Writing the same revocation again merges its `in_redis` state: in Redis
+/// if either write says so; else pending over queued (a job that cannot be
+/// pushed, or a spool replay, turns queued rows pending); queued only if
+/// both are.
+#[tokio::test]
+async fn rewrites_merge_in_redis_over_pending_over_queued() {
+    let db = TestDb::create().await;
+    let now = revokd_jobs::now_unix();
+    let job = revokd_jobs::RevokeToken::new("merge", None, now + 600);
+    let row = |in_redis| revokd::store::pg::RevokeRow {
+        in_redis,
+        ..revokd::store::pg::RevokeRow::of(&job, job.expires_at, now)
+    };
+    let steps = [
+        (None, None),
+        (Some(false), Some(false)),
+        (None, Some(false)),
+        (Some(true), Some(true)),
+        (None, Some(true)),
+        (Some(false), Some(true)),
+    ];
+    for (write, want) in steps {
+        db.db.apply_revokes(&[row(write)]).await.unwrap();
+        let state: Option<bool> =
+            sqlx::query_scalar("select in_redis from revoked_tokens where token_id = 'merge'")
+                .fetch_one(db.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(state, want, "after writing {write:?}");
+    }
 }
