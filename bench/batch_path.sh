@@ -24,7 +24,11 @@
 #    bench_propagation is built, `--features bench`): POST one revocation →
 #    first 401 on `GET /v1/auth` of the same process, BENCH_PROPAGATION_N
 #    (default 300) sequential probes once idle (before step 2) and once
-#    while step 2's batches are being posted and applied. With
+#    while step 2's batches are being posted and applied; each time again
+#    with the checks sent to a second API process (`--roles api`, replica
+#    mode) that did not accept the revocation (`_other`): the accepting
+#    process refuses a token as soon as it has recorded it, the others once
+#    the queue, a worker, Redis and their replica have carried it. With
 #    BENCH_PROPAGATION_STAGES=1 the process logs each revocation's stages
 #    and bench/propagation_stages.py says where the loaded probes' time went.
 
@@ -49,9 +53,10 @@ export RUST_LOG=warn
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 id=$(tr -d - </proc/sys/kernel/random/uuid)
-prefix="revokd-bench-${id}:" db="revokd_bench_${id}" pid=
+prefix="revokd-bench-${id}:" db="revokd_bench_${id}" pid= other_pid=
 cleanup() {
   [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
+  [[ -n $other_pid ]] && kill -KILL "$other_pid" 2>/dev/null || true
   redis-cli -u "$REDIS_URL" --scan --pattern "${prefix}*" |
     xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null
   redis-cli -u "$REDIS_URL" zrem core:apalis:queues:list "${prefix}queue:jobs:workers" >/dev/null
@@ -82,6 +87,16 @@ DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:
 pid=$!
 disown "$pid"
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+# A second API process (replica mode), which accepts nothing: the probes'
+# checks go to it too, to measure a revocation reaching a process that did
+# not accept it (through the queue, a worker, Redis and its replica).
+other=$((port + 1))
+DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
+  JWT_SECRET="$SECRET" REVOKD_LISTEN="127.0.0.1:$other" REVOKD_ROLES=api \
+  REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/other.log" &
+other_pid=$!
+disown "$other_pid"
+for _ in $(seq 100); do curl -sf "127.0.0.1:$other/readyz" >/dev/null && break; sleep 0.1; done
 
 cat >"$OUT/post.lua" <<'LUA'
 local threads = 0
@@ -108,13 +123,15 @@ drain 's%' "$single_rows"
 single_secs=$(echo "$(date +%s.%N) - $started" | bc)
 single_rate=$(echo "$single_rows / $single_secs" | bc)
 
-probe() { # label
-  BENCH_URL="http://127.0.0.1:$port" BENCH_API_KEY=bench-key JWT_SECRET="$SECRET" \
+probe() { # label [check port]
+  BENCH_URL="http://127.0.0.1:$port" BENCH_CHECK_URL="http://127.0.0.1:${2:-$port}" \
+    BENCH_API_KEY=bench-key JWT_SECRET="$SECRET" \
     BENCH_N="$PROBES" BENCH_LABEL="$1" BENCH_SAMPLES="$OUT/probe_$1.tsv" "$PROBE" 2>>"$OUT/probe.log"
 }
 if [[ -x $PROBE ]]; then
-  log "propagation idle: $PROBES probes"
+  log "propagation idle: $PROBES probes, then as many checked on the other process"
   probe idle >"$OUT/probe_idle.txt"
+  probe idle_other "$other" >"$OUT/probe_idle_other.txt"
 fi
 
 log "batch path: writing $TOTAL items in files of $PER_REQUEST"
@@ -130,7 +147,7 @@ log "batch path: posting ($PARALLEL at a time)"
 started=$(date +%s.%N)
 probe_pid=
 if [[ -x $PROBE ]]; then
-  (sleep 1; probe batch_load >"$OUT/probe_load.txt") &
+  (sleep 1; probe batch_load >"$OUT/probe_load.txt"; probe batch_load_other "$other" >"$OUT/probe_load_other.txt") &
   probe_pid=$!
 fi
 post_one() { # file
@@ -173,7 +190,8 @@ overflows=$(grep -c "exceed the overlay's limit" "$OUT/revokd.log" || true)
 printf 'pending overlay over its limit (checks sent to Postgres): %s times\n' "$overflows"
 if [[ -x $PROBE ]]; then
   printf '\n'
-  cat "$OUT/probe_idle.txt" "$OUT/probe_load.txt" 2>/dev/null || true
+  cat "$OUT/probe_idle.txt" "$OUT/probe_idle_other.txt" "$OUT/probe_load.txt" \
+    "$OUT/probe_load_other.txt" 2>/dev/null || true
   if [[ $STAGES == 1 ]]; then
     python3 "$ROOT/bench/propagation_stages.py" "$OUT/probe_batch_load.tsv" "$OUT/revokd.log" "$OUT/revokd.log"
   fi

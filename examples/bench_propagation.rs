@@ -23,6 +23,9 @@
 //! ```
 //!
 //! Environment: `BENCH_URL` (default `http://127.0.0.1:8080`),
+//! `BENCH_CHECK_URL` (another API process to send the `GET`s to, so that
+//! the revocation is measured reaching a process that did not accept it;
+//! default `BENCH_URL`),
 //! `BENCH_API_KEY` (the key part of one `REVOKD_API_KEYS` entry; required),
 //! `BENCH_N` (probes measured, default 500), `BENCH_WARMUP` (probes before,
 //! not counted, default 20), `BENCH_TIMEOUT_MS` (a probe not seen revoked
@@ -46,6 +49,7 @@ use revokd_jobs::now_unix;
 
 struct Settings {
     url: String,
+    check_url: String,
     api_key: String,
     n: usize,
     warmup: usize,
@@ -67,6 +71,11 @@ impl Settings {
         };
         Ok(Self {
             url: env("BENCH_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            check_url: env("BENCH_CHECK_URL")
+                .or_else(|| env("BENCH_URL"))
                 .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
                 .trim_end_matches('/')
                 .to_owned(),
@@ -238,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
         .context("HTTP client")?;
     let bench = Bench {
         client,
-        auth_url: format!("{}/v1/auth", settings.url),
+        auth_url: format!("{}/v1/auth", settings.check_url),
         revoke_url: format!("{}/v1/revocations", settings.url),
         api_key: settings.api_key.clone(),
         minter,

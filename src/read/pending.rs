@@ -237,6 +237,20 @@ impl Pending {
     /// false when only the spool holds it (kept until
     /// [`spool_replayed`](Self::spool_replayed)).
     pub fn add_local(&self, job: &Job, in_postgres: bool, ttl: TtlPolicy) {
+        self.insert(job, in_postgres, ttl);
+        self.wake.notify_one();
+    }
+
+    /// Records a revocation this process recorded in Postgres and is about
+    /// to queue: refused here at once (read-your-writes), before a worker
+    /// has written it into Redis and the replica has read it. The poller is
+    /// not woken: its next poll lists the row while it is pending, and then
+    /// drops this entry as it does every entry Postgres holds.
+    pub fn add_accepted(&self, job: &Job, ttl: TtlPolicy) {
+        self.insert(job, true, ttl);
+    }
+
+    fn insert(&self, job: &Job, in_postgres: bool, ttl: TtlPolicy) {
         let now = now_unix_ms();
         let confirmed = in_postgres.then_some(now);
         let add =
@@ -274,7 +288,6 @@ impl Pending {
             }
             Job::RevokeFamily(_) | Job::Cleanup(_) | Job::Unknown => {}
         }
-        self.wake.notify_one();
     }
 
     fn local_maps(&self) -> [&DashMap<String, Local>; 4] {

@@ -130,6 +130,17 @@ impl Submitter {
         let queued = self.checker.redis_health().is_up();
         let durable = self.make_durable(&job, queued).await?;
         tracing::debug!(target: PROPAGATION, job_id = job.job_id(), ?durable, "recorded");
+        // This process refuses it from now on (read-your-writes); the others
+        // once a worker has written Redis (and their replica has read it).
+        // Not a bulk chunk's items: the queue brings those everywhere alike.
+        if durable == Durable::Postgres
+            && matches!(
+                job,
+                Job::Revoke(_) | Job::RevokeAll(_) | Job::RevokeIssuer(_)
+            )
+        {
+            self.checker.pending().add_accepted(&job, self.ttl);
+        }
         if self.checker.redis_health().is_up() {
             match self.push(&job, wait).await {
                 Ok(submitted) => {

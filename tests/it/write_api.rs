@@ -229,6 +229,39 @@ async fn wait_true_without_a_worker_times_out_with_504_and_the_job_id() {
     app.stop().await;
 }
 
+/// Read-your-writes: the process that accepted a revocation refuses the
+/// token from its answer on, with no worker running (nothing else brings
+/// it to this process but the overlay's poll every 250 ms, which twenty
+/// back-to-back revocations cannot all wait for). A worker then writes
+/// every one to Redis; the audit covers both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_runs() {
+    let mut app = TestApp::spawn_with(Options {
+        worker: false,
+        replica: true,
+        ..opts()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let token = app.mint(&format!("ryw-{i}"));
+        assert_answer(&app.check(&token).await, "active");
+        let (status, body) = post(&app, "/v1/revocations", json!({ "token": token })).await;
+        assert_eq!(status, 202, "{body}");
+        assert_answer(&app.check(&token).await, "revoked");
+        ids.push(app.token_id(&token));
+    }
+    let earlier = app.mint_issued_ago("ryw-all", 1);
+    let (status, body) = post(&app, "/v1/subjects/ryw-all/revoke-all", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_answer(&app.check(&earlier).await, "subject_revoked");
+
+    app.tasks.spawn_worker(&app.services, &app.shutdown);
+    crate::helpers::in_both_stores(&app.db, &crate::helpers::redis_url(), &app.prefix, &ids).await;
+    assert_answer(&app.check(&earlier).await, "subject_revoked");
+    app.stop().await;
+}
+
 // The CLI runs as a blocking child process: the server needs its own thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_revocations_go_to_postgres_and_reach_redis_when_it_returns() {
