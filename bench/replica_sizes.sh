@@ -9,14 +9,17 @@
 # the time from start to `/readyz` saying the replica is current, the RSS
 # the replica added over an empty one (bytes per entry), the peak while
 # loading, and `GET /v1/auth` throughput and p99 under wrk, as a ratio to
-# the bare axum handler (`examples/bench_bare`) measured in the same run.
+# the bare axum handler (`examples/bench_bare`): BENCH_ROUNDS (default 3)
+# rounds per size, each the bare handler then the replica back to back, so
+# that each ratio compares two runs a few seconds apart; the row gives the
+# median ratio (and the range), the median req/s and p99.
 #
 # Redis is a private redis-server of this run (no persistence), marked as
 # holding the whole deny-list without the entries: the replica loads from
 # Postgres whatever Redis holds, and rebuilding 10 M keys into Redis first
 # would take minutes and measure nothing here. Postgres gets a database of
 # this run; both go at the end. Knobs: BENCH_SIZES, BENCH_WRK_DURATION
-# (10s), BENCH_SKIP_BUILD=1, BENCH_BIN_DIR.
+# (10s), BENCH_ROUNDS (3), BENCH_SKIP_BUILD=1, BENCH_BIN_DIR.
 
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +30,7 @@ unset DATABASE_URL
 SIZES=${BENCH_SIZES:-100000 1000000 10000000}
 PG_SERVER=${BENCH_PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 WRK_DURATION=${BENCH_WRK_DURATION:-10s}
+ROUNDS=${BENCH_ROUNDS:-3}
 ID=$(tr -d - </proc/sys/kernel/random/uuid)
 PREFIX="revokd-sizes-${ID}:"
 DB="revokd_sizes_${ID}"
@@ -93,17 +97,36 @@ wrk_auth() {
   awk '/^Requests\/sec:/ { rps = $2 } $1 == "99%" { p99 = $2 } END { printf "%.0f %s\n", rps, p99 }' "$2"
 }
 
-log "bare handler (baseline)"
-port=$(free_port)
-"$BIN_DIR/examples/bench_bare" "127.0.0.1:$port" >"$OUT/bare.log" 2>&1 &
-bare=$!
-PIDS+=("$bare")
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/v1/auth" && break; sleep 0.1; done
-read -r BARE_RPS BARE_P99 < <(wrk_auth "$port" "$OUT/bare.wrk")
-kill "$bare"; wait "$bare" 2>/dev/null || true
-log "  bare: $BARE_RPS req/s, p99 $BARE_P99"
+# The bare handler (the baseline) stays up; it idles while the replica runs.
+BARE_PORT=$(free_port)
+"$BIN_DIR/examples/bench_bare" "127.0.0.1:$BARE_PORT" >"$OUT/bare.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$BARE_PORT/v1/auth" && break; sleep 0.1; done
 
-# api N — starts a replica API, waits until current; "ready_ms rss_kb hwm_kb req/s p99".
+# to_ms 850.00us|1.23ms|1.01s — wrk's latency in ms.
+to_ms() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v !~ /ms$/ && v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# rounds N PORT — BENCH_ROUNDS rounds of bare then replica; "req/s p99
+# ratio ratio_min ratio_max bare_req/s" (medians but the range).
+rounds() {
+  local n=$1 port=$2 r bare_rps bare_p99 rps p99 file="$OUT/rounds-$1.txt"
+  : >"$file"
+  for r in $(seq "$ROUNDS"); do
+    read -r bare_rps bare_p99 < <(wrk_auth "$BARE_PORT" "$OUT/bare-$n-$r.wrk")
+    read -r rps p99 < <(wrk_auth "$port" "$OUT/auth-$n-$r.wrk")
+    echo "$rps $(to_ms "$p99") $(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.3f", a / b }') $bare_rps" >>"$file"
+    log "  round $r: bare $bare_rps req/s (p99 $bare_p99), replica $rps req/s (p99 $p99)"
+  done
+  col() { awk -v c="$1" '{ print $c }' "$file"; }
+  printf '%s %sms %s %s %s %s\n' "$(col 1 | median)" "$(col 2 | median)" \
+    "$(col 3 | median)" "$(col 3 | sort -g | head -1)" "$(col 3 | sort -g | tail -1)" "$(col 4 | median)"
+}
+
+# api N — starts a replica API, waits until current; "ready_ms rss_kb hwm_kb"
+# then, but for N = 0, what `rounds` prints.
 api() {
   local n=$1 port pid started ready body
   port=$(free_port)
@@ -124,14 +147,14 @@ api() {
   # What the RSS is made of (anonymous, huge pages, lazily freed), kept.
   cat "/proc/$pid/smaps_rollup" >"$OUT/smaps-$n.txt" 2>/dev/null || true
   if [[ $n == 0 ]]; then
-    echo "$((ready - started)) $rss $hwm - -"
+    echo "$((ready - started)) $rss $hwm - - - - - -"
   else
-    echo "$((ready - started)) $rss $hwm $(wrk_auth "$port" "$OUT/auth-$n.wrk")"
+    echo "$((ready - started)) $rss $hwm $(rounds "$n" "$port")"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-read -r _ RSS0 _ _ _ < <(api 0)
+read -r _ RSS0 _ _ _ _ _ _ _ < <(api 0)
 log "empty replica: RSS $RSS0 kB"
 have=0
 rows=()
@@ -145,18 +168,18 @@ from generate_series(1, $((n - have))) g;
 vacuum analyze revoked_tokens;
 SQL
   have=$n
-  read -r ready rss hwm rps p99 < <(api "$n")
+  read -r ready rss hwm rps p99 ratio low high bare_rps < <(api "$n")
   per=$(((rss - RSS0) * 1024 / n))
-  ratio=$(awk -v a="$rps" -v b="$BARE_RPS" 'BEGIN { printf "%.2f", a / b }')
-  row=$(printf '| %10s | %6.1f s | %4d B | %6.0f MiB | %6.0f MiB | %6s req/s | %4s | %8s |' \
-    "$n" "$(awk -v m="$ready" 'BEGIN { print m / 1000 }')" "$per" "$((rss / 1024))" "$((hwm / 1024))" "$rps" "$ratio" "$p99")
+  row=$(printf '| %10s | %6.1f s | %4d B | %6.0f MiB | %6.0f MiB | %6.0f req/s | %6.0f req/s | %.2f (%.2f–%.2f) | %8s |' \
+    "$n" "$(awk -v m="$ready" 'BEGIN { print m / 1000 }')" "$per" "$((rss / 1024))" "$((hwm / 1024))" \
+    "$rps" "$bare_rps" "$ratio" "$low" "$high" "$p99")
   log "$row"
   rows+=("$row")
 done
 
 {
-  echo "bare handler: $BARE_RPS req/s, p99 $BARE_P99 (wrk -t2 -c64 -d$WRK_DURATION); empty replica RSS $((RSS0 / 1024)) MiB"
-  echo "| entries    | current after | bytes/entry | RSS | peak RSS | /v1/auth | ×bare | p99 |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "wrk -t2 -c64 -d$WRK_DURATION, $ROUNDS rounds of bare then replica per size (medians); empty replica RSS $((RSS0 / 1024)) MiB"
+  echo "| entries    | current after | bytes/entry | RSS | peak RSS | /v1/auth | bare | ×bare (range) | p99 |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
 } | tee "$OUT/table.txt"
