@@ -33,7 +33,10 @@
 //! `BENCH_PUSHERS`, `BENCH_STALL_SECS`, `BENCH_CHUNKED` (`1`: the
 //! revocations go as `revoke_batch` jobs of 1,000 items, pushed with
 //! `Producer::revoke_many`, instead of one `revoke` job each),
-//! `REVOKD_WORKER_CONCURRENCY`,
+//! `REVOKD_WORKER_CONCURRENCY`, `BENCH_COMMIT_DELAY_US` (a slow disk:
+//! every commit in the bench database waits this long before its WAL flush,
+//! Postgres's `commit_delay` with `commit_siblings = 0`, set on that
+//! database alone; at most 100000),
 //! `RUST_LOG` (default `warn`). One result line goes to stdout, `worker
 //! jobs=N concurrency=C push_per_s=P drain_s=S applied_per_s=A
 //! steady_per_s=R first_row_ms=F chunk=K` (`steady_per_s`: the rate from the first
@@ -73,6 +76,8 @@ struct Settings {
     /// [`BATCH_CHUNK`] items (`Producer::revoke_many`) instead of one
     /// `revoke` job each.
     chunked: bool,
+    /// `BENCH_COMMIT_DELAY_US`: µs every commit waits (a slow disk).
+    commit_delay_us: usize,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -104,6 +109,7 @@ impl Settings {
                     .max(1),
             ),
             chunked: env_or("BENCH_CHUNKED", "0") == "1",
+            commit_delay_us: count("BENCH_COMMIT_DELAY_US", "0")?.min(100_000),
         })
     }
 }
@@ -155,6 +161,23 @@ async fn measure(
 ) -> anyhow::Result<Outcome> {
     let prefix = bench.prefix.as_str();
     let services = bench.services().await?;
+    if settings.commit_delay_us > 0 {
+        // The services' pool connects lazily: all its sessions wait.
+        let admin = sqlx::PgPool::connect(&bench.db_url).await?;
+        for setting in [
+            format!("commit_delay = {}", settings.commit_delay_us),
+            "commit_siblings = 0".to_owned(),
+        ] {
+            let alter = format!("alter database \"{}\" set {setting}", bench.db_name);
+            // A name of this run and a number: nothing from outside.
+            let alter = sqlx::AssertSqlSafe(alter);
+            sqlx::query(alter)
+                .execute(&admin)
+                .await
+                .context("slow commits")?;
+        }
+        admin.close().await;
+    }
     let concurrency = services.config.worker_concurrency;
     let producer = Producer::connect(&settings.redis_url, prefix, "bench-worker")
         .await

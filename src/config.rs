@@ -217,11 +217,14 @@ pub struct Config {
     pub spool_dir: Option<PathBuf>,
 
     /// Jobs a worker applies at once, shared by its lanes
-    /// ([`crate::worker::LANES`]).
+    /// ([`crate::worker::LANES`]). By Little's law the drain rate is at most
+    /// this over one job's time, and that time is mostly the group commit's
+    /// wait for Postgres's disk: 4096 keeps ~25,000 revocations/s with
+    /// commits taking 20 ms (256 gave 7,400/s), at no cost with a fast disk.
     #[arg(
         long,
         env = "REVOKD_WORKER_CONCURRENCY",
-        default_value_t = 256,
+        default_value_t = 4096,
         global = true
     )]
     pub worker_concurrency: usize,
