@@ -48,6 +48,7 @@ PROBES=${BENCH_PROPAGATION_N:-300}
 SECRET="bench-secret-that-is-long-enough-for-hs256"
 OUT=$(mktemp -d)
 STAGES=${BENCH_PROPAGATION_STAGES:-0}
+# BENCH_WORKER_CONCURRENCY: the process's REVOKD_WORKER_CONCURRENCY (else its default).
 export RUST_LOG=warn
 [[ $STAGES == 1 ]] && RUST_LOG="warn,revokd::propagation=debug"
 
@@ -81,6 +82,7 @@ drain() {
 }
 
 port=$((20000 + RANDOM % 10000))
+if [[ -n ${BENCH_WORKER_CONCURRENCY:-} ]]; then export REVOKD_WORKER_CONCURRENCY=$BENCH_WORKER_CONCURRENCY; fi
 DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
   JWT_SECRET="$SECRET" REVOKD_LISTEN="127.0.0.1:$port" \
   REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/revokd.log" &
