@@ -72,7 +72,8 @@ drain() {
   local like=$1 want=$2 rows pending queued
   for _ in $(seq 1200); do
     rows=$(sql "select count(*) from revoked_tokens where token_id like '$like'")
-    pending=$(sql "select count(*) from revoked_tokens where not in_redis")
+    # Pending or queued (a chunk's rows, in_redis null, until its job ran).
+    pending=$(sql "select count(*) from revoked_tokens where in_redis is not true")
     queued=$(redis-cli -u "$REDIS_URL" llen "${prefix}queue:jobs:active")
     [[ $rows -ge $want && $pending == 0 && $queued == 0 ]] && return 0
     sleep 0.25

@@ -105,13 +105,16 @@ impl Db {
                      -- a longer life written straight to Postgres must reach Redis too
                      -- Redis holds the row's expiry only if the write that
                      -- reached it was for that expiry (or a longer one)
+                     -- (true); a queued write (null) never hides a pending
+                     -- row (false): pending wins over queued
                      in_redis = case when excluded.expires_at > revoked_tokens.expires_at
-                                     then excluded.in_redis
-                                     -- in Redis if either is; pending over queued
+                                     then coalesce(excluded.in_redis,
+                                                   nullif(revoked_tokens.in_redis, true))
                                      when excluded.expires_at = revoked_tokens.expires_at
                                      then coalesce(revoked_tokens.in_redis or excluded.in_redis,
                                                    revoked_tokens.in_redis and excluded.in_redis)
-                                     else revoked_tokens.in_redis end
+                                     else coalesce(revoked_tokens.in_redis,
+                                                   nullif(excluded.in_redis, true)) end
              returning (select family_id from refresh_tokens where token_id = $2)",
         )
         .bind(&job.meta.job_id)
@@ -176,12 +179,15 @@ impl Db {
                  on conflict (token_id) do update
                      set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
                          revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                         -- as in `record_revoke`: pending wins over queued
                          in_redis = case when excluded.expires_at > revoked_tokens.expires_at
-                                         then excluded.in_redis
+                                         then coalesce(excluded.in_redis,
+                                                       nullif(revoked_tokens.in_redis, true))
                                          when excluded.expires_at = revoked_tokens.expires_at
                                          then coalesce(revoked_tokens.in_redis or excluded.in_redis,
                                                        revoked_tokens.in_redis and excluded.in_redis)
-                                         else revoked_tokens.in_redis end
+                                         else coalesce(revoked_tokens.in_redis,
+                                                       nullif(excluded.in_redis, true)) end
              )
              select input.n, refresh_tokens.family_id
              from input left join refresh_tokens using (token_id)

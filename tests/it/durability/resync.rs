@@ -167,3 +167,43 @@ async fn rewrites_merge_in_redis_over_pending_over_queued() {
         assert_eq!(state, want, "after writing {write:?}");
     }
 }
+
+/// The same with different expiries: the longer write's state counts for
+/// the longer life, but a queued write never hides a pending row (Redis
+/// lacks the token altogether), and a row in Redis with the longer life
+/// stays so.
+#[tokio::test]
+async fn rewrites_with_other_expiries_never_hide_a_pending_row_as_queued() {
+    let db = TestDb::create().await;
+    let now = revokd_jobs::now_unix();
+    let (short, long) = (now + 600, now + 1_200);
+    let cases = [
+        ((Some(false), short), (None, long), Some(false)),
+        ((Some(true), short), (None, long), None),
+        ((None, short), (None, long), None),
+        ((None, short), (Some(false), long), Some(false)),
+        ((Some(false), short), (Some(true), long), Some(true)),
+        ((None, long), (Some(false), short), Some(false)),
+        ((None, long), (Some(true), short), None),
+        ((Some(false), long), (None, short), Some(false)),
+        ((Some(true), long), (Some(false), short), Some(true)),
+    ];
+    for (i, (first, then, want)) in cases.into_iter().enumerate() {
+        let id = format!("other-{i}");
+        for (in_redis, exp) in [first, then] {
+            let job = revokd_jobs::RevokeToken::new(id.clone(), None, exp);
+            let row = revokd::store::pg::RevokeRow {
+                in_redis,
+                ..revokd::store::pg::RevokeRow::of(&job, exp, now)
+            };
+            db.db.apply_revokes(&[row]).await.unwrap();
+        }
+        let (state, exp): (Option<bool>, i64) =
+            sqlx::query_as("select in_redis, expires_at from revoked_tokens where token_id = $1")
+                .bind(&id)
+                .fetch_one(db.db.pool())
+                .await
+                .unwrap();
+        assert_eq!((state, exp), (want, long), "{first:?} then {then:?}");
+    }
+}
