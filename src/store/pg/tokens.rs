@@ -67,6 +67,28 @@ impl<'a> RevokeRow<'a> {
     }
 }
 
+/// The upsert both revocation writes end with: one row per token, the
+/// longest expiry and the earliest revocation win; `in_redis` says whether
+/// Redis holds the row's (longest) expiry — true only if the write that
+/// reached Redis was for that expiry or a longer one — and a queued write
+/// (null, a chunk whose job is in the queue) never hides a pending row
+/// (false): in Redis wins, then pending, then queued.
+macro_rules! on_conflict_merge {
+    () => {
+        "on conflict (token_id) do update
+             set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
+                 revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
+                 in_redis = case when excluded.expires_at > revoked_tokens.expires_at
+                                 then coalesce(excluded.in_redis,
+                                               nullif(revoked_tokens.in_redis, true))
+                                 when excluded.expires_at = revoked_tokens.expires_at
+                                 then coalesce(revoked_tokens.in_redis or excluded.in_redis,
+                                               revoked_tokens.in_redis and excluded.in_redis)
+                                 else coalesce(revoked_tokens.in_redis,
+                                               nullif(excluded.in_redis, true)) end"
+    };
+}
+
 impl Db {
     /// Records a revocation and its audit row in one statement.
     /// `expires_at` is the token's expiry after capping.
@@ -90,7 +112,7 @@ impl Db {
         now: i64,
         in_redis: bool,
     ) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar(concat!(
             "with audit as (
                  insert into revocation_audit
                      (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
@@ -99,24 +121,11 @@ impl Db {
              )
              insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
              values ($2, $3, $4, $7, $5, $6, $9)
-             on conflict (token_id) do update
-                 set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
-                     revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
-                     -- a longer life written straight to Postgres must reach Redis too
-                     -- Redis holds the row's expiry only if the write that
-                     -- reached it was for that expiry (or a longer one)
-                     -- (true); a queued write (null) never hides a pending
-                     -- row (false): pending wins over queued
-                     in_redis = case when excluded.expires_at > revoked_tokens.expires_at
-                                     then coalesce(excluded.in_redis,
-                                                   nullif(revoked_tokens.in_redis, true))
-                                     when excluded.expires_at = revoked_tokens.expires_at
-                                     then coalesce(revoked_tokens.in_redis or excluded.in_redis,
-                                                   revoked_tokens.in_redis and excluded.in_redis)
-                                     else coalesce(revoked_tokens.in_redis,
-                                                   nullif(excluded.in_redis, true)) end
+",
+            on_conflict_merge!(),
+            "
              returning (select family_id from refresh_tokens where token_id = $2)",
-        )
+        ))
         .bind(&job.meta.job_id)
         .bind(&job.token_id)
         .bind(&job.subject)
@@ -145,7 +154,7 @@ impl Db {
         };
         let numbers = |f: fn(RevokeRow<'r>) -> i64| rows.iter().map(|r| f(*r)).collect::<Vec<_>>();
         let flags: Vec<Option<bool>> = rows.iter().map(|r| r.in_redis).collect();
-        let families: Vec<(i64, Option<String>)> = sqlx::query_as(
+        let families: Vec<(i64, Option<String>)> = sqlx::query_as(concat!(
             "with input as (
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
                                       $6::text[], $7::int8[], $8::int8[], $9::bool[])
@@ -176,23 +185,14 @@ impl Db {
                  -- batches lock rows in key order (audit rows too), so two of
                  -- them never wait on each other in a cycle
                  order by token_id
-                 on conflict (token_id) do update
-                     set expires_at = greatest(revoked_tokens.expires_at, excluded.expires_at),
-                         revoked_at = least(revoked_tokens.revoked_at, excluded.revoked_at),
-                         -- as in `record_revoke`: pending wins over queued
-                         in_redis = case when excluded.expires_at > revoked_tokens.expires_at
-                                         then coalesce(excluded.in_redis,
-                                                       nullif(revoked_tokens.in_redis, true))
-                                         when excluded.expires_at = revoked_tokens.expires_at
-                                         then coalesce(revoked_tokens.in_redis or excluded.in_redis,
-                                                       revoked_tokens.in_redis and excluded.in_redis)
-                                         else coalesce(revoked_tokens.in_redis,
-                                                       nullif(excluded.in_redis, true)) end
+",
+            on_conflict_merge!(),
+            "
              )
              select input.n, refresh_tokens.family_id
              from input left join refresh_tokens using (token_id)
              order by input.n",
-        )
+        ))
         .bind(column(|r| Some(r.job_id)))
         .bind(column(|r| Some(r.token_id)))
         .bind(column(|r| r.subject))
