@@ -11,6 +11,8 @@ are those of the replica-mode API and the worker, run with
 machine, one clock). Stages, in ms from the previous one:
 
   recorded   POST sent → the revocation committed to Postgres (API)
+  ahead      → written ahead into Redis by the API (at the same time as
+               the push: either may come first)
   queued     → pushed to the queue and the wake-up published (API)
   woken      → the worker's listener got the wake-up (first one after `recorded`)
   picked     → the worker's handler started on the job
@@ -30,13 +32,14 @@ LINE = re.compile(r"^(\S+Z)\s+DEBUG\s+revokd::propagation: (.*)$")
 FIELD = re.compile(r'(\w+)="?([^" ]*)"?')
 MESSAGES = {
     "recorded": "recorded",
+    "written ahead": "ahead",
     "queued and wake published": "queued",
     "wake-up received": "woken",
     "picked up": "picked",
     "deny-list written": "denied",
     "replica applied": "replica",
 }
-STAGES = ["recorded", "queued", "woken", "picked", "denied", "replica", "seen"]
+STAGES = ["recorded", "ahead", "queued", "woken", "picked", "denied", "replica", "seen"]
 
 
 def unix_us(stamp):

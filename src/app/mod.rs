@@ -272,6 +272,7 @@ impl Services {
             ),
             wait_timeout: self.config.wait_timeout,
             ttl: self.ttl_policy(),
+            denies: self.deny_fast.grouped(),
         }
     }
 

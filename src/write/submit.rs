@@ -19,7 +19,7 @@ use crate::{
     instruments::PROPAGATION,
     read::checker::Checker,
     store::pg::{RevokeRow, batch::RevokeBatcher},
-    store::{TtlPolicy, pg::Db},
+    store::{TtlPolicy, pg::Db, redis::DenyGroup},
     write::completion::{Completion, Completions, Outcome, TooManyWaiters},
     write::spool::Spool,
     write::validate::{self, InputError},
@@ -89,6 +89,8 @@ pub struct Submitter {
     pub wait_timeout: Duration,
     /// Maximum token lifetime in seconds.
     pub ttl: TtlPolicy,
+    /// The deny-list, for writing single revocations ahead of their job.
+    pub denies: DenyGroup,
 }
 
 impl Submitter {
@@ -130,19 +132,25 @@ impl Submitter {
         let queued = self.checker.redis_health().is_up();
         let durable = self.make_durable(&job, queued).await?;
         tracing::debug!(target: PROPAGATION, job_id = job.job_id(), ?durable, "recorded");
-        // This process refuses it from now on (read-your-writes); the others
-        // once a worker has written Redis (and their replica has read it).
+        // A single revocation recorded in Postgres: this process refuses it
+        // from now on (read-your-writes), and it is written ahead into Redis
+        // below, so the others refuse it once their replica has read it.
         // Not a bulk chunk's items: the queue brings those everywhere alike.
-        if durable == Durable::Postgres
+        let single = durable == Durable::Postgres
             && matches!(
                 job,
                 Job::Revoke(_) | Job::RevokeAll(_) | Job::RevokeIssuer(_)
-            )
-        {
+            );
+        if single {
             self.checker.pending().add_accepted(&job, self.ttl);
         }
         if self.checker.redis_health().is_up() {
-            match self.push(&job, wait).await {
+            let (pushed, ()) = tokio::join!(self.push(&job, wait), async {
+                if single {
+                    self.write_ahead(&job).await;
+                }
+            });
+            match pushed {
                 Ok(submitted) => {
                     if durable == Durable::Spool {
                         // Until the spool is replayed, Postgres lacks it.
@@ -201,6 +209,27 @@ impl Submitter {
             }
         }
         self.spool(job).await.map(|()| Durable::Spool)
+    }
+
+    /// Writes a single revocation into Redis as its worker will, while its
+    /// job is pushed: a worker busy with a backlog (a bulk revocation's
+    /// chunks ahead of it in the queue) no longer delays it for the other
+    /// API processes. Only once Postgres holds it, as the worker's own
+    /// write: a replica loaded from Postgres has it either way. Best effort:
+    /// failing, the job writes it.
+    async fn write_ahead(&self, job: &Job) {
+        match self
+            .denies
+            .write_revocation(job, &self.ttl, now_unix())
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(target: PROPAGATION, job_id = job.job_id(), "written ahead");
+            }
+            Err(error) => {
+                tracing::debug!(job_id = job.job_id(), %error, "not written ahead into redis; its job will");
+            }
+        }
     }
 
     async fn spool(&self, job: &Job) -> Result<(), SubmitError> {

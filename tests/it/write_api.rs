@@ -232,8 +232,10 @@ async fn wait_true_without_a_worker_times_out_with_504_and_the_job_id() {
 /// Read-your-writes: the process that accepted a revocation refuses the
 /// token from its answer on, with no worker running (nothing else brings
 /// it to this process but the overlay's poll every 250 ms, which twenty
-/// back-to-back revocations cannot all wait for). A worker then writes
-/// every one to Redis; the audit covers both stores.
+/// back-to-back revocations cannot all wait for). Written ahead: Redis
+/// holds each one when the 202 comes, before any worker has run (its row
+/// still pending), so every other process's replica has it from the
+/// stream. A worker then applies every job; the audit covers both stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_runs() {
     let mut app = TestApp::spawn_with(Options {
@@ -242,6 +244,7 @@ async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_ru
         ..opts()
     })
     .await;
+    let mut redis = app.redis();
     let mut ids = Vec::new();
     for i in 0..20 {
         let token = app.mint(&format!("ryw-{i}"));
@@ -249,12 +252,30 @@ async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_ru
         let (status, body) = post(&app, "/v1/revocations", json!({ "token": token })).await;
         assert_eq!(status, 202, "{body}");
         assert_answer(&app.check(&token).await, "revoked");
-        ids.push(app.token_id(&token));
+        let id = app.token_id(&token);
+        let key = format!("{}jti:{id}", app.prefix);
+        assert!(
+            redis.exists::<_, bool>(&key).unwrap(),
+            "{key} written ahead"
+        );
+        let pending: Option<bool> =
+            sqlx::query_scalar("select in_redis from revoked_tokens where token_id = $1")
+                .bind(&id)
+                .fetch_one(app.db.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(pending, Some(false), "no worker has marked it yet");
+        ids.push(id);
     }
     let earlier = app.mint_issued_ago("ryw-all", 1);
     let (status, body) = post(&app, "/v1/subjects/ryw-all/revoke-all", json!({})).await;
     assert_eq!(status, 202, "{body}");
     assert_answer(&app.check(&earlier).await, "subject_revoked");
+    let key = format!("{}sub:ryw-all", app.prefix);
+    assert!(
+        redis.exists::<_, bool>(&key).unwrap(),
+        "{key} written ahead"
+    );
 
     app.tasks.spawn_worker(&app.services, &app.shutdown);
     crate::helpers::in_both_stores(&app.db, &crate::helpers::redis_url(), &app.prefix, &ids).await;

@@ -4,6 +4,7 @@
 //! written only through the converging `REVOKE_MANY` and `RAISE` scripts,
 //! which also keep the per-minute counts behind [`DenyList::revocation_counts`].
 
+use revokd_jobs::{Job, RevokeToken};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -11,7 +12,7 @@ use super::{
     scripts::{COUNT, RAISE, REVOKE_MANY},
 };
 use crate::store::{
-    Scope,
+    Scope, TtlPolicy,
     group::{Group, Queued},
 };
 
@@ -50,6 +51,51 @@ impl DenyGroup {
             // The group's task is gone (runtime shutting down).
             None => self.deny.deny(token_id, entry, ttl_secs, now).await,
         }
+    }
+
+    /// Puts the token `job` revokes on the deny-list until it expires (as
+    /// capped by `ttl`); nothing once it has expired. Returns whether an
+    /// entry was written.
+    pub async fn deny_token(
+        &self,
+        job: &RevokeToken,
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> redis::RedisResult<bool> {
+        let expires_at = ttl.capped_expiry(job);
+        let Some(ttl_secs) = ttl.deny(expires_at, now) else {
+            return Ok(false);
+        };
+        let entry = DenyEntry {
+            sub: job.subject.clone(),
+            exp: expires_at,
+            revoked_at: job.meta.requested_at,
+            reason: job.reason.clone(),
+        };
+        self.deny(&job.token_id, &entry, ttl_secs, now).await?;
+        Ok(true)
+    }
+
+    /// What a single revocation puts in Redis, as its job's worker does: a
+    /// token's entry ([`DenyGroup::deny_token`]), a subject's or an
+    /// issuer's watermark. Other jobs write nothing. Returns whether
+    /// anything was written.
+    pub async fn write_revocation(
+        &self,
+        job: &Job,
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> redis::RedisResult<bool> {
+        let (scope, key, not_before) = match job {
+            Job::Revoke(job) => return self.deny_token(job, ttl, now).await,
+            Job::RevokeAll(job) => (Scope::Subject, &job.subject, job.not_before),
+            Job::RevokeIssuer(job) => (Scope::Issuer, &job.issuer, job.not_before),
+            _ => return Ok(false),
+        };
+        self.deny
+            .raise_mark(scope, key, not_before, ttl.watermark(), now)
+            .await?;
+        Ok(true)
     }
 }
 

@@ -4,29 +4,19 @@
 use revokd_jobs::RevokeToken;
 
 use super::{Applied, Applier, ApplyError, FamilyRequest};
-use crate::store::redis::DenyEntry;
 
 impl Applier {
     pub(super) async fn revoke(&self, job: &RevokeToken, now: i64) -> Result<Applied, ApplyError> {
         let expires_at = self.ttl.capped_expiry(job);
-        let ttl = self.ttl.deny(expires_at, now);
-        if let Some(ttl) = ttl {
-            let entry = DenyEntry {
-                sub: job.subject.clone(),
-                exp: expires_at,
-                revoked_at: job.meta.requested_at,
-                reason: job.reason.clone(),
-            };
-            self.denies.deny(&job.token_id, &entry, ttl, now).await?;
+        let in_redis = self.denies.deny_token(job, &self.ttl, now).await?;
+        if in_redis {
             tracing::debug!(target: crate::instruments::PROPAGATION, job_id = job.meta.job_id, "deny-list written");
         }
         // Revoking a refresh token revokes its whole family.
         if let Some(family) = self.revokes.apply_revoke(job, expires_at, now).await? {
             self.revoke_family_of(job, &family, now).await?;
         }
-        Ok(Applied::Revoked {
-            in_redis: ttl.is_some(),
-        })
+        Ok(Applied::Revoked { in_redis })
     }
 
     /// Revokes `family`, the family of the refresh token `job` revoked,
