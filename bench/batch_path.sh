@@ -82,14 +82,20 @@ drain() {
   return 1
 }
 
-port=$((20000 + RANDOM % 10000))
+# A port that nothing listens on, nor on the next one (the second process's):
+# a busy one (RabbitMQ's 25672, say) hung the health check forever.
+taken() { (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+while :; do
+  port=$((20000 + RANDOM % 10000))
+  taken "$port" || taken "$((port + 1))" || break
+done
 if [[ -n ${BENCH_WORKER_CONCURRENCY:-} ]]; then export REVOKD_WORKER_CONCURRENCY=$BENCH_WORKER_CONCURRENCY; fi
 DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
   JWT_SECRET="$SECRET" REVOKD_LISTEN="127.0.0.1:$port" \
   REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/revokd.log" &
 pid=$!
 disown "$pid"
-for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf --max-time 1 "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 # A second API process (replica mode), which accepts nothing: the probes'
 # checks go to it too, to measure a revocation reaching a process that did
 # not accept it (through the queue, a worker, Redis and its replica).
@@ -99,7 +105,7 @@ DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:
   REVOKD_SPOOL_DIR="$OUT/spool" "$BIN" serve 2>"$OUT/other.log" &
 other_pid=$!
 disown "$other_pid"
-for _ in $(seq 100); do curl -sf "127.0.0.1:$other/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf --max-time 1 "127.0.0.1:$other/readyz" >/dev/null && break; sleep 0.1; done
 
 cat >"$OUT/post.lua" <<'LUA'
 local threads = 0
@@ -191,6 +197,13 @@ printf '\nbatch / single: %s×; deny-list entries counted in Redis: %s (of %s); 
   "$(echo "scale=1; $batch_rate / $single_rate" | bc)" "$in_redis" "$((TOTAL + single_rows))" "$jobs"
 overflows=$(grep -c "exceed the overlay's limit" "$OUT/revokd.log" || true)
 printf 'pending overlay over its limit (checks sent to Postgres): %s times\n' "$overflows"
+# Where each process's checks were answered (the probes' GETs, mostly).
+sources() { # port
+  curl -s --max-time 5 "127.0.0.1:$1/metrics" |
+    awk -F'[{}]' '/^revokd_checks_total\{/ { split($2, l, ","); for (i in l) if (l[i] ~ /^source=/) { gsub(/source=|"/, "", l[i]); n[l[i]] += $3 } }
+      END { for (s in n) if (n[s] > 0) printf "%s %d, ", s, n[s] }'
+}
+printf 'checks by source: accepting process: %s other process: %s\n' "$(sources "$port")" "$(sources "$other")"
 if [[ -x $PROBE ]]; then
   printf '\n'
   cat "$OUT/probe_idle.txt" "$OUT/probe_idle_other.txt" "$OUT/probe_load.txt" \

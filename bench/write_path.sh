@@ -64,12 +64,14 @@ for bin in "${BINARIES[@]}"; do
   id=$(tr -d - </proc/sys/kernel/random/uuid)
   prefix="revokd-bench-${id}:" db="revokd_bench_${id}"
   PREFIXES+=("$prefix") DBS+=("$db")
+  # A port nothing listens on (a busy one hung the health check forever).
   port=$((20000 + RANDOM % 10000))
+  while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((20000 + RANDOM % 10000)); done
   DATABASE_URL="$PG_SERVER/$db" REVOKD_KEY_PREFIX="$prefix" REVOKD_API_KEYS=bench:bench-key \
     JWT_SECRET="bench-secret-that-is-long-enough-for-hs256" REVOKD_LISTEN="127.0.0.1:$port" \
     REVOKD_SPOOL_DIR="$OUT/spool-$id" "$bin" serve 2>"$OUT/$id.log" &
   PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf --max-time 1 "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   log "$bin: warm-up"
   wrk -t2 -c"$CONNECTIONS" -d3s -s "$OUT/post.lua" "http://127.0.0.1:$port" >/dev/null
   log "$bin: measured run ($DURATION)"

@@ -272,7 +272,11 @@ impl Services {
             ),
             wait_timeout: self.config.wait_timeout,
             ttl: self.ttl_policy(),
-            denies: self.deny_fast.grouped(),
+            // A connection of its own: checks share `deny_fast`'s, and a
+            // burst of writes ahead of them would delay their reads past
+            // its timeout.
+            denies: DenyList::new(store::fast_redis(&self.redis), &self.config.key_prefix)
+                .grouped(),
         }
     }
 
