@@ -233,9 +233,10 @@ async fn wait_true_without_a_worker_times_out_with_504_and_the_job_id() {
 /// token from its answer on, with no worker running (nothing else brings
 /// it to this process but the overlay's poll every 250 ms, which twenty
 /// back-to-back revocations cannot all wait for). Written ahead: Redis
-/// holds each one when the 202 comes, before any worker has run (its row
-/// still pending), so every other process's replica has it from the
-/// stream. A worker then applies every job; the audit covers both stores.
+/// holds each one right after the 202, before any worker has run (its row
+/// still pending; nothing else writes Redis here), so every other
+/// process's replica has it from the stream. A worker then applies every
+/// job; the audit covers both stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_runs() {
     let mut app = TestApp::spawn_with(Options {
@@ -244,7 +245,6 @@ async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_ru
         ..opts()
     })
     .await;
-    let mut redis = app.redis();
     let mut ids = Vec::new();
     for i in 0..20 {
         let token = app.mint(&format!("ryw-{i}"));
@@ -253,11 +253,7 @@ async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_ru
         assert_eq!(status, 202, "{body}");
         assert_answer(&app.check(&token).await, "revoked");
         let id = app.token_id(&token);
-        let key = format!("{}jti:{id}", app.prefix);
-        assert!(
-            redis.exists::<_, bool>(&key).unwrap(),
-            "{key} written ahead"
-        );
+        written_ahead(format!("{}jti:{id}", app.prefix)).await;
         let pending: Option<bool> =
             sqlx::query_scalar("select in_redis from revoked_tokens where token_id = $1")
                 .bind(&id)
@@ -271,16 +267,30 @@ async fn the_accepting_process_refuses_a_revocation_at_once_before_any_worker_ru
     let (status, body) = post(&app, "/v1/subjects/ryw-all/revoke-all", json!({})).await;
     assert_eq!(status, 202, "{body}");
     assert_answer(&app.check(&earlier).await, "subject_revoked");
-    let key = format!("{}sub:ryw-all", app.prefix);
-    assert!(
-        redis.exists::<_, bool>(&key).unwrap(),
-        "{key} written ahead"
-    );
+    written_ahead(format!("{}sub:ryw-all", app.prefix)).await;
 
     app.tasks.spawn_worker(&app.services, &app.shutdown);
     crate::helpers::in_both_stores(&app.db, &crate::helpers::redis_url(), &app.prefix, &ids).await;
     assert_answer(&app.check(&earlier).await, "subject_revoked");
     app.stop().await;
+}
+
+/// Waits (a second at most) for the API's write-ahead of `key` into Redis.
+async fn written_ahead(key: String) {
+    let url = crate::helpers::redis_url();
+    eventually(
+        Duration::from_secs(1),
+        &format!("{key} written ahead"),
+        || {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let present = conn.exists::<_, bool>(&key).unwrap();
+            async move { present }
+        },
+    )
+    .await;
 }
 
 // The CLI runs as a blocking child process: the server needs its own thread.
