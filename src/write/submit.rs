@@ -162,9 +162,10 @@ impl Submitter {
                 }
             }
         }
-        let durable = match queued {
-            true => self.unqueue(&job, durable).await,
-            false => durable,
+        let durable = if queued {
+            self.unqueue(&job, durable).await
+        } else {
+            durable
         };
         let in_postgres = durable == Durable::Postgres;
         self.checker
