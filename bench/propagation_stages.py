@@ -88,6 +88,7 @@ def main():
             start = int(start)
             t = {
                 "recorded": by_id.get(("recorded", job)),
+                "ahead": by_id.get(("ahead", job)),
                 "queued": by_id.get(("queued", job)),
                 "picked": by_id.get(("picked", job)),
                 "denied": by_id.get(("denied", job)),

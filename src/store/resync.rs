@@ -1,7 +1,7 @@
 //! Resync: revocations written straight to Postgres while the queue (Redis)
 //! was unreachable are pushed into Redis once it answers again, and so are
-//! the rows of a chunk still queued after [`QUEUED_GRACE_SECS`] (its job
-//! lost with the queue).
+//! the rows of a chunk whose job has not written them after
+//! [`QUEUED_GRACE_SECS`] (lost with the queue).
 
 use std::time::Duration;
 
@@ -14,10 +14,13 @@ use crate::store::{Scope, StoreError, Stores, TtlPolicy, pg::RefreshRow, redis::
 pub const BATCH: i64 = 500;
 /// How often the worker role looks for pending rows.
 const EVERY: Duration = Duration::from_secs(1);
-/// How long a chunk's queued rows are left to its job before the resync
-/// copies them (a job lost with the queue, say in a failover): longer than
-/// a worker takes to reach a job behind a large backlog.
+/// How long a chunk's rows are left to its job before the resync turns
+/// them pending and copies them (a job lost with the queue, say in a
+/// failover): longer than a worker takes to reach a job behind a large
+/// backlog.
 pub const QUEUED_GRACE_SECS: i64 = 60;
+/// Lost chunks turned pending per pass (a pass a second).
+const LOST_CHUNKS: i64 = 16;
 
 /// What it takes to copy pending rows into Redis.
 #[derive(Clone)]
@@ -38,6 +41,11 @@ impl Resync {
     /// worker has run), and a pass that waited for none would never end.
     pub async fn run_once(&self) -> Result<u64, StoreError> {
         let mut moved = 0;
+        // Lost chunks' rows turn pending first, a few chunks a pass (each
+        // up to 1,000 rows), and are copied below with the rest.
+        let queued_before = now_unix() - QUEUED_GRACE_SECS;
+        let db = &self.stores.db;
+        db.unqueue_lost_chunks(queued_before, LOST_CHUNKS).await?;
         loop {
             // Each batch is written as of the clock when it starts.
             let now = now_unix();
@@ -47,12 +55,7 @@ impl Resync {
                 self.resync_issuers(now).await?,
             );
             moved += families + refresh + issuers;
-            let queued_before = now - QUEUED_GRACE_SECS;
-            let tokens = self
-                .stores
-                .db
-                .pending_tokens(queued_before, self.batch)
-                .await?;
+            let tokens = self.stores.db.pending_tokens(self.batch).await?;
             let subjects = self.stores.db.pending_watermarks(self.batch).await?;
             let last = [
                 families,

@@ -261,7 +261,12 @@ impl Submitter {
             return durable;
         };
         let ids: Vec<&str> = chunk.items.iter().map(|i| i.token_id.as_str()).collect();
-        match tokio::time::timeout(PG_WRITE_TIMEOUT, self.db.mark_pending(&ids)).await {
+        match tokio::time::timeout(
+            PG_WRITE_TIMEOUT,
+            self.db.mark_pending(&chunk.meta.job_id, &ids),
+        )
+        .await
+        {
             Ok(Ok(_)) => Durable::Postgres,
             failed => {
                 if let Ok(Err(error)) = failed {
@@ -365,7 +370,8 @@ pub struct Recording<'a> {
     /// The group commit single revocations go through, if any.
     pub revokes: Option<&'a RevokeBatcher>,
     /// The job is about to be pushed: a chunk's rows are recorded as queued
-    /// (`in_redis` null), which neither the overlay nor the resync reads.
+    /// (`in_redis` null, with a record of the chunk), which neither the
+    /// overlay nor the resync reads until the record is a minute old.
     pub queued: bool,
 }
 
@@ -420,7 +426,11 @@ pub async fn record_pending(
                     ..RevokeRow::of(t, *exp, now)
                 })
                 .collect();
-            let families = db.apply_revokes(&rows).await?;
+            let families = if recording.queued {
+                db.record_chunk(&j.meta.job_id, &rows, now).await?
+            } else {
+                db.apply_revokes(&rows).await?
+            };
             for (t, id) in tokens.iter().zip(families) {
                 if let Some(id) = id {
                     family_of(t, id).await?;

@@ -1,42 +1,61 @@
 //! What Postgres holds and Redis may lack: rows written while Redis or the
-//! queue was unreachable (`in_redis` false), found and marked by the resync,
-//! and whether a job has reached both stores.
+//! queue was unreachable (`in_redis` false), found and marked by the resync;
+//! chunks whose job has not run (`queued_chunks`); and whether a job has
+//! reached both stores.
 
 use super::{Db, RevokedRow};
 
 impl Db {
-    /// Revocations written while the queue was down and not yet in Redis,
-    /// and rows of a chunk queued before `queued_before` (unix seconds)
-    /// whose job has not written them yet: a job lost with the queue.
-    pub async fn pending_tokens(
-        &self,
-        queued_before: i64,
-        limit: i64,
-    ) -> sqlx::Result<Vec<RevokedRow>> {
+    /// Revocations written while the queue was down and not yet in Redis
+    /// (and the rows of lost chunks, once
+    /// [`unqueue_lost_chunks`](Self::unqueue_lost_chunks) has turned them
+    /// pending).
+    pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
         sqlx::query_as(
-            "select * from (
-                 (select token_id, subject, expires_at, revoked_at, reason, requested_by
-                  from revoked_tokens where not in_redis limit $2)
-                 union all
-                 (select token_id, subject, expires_at, revoked_at, reason, requested_by
-                  from revoked_tokens where in_redis is null and revoked_at < $1 limit $2)
-             ) as pending limit $2",
+            "select token_id, subject, expires_at, revoked_at, reason, requested_by
+             from revoked_tokens where not in_redis limit $1",
         )
-        .bind(queued_before)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
     }
 
-    /// Turns a chunk's queued rows (`in_redis` null) pending: its job could
-    /// not be pushed, so only the overlay and the resync can bring them to
-    /// every check. Rows a worker wrote meanwhile stay as they are.
-    pub async fn mark_pending(&self, token_ids: &[&str]) -> sqlx::Result<u64> {
+    /// Chunks queued before `queued_before` (unix seconds) whose job has
+    /// not written them into Redis — lost with the queue, say in a
+    /// failover, or no worker running: at most `limit` of them, oldest
+    /// first, lose their record and their rows turn pending, for the
+    /// resync to copy. Returns how many rows turned. A job that does run
+    /// later finds no record and writes its rows as a `revokd-jobs` chunk's.
+    pub async fn unqueue_lost_chunks(&self, queued_before: i64, limit: i64) -> sqlx::Result<u64> {
         let done = sqlx::query(
-            "update revoked_tokens set in_redis = false
+            "with lost as (
+                 delete from queued_chunks where job_id in
+                     (select job_id from queued_chunks where queued_at < $1
+                      order by queued_at limit $2)
+                 returning token_ids
+             )
+             update revoked_tokens set in_redis = false
+             where token_id in (select unnest(token_ids) from lost) and in_redis is null",
+        )
+        .bind(queued_before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Turns a chunk's rows (`in_redis` null) pending and deletes its
+    /// record: its job could not be pushed, so only the overlay and the
+    /// resync can bring them to every check. Rows a worker marked meanwhile
+    /// stay as they are.
+    pub async fn mark_pending(&self, job_id: &str, token_ids: &[&str]) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "with gone as (delete from queued_chunks where job_id = $2)
+             update revoked_tokens set in_redis = false
              where token_id = any($1) and in_redis is null",
         )
         .bind(token_ids)
+        .bind(job_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -54,8 +73,8 @@ impl Db {
 
     /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
     /// token_id, expires_at)` for tokens still live at `cutoff` (pending, or
-    /// queued in a chunk before `queued_before`, see
-    /// [`pending_tokens`](Self::pending_tokens)), `("s",
+    /// of a chunk queued before `queued_before` and not yet written, see
+    /// [`unqueue_lost_chunks`](Self::unqueue_lost_chunks)), `("s",
     /// subject, not_before)` and `("i", issuer, not_before)` for watermarks, `("r", token_id, expires_at)`
     /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
     /// caller can tell there were more.
@@ -70,7 +89,8 @@ impl Db {
                   where not in_redis and expires_at >= $1)
              union all
              (select 't', token_id, expires_at from revoked_tokens
-                  where in_redis is null and revoked_at < $3 and expires_at >= $1)
+                  where in_redis is null and expires_at >= $1 and token_id in
+                      (select unnest(token_ids) from queued_chunks where queued_at < $3))
              union all
              (select 's', subject, not_before from subject_watermarks where not in_redis)
              union all
@@ -96,9 +116,12 @@ impl Db {
                 "select coalesce((select in_redis from revoked_tokens where token_id = $1), false)",
             )
             .bind(&j.token_id),
-            // Every item's row is in Redis (a batch of none is applied).
+            // No record of the chunk waits for a worker, and every item's
+            // row is in Postgres and not pending (a batch of none is
+            // applied): in Redis, or brought there by this chunk's job.
             Job::RevokeBatch(j) => sqlx::query_scalar(
-                "select coalesce(bool_and(coalesce(r.in_redis, false)), true)
+                "select not exists (select 1 from queued_chunks where job_id = $2)
+                        and coalesce(bool_and(r.token_id is not null and r.in_redis is not false), true)
                  from unnest($1::text[]) as u(id) left join revoked_tokens r on r.token_id = u.id",
             )
             .bind(
@@ -106,7 +129,8 @@ impl Db {
                     .iter()
                     .map(|i| i.token_id.as_str())
                     .collect::<Vec<_>>(),
-            ),
+            )
+            .bind(&j.meta.job_id),
             Job::RevokeAll(j) => sqlx::query_scalar(
                 "select coalesce((select in_redis and not_before >= $2
                                   from subject_watermarks where subject = $1), false)",

@@ -44,9 +44,11 @@ pub struct RevokeRow<'a> {
     pub applied_at: i64,
     /// Whether Redis holds it already (`Some(true)`: a worker wrote it
     /// there first); `Some(false)` records it as pending for Redis (the
-    /// write path without the queue), `None` as queued (the write path of
-    /// a chunk whose job is about to be pushed: no overlay or resync reads
-    /// it, see `migrations/20261203000001_queued_chunks.sql`).
+    /// write path without the queue), `None` as brought by its chunk (the
+    /// write path of a chunk whose job is about to be pushed, with its
+    /// record in `queued_chunks`: no overlay or resync reads the row while
+    /// the record is young, and the worker leaves it null; see
+    /// `migrations/20261204000001_chunk_records.sql`).
     pub in_redis: Option<bool>,
 }
 
@@ -70,9 +72,9 @@ impl<'a> RevokeRow<'a> {
 /// The upsert both revocation writes end with: one row per token, the
 /// longest expiry and the earliest revocation win; `in_redis` says whether
 /// Redis holds the row's (longest) expiry — true only if the write that
-/// reached Redis was for that expiry or a longer one — and a queued write
-/// (null, a chunk whose job is in the queue) never hides a pending row
-/// (false): in Redis wins, then pending, then queued.
+/// reached Redis was for that expiry or a longer one — and a chunk's write
+/// (null: its job brings it to Redis, or has) never hides a pending row
+/// (false): in Redis wins, then pending, then a chunk's.
 macro_rules! on_conflict_merge {
     () => {
         "on conflict (token_id) do update
@@ -149,6 +151,54 @@ impl Db {
         &self,
         rows: &[RevokeRow<'r>],
     ) -> sqlx::Result<Vec<Option<String>>> {
+        self.write_revokes(rows, None).await
+    }
+
+    /// Records a chunk of a bulk revocation whose job is about to be
+    /// pushed: its rows, as queued (`in_redis` null, as the caller sets
+    /// them), and its record in `queued_chunks`, in one statement. The
+    /// worker that writes the chunk into Redis deletes the record
+    /// ([`finish_chunk`](Self::finish_chunk)) and leaves the rows as they
+    /// are; see `migrations/20261204000001_chunk_records.sql`. Returns what
+    /// [`apply_revokes`](Self::apply_revokes) does.
+    pub async fn record_chunk<'r>(
+        &self,
+        job_id: &str,
+        rows: &[RevokeRow<'r>],
+        now: i64,
+    ) -> sqlx::Result<Vec<Option<String>>> {
+        self.write_revokes(rows, Some((job_id, now))).await
+    }
+
+    /// A worker has written the chunk `job_id` into Redis: deletes its
+    /// record. Returns whether there was one (the API recorded the rows, so
+    /// they need no second write; a chunk pushed by `revokd-jobs`, or
+    /// applied before, has none) and each token's refresh-token family, in
+    /// the order given.
+    pub async fn finish_chunk(
+        &self,
+        job_id: &str,
+        token_ids: &[&str],
+    ) -> sqlx::Result<(bool, Vec<Option<String>>)> {
+        sqlx::query_as(
+            "with done as (delete from queued_chunks where job_id = $1 returning job_id)
+             select exists (select 1 from done),
+                    array(select r.family_id
+                          from unnest($2::text[]) with ordinality as u(token_id, n)
+                              left join refresh_tokens r using (token_id)
+                          order by u.n)",
+        )
+        .bind(job_id)
+        .bind(token_ids)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    async fn write_revokes<'r>(
+        &self,
+        rows: &[RevokeRow<'r>],
+        chunk: Option<(&str, i64)>,
+    ) -> sqlx::Result<Vec<Option<String>>> {
         let column = |f: fn(RevokeRow<'r>) -> Option<&'r str>| {
             rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
         };
@@ -167,6 +217,11 @@ impl Db {
                  select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
                  from input
                  order by job_id
+                 on conflict (job_id) do nothing
+             ),
+             chunk as (
+                 insert into queued_chunks (job_id, queued_at, token_ids)
+                 select $10, $11, $2::text[] where $10 is not null
                  on conflict (job_id) do nothing
              ),
              merged as (
@@ -202,6 +257,8 @@ impl Db {
         .bind(numbers(|r| r.requested_at))
         .bind(numbers(|r| r.applied_at))
         .bind(flags)
+        .bind(chunk.map(|(job_id, _)| job_id))
+        .bind(chunk.map(|(_, at)| at))
         .fetch_all(&self.pool)
         .await?;
         Ok(families.into_iter().map(|(_, family)| family).collect())

@@ -1,9 +1,12 @@
 //! `revoke_batch`: a chunk of a bulk revocation in one pass — every
 //! deny-list entry in one pipelined Redis round trip (on the applier's bulk
-//! connection), then every row in one
-//! Postgres statement ([`crate::store::pg::Db::apply_revokes`]); a refresh
-//! token among them takes its family with it, as a single `revoke` does.
-//! Applying a chunk twice converges like applying each item twice.
+//! connection), then one Postgres statement: a chunk the API recorded
+//! before pushing it only loses its record
+//! ([`crate::store::pg::Db::finish_chunk`]), its rows stay as recorded; any
+//! other chunk (pushed with `revokd-jobs`, or applied before) has every row
+//! written ([`crate::store::pg::Db::apply_revokes`]). A refresh token among
+//! them takes its family with it, as a single `revoke` does. Applying a
+//! chunk twice converges like applying each item twice.
 
 use revokd_jobs::RevokeBatch;
 
@@ -36,15 +39,23 @@ impl Applier {
         if !entries.is_empty() {
             self.bulk_deny.deny_many(&entries, now).await?;
         }
-        let rows: Vec<RevokeRow<'_>> = tokens
-            .iter()
-            .zip(&expiries)
-            .map(|(t, &exp)| RevokeRow::of(t, exp, now))
-            .collect();
-        let families = if rows.is_empty() {
+        let families = if tokens.is_empty() {
             Vec::new()
         } else {
-            self.stores.db.apply_revokes(&rows).await?
+            let db = &self.stores.db;
+            let ids: Vec<&str> = tokens.iter().map(|t| t.token_id.as_str()).collect();
+            match db.finish_chunk(&job.meta.job_id, &ids).await? {
+                // The API recorded the rows before it pushed the job.
+                (true, families) => families,
+                (false, _) => {
+                    let rows: Vec<RevokeRow<'_>> = tokens
+                        .iter()
+                        .zip(&expiries)
+                        .map(|(t, &exp)| RevokeRow::of(t, exp, now))
+                        .collect();
+                    db.apply_revokes(&rows).await?
+                }
+            }
         };
         for (t, family) in tokens.iter().zip(families) {
             if let Some(family) = family {

@@ -85,32 +85,44 @@ async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     guard.clean();
 }
 
-/// A chunk's rows recorded as queued are left to its job for a minute; a
-/// pass copies those queued for longer (their job lost with the queue),
-/// never younger ones, and marks them in Redis.
+/// A chunk's rows, recorded with a record of the chunk, are left to its job
+/// for a minute; a pass turns those of a chunk queued for longer (its job
+/// lost with the queue) pending, copies them and marks them in Redis, never
+/// a younger chunk's. The lost job, delivered late after all, finds no
+/// record and writes its rows itself.
 #[tokio::test]
-async fn a_resync_pass_copies_queued_rows_only_once_their_job_is_overdue() {
+async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_overdue() {
     let (db, prefix, guard) = crate::helpers::own_deployment().await;
     let redis = crate::helpers::redis_url();
     let services = services_on(&db, &prefix, &redis);
     let resync = services.resync(services.deny_patient.clone());
     let now = revokd_jobs::now_unix();
     let grace = revokd::store::resync::QUEUED_GRACE_SECS;
-    let mut jobs = Vec::new();
-    for (id, asked) in [("overdue", now - grace - 5), ("young", now - 1)] {
-        let mut job = revokd_jobs::RevokeToken::new(id, None, now + 600);
-        job.meta.requested_at = asked;
-        jobs.push(job);
+    let mut chunks = Vec::new();
+    for (id, queued_at) in [("overdue", now - grace - 5), ("young", now - 1)] {
+        let items = (0..3)
+            .map(|i| revokd_jobs::RevokeItem::new(format!("{id}-{i}"), None, now + 600))
+            .collect();
+        let chunk = revokd_jobs::RevokeBatch::new(items);
+        let tokens = chunk.tokens();
+        let rows: Vec<_> = tokens
+            .iter()
+            .map(|t| revokd::store::pg::RevokeRow {
+                in_redis: None,
+                ..revokd::store::pg::RevokeRow::of(t, t.expires_at, now)
+            })
+            .collect();
+        db.db
+            .record_chunk(&chunk.meta.job_id, &rows, queued_at)
+            .await
+            .unwrap();
+        chunks.push(chunk);
     }
-    let rows: Vec<_> = jobs
-        .iter()
-        .map(|j| revokd::store::pg::RevokeRow {
-            in_redis: None,
-            ..revokd::store::pg::RevokeRow::of(j, j.expires_at, now)
-        })
-        .collect();
-    db.db.apply_revokes(&rows).await.unwrap();
-    assert_eq!(resync.run_once().await.unwrap(), 1, "only the overdue row");
+    assert_eq!(
+        resync.run_once().await.unwrap(),
+        3,
+        "only the overdue chunk"
+    );
     let mut conn = redis::Client::open(redis.as_str())
         .unwrap()
         .get_connection()
@@ -118,21 +130,57 @@ async fn a_resync_pass_copies_queued_rows_only_once_their_job_is_overdue() {
     let there = |conn: &mut redis::Connection, id: &str| -> bool {
         conn.exists(format!("{prefix}jti:{id}")).unwrap()
     };
-    assert!(there(&mut conn, "overdue"));
-    assert!(!there(&mut conn, "young"), "left to its job");
-    let states: Vec<(String, Option<bool>)> =
-        sqlx::query_as("select token_id, in_redis from revoked_tokens order by token_id")
+    assert!(there(&mut conn, "overdue-0") && there(&mut conn, "overdue-2"));
+    assert!(!there(&mut conn, "young-0"), "left to its job");
+    let states = || async {
+        let rows: Vec<(String, Option<bool>)> =
+            sqlx::query_as("select token_id, in_redis from revoked_tokens order by token_id")
+                .fetch_all(db.db.pool())
+                .await
+                .unwrap();
+        let records: Vec<String> = sqlx::query_scalar("select job_id from queued_chunks")
             .fetch_all(db.db.pool())
             .await
             .unwrap();
+        (rows, records)
+    };
+    let (rows, records) = states().await;
+    let want: Vec<(String, Option<bool>)> = ["overdue", "young"]
+        .iter()
+        .flat_map(|id| {
+            (0..3).map(move |i| (format!("{id}-{i}"), (*id == "overdue").then_some(true)))
+        })
+        .collect();
+    assert_eq!(rows, want);
     assert_eq!(
-        states,
-        [
-            ("overdue".to_owned(), Some(true)),
-            ("young".to_owned(), None)
-        ]
+        records,
+        [chunks[1].meta.job_id.clone()],
+        "the young chunk's record stays"
     );
     assert_eq!(resync.run_once().await.unwrap(), 0);
+
+    // The overdue job runs after all: no record, so it writes every row;
+    // the young one's job finds its record and leaves its rows as they are.
+    let applier = services.applier();
+    for chunk in &chunks {
+        let job = revokd_jobs::Job::RevokeBatch(chunk.clone());
+        applier.apply(&job, revokd_jobs::now_unix()).await.unwrap();
+    }
+    assert!(there(&mut conn, "young-1"));
+    let (rows, records) = states().await;
+    assert_eq!(rows, want, "the young chunk's rows stay as recorded");
+    assert!(records.is_empty(), "{records:?}");
+    let applied: Vec<String> = sqlx::query_scalar(
+        "select job_id from revocation_audit where token_id like 'overdue-%' order by job_id",
+    )
+    .fetch_all(db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        applied.len(),
+        3,
+        "one audit row an item, however often written"
+    );
     guard.clean();
 }
 
