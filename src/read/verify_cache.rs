@@ -178,10 +178,12 @@ mod tests {
         }
     }
 
-    fn mint(secret: &str, sub: &str, ttl: i64) -> String {
+    /// A token issued at `now`: the tests verify it as of that same
+    /// second (minted a second later it would be issued in their future).
+    fn mint(secret: &str, sub: &str, ttl: i64, now: i64) -> String {
         Minter::new(&settings(secret))
             .unwrap()
-            .mint(sub, ttl, true, revokd_jobs::now_unix())
+            .mint(sub, ttl, true, now)
             .unwrap()
     }
 
@@ -189,8 +191,8 @@ mod tests {
     fn a_token_is_verified_once_then_served_from_the_cache() {
         let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
-        let token = mint(SECRET, "alice", 600);
         let now = revokd_jobs::now_unix();
+        let token = mint(SECRET, "alice", 600, now);
         let (first, lookup) = cache.verify(&verifier, &token, now);
         assert_eq!(lookup, Lookup::Miss);
         let (second, lookup) = cache.verify(&verifier, &token, now);
@@ -208,18 +210,18 @@ mod tests {
         let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
         let now = revokd_jobs::now_unix();
-        let good = mint(SECRET, "alice", 600);
+        let good = mint(SECRET, "alice", 600, now);
         assert!(cache.verify(&verifier, &good, now).0.is_ok());
         // Same claims signed with another key, and the good token with its
         // payload swapped: both differ in bytes, so both are verified — and fail.
-        let other_key = mint(OTHER, "alice", 600);
+        let other_key = mint(OTHER, "alice", 600, now);
         let (result, lookup) = cache.verify(&verifier, &other_key, now);
         assert_eq!(
             (result.unwrap_err(), lookup),
             (Unverified::Inactive(Reason::InvalidSignature), Lookup::Miss)
         );
         let mut parts: Vec<&str> = good.split('.').collect();
-        let bob = mint(SECRET, "bob", 600);
+        let bob = mint(SECRET, "bob", 600, now);
         parts[1] = bob.split('.').nth(1).unwrap();
         let spliced = parts.join(".");
         let (result, lookup) = cache.verify(&verifier, &spliced, now);
@@ -240,8 +242,8 @@ mod tests {
     fn a_cached_token_still_expires() {
         let verifier = Verifier::new(&settings(SECRET)).unwrap();
         let cache = VerifyCache::new(16).unwrap();
-        let token = mint(SECRET, "alice", 60);
         let now = revokd_jobs::now_unix();
+        let token = mint(SECRET, "alice", 60, now);
         assert!(cache.verify(&verifier, &token, now).0.is_ok());
         let exp = verifier.verify(&token, now).unwrap().exp;
         let (later, lookup) = cache.verify(&verifier, &token, exp);
@@ -251,7 +253,7 @@ mod tests {
         );
         // An expired token verified for the first time is cached (its
         // signature is good) but answered expired, as the verifier does.
-        let fresh = mint(SECRET, "carol", 60);
+        let fresh = mint(SECRET, "carol", 60, now);
         let (first, lookup) = cache.verify(&verifier, &fresh, now + 3600);
         assert_eq!(
             (first.unwrap_err(), lookup),
@@ -303,7 +305,7 @@ mod tests {
         let cache = VerifyCache::new(8).unwrap();
         let now = revokd_jobs::now_unix();
         for i in 0..100 {
-            let token = mint(SECRET, &format!("user-{i}"), 600);
+            let token = mint(SECRET, &format!("user-{i}"), 600, now);
             assert!(cache.verify(&verifier, &token, now).0.is_ok());
         }
         assert!(cache.len() < 50, "{} of 100 entries kept", cache.len());
