@@ -8,7 +8,9 @@
 --
 -- A chunk still here a minute after it was queued (its job lost, or no
 -- worker running) counts as pending: the overlay lists its rows, and the
--- resync turns them pending (in_redis false) and copies them.
+-- resync turns them pending (in_redis false) and copies them. The resync
+-- does so after 15 s already when the queue no longer holds the chunk's
+-- job (the API pushes it under a task id its job id gives).
 create table queued_chunks (
     job_id     text primary key,
     queued_at  bigint not null,           -- unix seconds

@@ -33,7 +33,7 @@ pub use job::{
     RevokeSubject, RevokeToken, RotatedFrom, SUBJECT_HASH_PREFIX, TOKEN_HASH_PREFIX, issuer_id,
     jti_id, new_job_id, now_unix, now_unix_ms, subject_id, token_id,
 };
-pub use producer::{ProduceError, Producer};
+pub use producer::{ProduceError, Producer, task_id_of};
 pub use queue::{queue_config, wake_channel};
 pub use target::{RedisConn, RedisTarget};
 

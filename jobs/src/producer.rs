@@ -160,6 +160,21 @@ impl Producer {
         Ok(queued + scheduled > 0)
     }
 
+    /// Enqueues a job as the queue's task [`task_id_of`] its job id, so that
+    /// whoever knows the job id can tell whether the queue still holds it
+    /// (the payload stays in the queue's data hash until the job is done
+    /// and vacuumed). Pushed once: a second push of the same job id while
+    /// the queue holds the first is skipped. A job id that is not a UUID
+    /// gets a fresh task id, as [`push`](Self::push) gives. Returns the job
+    /// id.
+    pub async fn push_as_job_task(&self, job: &Job) -> Result<String, ProduceError> {
+        let job_id = job.job_id().unwrap_or_default();
+        let task = task_id_of(job_id).unwrap_or_else(|| ulid::Ulid::generate().to_string());
+        self.push_payload(&task, serde_json::to_vec(job)?, "")
+            .await?;
+        Ok(job_id.to_owned())
+    }
+
     async fn push_with_key(&self, job: &Job, key: Option<&str>) -> Result<String, ProduceError> {
         self.push_raw(job, key).await?;
         Ok(job.job_id().unwrap_or_default().to_owned())
@@ -167,18 +182,24 @@ impl Producer {
 
     async fn push_raw(&self, job: &Job, key: Option<&str>) -> Result<(u32, u32), ProduceError> {
         // The push script publishes the wake-up itself.
+        let task = ulid::Ulid::generate().to_string();
         let queued = self
-            .push_payload(serde_json::to_vec(job)?, key.unwrap_or(""))
+            .push_payload(&task, serde_json::to_vec(job)?, key.unwrap_or(""))
             .await?;
         Ok((queued, 0))
     }
 
-    /// Pushes one payload straight onto the active list in apalis-redis's
-    /// format. (apalis-redis's own push parks every job in the scheduled set,
-    /// whose promotion fails once 8,000 jobs are due at once.)
-    async fn push_payload(&self, payload: Vec<u8>, key: &str) -> Result<u32, ProduceError> {
-        let id = ulid::Ulid::generate().to_string();
-        let invocation = queue::push(&self.config, &id, payload, key);
+    /// Pushes one payload as task `id` straight onto the active list in
+    /// apalis-redis's format. (apalis-redis's own push parks every job in
+    /// the scheduled set, whose promotion fails once 8,000 jobs are due at
+    /// once.)
+    async fn push_payload(
+        &self,
+        id: &str,
+        payload: Vec<u8>,
+        key: &str,
+    ) -> Result<u32, ProduceError> {
+        let invocation = queue::push(&self.config, id, payload, key);
         let mut conn = self.conn.clone();
         match invocation.invoke_async(&mut conn).await {
             // The connection was cut under us; the manager reconnects, so try
@@ -217,11 +238,38 @@ impl Producer {
     /// tests and tools that need to exercise a worker with a bad payload.
     #[doc(hidden)]
     pub async fn push_bytes(&self, payload: Vec<u8>) -> Result<(), ProduceError> {
-        self.push_payload(payload, "").await.map(|_| ())
+        let task = ulid::Ulid::generate().to_string();
+        self.push_payload(&task, payload, "").await.map(|_| ())
     }
 
     /// The queue name this producer pushes to.
     pub fn queue(&self) -> &str {
         self.config.queue.as_ref()
+    }
+}
+
+/// The queue's task id under which [`Producer::push_as_job_task`] pushes the
+/// job `job_id`: the same 128 bits, as a ULID (apalis-redis's task ids).
+/// `None` when `job_id` is not a UUID (revokd's are UUIDv7).
+pub fn task_id_of(job_id: &str) -> Option<String> {
+    let uuid = uuid::Uuid::parse_str(job_id).ok()?;
+    Some(ulid::Ulid::from(uuid.as_u128()).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_id_of;
+
+    #[test]
+    fn a_job_ids_task_id_is_its_uuid_as_a_ulid_with_the_same_time() {
+        let job_id = crate::new_job_id();
+        let task = task_id_of(&job_id).expect("a UUIDv7");
+        let ulid = ulid::Ulid::from_string(&task).expect("a ULID");
+        let uuid = uuid::Uuid::parse_str(&job_id).unwrap();
+        assert_eq!(ulid.0, uuid.as_u128());
+        let (secs, _) = uuid.get_timestamp().unwrap().to_unix();
+        assert_eq!(ulid.timestamp_ms() / 1000, secs);
+        assert_eq!(task_id_of(&job_id), Some(task), "the same every time");
+        assert_eq!(task_id_of("not-a-uuid"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Resync: revocations written straight to Postgres while the queue (Redis)
 //! was unreachable are pushed into Redis once it answers again, and so are
-//! the rows of a chunk whose job has not written them after
-//! [`QUEUED_GRACE_SECS`] (lost with the queue).
+//! the rows of a chunk whose job the queue lost (known after
+//! [`PUSH_GRACE_SECS`]), or which has not run within [`QUEUED_GRACE_SECS`].
 
 use std::time::Duration;
 
@@ -19,8 +19,17 @@ const EVERY: Duration = Duration::from_secs(1);
 /// failover): longer than a worker takes to reach a job behind a large
 /// backlog.
 pub const QUEUED_GRACE_SECS: i64 = 60;
-/// Lost chunks turned pending per pass (a pass a second).
-const LOST_CHUNKS: i64 = 16;
+/// How long a chunk's record waits before the resync asks the queue
+/// whether its job is still there: longer than the API's push of it can
+/// take (a 5 s response timeout, one retry). A push slower still only costs
+/// a second write of the chunk's rows.
+pub const PUSH_GRACE_SECS: i64 = 15;
+/// Waiting chunks whose job is looked for in the queue per pass, oldest
+/// first (a backlog of a million items is 1,000 chunks).
+const CHUNKS_CHECKED: i64 = 1_024;
+/// Lost chunks turned pending per pass (a pass a second), up to 1,000 rows
+/// each.
+const LOST_CHUNKS: usize = 16;
 
 /// What it takes to copy pending rows into Redis.
 #[derive(Clone)]
@@ -41,11 +50,9 @@ impl Resync {
     /// worker has run), and a pass that waited for none would never end.
     pub async fn run_once(&self) -> Result<u64, StoreError> {
         let mut moved = 0;
-        // Lost chunks' rows turn pending first, a few chunks a pass (each
-        // up to 1,000 rows), and are copied below with the rest.
-        let queued_before = now_unix() - QUEUED_GRACE_SECS;
-        let db = &self.stores.db;
-        db.unqueue_lost_chunks(queued_before, LOST_CHUNKS).await?;
+        // Lost chunks' rows turn pending first, and are copied below with
+        // the rest.
+        self.unqueue_lost_chunks(now_unix()).await?;
         loop {
             // Each batch is written as of the clock when it starts.
             let now = now_unix();
@@ -101,6 +108,41 @@ impl Resync {
                 return Ok(moved);
             }
         }
+    }
+
+    /// Chunks whose record has waited [`PUSH_GRACE_SECS`] for its worker
+    /// and whose job the queue no longer holds, or that have waited
+    /// [`QUEUED_GRACE_SECS`] anyway: their rows turn pending, at most
+    /// [`LOST_CHUNKS`] chunks a pass, oldest first.
+    async fn unqueue_lost_chunks(&self, now: i64) -> Result<(), StoreError> {
+        let db = &self.stores.db;
+        let waiting = db
+            .chunks_queued_before(now - PUSH_GRACE_SECS, CHUNKS_CHECKED)
+            .await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let (overdue, young): (Vec<_>, Vec<_>) = waiting
+            .iter()
+            .partition(|(_, at)| *at < now - QUEUED_GRACE_SECS);
+        let young: Vec<&str> = young.iter().map(|(id, _)| id.as_str()).collect();
+        let queue = revokd_jobs::queue_config(self.stores.deny.keys().prefix());
+        let not_held = self.stores.deny.jobs_not_held(&queue, &young).await?;
+        let lost: Vec<&str> = overdue
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .chain(not_held)
+            .take(LOST_CHUNKS)
+            .collect();
+        if !lost.is_empty() {
+            let rows = db.unqueue_chunks(&lost).await?;
+            tracing::warn!(
+                chunks = lost.len(),
+                rows,
+                "bulk revocation chunks whose job was lost or never ran: copying their rows from postgres"
+            );
+        }
+        Ok(())
     }
 
     /// Family revocations decided while Redis was down (reuse detected from

@@ -287,7 +287,12 @@ impl Submitter {
             true => Some(self.completions.subscribe(job_id).await?),
             false => None,
         };
-        self.producer.push(job).await?;
+        match job {
+            // Under the task id its job id gives, so that the resync can
+            // tell a chunk whose job the queue lost (see `store::resync`).
+            Job::RevokeBatch(_) => self.producer.push_as_job_task(job).await?,
+            _ => self.producer.push(job).await?,
+        };
         tracing::debug!(target: PROPAGATION, job_id, "queued and wake published");
         let Some(waiter) = waiter else {
             return Ok(Submitted::Queued);

@@ -56,6 +56,13 @@ impl Roles {
         self.spawn("marker guard", guard);
     }
 
+    /// The resync, as `serve` runs it for the worker role: copies pending
+    /// rows (and lost chunks') into Redis every second.
+    pub fn spawn_resync(&mut self, services: &Services, stop: &CancellationToken) {
+        let resync = services.resync(services.deny_patient.clone());
+        self.spawn("resync", resync.run(stop.clone()));
+    }
+
     /// The worker, with [`worker_deps`].
     pub fn spawn_worker(&mut self, services: &Services, stop: &CancellationToken) {
         self.spawn("worker", worker::run(worker_deps(services), stop.clone()));

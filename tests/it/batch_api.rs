@@ -481,3 +481,68 @@ async fn a_bulk_revocation_in_the_queue_is_queued_not_pending_and_every_item_app
         .await;
     app.stop().await;
 }
+
+/// A chunk whose job the queue loses after the 202 — a failover to a
+/// replica that lacked the push, say: the API pushed it under the task id
+/// its job id gives, so a worker's resync finds the queue no longer holds
+/// it and copies its rows from Postgres well within the minute after which
+/// any chunk still waiting would be. The audit covers Postgres, Redis and
+/// the API process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_whose_job_the_queue_lost_is_copied_before_the_minutes_grace() {
+    let mut app = TestApp::spawn_with(Options {
+        worker: false,
+        replica: true,
+        ..opts()
+    })
+    .await;
+    let token = app.mint("lost");
+    let exp = now_unix() + 600;
+    let mut items: Vec<Value> = (0..40)
+        .map(|i| json!({ "jti": format!("lost-{i:02}"), "exp": exp }))
+        .collect();
+    items.push(json!({ "token": token }));
+    let (status, body) = app.post_json(BATCH, "bk-123", &json!(items)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["degraded"], Value::Null, "{body}");
+    let job_id = body["job_ids"][0].as_str().unwrap().to_owned();
+    assert_eq!(chunk_records(&app).await, 1);
+
+    let mut redis = app.redis();
+    let data = format!("{}queue:jobs:data", app.prefix);
+    let task = revokd_jobs::task_id_of(&job_id).unwrap();
+    let held: bool = redis.hexists(&data, &task).unwrap();
+    assert!(held, "pushed under the task id its job id gives");
+    // The queue loses the job; the deny-list (its rebuild marker) stays.
+    let active = format!("{}queue:jobs:active", app.prefix);
+    let _: () = redis.del(&[&data, &active]).unwrap();
+
+    let started = tokio::time::Instant::now();
+    app.tasks.spawn_worker(&app.services, &app.shutdown);
+    app.tasks.spawn_resync(&app.services, &app.shutdown);
+    let grace = revokd::store::resync::QUEUED_GRACE_SECS as u64;
+    eventually(
+        Duration::from_secs(grace - 10),
+        "the lost chunk's rows copied into redis",
+        || async {
+            let pending: i64 = sqlx::query_scalar(
+                "select count(*) from revoked_tokens where in_redis is not true",
+            )
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+            pending == 0 && chunk_records(&app).await == 0
+        },
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(grace));
+    let ids = [
+        app.token_id(&token),
+        "lost-00".to_owned(),
+        "lost-39".to_owned(),
+    ];
+    in_both_stores(&app.db, &redis_url(), &app.prefix, &ids).await;
+    app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
+        .await;
+    app.stop().await;
+}

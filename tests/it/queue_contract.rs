@@ -12,7 +12,9 @@ use revokd::store::{
     queue::{promote_due, rescue},
     redis::DenyList,
 };
-use revokd_jobs::{Job, Producer, RevokeSubject, RevokeToken, now_unix, queue_config};
+use revokd_jobs::{
+    Job, Producer, RevokeBatch, RevokeItem, RevokeSubject, RevokeToken, now_unix, queue_config,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +67,16 @@ async fn jobs_the_producer_pushes_are_fetched_and_decoded_by_stock_apalis_redis(
             .unwrap()
     );
     producer.push_after(&later, Duration::ZERO).await.unwrap();
+    // A chunk as the API pushes it: its task id derived from its job id.
+    let chunk = Job::RevokeBatch(RevokeBatch::new(vec![RevokeItem::new(
+        "contract-c",
+        None,
+        now_unix() + 600,
+    )]));
+    producer.push_as_job_task(&chunk).await.unwrap();
+    let task = revokd_jobs::task_id_of(chunk.job_id().unwrap()).unwrap();
+    let held: bool = conn.hexists(config.job_data_hash(), &task).await.unwrap();
+    assert!(held, "the queue holds the chunk under its job's task id");
 
     // The stock push honours the idempotency key the producer claimed.
     let duplicate = TaskBuilder::new(serde_json::to_vec(&revoke_all).unwrap())
@@ -91,7 +103,7 @@ async fn jobs_the_producer_pushes_are_fetched_and_decoded_by_stock_apalis_redis(
         Ok::<(), std::io::Error>(())
     }));
     let mut taken = Vec::new();
-    while taken.len() < 3 {
+    while taken.len() < 4 {
         let job = tokio::time::timeout(Duration::from_secs(10), jobs.recv())
             .await
             .expect("stock apalis-redis fetches the producer's jobs")
@@ -100,7 +112,7 @@ async fn jobs_the_producer_pushes_are_fetched_and_decoded_by_stock_apalis_redis(
     }
     stop.cancel();
     let _ = running.await;
-    for job in [revoke, revoke_all, later] {
+    for job in [revoke, revoke_all, later, chunk] {
         assert!(taken.contains(&job), "{job:?} decoded as pushed");
     }
 }

@@ -8,8 +8,7 @@ use super::{Db, RevokedRow};
 impl Db {
     /// Revocations written while the queue was down and not yet in Redis
     /// (and the rows of lost chunks, once
-    /// [`unqueue_lost_chunks`](Self::unqueue_lost_chunks) has turned them
-    /// pending).
+    /// [`unqueue_chunks`](Self::unqueue_chunks) has turned them pending).
     pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
         sqlx::query_as(
             "select token_id, subject, expires_at, revoked_at, reason, requested_by
@@ -20,25 +19,37 @@ impl Db {
         .await
     }
 
-    /// Chunks queued before `queued_before` (unix seconds) whose job has
-    /// not written them into Redis — lost with the queue, say in a
-    /// failover, or no worker running: at most `limit` of them, oldest
-    /// first, lose their record and their rows turn pending, for the
-    /// resync to copy. Returns how many rows turned. A job that does run
-    /// later finds no record and writes its rows as a `revokd-jobs` chunk's.
-    pub async fn unqueue_lost_chunks(&self, queued_before: i64, limit: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "with lost as (
-                 delete from queued_chunks where job_id in
-                     (select job_id from queued_chunks where queued_at < $1
-                      order by queued_at limit $2)
-                 returning token_ids
-             )
-             update revoked_tokens set in_redis = false
-             where token_id in (select unnest(token_ids) from lost) and in_redis is null",
+    /// Chunks recorded before `queued_before` (unix seconds) and not yet
+    /// written into Redis by their job: at most `limit`, oldest first, as
+    /// `(job_id, queued_at)`.
+    pub async fn chunks_queued_before(
+        &self,
+        queued_before: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "select job_id, queued_at from queued_chunks where queued_at < $1
+             order by queued_at limit $2",
         )
         .bind(queued_before)
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Chunks whose job is lost — the queue no longer holds it, or it has
+    /// not run within a minute, say no worker running: they lose their
+    /// record and their rows turn pending, for the resync to copy. Returns
+    /// how many rows turned. A chunk a worker finished meanwhile has no
+    /// record left and is not touched; a job that does run later finds no
+    /// record and writes its rows as a `revokd-jobs` chunk's.
+    pub async fn unqueue_chunks(&self, job_ids: &[&str]) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "with lost as (delete from queued_chunks where job_id = any($1) returning token_ids)
+             update revoked_tokens set in_redis = false
+             where token_id in (select unnest(token_ids) from lost) and in_redis is null",
+        )
+        .bind(job_ids)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -74,7 +85,7 @@ impl Db {
     /// Revocations not yet in Redis, as `(kind, key, value)`: `("t",
     /// token_id, expires_at)` for tokens still live at `cutoff` (pending, or
     /// of a chunk queued before `queued_before` and not yet written, see
-    /// [`unqueue_lost_chunks`](Self::unqueue_lost_chunks)), `("s",
+    /// [`unqueue_chunks`](Self::unqueue_chunks)), `("s",
     /// subject, not_before)` and `("i", issuer, not_before)` for watermarks, `("r", token_id, expires_at)`
     /// for refresh tokens whose registry state Redis may lack. At most `limit + 1` rows, so the
     /// caller can tell there were more.

@@ -41,6 +41,7 @@
 //!   always sets `{prefix}queue:jobs`.
 
 pub mod depth;
+pub mod held;
 pub mod promote;
 pub mod rescue;
 pub mod vacuum;

@@ -85,21 +85,32 @@ async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     guard.clean();
 }
 
-/// A chunk's rows, recorded with a record of the chunk, are left to its job
-/// for a minute; a pass turns those of a chunk queued for longer (its job
-/// lost with the queue) pending, copies them and marks them in Redis, never
-/// a younger chunk's. The lost job, delivered late after all, finds no
-/// record and writes its rows itself.
+/// A chunk's rows, recorded with a record of the chunk, are left to its
+/// job: a pass turns a chunk's rows pending, copies them and marks them in
+/// Redis only once its job is lost — after 15 s if the queue no longer
+/// holds it, after a minute whatever it holds — never a younger chunk's or
+/// one whose job is still queued. A lost job, delivered late after all,
+/// finds no record and writes its rows itself.
 #[tokio::test]
-async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_overdue() {
+async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_lost() {
     let (db, prefix, guard) = crate::helpers::own_deployment().await;
     let redis = crate::helpers::redis_url();
     let services = services_on(&db, &prefix, &redis);
     let resync = services.resync(services.deny_patient.clone());
     let now = revokd_jobs::now_unix();
-    let grace = revokd::store::resync::QUEUED_GRACE_SECS;
+    let (grace, push) = (
+        revokd::store::resync::QUEUED_GRACE_SECS,
+        revokd::store::resync::PUSH_GRACE_SECS,
+    );
+    // (name, recorded how long ago, its job in the queue)
+    let cases = [
+        ("overdue", grace + 5, true),
+        ("lost", push + 5, false),
+        ("queued", push + 5, true),
+        ("young", push - 5, false),
+    ];
     let mut chunks = Vec::new();
-    for (id, queued_at) in [("overdue", now - grace - 5), ("young", now - 1)] {
+    for (id, age, pushed) in cases {
         let items = (0..3)
             .map(|i| revokd_jobs::RevokeItem::new(format!("{id}-{i}"), None, now + 600))
             .collect();
@@ -113,15 +124,19 @@ async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_overdue() {
             })
             .collect();
         db.db
-            .record_chunk(&chunk.meta.job_id, &rows, queued_at)
+            .record_chunk(&chunk.meta.job_id, &rows, now - age)
             .await
             .unwrap();
+        if pushed {
+            let job = revokd_jobs::Job::RevokeBatch(chunk.clone());
+            services.producer.push_as_job_task(&job).await.unwrap();
+        }
         chunks.push(chunk);
     }
     assert_eq!(
         resync.run_once().await.unwrap(),
-        3,
-        "only the overdue chunk"
+        6,
+        "the overdue and the lost chunk"
     );
     let mut conn = redis::Client::open(redis.as_str())
         .unwrap()
@@ -130,57 +145,60 @@ async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_overdue() {
     let there = |conn: &mut redis::Connection, id: &str| -> bool {
         conn.exists(format!("{prefix}jti:{id}")).unwrap()
     };
-    assert!(there(&mut conn, "overdue-0") && there(&mut conn, "overdue-2"));
-    assert!(!there(&mut conn, "young-0"), "left to its job");
+    for (id, _, _) in cases {
+        let copied = matches!(id, "overdue" | "lost");
+        for i in 0..3 {
+            assert_eq!(there(&mut conn, &format!("{id}-{i}")), copied, "{id}-{i}");
+        }
+    }
     let states = || async {
         let rows: Vec<(String, Option<bool>)> =
             sqlx::query_as("select token_id, in_redis from revoked_tokens order by token_id")
                 .fetch_all(db.db.pool())
                 .await
                 .unwrap();
-        let records: Vec<String> = sqlx::query_scalar("select job_id from queued_chunks")
+        let mut records: Vec<String> = sqlx::query_scalar("select job_id from queued_chunks")
             .fetch_all(db.db.pool())
             .await
             .unwrap();
+        records.sort();
         (rows, records)
     };
     let (rows, records) = states().await;
-    let want: Vec<(String, Option<bool>)> = ["overdue", "young"]
+    let mut want: Vec<(String, Option<bool>)> = cases
         .iter()
-        .flat_map(|id| {
-            (0..3).map(move |i| (format!("{id}-{i}"), (*id == "overdue").then_some(true)))
+        .flat_map(|(id, _, _)| {
+            let copied = matches!(*id, "overdue" | "lost");
+            (0..3).map(move |i| (format!("{id}-{i}"), copied.then_some(true)))
         })
         .collect();
+    want.sort();
     assert_eq!(rows, want);
+    let mut left = vec![chunks[2].meta.job_id.clone(), chunks[3].meta.job_id.clone()];
+    left.sort();
     assert_eq!(
-        records,
-        [chunks[1].meta.job_id.clone()],
-        "the young chunk's record stays"
+        records, left,
+        "the queued and the young chunk's records stay"
     );
     assert_eq!(resync.run_once().await.unwrap(), 0);
 
-    // The overdue job runs after all: no record, so it writes every row;
-    // the young one's job finds its record and leaves its rows as they are.
+    // Every job runs after all: the lost ones find no record and write
+    // every row; the others find theirs and leave their rows as they are.
     let applier = services.applier();
     for chunk in &chunks {
         let job = revokd_jobs::Job::RevokeBatch(chunk.clone());
         applier.apply(&job, revokd_jobs::now_unix()).await.unwrap();
     }
-    assert!(there(&mut conn, "young-1"));
+    assert!(there(&mut conn, "young-1") && there(&mut conn, "queued-2"));
     let (rows, records) = states().await;
-    assert_eq!(rows, want, "the young chunk's rows stay as recorded");
+    assert_eq!(rows, want, "the others' rows stay as recorded");
     assert!(records.is_empty(), "{records:?}");
-    let applied: Vec<String> = sqlx::query_scalar(
-        "select job_id from revocation_audit where token_id like 'overdue-%' order by job_id",
-    )
-    .fetch_all(db.db.pool())
-    .await
-    .unwrap();
-    assert_eq!(
-        applied.len(),
-        3,
-        "one audit row an item, however often written"
-    );
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from revocation_audit where token_id like 'overdue-%'")
+            .fetch_one(db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(audited, 3, "one audit row an item, however often written");
     guard.clean();
 }
 
