@@ -13,9 +13,11 @@
 //! revocation's rows, recorded as queued while their chunk's job is in the
 //! queue, are not read: a large one would fill the overlay and send every
 //! check to Postgres while a worker is about to write them anyway. They
-//! count once their push fails (the API marks them pending) or they are
-//! queued for longer than [`QUEUED_GRACE_SECS`] (their job lost, or no
-//! worker running). A check consults it before the replica and Redis. A
+//! count once their push fails (the API marks them pending), once a
+//! worker's resync finds the queue no longer holds their job (15 s after
+//! they were recorded; it marks them pending), or once they are queued for
+//! longer than [`QUEUED_GRACE_SECS`] (their job lost, or no worker
+//! running). A check consults it before the replica and Redis. A
 //! row leaves the overlay only once the replica has been proven current
 //! after the row left Postgres's pending set (so the event that wrote it to
 //! Redis is in the replica). With more than [`LIMIT`] pending rows the

@@ -3,7 +3,8 @@
 //! A revocation is made durable before anything is answered: recorded in
 //! Postgres as pending for Redis (`in_redis = false`), or — Postgres
 //! unreachable — appended to the local [`Spool`]. Only then is it pushed to
-//! the queue, whose worker writes it into Redis (and marks the row as there);
+//! the queue, whose worker writes it into Redis (and marks the row as there,
+//! or for a bulk chunk deletes the chunk's record);
 //! the queue alone is not durable (Redis may restart empty). Not queued
 //! (Redis down or refusing writes), it is still enforced: by this process at
 //! once, by every API process through Postgres's pending rows (see
@@ -255,7 +256,8 @@ impl Submitter {
     /// pending, so that the overlay of every process lists them and the
     /// resync copies them. Postgres refusing that, the spool holds the job
     /// too (its replay records the rows as pending); failing both, the
-    /// resync still copies the queued rows once they are a minute old.
+    /// resync still copies the chunk's rows once it finds the queue does not
+    /// hold its job (15 s after the record, see [`crate::store::resync`]).
     async fn unqueue(&self, job: &Job, durable: Durable) -> Durable {
         let (Job::RevokeBatch(chunk), Durable::Postgres) = (job, durable) else {
             return durable;
@@ -376,7 +378,8 @@ pub struct Recording<'a> {
     pub revokes: Option<&'a RevokeBatcher>,
     /// The job is about to be pushed: a chunk's rows are recorded as queued
     /// (`in_redis` null, with a record of the chunk), which neither the
-    /// overlay nor the resync reads until the record is a minute old.
+    /// overlay nor the resync reads while its job is in the queue (for a
+    /// minute at most; see [`crate::store::resync`]).
     pub queued: bool,
 }
 

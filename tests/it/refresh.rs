@@ -356,3 +356,42 @@ async fn the_replica_follows_refresh_registrations_and_family_revocations() {
     );
     app.stop().await;
 }
+
+/// A rotated refresh token among a bulk revocation's items takes its family
+/// with it, as a single revocation does: the API records the family's
+/// revocation with the chunk, and the worker, which leaves the chunk's rows
+/// as recorded, still writes the family into Redis. The audit covers
+/// Postgres, Redis and the API.
+#[tokio::test]
+async fn a_refresh_token_in_a_bulk_revocation_revokes_its_family() {
+    let app = TestApp::spawn_with(Options {
+        extra: KEYS,
+        ..Default::default()
+    })
+    .await;
+    let (old, new) = rotated_pair(&app, "xia").await;
+    let items =
+        json!([{ "token": old }, { "jti": "bulk-beside", "exp": revokd_jobs::now_unix() + 600 }]);
+    let (status, body) = write(&app, "/v1/revocations:batch?wait=true", items).await;
+    assert_eq!(status, 200, "{body}");
+    let family = app.token_id(&old);
+    let revoked: Option<i64> =
+        sqlx::query_scalar("select revoked_at from refresh_families where family_id = $1")
+            .bind(&family)
+            .fetch_one(app.db.db.pool())
+            .await
+            .unwrap();
+    assert!(revoked.is_some(), "the family revoked in postgres");
+    let key = format!("{}rtf:{family}", app.prefix);
+    eventually(
+        Duration::from_secs(5),
+        "the family revoked in redis",
+        || {
+            let there: bool = app.redis().exists(&key).unwrap();
+            async move { there }
+        },
+    )
+    .await;
+    assert_eq!(app.check_refresh(&new).await["reason"], "revoked");
+    app.stop().await;
+}

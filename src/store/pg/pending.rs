@@ -119,7 +119,8 @@ impl Db {
     }
 
     /// Whether `job` has been applied to both stores: its rows are in
-    /// Postgres and marked as written to Redis (by a worker or the resync).
+    /// Postgres and marked as written to Redis (by a worker or the resync);
+    /// a chunk's, none pending and its record deleted by its worker.
     pub async fn applied(&self, job: &revokd_jobs::Job) -> sqlx::Result<bool> {
         use revokd_jobs::Job;
         let query = match job {

@@ -147,6 +147,9 @@ impl Db {
     /// naming the same token merge as applying them one by one would (the
     /// longest expiry and the earliest revocation win; the first row's
     /// subject, reason and requester stay); every row gets its audit entry.
+    /// A row with `in_redis` None belongs to a chunk and is read by no
+    /// resync without the chunk's record: chunks go through
+    /// [`record_chunk`](Self::record_chunk).
     pub async fn apply_revokes<'r>(
         &self,
         rows: &[RevokeRow<'r>],
@@ -173,8 +176,9 @@ impl Db {
     /// A worker has written the chunk `job_id` into Redis: deletes its
     /// record. Returns whether there was one (the API recorded the rows, so
     /// they need no second write; a chunk pushed by `revokd-jobs`, or
-    /// applied before, has none) and each token's refresh-token family, in
-    /// the order given.
+    /// applied before, has none) and, when there was, each token's
+    /// refresh-token family in the order given (otherwise none: the
+    /// caller's write of the rows returns them).
     pub async fn finish_chunk(
         &self,
         job_id: &str,
@@ -186,6 +190,7 @@ impl Db {
                     array(select r.family_id
                           from unnest($2::text[]) with ordinality as u(token_id, n)
                               left join refresh_tokens r using (token_id)
+                          where exists (select 1 from done)
                           order by u.n)",
         )
         .bind(job_id)

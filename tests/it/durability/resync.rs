@@ -85,6 +85,29 @@ async fn a_resync_pass_copies_every_pending_row_page_by_page() {
     guard.clean();
 }
 
+/// Records a chunk of three items (`{name}-0` to `-2`) as the API does
+/// before pushing it, as of `queued_at`.
+async fn record_chunk(db: &TestDb, name: &str, queued_at: i64) -> revokd_jobs::RevokeBatch {
+    let exp = revokd_jobs::now_unix() + 600;
+    let items = (0..3)
+        .map(|i| revokd_jobs::RevokeItem::new(format!("{name}-{i}"), None, exp))
+        .collect();
+    let chunk = revokd_jobs::RevokeBatch::new(items);
+    let tokens = chunk.tokens();
+    let rows: Vec<_> = tokens
+        .iter()
+        .map(|t| revokd::store::pg::RevokeRow {
+            in_redis: None,
+            ..revokd::store::pg::RevokeRow::of(t, t.expires_at, queued_at)
+        })
+        .collect();
+    db.db
+        .record_chunk(&chunk.meta.job_id, &rows, queued_at)
+        .await
+        .unwrap();
+    chunk
+}
+
 /// A chunk's rows, recorded with a record of the chunk, are left to its
 /// job: a pass turns a chunk's rows pending, copies them and marks them in
 /// Redis only once its job is lost — after 15 s if the queue no longer
@@ -111,22 +134,7 @@ async fn a_resync_pass_copies_a_chunks_rows_only_once_its_job_is_lost() {
     ];
     let mut chunks = Vec::new();
     for (id, age, pushed) in cases {
-        let items = (0..3)
-            .map(|i| revokd_jobs::RevokeItem::new(format!("{id}-{i}"), None, now + 600))
-            .collect();
-        let chunk = revokd_jobs::RevokeBatch::new(items);
-        let tokens = chunk.tokens();
-        let rows: Vec<_> = tokens
-            .iter()
-            .map(|t| revokd::store::pg::RevokeRow {
-                in_redis: None,
-                ..revokd::store::pg::RevokeRow::of(t, t.expires_at, now)
-            })
-            .collect();
-        db.db
-            .record_chunk(&chunk.meta.job_id, &rows, now - age)
-            .await
-            .unwrap();
+        let chunk = record_chunk(&db, id, now - age).await;
         if pushed {
             let job = revokd_jobs::Job::RevokeBatch(chunk.clone());
             services.producer.push_as_job_task(&job).await.unwrap();
@@ -272,4 +280,43 @@ async fn rewrites_with_other_expiries_never_hide_a_pending_row_as_queued() {
                 .unwrap();
         assert_eq!((state, exp), (want, long), "{first:?} then {then:?}");
     }
+}
+
+/// A chunk whose push failed: the API turns its rows pending and deletes
+/// its record in one statement, so the resync copies them at once — not as
+/// a lost chunk later — and a worker that gets the job after all (the push
+/// only seemed to fail) writes every row itself.
+#[tokio::test]
+async fn a_chunk_whose_push_failed_is_pending_at_once_and_has_no_record() {
+    let (db, prefix, guard) = crate::helpers::own_deployment().await;
+    let redis = crate::helpers::redis_url();
+    let services = services_on(&db, &prefix, &redis);
+    let chunk = record_chunk(&db, "unpushed", revokd_jobs::now_unix()).await;
+    let ids: Vec<&str> = chunk.items.iter().map(|i| i.token_id.as_str()).collect();
+    assert_eq!(
+        db.db.mark_pending(&chunk.meta.job_id, &ids).await.unwrap(),
+        3
+    );
+    let records: i64 = sqlx::query_scalar("select count(*) from queued_chunks")
+        .fetch_one(db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(records, 0);
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from revoked_tokens where in_redis = false")
+            .fetch_one(db.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(pending, 3);
+    let resync = services.resync(services.deny_patient.clone());
+    assert_eq!(resync.run_once().await.unwrap(), 3, "copied at once");
+    let applier = services.applier();
+    let job = revokd_jobs::Job::RevokeBatch(chunk.clone());
+    applier.apply(&job, revokd_jobs::now_unix()).await.unwrap();
+    let in_redis: i64 = sqlx::query_scalar("select count(*) from revoked_tokens where in_redis")
+        .fetch_one(db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(in_redis, 3);
+    guard.clean();
 }
