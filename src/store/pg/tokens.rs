@@ -91,6 +91,18 @@ macro_rules! on_conflict_merge {
     };
 }
 
+/// What a write of revocations does with a chunk's record in
+/// `queued_chunks`.
+#[derive(Clone, Copy)]
+enum ChunkRecord<'a> {
+    /// Nothing: not a chunk, or one recorded pending.
+    None,
+    /// Inserts the record of chunk `.0`, queued at `.1` (unix seconds).
+    Record(&'a str, i64),
+    /// Deletes the record of chunk `.0`; rows it covered are not rewritten.
+    Finish(&'a str),
+}
+
 impl Db {
     /// Records a revocation and its audit row in one statement.
     /// `expires_at` is the token's expiry after capping.
@@ -154,14 +166,14 @@ impl Db {
         &self,
         rows: &[RevokeRow<'r>],
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, None).await
+        self.write_revokes(rows, ChunkRecord::None).await
     }
 
     /// Records a chunk of a bulk revocation whose job is about to be
     /// pushed: its rows, as queued (`in_redis` null, as the caller sets
     /// them), and its record in `queued_chunks`, in one statement. The
     /// worker that writes the chunk into Redis deletes the record
-    /// ([`finish_chunk`](Self::finish_chunk)) and leaves the rows as they
+    /// ([`apply_chunk`](Self::apply_chunk)) and leaves the rows as they
     /// are; see `migrations/20261204000001_chunk_records.sql`. Returns what
     /// [`apply_revokes`](Self::apply_revokes) does.
     pub async fn record_chunk<'r>(
@@ -170,40 +182,35 @@ impl Db {
         rows: &[RevokeRow<'r>],
         now: i64,
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, Some((job_id, now))).await
+        self.write_revokes(rows, ChunkRecord::Record(job_id, now))
+            .await
     }
 
-    /// A worker has written the chunk `job_id` into Redis: deletes its
-    /// record. Returns whether there was one (the API recorded the rows, so
-    /// they need no second write; a chunk pushed by `revokd-jobs`, or
-    /// applied before, has none) and, when there was, each token's
-    /// refresh-token family in the order given (otherwise none: the
-    /// caller's write of the rows returns them).
-    pub async fn finish_chunk(
+    /// A worker has written the chunk `job_id` (its `rows`) into Redis:
+    /// deletes the chunk's record and, if there was none (a chunk pushed
+    /// with `revokd-jobs`, or applied before), writes every row as
+    /// [`apply_revokes`](Self::apply_revokes) does. A chunk the API
+    /// recorded keeps its rows (and audit rows) as recorded: one statement,
+    /// no second write of each row. Returns each row's refresh-token
+    /// family, in the order given.
+    pub async fn apply_chunk<'r>(
         &self,
         job_id: &str,
-        token_ids: &[&str],
-    ) -> sqlx::Result<(bool, Vec<Option<String>>)> {
-        sqlx::query_as(
-            "with done as (delete from queued_chunks where job_id = $1 returning job_id)
-             select exists (select 1 from done),
-                    array(select r.family_id
-                          from unnest($2::text[]) with ordinality as u(token_id, n)
-                              left join refresh_tokens r using (token_id)
-                          where exists (select 1 from done)
-                          order by u.n)",
-        )
-        .bind(job_id)
-        .bind(token_ids)
-        .fetch_one(&self.pool)
-        .await
+        rows: &[RevokeRow<'r>],
+    ) -> sqlx::Result<Vec<Option<String>>> {
+        self.write_revokes(rows, ChunkRecord::Finish(job_id)).await
     }
 
     async fn write_revokes<'r>(
         &self,
         rows: &[RevokeRow<'r>],
-        chunk: Option<(&str, i64)>,
+        chunk: ChunkRecord<'_>,
     ) -> sqlx::Result<Vec<Option<String>>> {
+        let (record, at, finish) = match chunk {
+            ChunkRecord::None => (None, None, None),
+            ChunkRecord::Record(job_id, at) => (Some(job_id), Some(at), None),
+            ChunkRecord::Finish(job_id) => (None, None, Some(job_id)),
+        };
         let column = |f: fn(RevokeRow<'r>) -> Option<&'r str>| {
             rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
         };
@@ -216,11 +223,15 @@ impl Db {
                      with ordinality as t(job_id, token_id, subject, expires_at, reason,
                                           requested_by, requested_at, applied_at, in_redis, n)
              ),
+             -- a chunk's record, deleted by its worker: the API wrote the
+             -- rows and their audit, nothing more to write
+             done as (delete from queued_chunks where job_id = $12 returning job_id),
              audit as (
                  insert into revocation_audit
                      (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
                  select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
                  from input
+                 where not exists (select 1 from done)
                  order by job_id
                  on conflict (job_id) do nothing
              ),
@@ -242,6 +253,7 @@ impl Db {
                  insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
                  select token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis
                  from merged
+                 where not exists (select 1 from done)
                  -- batches lock rows in key order (audit rows too), so two of
                  -- them never wait on each other in a cycle
                  order by token_id
@@ -262,8 +274,9 @@ impl Db {
         .bind(numbers(|r| r.requested_at))
         .bind(numbers(|r| r.applied_at))
         .bind(flags)
-        .bind(chunk.map(|(job_id, _)| job_id))
-        .bind(chunk.map(|(_, at)| at))
+        .bind(record)
+        .bind(at)
+        .bind(finish)
         .fetch_all(&self.pool)
         .await?;
         Ok(families.into_iter().map(|(_, family)| family).collect())

@@ -1,12 +1,12 @@
 //! `revoke_batch`: a chunk of a bulk revocation in one pass — every
 //! deny-list entry in one pipelined Redis round trip (on the applier's bulk
-//! connection), then one Postgres statement: a chunk the API recorded
-//! before pushing it only loses its record
-//! ([`crate::store::pg::Db::finish_chunk`]), its rows stay as recorded; any
-//! other chunk (pushed with `revokd-jobs`, or applied before) has every row
-//! written ([`crate::store::pg::Db::apply_revokes`]). A refresh token among
-//! them takes its family with it, as a single `revoke` does. Applying a
-//! chunk twice converges like applying each item twice.
+//! connection), then one Postgres statement
+//! ([`crate::store::pg::Db::apply_chunk`]): a chunk the API recorded before
+//! pushing it only loses its record, its rows stay as recorded; any other
+//! chunk (pushed with `revokd-jobs`, or applied before) has every row
+//! written. A refresh token among them takes its family with it, as a
+//! single `revoke` does. Applying a chunk twice converges like applying
+//! each item twice.
 
 use revokd_jobs::RevokeBatch;
 
@@ -39,23 +39,15 @@ impl Applier {
         if !entries.is_empty() {
             self.bulk_deny.deny_many(&entries, now).await?;
         }
-        let families = if tokens.is_empty() {
+        let rows: Vec<RevokeRow<'_>> = tokens
+            .iter()
+            .zip(&expiries)
+            .map(|(t, &exp)| RevokeRow::of(t, exp, now))
+            .collect();
+        let families = if rows.is_empty() {
             Vec::new()
         } else {
-            let db = &self.stores.db;
-            let ids: Vec<&str> = tokens.iter().map(|t| t.token_id.as_str()).collect();
-            match db.finish_chunk(&job.meta.job_id, &ids).await? {
-                // The API recorded the rows before it pushed the job.
-                (true, families) => families,
-                (false, _) => {
-                    let rows: Vec<RevokeRow<'_>> = tokens
-                        .iter()
-                        .zip(&expiries)
-                        .map(|(t, &exp)| RevokeRow::of(t, exp, now))
-                        .collect();
-                    db.apply_revokes(&rows).await?
-                }
-            }
+            self.stores.db.apply_chunk(&job.meta.job_id, &rows).await?
         };
         for (t, family) in tokens.iter().zip(families) {
             if let Some(family) = family {
