@@ -75,7 +75,7 @@ drain() {
     # Pending rows, and chunks whose job has not written them yet (before
     # queued_chunks, a build older than 2026-12-04: rows in_redis null).
     if [[ $(sql "select to_regclass('queued_chunks') is not null") == t ]]; then
-      pending=$(sql "select (select count(*) from revoked_tokens where not in_redis)
+      pending=$(sql "select (select count(*) from revoked_tokens where in_redis is false)
                             + (select count(*) from queued_chunks)")
     else
       pending=$(sql "select count(*) from revoked_tokens where in_redis is not true")

@@ -83,7 +83,7 @@ log "posting revocations for $DURATION"
 started=$(date +%s.%N)
 wrk -t2 -c16 -d"$DURATION" -s "$OUT/post.lua" "http://127.0.0.1:$port" >"$OUT/wrk.txt"
 for _ in $(seq 1200); do
-  pending=$(psql "$PG_SERVER/$db" -X -At -c "select count(*) from revoked_tokens where not in_redis")
+  pending=$(psql "$PG_SERVER/$db" -X -At -c "select count(*) from revoked_tokens where in_redis is false")
   queued=$("${R[@]}" llen "${prefix}queue:jobs:active")
   [[ $pending == 0 && $queued == 0 ]] && break
   sleep 0.1

@@ -79,7 +79,7 @@ for bin in "${BINARIES[@]}"; do
   started=$(date +%s.%N)
   # Drained: nothing left queued, and every row written to Redis.
   for _ in $(seq 600); do
-    pending=$(psql "$PG_SERVER/$db" -X -At -c "select count(*) from revoked_tokens where not in_redis" 2>/dev/null || echo 0)
+    pending=$(psql "$PG_SERVER/$db" -X -At -c "select count(*) from revoked_tokens where in_redis is false" 2>/dev/null || echo 0)
     queued=$(redis-cli -u "$REDIS_URL" llen "${prefix}queue:jobs:active")
     [[ $pending == 0 && $queued == 0 ]] && break
     sleep 0.1

@@ -434,11 +434,9 @@ pub async fn record_pending(
                     ..RevokeRow::of(t, *exp, now)
                 })
                 .collect();
-            let families = if recording.queued {
-                db.record_chunk(&j.meta.job_id, &rows, now).await?
-            } else {
-                db.apply_revokes(&rows).await?
-            };
+            let families = db
+                .record_chunk(&j.meta.job_id, &rows, now, recording.queued)
+                .await?;
             for (t, id) in tokens.iter().zip(families) {
                 if let Some(id) = id {
                     family_of(t, id).await?;

@@ -184,6 +184,29 @@ async fn ndjson_batches_are_chunked_and_replays_give_the_same_ids_and_rows() {
     .await
     .unwrap();
     assert_eq!(pending, 0);
+    // One audit row a chunk (a request), none an item: its token ids in
+    // order, the duplicate included.
+    let (audit, single) = chunk_audit(&app).await;
+    let mut job_ids: Vec<String> = first["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    job_ids.sort();
+    assert_eq!(
+        audit.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
+        job_ids
+    );
+    let audited: Vec<&String> = audit.iter().flat_map(|a| &a.3).collect();
+    assert_eq!(audited.len(), 2_501, "every item, in its chunk");
+    assert_eq!(
+        audit.iter().map(|a| a.3.len()).max(),
+        Some(1_000),
+        "1,000 ids a chunk"
+    );
+    assert!(audit.iter().all(|a| a.1 == "billing"), "{audit:?}");
+    assert_eq!(single, 0, "no audit row an item");
     let mut redis = app.redis();
     let ttl: i64 = redis.ttl(format!("{}jti:nd-00000", app.prefix)).unwrap();
     assert!(ttl > 600, "the later expiry of the duplicate wins: {ttl}");
@@ -342,6 +365,21 @@ async fn producer_revoke_many_pushes_one_job_per_chunk_and_every_item_applies() 
         ("test", Some("bulk"), Some("zoe"))
     );
     assert_eq!(batch_jobs(&app), 3);
+    // Chunks the API did not record: the worker writes each one's audit
+    // row, with the reason its items share.
+    let (audit, single) = chunk_audit(&app).await;
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(audit.iter().map(|a| a.0.clone()).collect::<Vec<_>>(), ids);
+    assert!(
+        audit
+            .iter()
+            .all(|a| (a.1.as_str(), a.2.as_deref()) == ("test", Some("bulk"))),
+        "{audit:?}"
+    );
+    let sizes: Vec<usize> = audit.iter().map(|a| a.3.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 2_001);
+    assert_eq!(single, 0);
     app.stop().await;
 }
 
@@ -377,6 +415,12 @@ async fn with_redis_down_a_batch_is_recorded_in_postgres_and_reaches_redis_when_
             .unwrap();
     assert_eq!(state, Some(false), "pending, not queued");
     assert_eq!(chunk_records(&app).await, 0, "no chunk left to a job");
+    let (audit, _) = chunk_audit(&app).await;
+    assert_eq!(
+        audit.iter().map(|a| a.3.clone()).collect::<Vec<_>>(),
+        [vec![app.token_id(&token), "down-1".to_owned()]],
+        "the chunk's audit row, its ids in order"
+    );
 
     redis_server.restart();
     // The audit: both accepted items in Postgres and, once the resync ran,
@@ -399,6 +443,26 @@ async fn in_redis_states(app: &TestApp, pattern: &str) -> (i64, i64, i64) {
     .fetch_one(app.db.db.pool())
     .await
     .unwrap()
+}
+
+/// The audit rows of bulk chunks: (job_id, requested_by, reason,
+/// token_ids), by job id; and how many audit rows name a token of their
+/// own (`revoke`, one per item before chunks had one row).
+async fn chunk_audit(app: &TestApp) -> (Vec<(String, String, Option<String>, Vec<String>)>, i64) {
+    let pool = app.db.db.pool();
+    let chunks = sqlx::query_as(
+        "select job_id, requested_by, reason, token_ids from revocation_audit
+         where kind = 'revoke_batch' order by job_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let single: i64 =
+        sqlx::query_scalar("select count(*) from revocation_audit where kind = 'revoke'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    (chunks, single)
 }
 
 /// Chunks recorded by the API whose worker has not written them yet.

@@ -132,7 +132,7 @@ impl Db {
             "select (select count(*) from revoked_tokens where expires_at > $1),
                     (select count(*) from subject_watermarks),
                     (select count(*) from issuer_watermarks),
-                    (select count(*) from revoked_tokens where not in_redis)
+                    (select count(*) from revoked_tokens where in_redis is false)
                       + (select coalesce(sum(cardinality(token_ids)), 0) from queued_chunks)
                       + (select count(*) from subject_watermarks where not in_redis)
                       + (select count(*) from issuer_watermarks where not in_redis)",

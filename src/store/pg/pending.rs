@@ -12,7 +12,7 @@ impl Db {
     pub async fn pending_tokens(&self, limit: i64) -> sqlx::Result<Vec<RevokedRow>> {
         sqlx::query_as(
             "select token_id, subject, expires_at, revoked_at, reason, requested_by
-             from revoked_tokens where not in_redis limit $1",
+             from revoked_tokens where in_redis is false limit $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -97,11 +97,15 @@ impl Db {
     ) -> sqlx::Result<Vec<(String, String, i64)>> {
         sqlx::query_as(
             "(select 't', token_id, expires_at from revoked_tokens
-                  where not in_redis and expires_at >= $1)
+                  where in_redis is false and expires_at >= $1)
              union all
-             (select 't', token_id, expires_at from revoked_tokens
-                  where in_redis is null and expires_at >= $1 and token_id in
-                      (select unnest(token_ids) from queued_chunks where queued_at < $3))
+             -- chunk by chunk, each one's rows by key: never a join
+             -- that could read the whole table
+             (select 't', r.token_id, r.expires_at from queued_chunks c
+                  cross join lateral (select token_id, expires_at from revoked_tokens
+                      where token_id = any(c.token_ids) and in_redis is null
+                            and expires_at >= $1) r
+                  where c.queued_at < $3)
              union all
              (select 's', subject, not_before from subject_watermarks where not in_redis)
              union all

@@ -1,6 +1,7 @@
 //! `revoked_tokens`: one row per revoked token id, with the audit row of
-//! the job that revoked it. Upserts keep the longest expiry and the earliest
-//! revocation, so a job applied twice, or two jobs in any order, converge.
+//! the job that revoked it (a bulk revocation's chunk: one for the chunk).
+//! Upserts keep the longest expiry and the earliest revocation, so a job
+//! applied twice, or two jobs in any order, converge.
 
 use revokd_jobs::RevokeToken;
 
@@ -26,7 +27,8 @@ pub struct RevokedRow {
 /// One revocation for [`Db::apply_revokes`].
 #[derive(Debug, Clone, Copy)]
 pub struct RevokeRow<'a> {
-    /// The job, the audit row's key.
+    /// The job, the audit row's key (the rows of a chunk share its one
+    /// audit row, keyed by the chunk's job id).
     pub job_id: &'a str,
     /// jti or `sha256:<hex>`.
     pub token_id: &'a str,
@@ -103,6 +105,24 @@ enum ChunkRecord<'a> {
     Finish(&'a str),
 }
 
+/// The audit rows a write of revocations adds.
+#[derive(Clone, Copy)]
+enum Audit<'a> {
+    /// One per row, keyed by the row's job id (`revoke`).
+    EachRow,
+    /// One for chunk `.0`, listing its token ids (`revoke_batch`).
+    Chunk(&'a str),
+}
+
+impl<'a> Audit<'a> {
+    fn chunk(self) -> Option<&'a str> {
+        match self {
+            Audit::EachRow => None,
+            Audit::Chunk(job_id) => Some(job_id),
+        }
+    }
+}
+
 impl Db {
     /// Records a revocation and its audit row in one statement.
     /// `expires_at` is the token's expiry after capping.
@@ -166,45 +186,55 @@ impl Db {
         &self,
         rows: &[RevokeRow<'r>],
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, ChunkRecord::None).await
+        self.write_revokes(rows, ChunkRecord::None, Audit::EachRow)
+            .await
     }
 
-    /// Records a chunk of a bulk revocation whose job is about to be
-    /// pushed: its rows, as queued (`in_redis` null, as the caller sets
-    /// them), and its record in `queued_chunks`, in one statement. The
-    /// worker that writes the chunk into Redis deletes the record
+    /// Records a chunk `job_id` of a bulk revocation: its rows and its one
+    /// audit row (see `migrations/20261205000001_chunk_audit.sql`), in one
+    /// statement. `queued`: its job is about to be pushed; the rows are
+    /// recorded as queued (`in_redis` null, as the caller sets them) with
+    /// the chunk's record in `queued_chunks`. The worker that writes the
+    /// chunk into Redis deletes the record
     /// ([`apply_chunk`](Self::apply_chunk)) and leaves the rows as they
-    /// are; see `migrations/20261204000001_chunk_records.sql`. Returns what
+    /// are; see `migrations/20261204000001_chunk_records.sql`. Otherwise
+    /// (no queue: rows pending) no record is written. Returns what
     /// [`apply_revokes`](Self::apply_revokes) does.
     pub async fn record_chunk<'r>(
         &self,
         job_id: &str,
         rows: &[RevokeRow<'r>],
         now: i64,
+        queued: bool,
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, ChunkRecord::Record(job_id, now))
-            .await
+        let record = match queued {
+            true => ChunkRecord::Record(job_id, now),
+            false => ChunkRecord::None,
+        };
+        self.write_revokes(rows, record, Audit::Chunk(job_id)).await
     }
 
     /// A worker has written the chunk `job_id` (its `rows`) into Redis:
     /// deletes the chunk's record and, if there was none (a chunk pushed
-    /// with `revokd-jobs`, or applied before), writes every row as
-    /// [`apply_revokes`](Self::apply_revokes) does. A chunk the API
-    /// recorded keeps its rows (and audit rows) as recorded: one statement,
-    /// no second write of each row. Returns each row's refresh-token
-    /// family, in the order given.
+    /// with `revokd-jobs`, or applied before), writes every row and the
+    /// chunk's audit row as [`record_chunk`](Self::record_chunk) does. A
+    /// chunk the API recorded keeps its rows (and audit row) as recorded:
+    /// one statement, no second write of each row. Returns each row's
+    /// refresh-token family, in the order given.
     pub async fn apply_chunk<'r>(
         &self,
         job_id: &str,
         rows: &[RevokeRow<'r>],
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, ChunkRecord::Finish(job_id)).await
+        self.write_revokes(rows, ChunkRecord::Finish(job_id), Audit::Chunk(job_id))
+            .await
     }
 
     async fn write_revokes<'r>(
         &self,
         rows: &[RevokeRow<'r>],
         chunk: ChunkRecord<'_>,
+        audit: Audit<'_>,
     ) -> sqlx::Result<Vec<Option<String>>> {
         let (record, at, finish) = match chunk {
             ChunkRecord::None => (None, None, None),
@@ -226,13 +256,24 @@ impl Db {
              -- a chunk's record, deleted by its worker: the API wrote the
              -- rows and their audit, nothing more to write
              done as (delete from queued_chunks where job_id = $12 returning job_id),
+             -- an audit row per row, or one for a chunk (see
+             -- migrations/20261205000001_chunk_audit.sql)
              audit as (
                  insert into revocation_audit
-                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at)
-                 select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at
+                     (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at, token_ids)
+                 select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at, null
                  from input
-                 where not exists (select 1 from done)
-                 order by job_id
+                 where $13::text is null and not exists (select 1 from done)
+                 union all
+                 select $13, 'revoke_batch', null, null, null,
+                        case when count(reason) = count(*) and min(reason) = max(reason)
+                             then min(reason) end,
+                        min(requested_by), min(requested_at), max(applied_at),
+                        array_agg(token_id order by n)
+                 from input
+                 where $13 is not null and not exists (select 1 from done)
+                 having count(*) > 0
+                 order by 1
                  on conflict (job_id) do nothing
              ),
              chunk as (
@@ -277,6 +318,7 @@ impl Db {
         .bind(record)
         .bind(at)
         .bind(finish)
+        .bind(audit.chunk())
         .fetch_all(&self.pool)
         .await?;
         Ok(families.into_iter().map(|(_, family)| family).collect())
