@@ -47,7 +47,10 @@ impl Db {
         let done = sqlx::query(
             "with lost as (delete from queued_chunks where job_id = any($1) returning token_ids)
              update revoked_tokens set in_redis = false
-             where token_id in (select unnest(token_ids) from lost) and in_redis is null",
+             -- one array of keys: read by key, never by a join that could
+             -- scan the table
+             where token_id = any(array(select unnest(token_ids) from lost))
+                   and in_redis is null",
         )
         .bind(job_ids)
         .execute(&self.pool)
