@@ -2,7 +2,7 @@
 //! per-item results, limits, replays, one job per chunk, the degraded path)
 //! and `Producer::revoke_many`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::Commands;
 use revokd_jobs::{RevokeItem, now_unix};
@@ -541,6 +541,25 @@ async fn a_bulk_revocation_in_the_queue_is_queued_not_pending_and_every_item_app
         .unwrap()
         .count();
     assert_eq!(keys, all, "one deny-list key per item");
+    // Announced a group of entries at a time: a few stream entries a
+    // chunk, not one an item; the API's replica has every item from them.
+    let events: u64 = redis.xlen(format!("{}events", app.prefix)).unwrap();
+    assert!(events < 200, "{events} stream entries for {all} tokens");
+    let replica = Arc::clone(app.services.replica.as_ref().unwrap());
+    let every_item = || {
+        (0..2).all(|half| {
+            (0..6_000).all(|i| {
+                let id = format!("q-{half}-{i:04}");
+                replica.lookup(&id, None, now_unix()).is_some_and(|d| d.0)
+            })
+        })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "every item in the replica",
+        || async { every_item() },
+    )
+    .await;
     app.wait_for_reason(&token, "revoked", Duration::from_secs(5))
         .await;
     app.stop().await;

@@ -10,6 +10,10 @@ use std::collections::HashMap;
 pub enum Event {
     /// A token on the deny-list until `until`.
     Token { id: String, until: i64 },
+    /// Tokens on the deny-list, each until its time: what one write of
+    /// several entries announces in one stream entry (kind `T`, see
+    /// `store/redis/lua/revoke_many.lua`).
+    Tokens(Vec<(String, i64)>),
     /// A subject watermark.
     Subject {
         id: String,
@@ -34,6 +38,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// The ids of the tokens this event puts on the deny-list.
+    pub(super) fn token_ids(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Self::Token { id, .. } => (Some(id.as_str()), &[][..]),
+            Self::Tokens(tokens) => (None, tokens.as_slice()),
+            _ => (None, &[][..]),
+        };
+        one.into_iter()
+            .chain(many.iter().map(|(id, _)| id.as_str()))
+    }
+
     /// Parses a stream entry's fields; `None` for an entry it does not know.
     pub(super) fn parse(map: &HashMap<String, redis::Value>) -> Option<Self> {
         let text =
@@ -44,6 +59,18 @@ impl Event {
                 id: text("id")?,
                 until: num("until")?,
             }),
+            "T" => {
+                let flat: Vec<String> = serde_json::from_str(&text("ids")?).ok()?;
+                if !flat.len().is_multiple_of(2) {
+                    return None;
+                }
+                let mut flat = flat.into_iter();
+                let mut tokens = Vec::with_capacity(flat.len() / 2);
+                while let (Some(id), Some(until)) = (flat.next(), flat.next()) {
+                    tokens.push((id, until.parse().ok()?));
+                }
+                Some(Self::Tokens(tokens))
+            }
             "s" => Some(Self::Subject {
                 id: text("id")?,
                 not_before: num("nb")?,

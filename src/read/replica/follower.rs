@@ -138,8 +138,8 @@ impl Follower {
                     read += 1;
                     if let Some(event) = Event::parse(&entry.map) {
                         self.replica.apply(&event);
-                        if let Event::Token { id, .. } = &event {
-                            tracing::debug!(target: crate::instruments::PROPAGATION, token_id = id, waited_us = sent.elapsed().as_micros(), "replica applied");
+                        for token_id in event.token_ids() {
+                            tracing::debug!(target: crate::instruments::PROPAGATION, token_id, waited_us = sent.elapsed().as_micros(), "replica applied");
                         }
                     }
                     *last_id = Some(entry.id);

@@ -199,6 +199,11 @@ impl Replica {
     pub fn apply(&self, event: &Event) {
         match event {
             Event::Token { id, until } => self.insert_token(TokenKey::of(id.as_bytes()), *until),
+            Event::Tokens(tokens) => {
+                for (id, until) in tokens {
+                    self.insert_token(TokenKey::of(id.as_bytes()), *until);
+                }
+            }
             Event::Subject {
                 id,
                 not_before,

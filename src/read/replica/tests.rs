@@ -233,3 +233,45 @@ fn a_reserved_table_takes_that_many_tokens_without_growing() {
     assert_eq!(replica.lookup("before", None, 10), Some((true, None)));
     assert_eq!(replica.lookup("token-45000", None, 10), Some((false, None)));
 }
+
+/// A stream entry's fields, as the follower reads them.
+fn entry(fields: &[(&str, &str)]) -> std::collections::HashMap<String, redis::Value> {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                redis::Value::BulkString(v.as_bytes().to_vec()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_grouped_entry_parses_to_its_tokens_and_a_malformed_one_to_nothing() {
+    let ids = r#"["a","100","b\"\/é","200"]"#;
+    let event = Event::parse(&entry(&[("k", "T"), ("ids", ids)])).unwrap();
+    assert_eq!(
+        event,
+        Event::Tokens(vec![("a".into(), 100), ("b\"/é".into(), 200)])
+    );
+    assert_eq!(event.token_ids().collect::<Vec<_>>(), ["a", "b\"/é"]);
+    for bad in [r#"["a","100","b"]"#, r#"["a","soon"]"#, "{}", "not json"] {
+        assert_eq!(
+            Event::parse(&entry(&[("k", "T"), ("ids", bad)])),
+            None,
+            "{bad}"
+        );
+    }
+    assert_eq!(Event::parse(&entry(&[("k", "T")])), None);
+    let one = Event::parse(&entry(&[("k", "t"), ("id", "c"), ("until", "300")])).unwrap();
+    assert_eq!(one.token_ids().collect::<Vec<_>>(), ["c"]);
+
+    let replica = Replica::new(Duration::from_secs(1));
+    replica.apply(&event);
+    replica.apply(&Event::Tokens(vec![("a".into(), 50)]));
+    for (id, denied) in [("a", true), ("b\"/é", true), ("c", false)] {
+        assert_eq!(replica.denies(id, 60), denied, "{id}");
+    }
+    assert!(replica.denies("a", 99), "the later end stays");
+}
