@@ -199,8 +199,10 @@ impl RevokeBatch {
     }
 
     /// Each item as the revoke job it stands for: the batch's requester and
-    /// time, and the job id `{job_id}:{index}` (the key of its audit row,
-    /// so a batch applied twice adds no audit rows).
+    /// time, and the job id `{job_id}:{index}` (revokd audits the batch in
+    /// one row keyed `job_id`; a refresh token's family revoked with an
+    /// item is audited as `{job_id}:{index}:family`, so a batch applied
+    /// twice adds no audit rows).
     pub fn tokens(&self) -> Vec<RevokeToken> {
         self.items
             .iter()
