@@ -60,16 +60,13 @@ impl Event {
                 until: num("until")?,
             }),
             "T" => {
-                let flat: Vec<String> = serde_json::from_str(&text("ids")?).ok()?;
-                if !flat.len().is_multiple_of(2) {
-                    return None;
+                let tokens = text("ids").as_deref().and_then(grouped_tokens);
+                if tokens.is_none() {
+                    tracing::warn!(
+                        "a stream entry of grouped tokens could not be read; the replica gets them at its next load"
+                    );
                 }
-                let mut flat = flat.into_iter();
-                let mut tokens = Vec::with_capacity(flat.len() / 2);
-                while let (Some(id), Some(until)) = (flat.next(), flat.next()) {
-                    tokens.push((id, until.parse().ok()?));
-                }
-                Some(Self::Tokens(tokens))
+                tokens.map(Self::Tokens)
             }
             "s" => Some(Self::Subject {
                 id: text("id")?,
@@ -94,4 +91,19 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// The tokens of a grouped entry's `ids`: a JSON array of token_id, until,
+/// token_id, until, …, the untils as strings.
+fn grouped_tokens(ids: &str) -> Option<Vec<(String, i64)>> {
+    let flat: Vec<String> = serde_json::from_str(ids).ok()?;
+    if !flat.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut flat = flat.into_iter();
+    let mut tokens = Vec::with_capacity(flat.len() / 2);
+    while let (Some(id), Some(until)) = (flat.next(), flat.next()) {
+        tokens.push((id, until.parse().ok()?));
+    }
+    Some(tokens)
 }

@@ -103,8 +103,8 @@ impl Db {
                   where in_redis is false and expires_at >= $1)
              union all
              -- chunk by chunk, each one's rows by key: never a join
-             -- that could read the whole table
-             (select 't', r.token_id, r.expires_at from queued_chunks c
+             -- that could read the whole table; a token in two chunks once
+             (select distinct 't', r.token_id, r.expires_at from queued_chunks c
                   cross join lateral (select token_id, expires_at from revoked_tokens
                       where token_id = any(c.token_ids) and in_redis is null
                             and expires_at >= $1) r

@@ -405,3 +405,23 @@ async fn lookups_of_pending_rows_read_their_index_when_most_rows_came_in_chunks(
     assert_eq!(after.0 - before.0, 0, "no scan of the whole table");
     assert!(after.1 - before.1 >= 16, "{before:?} → {after:?}");
 }
+
+/// A token in two chunks whose jobs are both overdue (a batch posted twice
+/// gets new job ids) is listed once: duplicates would count toward the
+/// overlay's limit and overflow it early.
+#[tokio::test]
+async fn a_token_in_two_overdue_chunks_is_listed_once() {
+    let db = TestDb::create().await;
+    let now = revokd_jobs::now_unix();
+    let old = now - revokd::store::resync::QUEUED_GRACE_SECS - 5;
+    record_chunk_of(&db, "twice", 2, old).await;
+    record_chunk_of(&db, "twice", 2, old).await;
+    let listed = db
+        .db
+        .pending_revocations(now, now - revokd::store::resync::QUEUED_GRACE_SECS, 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|(_, id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["twice-0", "twice-1"]);
+}

@@ -37,6 +37,11 @@ end
 if #told == 2 then
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 't', 'id', told[1], 'until', told[2])
 elseif #told > 2 then
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 'T', 'ids', cjson.encode(told))
+  -- The cap counts entries: with n tokens an entry, the stream keeps
+  -- maxlen / n of them, about as many tokens (and bytes) as maxlen single
+  -- entries hold, not n times as many.
+  local cap = math.max(1000, math.floor(tonumber(maxlen) / (#told / 2)))
+  redis.call('XADD', events, 'MAXLEN', '~', string.format('%d', cap), '*', 'k', 'T', 'ids',
+             cjson.encode(told))
 end
 return codes
