@@ -555,3 +555,49 @@ async fn a_copy_cancelled_midway_leaves_the_pool_usable() {
         .unwrap();
     assert_eq!(count, n);
 }
+
+/// A grouped stream entry trims the stream by age: entries over two
+/// minutes old go, the last minute (what a loading replica replays) stays,
+/// however many tokens the groups hold.
+#[tokio::test]
+async fn a_grouped_entry_trims_the_stream_to_its_last_two_minutes() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let mut redis = app.redis();
+    let events = format!("{}events", app.prefix);
+    let now_ms = u64::try_from(now_unix()).unwrap() * 1000;
+    // Three full stream nodes (100 entries each) from 200 s ago, then one
+    // entry from 30 s ago.
+    for i in 0..300 {
+        let _: String = redis
+            .xadd(&events, format!("{}-{i}", now_ms - 200_000), &[("k", "x")])
+            .unwrap();
+    }
+    let recent = format!("{}-0", now_ms - 30_000);
+    let _: String = redis.xadd(&events, &recent, &[("k", "x")]).unwrap();
+    let now = now_unix();
+    let entry = |id: &str| {
+        let entry = revokd::store::redis::DenyEntry {
+            sub: None,
+            exp: now + 600,
+            revoked_at: now,
+            reason: None,
+        };
+        (id.to_owned(), entry, 600)
+    };
+    app.services
+        .deny_patient
+        .deny_many(&[entry("g-1"), entry("g-2")], now)
+        .await
+        .unwrap();
+    let first: redis::streams::StreamRangeReply = redis.xrange_count(&events, "-", "+", 1).unwrap();
+    assert_eq!(
+        first.ids[0].id, recent,
+        "the old entries are gone, the recent one stays"
+    );
+    assert_eq!(redis.xlen::<_, u64>(&events).unwrap(), 2);
+    app.stop().await;
+}

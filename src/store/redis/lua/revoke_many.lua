@@ -37,11 +37,15 @@ end
 if #told == 2 then
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'k', 't', 'id', told[1], 'until', told[2])
 elseif #told > 2 then
-  -- The cap counts entries: with n tokens an entry, the stream keeps
-  -- maxlen / n of them, about as many tokens (and bytes) as maxlen single
-  -- entries hold, not n times as many.
-  local cap = math.max(1000, math.floor(tonumber(maxlen) / (#told / 2)))
-  redis.call('XADD', events, 'MAXLEN', '~', string.format('%d', cap), '*', 'k', 'T', 'ids',
-             cjson.encode(told))
+  -- A grouped entry holds up to 128 tokens, so a cap that counts entries
+  -- would let the stream hold 128 times as many tokens; and a cap scaled
+  -- down by the group's size would cut the single entries' history below
+  -- the minute a loading replica replays (REPLAY_MS in
+  -- read/replica/snapshot.rs). It trims by age instead: entries older than
+  -- two minutes go (whole stream nodes, '~'), so the stream holds at most
+  -- two minutes of grouped writes, and always the last minute.
+  local now = redis.call('TIME')
+  local keep_from = string.format('%d', (tonumber(now[1]) - 120) * 1000)
+  redis.call('XADD', events, 'MINID', '~', keep_from, '*', 'k', 'T', 'ids', cjson.encode(told))
 end
 return codes
