@@ -62,6 +62,8 @@ cleanup() {
     xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null
   redis-cli -u "$REDIS_URL" zrem core:apalis:queues:list "${prefix}queue:jobs:workers" >/dev/null
   psql "$PG_SERVER/postgres" -X -q -c "drop database if exists \"$db\" with (force)" || true
+  # BENCH_KEEP=DIR: keep the processes' logs and the probes' samples there.
+  [[ -n ${BENCH_KEEP:-} ]] && { mkdir -p "$BENCH_KEEP"; cp "$OUT"/*.log "$OUT"/*.tsv "$BENCH_KEEP"/ 2>/dev/null; }
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -216,6 +218,9 @@ if [[ -x $PROBE ]]; then
     "$OUT/probe_load_other.txt" 2>/dev/null || true
   if [[ $STAGES == 1 ]]; then
     python3 "$ROOT/bench/propagation_stages.py" "$OUT/probe_batch_load.tsv" "$OUT/revokd.log" "$OUT/revokd.log"
+    # The other process's follower stamps its own "replica applied": its log first.
+    printf '\nchecked on the other process:\n'
+    python3 "$ROOT/bench/propagation_stages.py" "$OUT/probe_batch_load_other.tsv" "$OUT/other.log" "$OUT/revokd.log"
   fi
 else
   printf '\n(no propagation figures: build target/release/examples/bench_propagation with --features bench)\n'

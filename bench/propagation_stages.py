@@ -17,7 +17,8 @@ machine, one clock). Stages, in ms from the previous one:
   woken      → the worker's listener got the wake-up (first one after `recorded`)
   picked     → the worker's handler started on the job
   denied     → the deny-list (and its stream event) written (worker)
-  replica    → the API's follower applied the event
+  replica    → the API's follower applied the event (from the first write
+               into Redis: `ahead` or `denied`, whichever came first)
   seen       → the probe's first 401
 
 Prints each stage's p50 / p99 / max over all probes, then every probe slower
@@ -100,6 +101,11 @@ def main():
             stages, prev = {}, start
             for s in STAGES:
                 at = t[s]
+                if s == "replica":
+                    # The follower reads whichever write reached Redis first:
+                    # the API's write ahead or the worker's.
+                    writes = [w for w in (t["ahead"], t["denied"]) if w is not None]
+                    prev = min(writes) if writes else prev
                 stages[s] = None if at is None or prev is None else (at - prev) / 1000
                 prev = at if at is not None else prev
             probes.append((int(revoked) / 1000, job, stages))
