@@ -10,7 +10,8 @@ are those of the replica-mode API and the worker, run with
 `BENCH_PROPAGATION_STAGES=1`). Timestamps are the log lines' own (µs, one
 machine, one clock). Stages, in ms from the previous one:
 
-  recorded   POST sent → the revocation committed to Postgres (API)
+  received   POST sent → the API's write path has it (parsed, verified)
+  recorded   → the revocation committed to Postgres (API)
   ahead      → written ahead into Redis by the API (at the same time as
                the push: either may come first)
   queued     → pushed to the queue and the wake-up published (API)
@@ -32,6 +33,7 @@ from datetime import datetime, timezone
 LINE = re.compile(r"^(\S+Z)\s+DEBUG\s+revokd::propagation: (.*)$")
 FIELD = re.compile(r'(\w+)="?([^" ]*)"?')
 MESSAGES = {
+    "received": "received",
     "recorded": "recorded",
     "written ahead": "ahead",
     "queued and wake published": "queued",
@@ -40,7 +42,7 @@ MESSAGES = {
     "deny-list written": "denied",
     "replica applied": "replica",
 }
-STAGES = ["recorded", "ahead", "queued", "woken", "picked", "denied", "replica", "seen"]
+STAGES = ["received", "recorded", "ahead", "queued", "woken", "picked", "denied", "replica", "seen"]
 
 
 def unix_us(stamp):
@@ -88,6 +90,7 @@ def main():
             job, token, start, post, revoked, _polls = line.rstrip("\n").split("\t")
             start = int(start)
             t = {
+                "received": by_id.get(("received", job)),
                 "recorded": by_id.get(("recorded", job)),
                 "ahead": by_id.get(("ahead", job)),
                 "queued": by_id.get(("queued", job)),

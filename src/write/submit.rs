@@ -127,6 +127,7 @@ impl Submitter {
 
     async fn submit(&self, job: Job, wait: bool) -> Result<Submitted, SubmitError> {
         let job = validate::request(&job)?;
+        tracing::debug!(target: PROPAGATION, job_id = job.job_id(), "received");
         // Admitted before anything is recorded: a refused wait leaves no trace.
         let _place = wait.then(|| self.completions.admit()).transpose()?;
         // A chunk about to be pushed is recorded as queued, not pending.
