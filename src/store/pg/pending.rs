@@ -82,7 +82,9 @@ impl Db {
     /// Watermarks written while the queue was down and not yet in Redis.
     pub async fn pending_watermarks(&self, limit: i64) -> sqlx::Result<Vec<(String, i64)>> {
         sqlx::query_as(
-            "select subject, not_before from subject_watermarks where not in_redis limit $1",
+            // in the order of its index of pending rows (see pending_tokens)
+            "select subject, not_before from subject_watermarks where not in_redis
+             order by subject limit $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -304,7 +304,9 @@ impl Db {
     pub async fn pending_families(&self, limit: i64) -> sqlx::Result<Vec<(String, String)>> {
         sqlx::query_as(
             "select family_id, coalesce(revoked_reason, 'revoked') from refresh_families
-             where not in_redis limit $1",
+             where not in_redis
+             -- the order of its index of pending rows (see pending_tokens)
+             order by family_id limit $1",
         )
         .bind(limit)
         .fetch_all(self.pool())
@@ -327,7 +329,9 @@ impl Db {
             "select t.token_id, t.family_id, t.subject, t.expires_at,
                     case when f.revoked_at is not null and t.state = 0 then 2::smallint else t.state end as state
              from refresh_tokens t left join refresh_families f using (family_id)
-             where not t.in_redis limit $1",
+             where not t.in_redis
+             -- the order of its index of pending rows (see pending_tokens)
+             order by t.token_id limit $1",
         )
         .bind(limit)
         .fetch_all(self.pool())

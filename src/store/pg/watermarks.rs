@@ -122,7 +122,13 @@ impl Db {
     /// Watermarks written while the queue was down and not yet in Redis.
     pub async fn pending_of(&self, scope: Scope, limit: i64) -> sqlx::Result<Vec<(String, i64)>> {
         let (table, column) = (scope.table(), scope.column());
-        let sql = format!("select {column}, not_before from {table} where not in_redis limit $1");
+        // In the order of the table's index of pending rows (on `column`):
+        // without it, while statistics lag a mass revocation, the planner
+        // guesses a scan of the table finds `limit` rows at once.
+        let sql = format!(
+            "select {column}, not_before from {table} where not in_redis
+             order by {column} limit $1"
+        );
         sqlx::query_as(AssertSqlSafe(sql))
             .bind(limit)
             .fetch_all(&self.pool)
