@@ -63,7 +63,7 @@ cleanup() {
   redis-cli -u "$REDIS_URL" zrem core:apalis:queues:list "${prefix}queue:jobs:workers" >/dev/null
   psql "$PG_SERVER/postgres" -X -q -c "drop database if exists \"$db\" with (force)" || true
   # BENCH_KEEP=DIR: keep the processes' logs and the probes' samples there.
-  [[ -n ${BENCH_KEEP:-} ]] && { mkdir -p "$BENCH_KEEP"; cp "$OUT"/*.log "$OUT"/*.tsv "$BENCH_KEEP"/ 2>/dev/null; }
+  [[ -n ${BENCH_KEEP:-} ]] && { mkdir -p "$BENCH_KEEP"; cp "$OUT"/*.log "$OUT"/*.tsv "$BENCH_KEEP"/ 2>/dev/null || true; }
   rm -rf "$OUT"
 }
 trap cleanup EXIT
