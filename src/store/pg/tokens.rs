@@ -101,8 +101,6 @@ enum ChunkRecord<'a> {
     None,
     /// Inserts the record of chunk `.0`, queued at `.1` (unix seconds).
     Record(&'a str, i64),
-    /// Deletes the record of chunk `.0`; rows it covered are not rewritten.
-    Finish(&'a str),
 }
 
 /// The audit rows a write of revocations adds.
@@ -221,12 +219,34 @@ impl Db {
     /// chunk the API recorded keeps its rows (and audit row) as recorded:
     /// one statement, no second write of each row. Returns each row's
     /// refresh-token family, in the order given.
+    ///
+    /// The first statement sends only the token ids: a chunk the API
+    /// recorded (the common case) needs nothing else, and its 1,000 rows'
+    /// nine columns sent and unnested again cost Postgres ~2.5 ms a chunk
+    /// against ~0.8 ms (`EXPLAIN (ANALYZE)`, 1,000 rows). Finding no record
+    /// (nothing deleted), the second writes them; no other writer records
+    /// the chunk meanwhile: its job is pushed only after its record.
     pub async fn apply_chunk<'r>(
         &self,
         job_id: &str,
         rows: &[RevokeRow<'r>],
     ) -> sqlx::Result<Vec<Option<String>>> {
-        self.write_revokes(rows, ChunkRecord::Finish(job_id), Audit::Chunk(job_id))
+        let ids: Vec<&str> = rows.iter().map(|r| r.token_id).collect();
+        let finished: Vec<(Option<String>, bool)> = sqlx::query_as(
+            "with done as (delete from queued_chunks where job_id = $1 returning job_id)
+             select refresh_tokens.family_id, exists (select 1 from done)
+             from unnest($2::text[]) with ordinality as t(token_id, n)
+                  left join refresh_tokens using (token_id)
+             order by t.n",
+        )
+        .bind(job_id)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        if finished.first().is_some_and(|&(_, recorded)| recorded) {
+            return Ok(finished.into_iter().map(|(family, _)| family).collect());
+        }
+        self.write_revokes(rows, ChunkRecord::None, Audit::Chunk(job_id))
             .await
     }
 
@@ -236,10 +256,9 @@ impl Db {
         chunk: ChunkRecord<'_>,
         audit: Audit<'_>,
     ) -> sqlx::Result<Vec<Option<String>>> {
-        let (record, at, finish) = match chunk {
-            ChunkRecord::None => (None, None, None),
-            ChunkRecord::Record(job_id, at) => (Some(job_id), Some(at), None),
-            ChunkRecord::Finish(job_id) => (None, None, Some(job_id)),
+        let (record, at) = match chunk {
+            ChunkRecord::None => (None, None),
+            ChunkRecord::Record(job_id, at) => (Some(job_id), Some(at)),
         };
         let column = |f: fn(RevokeRow<'r>) -> Option<&'r str>| {
             rows.iter().map(|r| f(*r)).collect::<Vec<_>>()
@@ -253,9 +272,6 @@ impl Db {
                      with ordinality as t(job_id, token_id, subject, expires_at, reason,
                                           requested_by, requested_at, applied_at, in_redis, n)
              ),
-             -- a chunk's record, deleted by its worker: the API wrote the
-             -- rows and their audit, nothing more to write
-             done as (delete from queued_chunks where job_id = $12 returning job_id),
              -- an audit row per row, or one for a chunk (see
              -- migrations/20261205000001_chunk_audit.sql)
              audit as (
@@ -263,15 +279,15 @@ impl Db {
                      (job_id, kind, token_id, subject, expires_at, reason, requested_by, requested_at, applied_at, token_ids)
                  select job_id, 'revoke', token_id, subject, expires_at, reason, requested_by, requested_at, applied_at, null
                  from input
-                 where $13::text is null and not exists (select 1 from done)
+                 where $12::text is null
                  union all
-                 select $13, 'revoke_batch', null, null, null,
+                 select $12, 'revoke_batch', null, null, null,
                         case when count(reason) = count(*) and min(reason) = max(reason)
                              then min(reason) end,
                         min(requested_by), min(requested_at), max(applied_at),
                         array_agg(token_id order by n)
                  from input
-                 where $13 is not null and not exists (select 1 from done)
+                 where $12 is not null
                  having count(*) > 0
                  order by 1
                  on conflict (job_id) do nothing
@@ -294,7 +310,6 @@ impl Db {
                  insert into revoked_tokens (token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis)
                  select token_id, subject, expires_at, revoked_at, reason, requested_by, in_redis
                  from merged
-                 where not exists (select 1 from done)
                  -- batches lock rows in key order (audit rows too), so two of
                  -- them never wait on each other in a cycle
                  order by token_id
@@ -317,7 +332,6 @@ impl Db {
         .bind(flags)
         .bind(record)
         .bind(at)
-        .bind(finish)
         .bind(audit.chunk())
         .fetch_all(&self.pool)
         .await?;

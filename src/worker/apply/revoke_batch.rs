@@ -4,7 +4,7 @@
 //! ([`crate::store::pg::Db::apply_chunk`]): a chunk the API recorded before
 //! pushing it only loses its record, its rows stay as recorded; any other
 //! chunk (pushed with `revokd-jobs`, or applied before) has every row
-//! written. A refresh token among them takes its family with it, as a
+//! written, by a second statement. A refresh token among them takes its family with it, as a
 //! single `revoke` does. Applying a chunk twice converges like applying
 //! each item twice.
 
