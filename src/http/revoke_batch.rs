@@ -282,3 +282,99 @@ fn answer(items: Vec<Item>, outcomes: Vec<Outcome>) -> Response {
     };
     (status, Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::submit::SubmitError;
+
+    fn accepted(id: &str) -> Item {
+        Item::Accepted(RevokeItem {
+            token_id: id.into(),
+            subject: None,
+            expires_at: 1,
+            reason: None,
+        })
+    }
+
+    async fn body(items: Vec<Item>, outcomes: Vec<Outcome>) -> (u16, String) {
+        let response = answer(items, outcomes);
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// The body byte for byte: per-item results in order (a refused item's
+    /// own error, a failed chunk's error on each of its items), the job ids
+    /// of the chunks taken, flags only when set.
+    #[tokio::test]
+    async fn the_answer_reports_each_item_in_order_with_its_chunks_fate() {
+        let items = vec![
+            accepted("a"),
+            Item::Refused(bad("the item is bad")),
+            accepted("b"),
+            accepted("c"),
+        ];
+        let outcomes = vec![
+            (vec![0, 2], "job-1".into(), Ok(Submitted::Degraded)),
+            (vec![3], "job-2".into(), Err(SubmitError::Unavailable)),
+        ];
+        let (status, text) = body(items, outcomes).await;
+        assert_eq!(status, 202);
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"accepted":2,"degraded":true,"job_ids":["job-1"],"rejected":2,"results":["#,
+                r#"{"index":0,"token_id":"a"},"#,
+                r#"{"error":"invalid_request","index":1,"message":"the item is bad"},"#,
+                r#"{"index":2,"token_id":"b"},"#,
+                r#"{"error":"unavailable","index":3,"message":"neither Postgres nor the local spool can record the revocation"}]}"#
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_answer_takes_its_status_from_the_chunks() {
+        let failed = vec![(vec![0], "job-1".into(), Err(SubmitError::Unavailable))];
+        let (status, text) = body(vec![accepted("a")], failed).await;
+        assert_eq!(status, 503);
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"accepted":0,"error":"unavailable","job_ids":[],"#,
+                r#""message":"neither Postgres nor the local spool can record the revocation","rejected":1,"results":["#,
+                r#"{"error":"unavailable","index":0,"message":"neither Postgres nor the local spool can record the revocation"}]}"#
+            )
+        );
+        let (status, text) = body(vec![Item::Refused(bad("no"))], Vec::new()).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"accepted":0,"error":"invalid_request","job_ids":[],"#,
+                r#""message":"no item of the batch can be revoked","rejected":1,"results":["#,
+                r#"{"error":"invalid_request","index":0,"message":"no"}]}"#
+            )
+        );
+        let timed_out = vec![(vec![0], "job-1".into(), Ok(Submitted::TimedOut))];
+        let (status, text) = body(vec![accepted("a")], timed_out).await;
+        assert_eq!(status, 504);
+        assert!(text.starts_with(r#"{"accepted":1,"error":"timeout","job_ids":["job-1"],"message":"the batch is recorded"#), "{text}");
+        let spooled = vec![(vec![0], "job-1".into(), Ok(Submitted::Spooled))];
+        let (status, text) = body(vec![accepted("a")], spooled).await;
+        assert_eq!(status, 202);
+        assert!(
+            text.ends_with(r#""spooled":true}"#) && text.contains(r#""degraded":true"#),
+            "{text}"
+        );
+        let applied = vec![(vec![0], "job-1".into(), Ok(Submitted::Applied))];
+        let (status, text) = body(vec![accepted("a")], applied).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            text,
+            r#"{"accepted":1,"job_ids":["job-1"],"rejected":0,"results":[{"index":0,"token_id":"a"}]}"#
+        );
+    }
+}
